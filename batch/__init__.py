@@ -1,0 +1,1 @@
+"""Nightly batch scoring of call recordings into a Parquet dataset."""

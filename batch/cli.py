@@ -1,0 +1,3 @@
+"""Subcommands of this package (registered by callmood/cli.py)."""
+
+COMMANDS = []

@@ -1,0 +1,3 @@
+"""callmood: emotion analytics for call-center recordings."""
+
+__version__ = "0.1.0"

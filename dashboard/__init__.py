@@ -1,0 +1,1 @@
+"""Emotion analytics over the Parquet results: DuckDB SQL and a Streamlit dashboard."""

@@ -1,0 +1,1 @@
+"""Training: corpora, log-mel features, the spectrogram ViT, training, evaluation, tuning."""

@@ -1,0 +1,102 @@
+"""Decoding audio files into float waveforms, with errors that name the file and the problem.
+
+Training and batch scoring both read audio through this module, so a file that one
+rejects the other rejects with the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+# A file whose peak never reaches this (about -80 dBFS) carries no usable speech.
+SILENCE_PEAK = 1e-4
+
+
+class AudioError(ValueError):
+    """A file that cannot be used as audio; `kind` is a short machine-readable reason."""
+
+    def __init__(self, path: str | Path, kind: str, detail: str):
+        self.path = str(path)
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Read the header only; raises AudioError for missing, non-audio or empty files."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "missing", "file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty", "file is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(path, "unreadable", f"not a readable audio file ({err})") from None
+    if info.frames <= 0:
+        raise AudioError(path, "empty", "audio file holds no samples")
+    return AudioInfo(str(path), info.samplerate, info.channels, info.frames, info.format,
+                     info.subtype)
+
+
+def read_channels(path: str | Path, max_seconds: float | None = None,
+                  ) -> tuple[np.ndarray, int]:
+    """Decode every channel: float32 array of shape (channels, samples) and the sample rate."""
+    info = probe(path)
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(path, "too_long",
+                         f"{info.duration_s / 3600:.1f} h of audio exceeds the limit of "
+                         f"{max_seconds / 3600:.1f} h")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(path, "corrupt", f"audio data cannot be decoded ({err})") from None
+    if data.shape[0] == 0:
+        raise AudioError(path, "empty", "audio file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(path, "corrupt", "audio holds NaN or infinite samples")
+    return np.ascontiguousarray(data.T), rate
+
+
+def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample along the last axis (soxr, high quality)."""
+    if rate_in == rate_out:
+        return waveform
+    if waveform.ndim == 1:
+        return soxr.resample(waveform, rate_in, rate_out).astype(np.float32, copy=False)
+    out = soxr.resample(waveform.T, rate_in, rate_out)
+    return np.ascontiguousarray(out.T, dtype=np.float32)
+
+
+def check_not_silent(waveform: np.ndarray, path: str | Path) -> None:
+    if waveform.size == 0:
+        raise AudioError(path, "empty", "audio file holds no samples")
+    if float(np.max(np.abs(waveform))) < SILENCE_PEAK:
+        raise AudioError(path, "silent", "audio is silent (peak below -80 dBFS)")
+
+
+def load_mono(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Decode, mix to mono, resample to `sample_rate`; reject silent audio."""
+    channels, rate = read_channels(path)
+    mono = channels.mean(axis=0)
+    check_not_silent(mono, path)
+    return resample(mono, rate, sample_rate)

@@ -1,0 +1,269 @@
+"""`callmood train | evaluate | tune | predict`: argument parsing; the work is in the library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import click
+
+SHARED_HELP = "shared data folder holding protocols/ (env CALLMOOD_SHARED, default ../shared)"
+
+
+def _shared_default() -> str:
+    return os.environ.get("CALLMOOD_SHARED", "../shared")
+
+
+def _split_options(command):
+    """Options that choose the test speakers; shared by train, evaluate and tune."""
+    options = [
+        click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
+                     help="corpus to use, repeatable: ravdess, emodb, cremad, tess, savee, or "
+                          "any other NAME for a folder-per-label tree or a CSV/Parquet "
+                          "manifest (path,label[,speaker])"),
+        click.option("--fold", help="RAVDESS protocol fold 1..6 (or a fold of --folds N "
+                                    "speaker folds); evaluate also takes 'all'"),
+        click.option("--folds", "n_folds", type=int,
+                     help="make N speaker-grouped folds over all corpora instead"),
+        click.option("--test-speakers", help="explicit test speakers, e.g. 01,11 or "
+                                             "ravdess:01,emodb:03"),
+        click.option("--random-test", type=float,
+                     help="random speaker-overlapping test fraction (not speaker-independent)"),
+        click.option("--labels", "label_preset", default="corpus", show_default=True,
+                     type=click.Choice(["corpus", "calls"]),
+                     help="label set: the corpora's own, or the call set (calm→neutral, "
+                          "boredom dropped)"),
+        click.option("--map", "label_overrides", multiple=True, metavar="SOURCE=TARGET",
+                     help="extra label mapping, repeatable; TARGET 'drop' removes the label"),
+        click.option("--shared", default=_shared_default, show_default="../shared",
+                     help=SHARED_HELP),
+        click.option("--cache-dir", type=click.Path(file_okay=False),
+                     help="feature cache (env CALLMOOD_CACHE, default ~/.cache/callmood)"),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _load_split(corpora, fold, n_folds, test_speakers, random_test, label_preset,
+                label_overrides, shared, seed):
+    from callmood.training.corpora.registry import load_corpora
+    from callmood.training.labels import apply_mapping, parse_mapping
+    from callmood.training.splits import make_split
+
+    if fold is not None:
+        if not str(fold).isdigit():
+            raise click.BadParameter(f"expected a fold number, got {fold!r}", param_hint="--fold")
+        fold = int(fold)
+    mapping = parse_mapping(label_preset, list(label_overrides))
+    utterances = apply_mapping(load_corpora(list(corpora)), mapping)
+    speakers = test_speakers.split(",") if test_speakers else None
+    split = make_split(utterances, fold=fold, n_folds=n_folds, test_speakers=speakers,
+                       random_test=random_test, shared=shared, seed=seed)
+    click.echo(f"split: {split.description}; {len(split.train)} train / {len(split.val)} "
+               f"validation / {len(split.test)} test utterances", err=True)
+    return split, mapping
+
+
+def _train_config(params_file, overrides: dict):
+    from callmood.training.train import TrainConfig
+
+    values = json.loads(Path(params_file).read_text()) if params_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig().with_overrides(values)
+
+
+def _fail(err: Exception):
+    raise click.ClickException(str(err)) from None
+
+
+@click.command()
+@_split_options
+@click.option("--init", help="random:micro|tiny|small|base, a timm checkpoint folder "
+                             "(e.g. ../shared/weights/deit-tiny-in1k), or a Hugging Face Hub "
+                             "id / save_pretrained folder of a ViT, DeiT or AST")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--lr", type=float)
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]))
+@click.option("--schedule", type=click.Choice(["cosine", "plateau"]))
+@click.option("--balance", type=click.Choice(["sampler", "loss", "none"]))
+@click.option("--patience", type=int, help="early-stopping patience in epochs")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--workers", type=int, help="feature-extraction processes")
+@click.option("--telephone", type=float, help="probability of the telephone-channel variant")
+@click.option("--specaugment/--no-specaugment", default=None,
+              help="SpecAugment time/frequency masks (on by default)")
+@click.option("--mixup", type=float, help="mixup alpha, 0 turns it off")
+@click.option("--gain-db", type=float, help="random gain range in dB, 0 turns it off")
+@click.option("--noise", type=float, help="probability of added noise, 0 turns it off")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON of settings, e.g. best_params.json from `callmood tune`")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="model folder to write")
+def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
+          shared, cache_dir, seed, init, epochs, batch_size, lr, optimizer, schedule, balance,
+          patience, device, workers, telephone, specaugment, mixup, gain_db, noise,
+          params_file, out):
+    """Fine-tune the spectrogram ViT and write a model folder (best validation epoch)."""
+    from callmood.training.train import train as run_training
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        split, mapping = _load_split(corpora, fold, n_folds, test_speakers, random_test,
+                                     label_preset, label_overrides, shared, seed)
+        overrides = {"init": init, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                     "optimizer": optimizer, "schedule": schedule, "balance": balance,
+                     "patience": patience, "device": device, "workers": workers,
+                     "seed": seed, "augment.telephone_p": telephone,
+                     "augment.mixup_alpha": mixup, "augment.gain_db": gain_db,
+                     "augment.noise_p": noise}
+        if specaugment is False:
+            overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
+        config = _train_config(params_file, overrides)
+        result = run_training(split, config, out, label_map=mapping, cache_dir=cache_dir)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"wrote {result.model_dir} (best epoch {result.best_epoch}, validation "
+               f"macro-F1 {result.best_val_macro_f1:.3f})")
+    if result.test_metrics:
+        m = result.test_metrics
+        click.echo(f"test ({split.description}): UA {m['ua']:.3f}  WA {m['wa']:.3f}  "
+                   f"macro-F1 {m['macro_f1']:.3f}  weighted-F1 {m['weighted_f1']:.3f}")
+
+
+@click.command()
+@click.option("--model", "model_dir", required=True,
+              help="model folder; with --fold all, a pattern such as runs/fold{fold}")
+@_split_options
+@click.option("--workers", type=int, default=2, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="report folder")
+def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, label_preset,
+             label_overrides, shared, cache_dir, seed, workers, out):
+    """Score the test speakers: metrics.json, confusion.png and report.md in --out.
+
+    `--fold all` evaluates every fold of the protocol (or of --folds N) with the model
+    folder named by the {fold} pattern, and reports per-fold figures and mean ± std.
+    """
+    from callmood.training.evaluate import aggregate_folds, evaluate_model, write_report
+    from callmood.training.model_folder import load_model_folder
+
+    try:
+        folds = [fold]
+        if fold == "all":
+            count = n_folds or len(_protocol_folds(shared))
+            folds = [str(k) for k in range(1, count + 1)]
+        per_fold = []
+        for k in folds:
+            split, _ = _load_split(corpora, k, n_folds, test_speakers, random_test,
+                                   label_preset, label_overrides, shared, seed)
+            model = load_model_folder(model_dir.format(fold=k))
+            fold_out = Path(out) / f"fold{k}" if len(folds) > 1 else Path(out)
+            per_fold.append(evaluate_model(model, split, fold_out, cache_dir, workers))
+        metrics = per_fold[0]
+        if len(folds) > 1:
+            metrics = aggregate_folds(per_fold)
+            write_report(out, metrics, f"{len(folds)}-fold mean ({model_dir})",
+                         {"model": model_dir, "split": per_fold[0]["split"].rsplit(" fold", 1)[0]
+                          + f", mean of {len(folds)} folds"})
+    except (ValueError, OSError) as err:
+        _fail(err)
+    std = {k: f" ± {metrics[k + '_std']:.3f}" if k + "_std" in metrics else "" for k in
+           ("ua", "wa", "macro_f1", "weighted_f1")}
+    click.echo(f"UA {metrics['ua']:.3f}{std['ua']}  WA {metrics['wa']:.3f}{std['wa']}  "
+               f"macro-F1 {metrics['macro_f1']:.3f}{std['macro_f1']}  weighted-F1 "
+               f"{metrics['weighted_f1']:.3f}{std['weighted_f1']}  → {out}/metrics.json")
+
+
+def _protocol_folds(shared):
+    from callmood.training.splits import ravdess_protocol
+
+    return ravdess_protocol(shared)["test_actors_by_fold"]
+
+
+@click.command()
+@_split_options
+@click.option("--trials", type=int, default=20, show_default=True,
+              help="trials for the whole study (shared by every worker on it)")
+@click.option("--timeout", type=float, help="stop this worker after SECONDS")
+@click.option("--study", "study_name", default="callmood", show_default=True)
+@click.option("--storage", help="Optuna RDB URL (default: sqlite:///OUT/study.db); a "
+                                "postgresql:// URL lets several machines share a study")
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median",
+              show_default=True)
+@click.option("--epochs", type=int, default=15, show_default=True,
+              help="epochs per trial (pruning may stop a trial earlier)")
+@click.option("--space", "space_file", type=click.Path(exists=True, dir_okay=False),
+              help="JSON search space overriding the default one")
+@click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
+              help="base settings that trials start from")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="study folder: study.db, trials/, best_params.json, history.png")
+def tune(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
+         shared, cache_dir, seed, trials, timeout, study_name, storage, pruner, epochs,
+         space_file, params_file, out):
+    """Optuna search on validation macro-F1 (test speakers are never looked at).
+
+    Several `callmood tune` processes on the same --out/--storage share one study.
+    """
+    from callmood.training.tune import SearchSpace, run_study
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        split, mapping = _load_split(corpora, fold, n_folds, test_speakers, random_test,
+                                     label_preset, label_overrides, shared, seed)
+        split.test = []
+        base = _train_config(params_file, {"epochs": epochs, "seed": seed})
+        space = SearchSpace.from_file(space_file) if space_file else SearchSpace()
+        best = run_study(split, base, space, out, label_map=mapping, n_trials=trials,
+                         timeout=timeout, study_name=study_name, storage=storage,
+                         pruner=pruner, cache_dir=cache_dir)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    if best is None:
+        click.echo("no trial of the study has completed yet")
+    else:
+        click.echo(f"best trial {best.number}: validation macro-F1 {best.value:.3f}; "
+                   f"settings in {out}/best_params.json (use: callmood train --params ...)")
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model_dir", help="model folder (default: the bundled model)")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
+              show_default=True)
+def predict(files, model_dir, fmt):
+    """Emotion and per-class probabilities of each audio FILE.
+
+    A file longer than the model's clip is cut into clips whose probabilities are
+    averaged. Unusable files are reported and make the exit status 1.
+    """
+    from callmood.training.model_folder import default_model_dir, load_model_folder
+    from callmood.training.predict import predict_files
+
+    try:
+        model = load_model_folder(model_dir or default_model_dir())
+    except (ValueError, OSError) as err:
+        _fail(err)
+    failed = 0
+    rows = predict_files(model, files)
+    if fmt == "table":
+        click.echo("file\temotion\tconfidence\t" + "\t".join(model.labels))
+    for row in rows:
+        if "error" in row:
+            failed += 1
+            click.echo(f"error: {row['error']}", err=True)
+            continue
+        if fmt == "jsonl":
+            click.echo(json.dumps(row))
+        else:
+            probs = "\t".join(f"{row['probabilities'][label]:.3f}" for label in model.labels)
+            click.echo(f"{row['file']}\t{row['emotion']}\t{row['confidence']:.3f}\t{probs}")
+    if failed:
+        raise SystemExit(1)
+
+
+COMMANDS = [train, evaluate, tune, predict]

@@ -1,0 +1,1 @@
+"""Corpus adapters: each turns a corpus layout into labelled utterances."""

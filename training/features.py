@@ -1,0 +1,167 @@
+"""The one log-mel implementation of callmood, used by training, evaluation and batch scoring.
+
+Written with torch (torch.stft + a Slaney mel filter bank) rather than torchaudio: the
+torchaudio wheels available here are CUDA-linked and do not load with the CPU torch build.
+The values match librosa.feature.melspectrogram (tests/test_features.py checks this).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Signal-processing settings of a model; saved in its preprocessor_config.json."""
+
+    sample_rate: int = 16000
+    n_fft: int = 400  # 25 ms
+    win_length: int = 400
+    hop_length: int = 160  # 10 ms
+    n_mels: int = 128
+    f_min: float = 20.0
+    f_max: float = 8000.0
+    input_frames: int = 304  # the model's clip: 304 frames = 3.03 s
+    log_floor: float = 1e-6
+
+    def __post_init__(self):
+        if self.win_length > self.n_fft:
+            raise ValueError("win_length must not exceed n_fft")
+        if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
+            raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got {self}")
+        if self.input_frames < 1 or self.n_mels < 1:
+            raise ValueError("input_frames and n_mels must be positive")
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples that give exactly `input_frames` frames (centred STFT)."""
+        return (self.input_frames - 1) * self.hop_length
+
+    @property
+    def clip_seconds(self) -> float:
+        return self.clip_samples / self.sample_rate
+
+    @property
+    def pad_value(self) -> float:
+        return math.log(self.log_floor)
+
+    def key(self) -> str:
+        """Stable text form, used to key the feature cache."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> MelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown mel settings: {sorted(unknown)}")
+        return cls(**values)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * (200.0 / 3)
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log_part, linear)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float,
+                   f_max: float) -> torch.Tensor:
+    """Triangular filters (n_mels, n_fft // 2 + 1) with Slaney area normalisation."""
+    fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+    widths = np.diff(edges)
+    rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
+    falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+@lru_cache(maxsize=8)
+def _window(win_length: int) -> torch.Tensor:
+    return torch.hann_window(win_length, periodic=True)
+
+
+def log_mel(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
+    """Log-mel spectrogram of (..., samples) audio at config.sample_rate -> (..., n_mels, frames).
+
+    Frames are centred (zero padding), so a signal of n samples gives 1 + n // hop frames.
+    """
+    x = torch.as_tensor(waveform, dtype=torch.float32)
+    batch_shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
+    spec = torch.stft(x, n_fft=config.n_fft, hop_length=config.hop_length,
+                      win_length=config.win_length, window=_window(config.win_length),
+                      center=True, pad_mode="constant", return_complex=True)
+    power = spec.real.square() + spec.imag.square()
+    fbank = mel_filterbank(config.sample_rate, config.n_fft, config.n_mels, config.f_min,
+                           config.f_max)
+    mel = torch.matmul(fbank, power)
+    out = torch.log(mel + config.log_floor)
+    return out.reshape(*batch_shape, config.n_mels, out.shape[-1])
+
+
+def fit_frames(mel: torch.Tensor, frames: int, pad_value: float,
+               offset: int | None = None) -> torch.Tensor:
+    """Crop or pad (..., n_mels, T) to exactly `frames` along time.
+
+    Longer inputs are cropped at `offset` (centre when None); shorter ones are padded at
+    the end with `pad_value`, the log of silence.
+    """
+    length = mel.shape[-1]
+    if length > frames:
+        start = (length - frames) // 2 if offset is None else min(max(offset, 0),
+                                                                   length - frames)
+        return mel[..., start:start + frames]
+    if length < frames:
+        return torch.nn.functional.pad(mel, (0, frames - length), value=pad_value)
+    return mel
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Dataset statistics of the log-mel values; inputs become (x - mean) / (2 std) as in AST."""
+
+    mean: float = 0.0
+    std: float = 1.0
+
+    def apply(self, mel: torch.Tensor) -> torch.Tensor:
+        return (mel - self.mean) / (2.0 * self.std)
+
+    @classmethod
+    def fit(cls, mels: list[torch.Tensor] | list[np.ndarray]) -> Normalization:
+        total = count = square = 0.0
+        for m in mels:
+            t = torch.as_tensor(m, dtype=torch.float64)
+            total += float(t.sum())
+            square += float(t.square().sum())
+            count += t.numel()
+        if count == 0:
+            raise ValueError("cannot fit normalisation statistics on no data")
+        mean = total / count
+        std = math.sqrt(max(square / count - mean * mean, 1e-12))
+        return cls(mean=mean, std=std)
+
+
+def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization) -> torch.Tensor:
+    """(B, n_mels, frames) log-mels of exactly input_frames -> normalised (B, 1, n_mels, frames)."""
+    if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
+        raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
+                         f"got {tuple(mels.shape)}")
+    return norm.apply(mels).unsqueeze(1)

@@ -1,0 +1,313 @@
+"""Fine-tuning the spectrogram ViT: one readable loop, no framework.
+
+`train()` takes a split and a TrainConfig, trains with early stopping on validation
+macro-F1, and writes the best epoch as a model folder. Optuna trials call the same
+function with a changed copy of the config and an `on_epoch` hook for pruning.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import platform
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from callmood.training.augment import AugmentConfig, augment_batch
+from callmood.training.cache import Features, extract
+from callmood.training.evaluate import classification_metrics, utterance_probs
+from callmood.training.features import MelConfig, Normalization, fit_frames, model_input
+from callmood.training.labels import ordered_labels
+from callmood.training.model import build_model
+from callmood.training.model_folder import ModelCard, save_model_folder
+from callmood.training.splits import Split
+from tqdm import tqdm
+
+import callmood
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    init: str = "random:tiny"  # random:<preset>, a timm folder, or a Hub id / HF folder
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2.5e-4
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"  # adamw | sgd
+    schedule: str = "cosine"  # cosine | plateau
+    warmup_epochs: float = 1.0
+    patience: int = 8  # epochs without a better validation macro-F1 before stopping
+    balance: str = "sampler"  # sampler | loss | none: how rare classes are weighted
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+    label_smoothing: float = 0.05
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    workers: int = 2  # processes for feature extraction
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+
+    def __post_init__(self):
+        choices = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "plateau"),
+                   "balance": ("sampler", "loss", "none"), "device": ("auto", "cpu", "cuda")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, batch_size and lr must be positive")
+
+    def with_overrides(self, overrides: dict) -> TrainConfig:
+        """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig."""
+        top = {f.name for f in fields(self)}
+        augment = {k.split(".", 1)[1]: v for k, v in overrides.items()
+                   if k.startswith("augment.")}
+        plain = {k: v for k, v in overrides.items() if not k.startswith("augment.")}
+        unknown = (set(plain) - top) | (set(augment) - {f.name for f in fields(AugmentConfig)})
+        if unknown:
+            raise ValueError(f"unknown training settings: {sorted(unknown)}")
+        return replace(self, **plain, augment=replace(self.augment, **augment))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    best_epoch: int
+    best_val_macro_f1: float
+    history: list[dict]
+    test_metrics: dict | None
+
+
+EpochHook = Callable[[int, float], None]  # (epoch, validation macro-F1); may raise to stop
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> float:
+    """Linear warm-up, then cosine decay to zero (or flat, for the plateau schedule)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine:
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: TrainConfig,
+               generator: torch.Generator) -> torch.Tensor:
+    """Random crops of the chosen examples, telephone variant with probability telephone_p."""
+    frames, pad = config.mel.input_frames, config.mel.pad_value
+    clips = []
+    for i in indices:
+        variant = "telephone" if "telephone" in mels and \
+            torch.rand(1, generator=generator).item() < config.augment.telephone_p else "clean"
+        mel = mels[variant][i]
+        room = mel.shape[-1] - frames
+        offset = int(torch.randint(0, room + 1, (1,), generator=generator)) if room > 0 else 0
+        clips.append(fit_frames(mel, frames, pad, offset))
+    return augment_batch(torch.stack(clips), config.augment, config.mel, generator)
+
+
+def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator) -> list[int]:
+    """An epoch's example order; `sampler` draws classes equally often (with replacement)."""
+    n = len(targets)
+    if balance != "sampler":
+        return torch.randperm(n, generator=generator).tolist()
+    counts = np.bincount(targets)
+    weights = torch.as_tensor(1.0 / counts[targets], dtype=torch.double)
+    return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
+
+
+def predictor(model: torch.nn.Module, config: TrainConfig, norm: Normalization,
+              device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
+    @torch.inference_mode()
+    def predict(clips: torch.Tensor) -> np.ndarray:
+        model.eval()
+        x = model_input(clips, config.mel, norm).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(pixel_values=x).logits
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+    return predict
+
+
+def summarise_data(split: Split, failures: int) -> dict:
+    return {
+        "split": split.summary(),
+        "corpora": dict(Counter(u.corpus for u in split.train + split.val)),
+        "train_label_counts": dict(Counter(u.label for u in split.train)),
+        "skipped_unreadable_files": failures,
+    }
+
+
+def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: dict,
+          cache_dir: str | Path | None = None, on_epoch: EpochHook | None = None,
+          model_name: str | None = None) -> TrainResult:
+    started = time.time()
+    out_dir = Path(out_dir)
+    generator = _seed_everything(config.seed)
+    device = _device(config.device)
+
+    # --- data: cached log-mels, label ids, normalisation from the training set
+    labels = ordered_labels({u.label for u in split.train})
+    label_id = {label: i for i, label in enumerate(labels)}
+    variants = ("clean", "telephone") if config.augment.telephone_p > 0 else ("clean",)
+    train_data = extract(split.train, config.mel, variants, cache_dir, config.workers)
+    val_data = extract(split.val, config.mel, ("clean",), cache_dir, config.workers)
+    if not train_data.utterances:
+        raise ValueError("no usable training audio")
+    failures = len(train_data.failures) + len(val_data.failures)
+    val_data = _known_labels(val_data, label_id)
+    targets = np.array([label_id[u.label] for u in train_data.utterances])
+    val_targets = np.array([label_id[u.label] for u in val_data.utterances])
+    norm = Normalization.fit(train_data.mels["clean"])
+
+    # --- model, optimiser, schedule
+    model = build_model(config.mel, labels, config.init, config.dropout).to(device)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                      weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9,
+                                    weight_decay=config.weight_decay, nesterov=True)
+    class_weights = None
+    if config.balance == "loss":
+        counts = np.bincount(targets, minlength=len(labels)).clip(min=1)
+        class_weights = torch.as_tensor(len(targets) / (len(labels) * counts),
+                                        dtype=torch.float32, device=device)
+    steps_per_epoch = math.ceil(len(targets) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                         patience=2) \
+        if config.schedule == "plateau" else None
+    predict = predictor(model, config, norm, device)
+    beta = torch.distributions.Beta(config.augment.mixup_alpha, config.augment.mixup_alpha) \
+        if config.augment.mixup_alpha > 0 else None
+
+    # --- the loop
+    history, best_f1, best_epoch, best_state, step = [], -1.0, 0, None, 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = epoch_order(targets, config.balance, generator)
+        total_loss, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
+                   unit="batch", leave=False, disable=None)
+        for start in bar:
+            if plateau is None or epoch == 1:
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * lr_factor(step, total_steps, warmup_steps,
+                                                   config.schedule == "cosine")
+            indices = order[start:start + config.batch_size]
+            x = model_input(make_batch(train_data.mels, indices, config, generator),
+                            config.mel, norm).to(device)
+            y = torch.nn.functional.one_hot(torch.as_tensor(targets[indices]),
+                                            len(labels)).float().to(device)
+            if beta is not None:
+                lam = float(beta.sample())
+                perm = torch.randperm(len(indices), generator=generator).to(device)
+                x = lam * x + (1 - lam) * x[perm]
+                y = lam * y + (1 - lam) * y[perm]
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=device.type == "cuda"):
+                logits = model(pixel_values=x).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits, y, weight=class_weights,
+                                                     label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            total_loss += loss.item() * len(indices)
+            seen += len(indices)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+
+        val = _validation_metrics(val_data, val_targets, labels, config, predict)
+        train_loss = total_loss / seen
+        history.append({"epoch": epoch, "train_loss": train_loss, **val,
+                        "lr": optimizer.param_groups[0]["lr"]})
+        log.info("epoch %d: loss %.4f, val macro-F1 %.3f, val UA %.3f", epoch, train_loss,
+                 val["val_macro_f1"], val["val_ua"])
+        tqdm.write(f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}  "
+                   f"val macro-F1 {val['val_macro_f1']:.3f}  val UA {val['val_ua']:.3f}")
+        if plateau is not None and epoch > config.warmup_epochs:
+            plateau.step(val["val_macro_f1"])
+        if val["val_macro_f1"] > best_f1 or not val_data.utterances:
+            best_f1, best_epoch = val["val_macro_f1"], epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, val["val_macro_f1"])
+        if epoch - best_epoch >= config.patience:
+            tqdm.write(f"early stop: no better validation macro-F1 for {config.patience} epochs")
+            break
+
+    # --- the best epoch becomes the model folder; test speakers are scored once, at the end
+    model.load_state_dict(best_state)
+    test_metrics = None
+    if split.test:
+        test_data = _known_labels(extract(split.test, config.mel, ("clean",), cache_dir,
+                                          config.workers), label_id)
+        test_targets = np.array([label_id[u.label] for u in test_data.utterances])
+        probs = utterance_probs(test_data.mels["clean"], config.mel, predict)
+        test_metrics = classification_metrics(test_targets, probs.argmax(1), labels)
+    card = ModelCard(
+        name=model_name or out_dir.name, labels=labels, label_map=label_map,
+        training={**summarise_data(split, failures), "config": config.to_dict(),
+                  "best_epoch": best_epoch, "epochs_run": len(history), "history": history,
+                  "wall_s": round(time.time() - started, 1), "device": str(device),
+                  "versions": {"callmood": callmood.__version__, "torch": torch.__version__,
+                               "transformers": transformers.__version__,
+                               "python": platform.python_version()}},
+        metrics={"val_macro_f1": best_f1,
+                 **({"test": _brief(test_metrics, split.description)} if test_metrics else {})},
+    )
+    save_model_folder(out_dir, model.cpu(), config.mel, norm, card)
+    return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
+
+
+def _known_labels(data: Features, label_id: dict[str, int]) -> Features:
+    """Drop utterances whose label the model does not have (e.g. absent from training)."""
+    keep = [i for i, u in enumerate(data.utterances) if u.label in label_id]
+    if len(keep) < len(data.utterances):
+        log.warning("%d utterances carry labels unseen in training and are not scored",
+                    len(data.utterances) - len(keep))
+    return Features([data.utterances[i] for i in keep],
+                    {v: [m[i] for i in keep] for v, m in data.mels.items()}, data.failures)
+
+
+def _validation_metrics(data: Features, targets: np.ndarray, labels: list[str],
+                        config: TrainConfig, predict) -> dict:
+    if not data.utterances:
+        return {"val_macro_f1": 0.0, "val_ua": 0.0, "val_wa": 0.0}
+    probs = utterance_probs(data.mels["clean"], config.mel, predict)
+    m = classification_metrics(targets, probs.argmax(1), labels)
+    return {"val_macro_f1": m["macro_f1"], "val_ua": m["ua"], "val_wa": m["wa"]}
+
+
+def _brief(metrics: dict, split_description: str) -> dict:
+    return {"split": split_description,
+            **{k: metrics[k] for k in ("ua", "wa", "macro_f1", "weighted_f1", "n")}}

@@ -1,0 +1,137 @@
+"""Optuna search over training settings, scored on validation macro-F1 only.
+
+The study lives in an RDB (an SQLite file in the study folder by default), so it resumes
+after an interruption, and several `callmood tune` processes (or machines, with a
+PostgreSQL URL) pointed at one study share its trials. Each trial is a `train()` run
+with a changed copy of the base TrainConfig; per-epoch validation macro-F1 feeds the
+pruner.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import optuna
+from callmood.training.splits import Split
+from callmood.training.train import TrainConfig, train
+
+# augmentation strength s in [0, 1] scales these maximal settings
+_FULL_AUGMENT = {"augment.specaug_freq": 32, "augment.specaug_time": 64,
+                 "augment.mixup_alpha": 0.4, "augment.noise_p": 0.5, "augment.gain_db": 9.0}
+_COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+            optuna.trial.TrialState.RUNNING)
+
+
+@dataclass
+class SearchSpace:
+    lr: tuple[float, float] = (3e-5, 1e-3)
+    weight_decay: tuple[float, float] = (1e-3, 0.1)
+    optimizer: list[str] = field(default_factory=lambda: ["adamw", "sgd"])
+    batch_size: list[int] = field(default_factory=lambda: [16, 32, 64])
+    augment_strength: tuple[float, float] = (0.0, 1.0)
+    init: list[str] = field(default_factory=list)  # empty: keep the base config's init
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SearchSpace:
+        values = json.loads(Path(path).read_text())
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown search-space keys {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(getattr(cls(), k), tuple) else v
+                      for k, v in values.items()})
+
+    def suggest(self, trial: optuna.Trial) -> dict:
+        """Trial parameters as TrainConfig overrides."""
+        strength = trial.suggest_float("augment_strength", *self.augment_strength)
+        overrides = {
+            "lr": trial.suggest_float("lr", *self.lr, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", *self.weight_decay, log=True),
+            "optimizer": trial.suggest_categorical("optimizer", self.optimizer),
+            "batch_size": trial.suggest_categorical("batch_size", self.batch_size),
+        }
+        for key, full in _FULL_AUGMENT.items():
+            overrides[key] = round(full * strength) if isinstance(full, int) else full * strength
+        if self.init:
+            overrides["init"] = trial.suggest_categorical("init", self.init)
+        return overrides
+
+
+def _pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epochs: int,
+               seed: int) -> optuna.Study:
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    # SQLite serialises writers; wait for the lock instead of failing when workers collide
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    # workers on one study must not draw the same random start points
+    sampler = optuna.samplers.TPESampler(seed=seed * 100003 + os.getpid(), n_startup_trials=4)
+    return optuna.create_study(study_name=study_name, storage=rdb, direction="maximize",
+                               load_if_exists=True, sampler=sampler,
+                               pruner=_pruner(pruner, epochs))
+
+
+def run_study(split: Split, base: TrainConfig, space: SearchSpace, out: str | Path, *,
+              label_map: dict, n_trials: int, timeout: float | None = None,
+              study_name: str = "callmood", storage: str | None = None,
+              pruner: str = "median", cache_dir=None) -> optuna.trial.FrozenTrial | None:
+    """Run trials until the study holds n_trials (counting other workers'); returns the best."""
+    out = Path(out)
+    study = open_study(out, study_name, storage, pruner, base.epochs, base.seed)
+    study.set_user_attr("split", split.description)
+    study.set_user_attr("base_config", base.to_dict())
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = space.suggest(trial)
+        trial.set_user_attr("overrides", overrides)
+        config = base.with_overrides(overrides)
+
+        def report(epoch: int, val_macro_f1: float) -> None:
+            trial.report(val_macro_f1, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {epoch}: validation macro-F1 {val_macro_f1:.3f}")
+
+        result = train(split, config, out / "trials" / f"{trial.number:04d}",
+                       label_map=label_map, cache_dir=cache_dir, on_epoch=report,
+                       model_name=f"{study_name}-trial{trial.number}")
+        trial.set_user_attr("model_dir", str(result.model_dir))
+        return result.best_val_macro_f1
+
+    if len(study.get_trials(deepcopy=False, states=_COUNTED)) < n_trials:
+        study.optimize(objective, timeout=timeout, callbacks=[
+            optuna.study.MaxTrialsCallback(n_trials, states=_COUNTED)])
+    return write_study_summary(study, base, out)
+
+
+def write_study_summary(study: optuna.Study, base: TrainConfig,
+                        out: Path) -> optuna.trial.FrozenTrial | None:
+    """best_params.json (ready for `train --params`), trials.csv and history.png."""
+    completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    if not completed:
+        return None
+    best = study.best_trial
+    base_values = asdict(base)
+    params = {"init": base_values["init"], "epochs": base_values["epochs"],
+              **best.user_attrs["overrides"]}
+    (out / "best_params.json").write_text(json.dumps(params, indent=2) + "\n")
+    study.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    ax = plot_optimization_history(study)
+    ax.set_ylabel("validation macro-F1")
+    ax.figure.tight_layout()
+    ax.figure.savefig(out / "history.png", dpi=110)
+    return best
