@@ -1,3 +1,70 @@
 """Subcommands of this package (registered by callmood/cli.py)."""
 
-COMMANDS = []
+from __future__ import annotations
+
+import click
+
+FORMATS = ("table", "csv", "json")
+
+
+def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--param")
+        params[key.strip()] = value
+    return params
+
+
+@click.command()
+@click.argument("results", type=click.Path(file_okay=False))
+@click.argument("sql", required=False)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
+              help="Output format.")
+@click.option("--list", "list_only", is_flag=True, help="Show the views and the canned queries.")
+@click.option("--summary", is_flag=True, help="Print a short summary of the results.")
+@click.option("--canned", metavar="NAME", help="Run a canned query (see --list).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the canned query, e.g. --param date_from=2026-03-01.")
+def query(results, sql, fmt, list_only, summary, canned, params):
+    """Run read-only SQL over the Parquet results in RESULTS.
+
+    The views segments, calls, errors and runs are defined, plus the emotion_labels
+    table and the filtered_calls / filtered_segments macros. Only SELECT statements run.
+    """
+    from callmood.dashboard import query_cli
+
+    chosen = sum(bool(x) for x in (sql, list_only, summary, canned))
+    if chosen != 1:
+        raise click.UsageError("give exactly one of SQL, --list, --summary or --canned NAME")
+    if params and not canned:
+        raise click.UsageError("--param goes with --canned")
+    try:
+        text = query_cli.run(results, sql=sql, fmt=fmt, list_only=list_only, summary=summary,
+                             canned=canned, params=_parse_params(params))
+    except query_cli.USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(text)
+
+
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_extra_args": True})
+@click.argument("results", type=click.Path(file_okay=False))
+@click.argument("streamlit_options", nargs=-1, type=click.UNPROCESSED)
+def dashboard(results, streamlit_options):
+    """Open the Streamlit dashboard on RESULTS.
+
+    Extra options go to `streamlit run`, e.g. --server.port 8502.
+    """
+    from callmood.dashboard.launch import run_dashboard
+    from callmood.dashboard.results_db import ResultsError
+
+    try:
+        code = run_dashboard(results, list(streamlit_options))
+    except ResultsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    raise SystemExit(code)
+
+
+COMMANDS = [query, dashboard]

@@ -1,0 +1,28 @@
+"""Start the Streamlit dashboard on a results folder (``callmood dashboard``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from callmood.dashboard.results_db import resolve_results
+
+APP = Path(__file__).with_name("app.py")
+# Put first so that options given on the command line (later) win.
+DEFAULT_OPTIONS = ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+
+
+def streamlit_command(results: str | os.PathLike, options: list[str] | tuple = ()) -> list[str]:
+    root = resolve_results(results)
+    return [sys.executable, "-m", "streamlit", "run", str(APP), *DEFAULT_OPTIONS,
+            *options, "--", "--results", str(root)]
+
+
+def run_dashboard(results: str | os.PathLike, options: list[str] | tuple = ()) -> int:
+    """Run Streamlit in the foreground until it exits; returns its exit status."""
+    try:
+        return subprocess.run(streamlit_command(results, options)).returncode
+    except KeyboardInterrupt:
+        return 130

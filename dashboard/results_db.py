@@ -1,0 +1,250 @@
+"""DuckDB over a results folder: views, emotion labels, and the read-only guard.
+
+``connect(results)`` opens an in-memory DuckDB with the views ``segments``, ``calls``,
+``errors`` and ``runs`` over the hive-partitioned Parquet files (see
+``callmood.batch.schema``), a table ``emotion_labels`` (label, position, valence,
+negative) and the filter macros of ``macros.sql`` that every canned query uses.
+A table with no Parquet files yet becomes an empty view with the contract's columns,
+so every query also works on an empty folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+from callmood.batch.schema import (
+    ERRORS_SCHEMA,
+    PARTITION_KEYS,
+    RUNS_SCHEMA,
+    calls_schema,
+    segments_schema,
+)
+
+# Used when the results folder has no labels.json (written by the batch job from the
+# model folder's valence map).
+DEFAULT_NEGATIVE = ("angry", "sad", "fearful", "disgust")
+LABELS_FILE = "labels.json"
+TABLES = tuple(PARTITION_KEYS)
+MACROS_SQL = Path(__file__).with_name("macros.sql")
+
+
+class ResultsError(Exception):
+    """The results folder is missing or unusable."""
+
+
+class ReadOnlyError(Exception):
+    """A statement would do something other than read."""
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    labels: tuple[str, ...]
+    valence: dict[str, float]
+
+    def is_negative(self, label: str) -> bool:
+        return self.valence.get(label, 0) < 0
+
+
+def resolve_results(results: str | os.PathLike) -> Path:
+    root = Path(results).expanduser()
+    if not root.exists():
+        raise ResultsError(f"results folder {str(root)!r} does not exist")
+    if not root.is_dir():
+        raise ResultsError(f"results path {str(root)!r} is not a folder")
+    return root.resolve()
+
+
+def parquet_files(root: Path, table: str) -> list[Path]:
+    return sorted((root / table).glob("*/*.parquet"))
+
+
+def read_label_file(root: Path) -> dict | None:
+    path = root / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} must hold a JSON object with 'labels' and 'valence'")
+    return data
+
+
+def label_info(root: Path, columns: list[str]) -> LabelInfo:
+    """Labels from the ``p_`` columns (model order), else from labels.json; valence from
+    labels.json when present, else the default negative set."""
+    labels = [c[2:] for c in columns if c.startswith("p_")]
+    data = read_label_file(root) or {}
+    if not labels:
+        labels = [str(label) for label in data.get("labels", [])]
+    if "valence" in data:
+        valence = {str(k): float(v) for k, v in data["valence"].items()}
+    else:
+        valence = {label: -1.0 for label in DEFAULT_NEGATIVE}
+    return LabelInfo(tuple(labels), valence)
+
+
+def fingerprint(results: str | os.PathLike) -> str:
+    """Changes when a nightly run lands: run files, new partitions, labels.json.
+
+    Cheap enough to compute on every dashboard rerun (it never lists segment files)."""
+    root = Path(results)
+    parts = []
+    for path in [root / LABELS_FILE, *(root / t for t in TABLES)]:
+        if path.exists():
+            parts.append(f"{path.name}:{path.stat().st_mtime_ns}")
+    for table in ("runs", "errors"):
+        for path in parquet_files(root, table):
+            stat = path.stat()
+            parts.append(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}")
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _empty_view_sql(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema) -> str:
+    """A view with the contract's columns and no rows."""
+    rel = con.from_arrow(schema.empty_table())
+    pairs = zip(rel.columns, rel.types, strict=True)
+    cols = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in pairs)
+    return f"CREATE VIEW {name} AS SELECT {cols} WHERE false"
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
+    # Labels decide the empty schemas, so look at segments (then calls) first.
+    present = {t: bool(parquet_files(root, t)) for t in TABLES}
+    for table in TABLES:
+        if present[table]:
+            key = PARTITION_KEYS[table]
+            glob = _sql_string(str(root / table / "*" / "*.parquet"))
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({glob}, "
+                f"hive_partitioning = true, union_by_name = true, "
+                f"hive_types = {{'{key}': DATE}})"
+            )
+    if present["segments"]:
+        columns = con.sql("SELECT * FROM segments").columns
+    elif present["calls"]:
+        columns = [
+            "p_" + c.removeprefix("customer_share_")
+            for c in con.sql("SELECT * FROM calls").columns
+            if c.startswith("customer_share_")
+        ]
+    else:
+        columns = []
+    info = label_info(root, columns)
+    empty = {
+        "segments": segments_schema(list(info.labels)),
+        "calls": calls_schema(list(info.labels)),
+        "errors": ERRORS_SCHEMA,
+        "runs": RUNS_SCHEMA,
+    }
+    for table in TABLES:
+        if not present[table]:
+            schema = empty[table].append(pa.field(PARTITION_KEYS[table], pa.date32()))
+            con.execute(_empty_view_sql(con, table, schema))
+    return info
+
+
+def _create_label_table(con: duckdb.DuckDBPyConnection, info: LabelInfo) -> None:
+    con.execute(
+        "CREATE TABLE emotion_labels (label VARCHAR PRIMARY KEY, position INTEGER, "
+        "valence DOUBLE, negative BOOLEAN)"
+    )
+    # Negative labels the model does not have still count if they show up in data.
+    names = list(info.labels) + sorted(set(info.valence) - set(info.labels))
+    rows = [
+        (name, i if name in info.labels else None, info.valence.get(name, 0.0),
+         info.is_negative(name))
+        for i, name in enumerate(names)
+    ]
+    if rows:
+        con.executemany("INSERT INTO emotion_labels VALUES (?, ?, ?, ?)", rows)
+
+
+def connect(results: str | os.PathLike, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the results views, labels and macros.
+
+    With ``read_only`` (the default) the connection can read only the results folder
+    and its configuration is locked: no extension installs, no file access elsewhere,
+    no SET. Statements are still checked with ``check_read_only`` before they run,
+    since COPY ... TO inside the results folder would otherwise be allowed.
+    Use ``cursor()`` on the returned connection for each thread.
+    """
+    root = resolve_results(results)
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        info = _create_views(con, root)
+        _create_label_table(con, info)
+        con.execute(MACROS_SQL.read_text())
+        if read_only:
+            con.execute(f"SET allowed_directories = [{_sql_string(str(root) + os.sep)}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET autoinstall_known_extensions = false")
+            con.execute("SET autoload_known_extensions = false")
+            con.execute("SET lock_configuration = true")
+    except duckdb.Error as exc:
+        con.close()
+        raise ResultsError(f"cannot open the results in {root}: {exc}") from exc
+    return con
+
+
+def labels(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The model's emotion labels, in model order."""
+    rows = con.execute(
+        "SELECT label FROM emotion_labels WHERE position IS NOT NULL ORDER BY position"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse anything but a single SELECT (DESCRIBE, SHOW, SUMMARIZE are SELECTs).
+
+    Parsed by DuckDB itself, so comments, case and CTEs cannot hide a write."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ReadOnlyError(f"cannot parse the query: {exc}") from exc
+    if len(statements) != 1:
+        raise ReadOnlyError(f"expected one statement, got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ReadOnlyError(
+            f"only SELECT queries are allowed on the results (got {kind.name}); "
+            "the results are read-only"
+        )
+
+
+def fetch_frame(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None
+                ) -> pd.DataFrame:
+    """A query's result as pandas, via Arrow (DuckDB's own ``df()`` warns under pandas 3
+    for time-zone-aware timestamps). Dates come back as datetime64."""
+    rel = con.sql(sql, params=params or None)
+    return rel.to_arrow_table().to_pandas(date_as_object=False)
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None
+            ) -> pd.DataFrame:
+    """Run user SQL after ``check_read_only``."""
+    check_read_only(sql)
+    return fetch_frame(con, sql, params)
+
+
+def list_views(con: duckdb.DuckDBPyConnection) -> list[tuple[str, list[str]]]:
+    """(name, columns) of the views and tables a query can use."""
+    names = con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+        "UNION ALL SELECT table_name FROM duckdb_tables() ORDER BY 1"
+    ).fetchall()
+    return [(name, con.sql(f'SELECT * FROM "{name}"').columns) for (name,) in names]

@@ -1,0 +1,220 @@
+"""Canned queries on the hand-made results (tests/dashboard_fixtures.py) with known answers."""
+
+import datetime as dt
+import re
+
+import pytest
+from callmood.dashboard.canned import QueryError, get_query, load_queries, run_canned
+from callmood.dashboard.results_db import (
+    ReadOnlyError,
+    ResultsError,
+    check_read_only,
+    connect,
+    labels,
+    run_sql,
+)
+from dashboard_data import CALLS, LABELS, write_call, write_labels_json
+
+pytest_plugins = ["dashboard_fixtures"]
+D = dt.date
+
+
+@pytest.fixture(scope="module")
+def con(sample_results):
+    con = connect(sample_results)
+    yield con
+    con.close()
+
+
+def q(con, name, **params):
+    return run_canned(con, name, params)
+
+
+def test_every_query_declares_exactly_the_parameters_it_uses():
+    queries = load_queries()
+    assert {"daily_negative", "agents", "queues", "top_escalated", "transitions",
+            "hour_of_day"} <= set(queries)
+    for query in queries.values():
+        used = set(re.findall(r"\$(\w+)", query.sql))
+        assert used == {p.name for p in query.params}, query.name
+        assert query.description
+
+
+def test_views_and_labels(con):
+    assert labels(con) == LABELS
+    assert con.execute("SELECT count(*) FROM segments").fetchall() == [(16,)]
+    assert con.execute("SELECT count(*) FROM calls").fetchall() == [(5,)]
+    negative = con.sql("SELECT label FROM emotion_labels WHERE negative ORDER BY label")
+    assert [r[0] for r in negative.fetchall()] == ["angry", "disgust", "fearful", "sad"]
+
+
+def test_daily_negative(con):
+    df = q(con, "daily_negative")
+    assert list(df.call_date.dt.date) == [D(2026, 3, 2), D(2026, 3, 3), D(2026, 3, 9)]
+    assert list(df.calls) == [2, 1, 2]
+    assert list(df.negative_share) == pytest.approx([0.5, 1.0, 0.0])
+    billing = q(con, "daily_negative", queue="billing")
+    assert list(billing.negative_share) == pytest.approx([1 / 3, 0.0])
+
+
+def test_labels_json_valence_overrides_the_default(tmp_path):
+    root = tmp_path / "results"
+    write_call(root, "c3", CALLS["c3"])
+    write_labels_json(root, {"angry": -1, "sad": 0, "neutral": 0, "happy": 1})
+    with connect(root) as con:
+        assert list(q(con, "daily_negative").negative_share) == pytest.approx([0.5])
+
+
+def test_agents_with_trend_vs_previous_period(con):
+    df = q(con, "agents").set_index("agent_id")
+    assert df.loc["A1", "calls"] == 3
+    assert df.loc["A1", "customer_negative_share"] == pytest.approx(30 / 70)
+    assert df.loc["A1", "escalation_rate"] == pytest.approx(1 / 3)
+    assert df.loc["A2", "customer_negative_share"] == pytest.approx(0.5)
+    assert df.loc["A2", "escalation_rate"] == pytest.approx(0.5)
+    assert df.negative_share_change.isna().all()  # nothing before the first day
+
+    # 2026-03-03..09 (7 days) against 2026-02-24..03-02.
+    df = q(con, "agents", date_from="2026-03-03", date_to="2026-03-09").set_index("agent_id")
+    assert df.loc["A1", "customer_negative_share"] == pytest.approx(0.5)
+    assert df.loc["A1", "negative_share_change"] == pytest.approx(0.5 - 1 / 3)
+    assert df.loc["A2", "negative_share_change"] == pytest.approx(0 - 2 / 3)
+    assert df.loc["A2", "escalation_rate_change"] == pytest.approx(-1.0)
+    assert list(df.loc["A1", "daily_negative_share"]) == pytest.approx([1.0, 0.0])
+
+
+def test_queues(con):
+    df = q(con, "queues").set_index("queue")
+    assert df.loc["billing", "calls"] == 3
+    assert df.loc["billing", "customer_negative_share"] == pytest.approx(10 / 60)
+    assert df.loc["billing", "escalation_rate"] == 0
+    assert df.loc["support", "customer_negative_share"] == pytest.approx(40 / 50)
+    assert df.loc["support", "escalated_calls"] == 2
+    assert df.loc["support", "mean_duration_s"] == pytest.approx(35.0)
+
+
+def test_top_escalated(con):
+    assert list(q(con, "top_escalated").call_id) == ["c3", "c2"]
+    assert list(q(con, "top_escalated", limit=1).call_id) == ["c3"]
+    assert list(q(con, "top_escalated", agent="A2").call_id) == ["c2"]
+
+
+def test_transitions(con):
+    df = q(con, "transitions")
+    got = {(r.from_emotion, r.to_emotion): (r.transitions, r.calls) for r in df.itertuples()}
+    assert got == {("neutral", "angry"): (2, 2), ("angry", "neutral"): (1, 1),
+                   ("sad", "angry"): (1, 1), ("neutral", "happy"): (1, 1)}
+    assert set(df.role) == {"customer"}
+    turns = df.set_index(["from_emotion", "to_emotion"]).turns_negative
+    assert turns["neutral", "angry"] and not turns["sad", "angry"]
+    # c5's neutral segment has confidence 0.4.
+    confident = q(con, "transitions", min_confidence=0.5)
+    pairs = set(zip(confident.from_emotion, confident.to_emotion, strict=True))
+    assert ("neutral", "happy") not in pairs
+
+
+def test_hour_of_day(con):
+    df = q(con, "hour_of_day")
+    assert list(df.hour) == [9, 10, 14]
+    assert list(df.calls) == [2, 1, 2]
+    assert list(df.customer_negative_share) == pytest.approx([30 / 50, 0.0, 20 / 50])
+
+
+def test_overview_and_filters(con):
+    row = q(con, "overview").iloc[0]
+    assert row.calls == 5 and row.escalated_calls == 2 and row.agents == 2
+    assert row.audio_hours == pytest.approx(170 / 3600)
+    assert q(con, "overview", queue="billing").iloc[0].calls == 3
+    assert q(con, "overview", emotion="sad").iloc[0].calls == 1
+    assert q(con, "overview", emotion="happy", role="agent").iloc[0].calls == 2
+    assert q(con, "overview", date_from=D(2026, 3, 3)).iloc[0].calls == 3
+
+
+def test_emotion_share_and_trend(con):
+    share = q(con, "emotion_share").set_index(["role", "emotion"]).share
+    assert share["customer", "angry"] == pytest.approx(40 / 110)
+    assert share["agent", "neutral"] == pytest.approx(0.6)
+    week = q(con, "emotion_trend", grain="week", role="customer")
+    assert list(week.period.dt.date.unique()) == [D(2026, 3, 2), D(2026, 3, 9)]
+    first = week[week.period.dt.date == D(2026, 3, 2)].set_index("emotion").share
+    assert first["angry"] == pytest.approx(40 / 80)
+
+
+def test_calls_list_segments_runs_and_options(con):
+    assert list(q(con, "calls_list").call_id) == ["c5", "c4", "c3", "c2", "c1"]
+    segments = q(con, "call_segments", call_id="c1", role="customer")
+    assert list(segments.start_s) == [10, 20, 40]
+    assert list(segments.negative) == [False, True, False]
+    runs = q(con, "run_status").iloc[0]
+    assert (runs.runs, runs.last_run_id, runs.errors, runs.last_run_errors) == (2, "r2", 1, 1)
+    options = q(con, "filter_options").iloc[0]
+    assert list(options.queues) == ["billing", "support"]
+    assert list(options.emotions) == LABELS
+
+
+def test_every_query_runs_on_an_empty_folder(empty_results):
+    with connect(empty_results) as con:
+        for name in load_queries():
+            params = {"call_id": "x"} if name == "call_segments" else {}
+            df = run_canned(con, name, params)
+            assert len(df.columns) > 0
+        assert q(con, "overview").iloc[0].calls == 0
+        assert labels(con) == []
+
+
+def test_new_label_columns_are_tolerated(tmp_path):
+    """Schema evolution: a later model adds a label; older files lack its columns."""
+    root = tmp_path / "results"
+    write_call(root, "c1", CALLS["c1"])
+    write_call(root, "c4", CALLS["c4"], labels=LABELS + ["surprised"])
+    with connect(root) as con:
+        assert "surprised" in labels(con)
+        assert con.execute("SELECT count(p_surprised) FROM segments").fetchall() == [(2,)]
+        assert q(con, "overview").iloc[0].calls == 2
+
+
+@pytest.mark.parametrize("sql", [
+    "DROP VIEW calls",
+    "COPY calls TO 'out.csv'",
+    "COPY (SELECT * FROM calls) TO '{root}/calls/x.parquet'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "ATTACH 'other.db'",
+    "CREATE TABLE t AS SELECT 1",
+    "INSERT INTO emotion_labels VALUES ('x', 9, -1, true)",
+    "SET enable_external_access = true",
+    "PRAGMA enable_profiling",
+    "EXPORT DATABASE 'dump'",
+    "SELECT 1; DROP VIEW calls",
+    "  /* a comment */ delete FROM emotion_labels",
+])
+def test_writes_are_refused(con, sample_results, sql):
+    sql = sql.format(root=sample_results)
+    with pytest.raises(ReadOnlyError):
+        run_sql(con, sql)
+    assert con.execute("SELECT count(*) FROM calls").fetchall() == [(5,)]
+    assert not (sample_results / "calls" / "x.parquet").exists()
+
+
+def test_read_only_connection_is_locked_and_confined(con):
+    check_read_only("WITH x AS (SELECT 1) SELECT * FROM x")
+    check_read_only("DESCRIBE calls")
+    with pytest.raises(Exception, match="locked"):
+        con.execute("SET enable_external_access = true")
+    with pytest.raises(Exception, match="disabled by configuration"):
+        con.sql("SELECT * FROM read_csv('/etc/passwd')").fetchall()
+
+
+def test_parameters_are_bound_not_pasted(con):
+    assert q(con, "overview", agent="A1' OR '1'='1").iloc[0].calls == 0
+    with pytest.raises(QueryError, match="no parameter"):
+        get_query("overview").bind({"nope": 1})
+    with pytest.raises(QueryError, match="not a date"):
+        get_query("overview").bind({"date_from": "yesterday"})
+    with pytest.raises(QueryError, match="no canned query"):
+        get_query("nope")
+
+
+def test_missing_results_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(ResultsError, match="does not exist"):
+        connect(tmp_path / "nope")

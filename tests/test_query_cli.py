@@ -1,0 +1,61 @@
+"""`callmood query` through click's CliRunner."""
+
+import json
+
+from click.testing import CliRunner
+
+from callmood.cli import main
+
+pytest_plugins = ["dashboard_fixtures"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["query", *map(str, args)])
+
+
+def test_sql_in_three_formats(sample_results):
+    sql = "SELECT call_id, escalated FROM calls ORDER BY call_id"
+    table = invoke(sample_results, sql)
+    assert table.exit_code == 0, table.output
+    assert table.output.split()[:4] == ["call_id", "escalated", "c1", "False"]
+    csv = invoke(sample_results, sql, "--format", "csv")
+    assert csv.output.splitlines()[:2] == ["call_id,escalated", "c1,False"]
+    rows = json.loads(invoke(sample_results, sql, "--format", "json").output)
+    assert [r["call_id"] for r in rows if r["escalated"]] == ["c2", "c3"]
+
+
+def test_canned_with_params(sample_results):
+    result = invoke(sample_results, "--canned", "top_escalated", "--param", "agent=A1",
+                    "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert [r["call_id"] for r in json.loads(result.output)] == ["c3"]
+    bad = invoke(sample_results, "--canned", "top_escalated", "--param", "when=today")
+    assert bad.exit_code == 1 and "no parameter when" in bad.output
+
+
+def test_list_and_summary(sample_results):
+    listing = invoke(sample_results, "--list").output
+    assert "segments:" in listing and "errors:" in listing and "daily_negative(" in listing
+    summary = invoke(sample_results, "--summary")
+    assert summary.exit_code == 0, summary.output
+    assert "Calls: 5 from 2026-03-02 to 2026-03-09" in summary.output
+    assert "customer  angry 36%, neutral 36%, happy 18%, sad 9%" in summary.output
+    assert "  c3  2026-03-03  agent A1" in summary.output
+
+
+def test_empty_folder(empty_results):
+    assert "No calls scored yet." in invoke(empty_results, "--summary").output
+    result = invoke(empty_results, "SELECT count(*) AS n FROM errors")
+    assert result.exit_code == 0 and result.output.split() == ["n", "0"]
+
+
+def test_errors_are_clear(sample_results, tmp_path):
+    refused = invoke(sample_results, f"COPY calls TO '{sample_results}/copy.csv'")
+    assert refused.exit_code == 1
+    assert "only SELECT queries are allowed" in refused.output
+    assert not (sample_results / "copy.csv").exists()
+    missing = invoke(tmp_path / "nope", "--summary")
+    assert missing.exit_code == 1 and "does not exist" in missing.output
+    assert "Traceback" not in missing.output
+    assert invoke(sample_results).exit_code == 2  # nothing asked
+    assert "Catalog Error" in invoke(sample_results, "SELECT * FROM nope").output
