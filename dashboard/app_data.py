@@ -1,0 +1,121 @@
+"""Streamlit glue shared by the dashboard pages: which results folder, the cached
+connection and query results, and the sidebar filters that every page applies."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+from callmood.dashboard.canned import run_canned
+from callmood.dashboard.results_db import connect, fingerprint
+
+RESULTS_ENV = "CALLMOOD_RESULTS"
+NO_CALLS = "No calls in this period."
+_CONTEXT = "_callmood_results"
+_PENDING = "_callmood_pending_filters"
+PAGES = {"overview": "page_overview.py", "agents": "page_agents.py",
+         "explorer": "page_explorer.py"}
+
+
+@dataclass(frozen=True)
+class Results:
+    path: str
+    fingerprint: str
+
+
+def results_arg(argv: list[str] | None = None) -> str | None:
+    """``--results`` after ``streamlit run app.py --``, else $CALLMOOD_RESULTS."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--results")
+    args, _ = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return args.results or os.environ.get(RESULTS_ENV)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _connection(path: str, fingerprint: str):
+    """One DuckDB per results folder and state; a new nightly run changes the
+    fingerprint, hence a fresh connection (and fresh cached query results)."""
+    return connect(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _query(path: str, fingerprint: str, name: str, params: tuple) -> pd.DataFrame:
+    cursor = _connection(path, fingerprint).cursor()  # one per thread
+    try:
+        return run_canned(cursor, name, dict(params), strict=False)
+    finally:
+        cursor.close()
+
+
+def open_results(path: str) -> Results:
+    results = Results(path, fingerprint(path))
+    _connection(results.path, results.fingerprint)  # fail early on a bad folder
+    st.session_state[_CONTEXT] = results
+    return results
+
+
+def query(name: str, *, filtered: bool = True, **params) -> pd.DataFrame:
+    """A canned query with the sidebar filters (each query takes those it declares)."""
+    results: Results = st.session_state[_CONTEXT]
+    values = {**(filters() if filtered else {}), **params}
+    return _query(results.path, results.fingerprint, name, tuple(sorted(values.items())))
+
+
+def options() -> pd.Series:
+    return query("filter_options", filtered=False).iloc[0]
+
+
+def filters() -> dict:
+    state = st.session_state
+    dates = tuple(state.get("f_dates") or ())
+    return {
+        "date_from": dates[0] if dates else None,
+        "date_to": dates[1] if len(dates) > 1 else None,
+        "queue": state.get("f_queue"),
+        "agent": state.get("f_agent"),
+        "role": state.get("f_role"),
+        "emotion": state.get("f_emotion"),
+        "min_confidence": state.get("f_min_confidence", 0.0),
+    }
+
+
+def _day(value) -> dt.date | None:
+    return None if pd.isna(value) else pd.Timestamp(value).date()
+
+
+def sidebar_filters() -> None:
+    # A click-through from another page asked for these; set before the widgets exist.
+    for key, value in st.session_state.pop(_PENDING, {}).items():
+        st.session_state[key] = value
+    opts = options()
+    first, last = _day(opts.first_day), _day(opts.last_day)
+    with st.sidebar:
+        st.header("Filters")
+        st.date_input("Date range", value=(first, last) if first else (), key="f_dates",
+                      format="YYYY-MM-DD")
+        st.selectbox("Queue", list(opts.queues), index=None, placeholder="All queues",
+                     key="f_queue")
+        st.selectbox("Agent", list(opts.agents), index=None, placeholder="All agents",
+                     key="f_agent")
+        st.selectbox("Role", list(opts.roles), index=None, placeholder="All roles",
+                     key="f_role")
+        st.selectbox("Emotion", list(opts.emotions), index=None, placeholder="Any emotion",
+                     key="f_emotion", help="Keep the calls with at least one segment of "
+                     "this emotion (of the chosen role, at the minimum confidence).")
+        st.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="f_min_confidence",
+                  help="Ignore segments scored below this confidence.")
+
+
+def open_page(page: str, **filter_values) -> None:
+    """Switch to a page with some filters set (e.g. an agent's calls)."""
+    st.session_state[_PENDING] = {f"f_{k}": v for k, v in filter_values.items()}
+    st.switch_page(PAGES[page])
+
+
+def pct(value) -> str:
+    return "–" if value is None or pd.isna(value) else f"{100 * value:.0f}%"

@@ -1,0 +1,67 @@
+"""Call explorer: pick a call, see its emotion timeline and metadata, play the audio."""
+
+import pandas as pd
+import streamlit as st
+from callmood.dashboard import app_data, charts
+from callmood.dashboard.app_data import pct
+from callmood.dashboard.audio import read_audio
+
+st.title("Call explorer")
+calls = app_data.query("calls_list").set_index("call_id", drop=False)
+if calls.empty:
+    st.info(app_data.NO_CALLS)
+    st.stop()
+
+
+def describe(call_id: str) -> str:
+    row = calls.loc[call_id]
+    started = "" if pd.isna(row.started_at) else f"{row.started_at:%Y-%m-%d %H:%M}"
+    flag = " · escalated" if row.escalated else ""
+    return f"{call_id} · {started} · agent {row.agent_id} · {row.queue}{flag}"
+
+
+if st.session_state.get("call") not in calls.index:
+    st.session_state.pop("call", None)  # not among the filtered calls: show the newest
+call_id = st.selectbox("Call", list(calls.index), format_func=describe, key="call",
+                       bind="query-params")
+call = calls.loc[call_id]
+
+cols = st.columns(6)
+cols[0].metric("Agent", call.agent_id or "–")
+cols[1].metric("Queue", call.queue or "–")
+cols[2].metric("Duration", f"{call.duration_s:.0f} s")
+cols[3].metric("Customer negative", pct(call.customer_negative_share))
+cols[4].metric("Escalated", "yes" if call.escalated else "no")
+cols[5].metric("Peak negative", "–" if pd.isna(call.peak_negative_emotion)
+               else f"{call.peak_negative_emotion} {call.peak_negative_confidence:.2f}")
+
+segments = app_data.query("call_segments", call_id=call_id)
+labels = list(app_data.options().emotions)
+if segments.empty:
+    st.info("No segments of this call match the filters.")
+else:
+    st.altair_chart(charts.timeline(segments, labels), width="stretch")
+
+st.subheader("Audio")
+choices = [None, *segments.index]
+
+
+def segment_label(i) -> str:
+    if i is None:
+        return "Whole call"
+    s = segments.loc[i]
+    return f"{s.start_s:.1f}–{s.end_s:.1f} s · {s.role} · {s.emotion} ({s.confidence:.2f})"
+
+
+picked = st.selectbox("Play", choices, format_func=segment_label, key="explorer_segment")
+span = (None, None) if picked is None else (segments.start_s[picked], segments.end_s[picked])
+audio = read_audio(call.source_file, *span)
+if audio is None:
+    st.warning(f"The recording is not available: `{call.source_file}`.")
+else:
+    st.audio(audio[0], format=audio[1])
+
+with st.expander("Segments"):
+    st.dataframe(segments, hide_index=True)
+with st.expander("Call metadata"):
+    st.dataframe(call.astype(str).rename("value").to_frame(), width="stretch")

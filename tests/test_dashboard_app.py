@@ -1,0 +1,144 @@
+"""The Streamlit dashboard driven by AppTest, page by page, on the sample and an empty
+results folder."""
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from callmood.dashboard import app_data
+from callmood.dashboard.audio import read_audio
+from streamlit.testing.v1 import AppTest
+
+pytest_plugins = ["dashboard_fixtures"]
+APP = str(Path(app_data.__file__).with_name("app.py"))
+
+
+@pytest.fixture
+def app(monkeypatch):
+    def start(results: Path, page: str | None = None) -> AppTest:
+        monkeypatch.setenv(app_data.RESULTS_ENV, str(results))
+        at = AppTest.from_file(APP, default_timeout=30).run()
+        if page:
+            at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+    return start
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def charts(at: AppTest) -> list[str]:
+    """The Vega-Lite specs on the page (JSON text)."""
+    return [c.proto.spec for c in at.get("vega_lite_chart")]
+
+
+def rerun(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_overview_figures_and_filters(app, sample_results):
+    at = app(sample_results)
+    assert [s.label for s in at.sidebar.selectbox] == ["Queue", "Agent", "Role", "Emotion"]
+    assert at.sidebar.date_input[0].value == (dt.date(2026, 3, 2), dt.date(2026, 3, 9))
+    shown = metrics(at)
+    assert shown["Calls"] == "5" and shown["Escalated calls"] == "2"
+    assert shown["Customer negative share"] == "45%"
+    assert shown["Last run"] == "2026-03-10 02:05 UTC" and shown["Errors"] == "1"
+    assert len(charts(at)) >= 5
+    assert any("Share of the role's speech time" in c for c in charts(at))
+
+    at.sidebar.selectbox(key="f_queue").select("billing")
+    shown = metrics(rerun(at))
+    assert (shown["Calls"], shown["Escalated calls"]) == ("3", "0")
+
+    at.sidebar.selectbox(key="f_queue").select(None)
+    at.sidebar.date_input(key="f_dates").set_value((dt.date(2026, 3, 3), dt.date(2026, 3, 9)))
+    assert metrics(rerun(at))["Calls"] == "3"
+
+    at.sidebar.selectbox(key="f_emotion").select("sad")
+    assert metrics(rerun(at))["Calls"] == "1"
+
+    at.radio(key="trend_grain").set_value("week")
+    rerun(at)
+
+
+def test_overview_with_no_calls_in_the_period(app, sample_results):
+    at = app(sample_results)
+    at.sidebar.date_input(key="f_dates").set_value((dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
+    rerun(at)
+    assert metrics(at)["Calls"] == "0"
+    assert [i.value for i in at.info] == [app_data.NO_CALLS]
+
+
+def test_agents_page_and_click_through(app, sample_results):
+    at = app(sample_results, "page_agents.py")
+    agents, queues = at.dataframe[0].value, at.dataframe[1].value
+    assert list(agents.agent_id) == ["A1", "A2"] and list(agents.calls) == [3, 2]
+    assert list(queues.queue) == ["billing", "support"]
+
+    at.sidebar.slider(key="f_min_confidence").set_value(0.85)
+    at.sidebar.selectbox(key="f_emotion").select("angry")
+    rerun(at)
+    assert list(at.dataframe[0].value.agent_id) == ["A1", "A2"]  # c1 and c3, c2
+    assert list(at.dataframe[0].value.calls) == [2, 1]
+    at.sidebar.slider(key="f_min_confidence").set_value(0.0)
+    at.sidebar.selectbox(key="f_emotion").select(None)
+
+    # Selecting A2's row opens the call explorer on A2's calls.
+    at.session_state["agents_table"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    rerun(at)
+    assert at.title[0].value == "Call explorer"
+    assert at.sidebar.selectbox(key="f_agent").value == "A2"
+    assert [o.split(" · ")[0] for o in at.selectbox(key="call").options] == ["c4", "c2"]
+
+
+def test_call_explorer(app, sample_results):
+    at = app(sample_results, "page_explorer.py")
+    call = at.selectbox(key="call")
+    assert call.value == "c5"  # newest first
+    call.select("c1")
+    rerun(at)
+    shown = metrics(at)
+    assert (shown["Agent"], shown["Queue"], shown["Duration"]) == ("A1", "billing", "60 s")
+    assert shown["Customer negative"] == "33%"
+    assert len(charts(at)) == 1 and "Time in call (s)" in charts(at)[0]
+    assert len(at.get("audio")) == 1 and not at.warning
+
+    at.selectbox(key="explorer_segment").select_index(3)  # 20-30 s, customer, angry
+    rerun(at)
+    assert len(at.get("audio")) == 1
+
+    at.selectbox(key="call").select("c2")
+    rerun(at)
+    assert "not available" in at.warning[0].value  # c2 has no audio file
+    assert metrics(at)["Escalated"] == "yes"
+
+
+@pytest.mark.parametrize("page", [None, "page_agents.py", "page_explorer.py"])
+def test_every_page_on_an_empty_folder(app, empty_results, page):
+    at = app(empty_results, page)
+    assert app_data.NO_CALLS in [i.value for i in at.info]
+    assert [s.label for s in at.sidebar.selectbox] == ["Queue", "Agent", "Role", "Emotion"]
+    if page is None:
+        assert metrics(at)["Calls"] == "0" and metrics(at)["Last run"] == "never"
+
+
+def test_missing_folder_is_reported(app, tmp_path, monkeypatch):
+    monkeypatch.setenv(app_data.RESULTS_ENV, str(tmp_path / "nope"))
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception and "does not exist" in at.error[0].value
+
+
+def test_audio_cut(sample_results):
+    source = str(sample_results.parent / "audio" / "c1.wav")
+    whole, mime = read_audio(source)
+    cut, cut_mime = read_audio(source, 20.0, 30.0)
+    assert cut_mime == "audio/wav" and mime.startswith("audio/")
+    # 10 s of 2-channel 16-bit audio at 8 kHz, plus the WAV header.
+    assert len(cut) == pytest.approx(10 * 8000 * 2 * 2, abs=100)
+    assert len(whole) > len(cut)
+    assert read_audio(str(sample_results / "missing.wav")) is None
