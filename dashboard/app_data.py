@@ -111,10 +111,10 @@ def sidebar_filters() -> None:
                   help="Ignore segments scored below this confidence.")
 
 
-def open_page(page: str, **filter_values) -> None:
-    """Switch to a page with some filters set (e.g. an agent's calls)."""
+def open_page(page: str, call: str | None = None, **filter_values) -> None:
+    """Switch to a page with some filters set (e.g. an agent's calls), or to a call."""
     st.session_state[_PENDING] = {f"f_{k}": v for k, v in filter_values.items()}
-    st.switch_page(PAGES[page])
+    st.switch_page(PAGES[page], query_params={"call": call} if call else None)
 
 
 def pct(value) -> str:

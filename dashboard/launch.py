@@ -11,7 +11,8 @@ from callmood.dashboard.results_db import resolve_results
 
 APP = Path(__file__).with_name("app.py")
 # Put first so that options given on the command line (later) win.
-DEFAULT_OPTIONS = ["--server.headless", "true", "--browser.gatherUsageStats", "false"]
+DEFAULT_OPTIONS = ["--server.headless", "true", "--browser.gatherUsageStats", "false",
+                   "--client.toolbarMode", "minimal"]
 
 
 def streamlit_command(results: str | os.PathLike, options: list[str] | tuple = ()) -> list[str]:

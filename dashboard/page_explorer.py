@@ -20,10 +20,15 @@ def describe(call_id: str) -> str:
     return f"{call_id} · {started} · agent {row.agent_id} · {row.queue}{flag}"
 
 
-if st.session_state.get("call") not in calls.index:
-    st.session_state.pop("call", None)  # not among the filtered calls: show the newest
-call_id = st.selectbox("Call", list(calls.index), format_func=describe, key="call",
-                       bind="query-params")
+# ?call=ID (a shared link or a click-through) picks the call, once; the URL then follows
+# the selection.
+requested = st.query_params.get("call")
+if requested in calls.index and st.session_state.get("_explorer_url_call") != requested:
+    st.session_state["explorer_call"] = requested
+if st.session_state.get("explorer_call") not in calls.index:
+    st.session_state.pop("explorer_call", None)  # not among the filtered calls
+call_id = st.selectbox("Call", list(calls.index), format_func=describe, key="explorer_call")
+st.query_params["call"] = st.session_state["_explorer_url_call"] = call_id
 call = calls.loc[call_id]
 
 cols = st.columns(6)

@@ -79,5 +79,4 @@ else:
         })
     st.caption("Select a row to open the call in the call explorer.")
     if event.selection.rows:
-        st.session_state["call"] = escalated.call_id.iloc[event.selection.rows[0]]
-        app_data.open_page("explorer")
+        app_data.open_page("explorer", call=escalated.call_id.iloc[event.selection.rows[0]])

@@ -93,13 +93,14 @@ def test_agents_page_and_click_through(app, sample_results):
     rerun(at)
     assert at.title[0].value == "Call explorer"
     assert at.sidebar.selectbox(key="f_agent").value == "A2"
-    assert [o.split(" · ")[0] for o in at.selectbox(key="call").options] == ["c4", "c2"]
+    assert [o.split(" · ")[0] for o in at.selectbox(key="explorer_call").options] == ["c4", "c2"]
 
 
 def test_call_explorer(app, sample_results):
     at = app(sample_results, "page_explorer.py")
-    call = at.selectbox(key="call")
+    call = at.selectbox(key="explorer_call")
     assert call.value == "c5"  # newest first
+    assert at.query_params["call"] == "c5"
     call.select("c1")
     rerun(at)
     shown = metrics(at)
@@ -112,10 +113,21 @@ def test_call_explorer(app, sample_results):
     rerun(at)
     assert len(at.get("audio")) == 1
 
-    at.selectbox(key="call").select("c2")
+    at.selectbox(key="explorer_call").select("c2")
     rerun(at)
     assert "not available" in at.warning[0].value  # c2 has no audio file
     assert metrics(at)["Escalated"] == "yes"
+    assert at.query_params["call"] == "c2"
+
+
+def test_escalated_call_opens_in_the_explorer(app, sample_results):
+    at = app(sample_results)
+    assert list(at.dataframe(key="escalated_table").value.call_id) == ["c3", "c2"]
+    at.session_state["escalated_table"] = {"selection": {"rows": [1], "columns": [],
+                                                         "cells": []}}
+    rerun(at)
+    assert at.title[0].value == "Call explorer"
+    assert at.selectbox(key="explorer_call").value == "c2"
 
 
 @pytest.mark.parametrize("page", [None, "page_agents.py", "page_explorer.py"])
@@ -142,3 +154,15 @@ def test_audio_cut(sample_results):
     assert len(cut) == pytest.approx(10 * 8000 * 2 * 2, abs=100)
     assert len(whole) > len(cut)
     assert read_audio(str(sample_results / "missing.wav")) is None
+
+
+def test_dashboard_command_line(sample_results, tmp_path):
+    from callmood.dashboard.launch import streamlit_command
+    from callmood.dashboard.results_db import ResultsError
+
+    cmd = streamlit_command(sample_results, ["--server.port", "8999"])
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("app.py")
+    assert cmd.index("--server.headless") < cmd.index("--server.port")  # user options win
+    assert cmd[-3:] == ["--", "--results", str(sample_results)]
+    with pytest.raises(ResultsError):
+        streamlit_command(tmp_path / "nope")
