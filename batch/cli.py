@@ -1,3 +1,75 @@
 """Subcommands of this package (registered by callmood/cli.py)."""
 
-COMMANDS = []
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+
+import click
+
+DEFAULT_MODEL = files("callmood") / "default_model"
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@click.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "-o", required=True,
+              help="Results folder or fsspec URL; one Parquet dataset per table inside.")
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="Model folder [default: the model bundled with callmood].")
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=_cores(),
+              show_default="all cores", help="Parallel worker processes (one core each).")
+@click.option("--rescore", is_flag=True, help="Score every file again, changed or not.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only files matching (name, or path below INPUT if it has a '/'); "
+                   "repeatable [default: common audio extensions].")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching files.")
+@click.option("--metadata", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Extra metadata CSV (columns file, call_id, agent_id, queue, started_at, "
+                   "customer_channel); calls.csv beside the audio is read anyway.")
+@click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), default=6.0,
+              show_default=True, help="Longer files are recorded as errors.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Windows per model forward pass.")
+@click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
+              show_default=True, help="joblib backend: local processes or a Dask cluster.")
+@click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler, with --backend dask.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar [default: on a terminal].")
+@click.pass_context
+def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
+          max_hours, batch_size, backend, scheduler, progress):
+    """Score recorded calls under INPUT... into Parquet under --out.
+
+    Finds audio files recursively, scores the speech of each channel with the model and
+    writes the segments, calls and errors tables. Only new or changed files are scored.
+    Exits with status 1 if any file could not be scored (see the errors table).
+    """
+    from callmood.batch.scan import AUDIO_PATTERNS, ScanError
+    from callmood.batch.score import ScoreConfig, score_calls
+    from callmood.batch.write import ResultsError
+    from callmood.training.model_folder import ModelFolderError
+
+    if model_dir is None:
+        if not DEFAULT_MODEL.is_dir():
+            raise click.ClickException(
+                f"the default model ({DEFAULT_MODEL}) is not installed; pass --model DIR "
+                "with a model folder from `callmood train`")
+        model_dir = str(DEFAULT_MODEL)
+    try:
+        config = ScoreConfig(workers=workers, backend=backend, scheduler=scheduler,
+                             batch_size=batch_size, max_hours=max_hours, rescore=rescore,
+                             include=include or AUDIO_PATTERNS, exclude=exclude,
+                             metadata=metadata)
+        summary = score_calls(list(inputs), out, model_dir, config, progress=progress)
+    except (ValueError, ScanError, ResultsError, ModelFolderError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(summary.line())
+    if summary.files_failed:
+        ctx.exit(1)
+
+
+COMMANDS = [score]

@@ -1,0 +1,177 @@
+"""Finding calls: audio files under the inputs, their metadata, and what is new since last run.
+
+Metadata comes from CSV sidecars (a ``calls.csv`` in a scanned folder, or files given
+with ``--metadata``) with the columns ``file`` (relative to the CSV) and any of
+``call_id, agent_id, queue, started_at, customer_channel``. Without a sidecar row the
+call id is the file name without its extension and the start time is a date written in
+the path (``2026-11-20``, ``20261120_143000``, ``2026/11/20/``) or else the file's mtime.
+
+The manifest (one entry per scored or failed file, see write.ResultsStore) remembers each
+file's size, mtime, content hash and metadata, so a nightly run only scores what is new
+or changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import hashlib
+import os
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+AUDIO_PATTERNS = ("*.wav", "*.flac", "*.ogg", "*.oga", "*.opus", "*.mp3")
+SIDECAR = "calls.csv"
+METADATA_COLUMNS = ("call_id", "agent_id", "queue", "started_at", "customer_channel")
+_DATE_IN_PATH = re.compile(
+    r"(?<!\d)(20\d\d)[-_/]?(0[1-9]|1[0-2])[-_/]?(0[1-9]|[12]\d|3[01])"
+    r"(?:[T_-]?([01]\d|2[0-3])[-:]?([0-5]\d)[-:]?([0-5]\d))?(?!\d)")
+
+
+class ScanError(ValueError):
+    """Inputs or metadata that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CallMeta:
+    """What is known about a call before it is scored."""
+
+    call_id: str
+    agent_id: str | None
+    queue: str | None
+    started_at: datetime  # UTC
+    customer_channel: int | None
+
+    @property
+    def call_date(self) -> str:
+        return self.started_at.date().isoformat()
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class CallFile:
+    path: str  # absolute
+    size: int
+    mtime_ns: int
+    meta: CallMeta
+
+
+def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
+    """Patterns with a '/' match the path below the input; others the file name."""
+    relative = relative.lower()
+    name = relative.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(relative if "/" in p else name, p.lower())
+               for p in patterns)
+
+
+def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
+               exclude: tuple[str, ...] = ()) -> list[tuple[Path, Path]]:
+    """(file, the input folder it was found under) for every audio file, sorted, no repeats."""
+    found: dict[Path, Path] = {}
+    for item in inputs:
+        root = Path(item).resolve()
+        if root.is_file():
+            found.setdefault(root, root.parent)
+            continue
+        if not root.is_dir():
+            raise ScanError(f"{item}: no such file or folder")
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in files:
+                path = Path(folder) / name
+                relative = path.relative_to(root).as_posix()
+                if _matches(relative, include) and not _matches(relative, exclude):
+                    found.setdefault(path, root)
+    return sorted(found.items())
+
+
+def read_sidecar(csv_path: Path) -> dict[Path, dict]:
+    """Rows of a metadata CSV keyed by the absolute path of their audio file."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or "file" not in reader.fieldnames:
+            raise ScanError(f"{csv_path}: a metadata CSV needs a 'file' column")
+        rows = {}
+        for row in reader:
+            path = (csv_path.parent / row["file"]).resolve()
+            rows[path] = {k: (row.get(k) or "").strip() or None for k in METADATA_COLUMNS}
+            rows[path]["line"] = reader.line_num
+    return rows
+
+
+def _parse_time(text: str, where: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ScanError(f"{where}: started_at {text!r} is not an ISO 8601 time") from None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else \
+        value.astimezone(timezone.utc)
+
+
+def _time_from_path(relative: str) -> datetime | None:
+    match = _DATE_IN_PATH.search(relative)
+    if not match:
+        return None
+    parts = [int(g) if g else 0 for g in match.groups()]
+    try:
+        return datetime(*parts, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+def describe(path: Path, root: Path, sidecar: dict | None) -> CallFile:
+    """The call's metadata: sidecar values first, then defaults from the path and mtime."""
+    stat = path.stat()
+    sidecar = sidecar or {}
+    where = f"metadata for {path.name} (line {sidecar.get('line')})"
+    started = sidecar.get("started_at")
+    started_at = (_parse_time(started, where) if started
+                  else _time_from_path(path.relative_to(root).as_posix())
+                  or datetime.fromtimestamp(stat.st_mtime, timezone.utc))
+    channel = sidecar.get("customer_channel")
+    try:
+        customer_channel = int(channel) if channel is not None else None
+    except ValueError:
+        raise ScanError(f"{where}: customer_channel {channel!r} is not a channel "
+                        "number") from None
+    meta = CallMeta(sidecar.get("call_id") or path.stem, sidecar.get("agent_id"),
+                    sidecar.get("queue"), started_at, customer_channel)
+    return CallFile(str(path), stat.st_size, stat.st_mtime_ns, meta)
+
+
+def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
+         exclude: tuple[str, ...] = (), metadata: tuple[str, ...] = ()) -> list[CallFile]:
+    """Every audio file under the inputs, with its metadata."""
+    files = find_audio(inputs, include, exclude)
+    sidecars: dict[Path, dict] = {}
+    csvs = {folder / SIDECAR for path, root in files
+            for folder in [path.parent, *path.parent.parents]
+            if folder.is_relative_to(root) and (folder / SIDECAR).is_file()}
+    for csv_path in sorted(csvs) + [Path(m).resolve() for m in metadata]:
+        if not csv_path.is_file():
+            raise ScanError(f"{csv_path}: metadata file not found")
+        sidecars.update(read_sidecar(csv_path))
+    return [describe(path, root, sidecars.get(path)) for path, root in files]
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def is_unchanged(call: CallFile, entry: dict | None) -> bool:
+    """True when the manifest entry describes this file's content and metadata.
+
+    Size and mtime decide quickly; a file whose mtime alone moved (copied, touched) is
+    compared by content hash.
+    """
+    if entry is None or entry["size"] != call.size or entry["meta"] != call.meta.as_json():
+        return False
+    return entry["mtime_ns"] == call.mtime_ns or entry["sha256"] == file_sha256(call.path)

@@ -1,0 +1,311 @@
+"""`callmood score`: score every new or changed call under the inputs into a results folder.
+
+Each file is one task for joblib (local processes, or a Dask cluster through joblib's
+dask backend): decode, find speech, log-mels, and the model's probabilities, all in the
+worker. The model is most of the work, so it runs where the parallelism is: each worker
+loads the model folder once and scores its file's windows in batches with one torch
+thread, and throughput grows with the number of workers. Workers return only the
+windows and their probabilities; the main process builds the rows and writes them, one
+call at a time, as results arrive.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pyarrow as pa
+import torch
+from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
+from callmood.batch.extract import extract_file
+from callmood.batch.scan import AUDIO_PATTERNS, CallFile, is_unchanged, scan
+from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
+from callmood.batch.segment import VadConfig
+from callmood.batch.write import LABELS, ResultsError, ResultsStore, digest, part_path
+from callmood.training.audio import AudioError, probe
+from callmood.training.model_folder import LoadedModel, load_model_folder
+from tqdm import tqdm
+
+CONFIG = "score_config.json"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Settings of a scoring run; saved beside the results as score_config.json."""
+
+    workers: int = 1
+    backend: str = "loky"  # loky (local processes) | dask
+    scheduler: str | None = None  # Dask scheduler address, with backend="dask"
+    batch_size: int = 32
+    overlap: float = 0.25  # of the clip, between windows of a long speech region
+    max_hours: float = 6.0  # longer files are recorded as errors, not decoded
+    rescore: bool = False
+    include: tuple[str, ...] = AUDIO_PATTERNS
+    exclude: tuple[str, ...] = ()
+    metadata: tuple[str, ...] = ()
+    vad: VadConfig = field(default_factory=VadConfig)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+
+    def __post_init__(self):
+        if self.backend not in ("loky", "dask"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose loky or dask")
+        if self.backend == "dask" and not self.scheduler:
+            raise ValueError("the dask backend needs a scheduler address")
+        if self.workers < 1 or self.batch_size < 1 or self.max_hours <= 0:
+            raise ValueError("workers, batch size and max hours must be positive")
+
+
+@dataclass
+class FileOutcome:
+    """What a worker sends back: the scored windows of one file, or why it failed."""
+
+    path: str
+    sha256: str | None = None
+    duration_s: float = 0.0
+    channels: int = 0
+    speech: list[tuple[int, float, float]] = field(default_factory=list)
+    windows: list[tuple[int, float, float]] = field(default_factory=list)
+    probs: np.ndarray | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+_MODELS: dict[str, LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def cached_model(model_dir: str) -> LoadedModel:
+    """The model folder, loaded once per process (workers are reused across files)."""
+    key = str(Path(model_dir).resolve())
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model_folder(key)
+        return _MODELS[key]
+
+
+def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
+               max_seconds: float, batch_size: int) -> FileOutcome:
+    """The worker task; never raises, so one bad file cannot stop the run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = cached_model(model_dir)
+        found = extract_file(path, model.mel, vad, overlap, max_seconds)
+        probs = model.predict_mels(found.mels, batch_size)
+        return FileOutcome(path, found.sha256, found.duration_s, found.channels, found.speech,
+                           found.windows, probs)
+    except AudioError as err:
+        return FileOutcome(path, error_kind=err.kind, error=err.detail)
+    except Exception as err:  # a bug or resource problem on one file: record it, go on
+        return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    files_found: int = 0
+    files_unchanged: int = 0
+    calls_scored: int = 0
+    files_failed: int = 0
+    audio_s: float = 0.0
+    segments: int = 0
+    wall_s: float = 0.0
+
+    def line(self) -> str:
+        speed = self.audio_s / self.wall_s if self.wall_s else 0.0
+        return (f"{self.calls_scored} calls scored ({self.audio_s / 3600:.2f} h of audio, "
+                f"{self.segments} segments), {self.files_failed} errors, "
+                f"{self.files_unchanged} unchanged files skipped; {self.wall_s:.1f} s wall, "
+                f"{speed:.0f}x real time")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Run:
+    """Writes the outcome of each file as it arrives."""
+
+    def __init__(self, store: ResultsStore, model: LoadedModel, config: ScoreConfig,
+                 manifest: dict[str, dict], summary: RunSummary, started: datetime):
+        self.store, self.model, self.config = store, model, config
+        self.manifest, self.summary = manifest, summary
+        self.started = started
+        self.errors: list[dict] = []
+
+    def _replace_parts(self, call: CallFile, keep: list[str]) -> None:
+        previous = self.manifest.get(call.path)
+        for relative in (previous or {}).get("parts", []):
+            if relative not in keep:
+                self.store.delete(relative)
+
+    def _finish(self, call: CallFile, sha256: str | None, status: str, parts: list[str],
+                detail: dict) -> None:
+        self.store.put_manifest({"path": call.path, "size": call.size,
+                                 "mtime_ns": call.mtime_ns, "sha256": sha256,
+                                 "meta": call.meta.as_json(), "status": status,
+                                 "parts": parts, "run_id": self.summary.run_id,
+                                 "done_at": _now().isoformat(), **detail})
+
+    def failed(self, call: CallFile, kind: str, message: str, sha256: str | None = None):
+        self._replace_parts(call, keep=[])
+        self.errors.append({"file": call.path, "error_kind": kind, "message": message,
+                            "occurred_at": _now(), "run_id": self.summary.run_id})
+        errors = pa.Table.from_pylist(self.errors, schema=ERRORS_SCHEMA)
+        self.store.write_table(part_path("errors", self.started.date().isoformat(),
+                                         self.summary.run_id), errors)
+        self._finish(call, sha256, "failed", [], {"error_kind": kind})
+        self.summary.files_failed += 1
+
+    def scored(self, call: CallFile, outcome: FileOutcome) -> None:
+        labels, meta = self.model.labels, call.meta
+        roles = roles_for(outcome.channels, meta.customer_channel)
+        order = sorted(range(len(outcome.windows)),
+                       key=lambda i: (outcome.windows[i][1], outcome.windows[i][0]))
+        windows = [outcome.windows[i] for i in order]
+        probs = outcome.probs[order]
+        scored_at = _now()
+        tail = {"model_name": self.model.name, "model_version": self.model.version,
+                "scored_at": scored_at}
+        n = len(windows)
+        segments = {
+            "call_id": [meta.call_id] * n, "source_file": [call.path] * n,
+            "channel": [c for c, _, _ in windows], "role": [roles[c] for c, _, _ in windows],
+            "start_s": [s for _, s, _ in windows], "end_s": [e for _, _, e in windows],
+            "emotion": [labels[i] for i in probs.argmax(axis=1)],
+            "confidence": probs.max(axis=1),
+            **{f"p_{label}": probs[:, i] for i, label in enumerate(labels)},
+            **{k: [v] * n for k, v in tail.items()},
+        }
+        summary = summarize_call(
+            labels, self.model.card.valence, outcome.duration_s,
+            [(roles[c], s, e) for c, s, e in outcome.speech],
+            [(roles[c], s, e) for c, s, e in windows], probs, self.config.escalation)
+        call_row = {"call_id": meta.call_id, "source_file": call.path,
+                    "agent_id": meta.agent_id, "queue": meta.queue,
+                    "started_at": meta.started_at, "customer_channel": meta.customer_channel,
+                    "duration_s": outcome.duration_s, "n_segments": n, **summary, **tail}
+        name = digest(meta.call_id)
+        parts = [part_path("segments", meta.call_date, name),
+                 part_path("calls", meta.call_date, name)]
+        self._replace_parts(call, keep=parts)
+        self.store.write_table(parts[0], pa.Table.from_pydict(segments,
+                                                              schema=segments_schema(labels)))
+        self.store.write_table(parts[1], pa.Table.from_pylist([call_row],
+                                                              schema=calls_schema(labels)))
+        self._finish(call, outcome.sha256, "scored", parts,
+                     {"model_version": self.model.version})
+        self.summary.calls_scored += 1
+        self.summary.segments += n
+        self.summary.audio_s += outcome.duration_s
+
+    def record_run(self, wall_s: float) -> None:
+        s = self.summary
+        row = {"run_id": s.run_id, "started_at": self.started, "finished_at": _now(),
+               "files_scored": s.calls_scored, "files_failed": s.files_failed,
+               "audio_hours": s.audio_s / 3600, "segments": s.segments, "wall_s": wall_s,
+               "model_name": self.model.name, "model_version": self.model.version}
+        self.store.write_table(part_path("runs", self.started.date().isoformat(), s.run_id),
+                               pa.Table.from_pylist([row], schema=RUNS_SCHEMA))
+
+
+def _claim_call_ids(todo: list[CallFile], manifest: dict[str, dict],
+                    run: _Run) -> list[CallFile]:
+    """Drop (as errors) files whose call id already belongs to another existing file."""
+    owners = {e["meta"]["call_id"]: path for path, e in manifest.items()
+              if e["status"] == "scored"}
+    kept = []
+    for call in todo:
+        owner = owners.get(call.meta.call_id)
+        if owner not in (None, call.path) and Path(owner).exists():
+            run.failed(call, "duplicate_call_id",
+                       f"call id {call.meta.call_id!r} is already used by {owner}")
+            continue
+        owners[call.meta.call_id] = call.path
+        kept.append(call)
+    return kept
+
+
+def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
+    """FileOutcomes in the order they finish."""
+    task = joblib.delayed(score_file)
+    jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
+                 config.batch_size) for call in todo)
+    if config.backend == "dask":
+        from dask.distributed import Client
+
+        try:
+            client = Client(config.scheduler, timeout="10s")
+        except OSError as err:
+            raise ResultsError(f"cannot reach the Dask scheduler at {config.scheduler} "
+                               f"({err})") from None
+        with client, joblib.parallel_config(backend="dask"):
+            yield from joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs)
+        return
+    yield from joblib.Parallel(n_jobs=config.workers, return_as="generator_unordered")(jobs)
+
+
+def _audio_seconds(path: str) -> float:
+    try:
+        return probe(path).duration_s
+    except AudioError:
+        return 0.0
+
+
+def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig,
+                progress: bool | None = None) -> RunSummary:
+    """Score what is new or changed under `inputs` into the results folder `out`.
+
+    progress: show a progress bar (None: only on a terminal).
+    """
+    clock = time.perf_counter()
+    started = _now()
+    model_dir = str(Path(model_dir).resolve())
+    model = cached_model(model_dir)
+    files = scan(inputs, config.include, config.exclude, config.metadata)
+    summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", len(files))
+    store = ResultsStore(out)
+    with store.lock():
+        store.remove_leftovers()
+        known = store.read_json(LABELS)
+        if known and known["labels"] != model.labels:
+            raise ResultsError(f"{out} holds scores for the labels {known['labels']}, but "
+                               f"this model has {model.labels}; use another --out")
+        store.write_json(LABELS, {"labels": model.labels, "valence": model.card.valence,
+                                  "model_name": model.name,
+                                  "model_version": model.version})
+        store.write_json(CONFIG, asdict(config))
+        manifest = store.manifest()
+        todo = [call for call in files
+                if config.rescore or not is_unchanged(call, manifest.get(call.path))]
+        summary.files_unchanged = len(files) - len(todo)
+        run = _Run(store, model, config, manifest, summary, started)
+        try:
+            todo = _claim_call_ids(todo, manifest, run)
+            by_path = {call.path: call for call in todo}
+            hours = {call.path: _audio_seconds(call.path) / 3600 for call in todo}
+            bar = tqdm(total=sum(hours.values()), unit="h", disable=None if progress is None
+                       else not progress, desc="scoring",
+                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} h "
+                                  "of audio [{elapsed}<{remaining}{postfix}]")
+            with bar:
+                for done, outcome in enumerate(_outcomes(todo, model_dir, config), 1):
+                    call = by_path[outcome.path]
+                    if outcome.error_kind:
+                        run.failed(call, outcome.error_kind, outcome.error, outcome.sha256)
+                    else:
+                        run.scored(call, outcome)
+                    bar.set_postfix_str(f"files {done}/{len(todo)}", refresh=False)
+                    bar.update(hours[call.path])
+        finally:
+            summary.wall_s = time.perf_counter() - clock
+            run.record_run(summary.wall_s)
+    return summary

@@ -1,0 +1,190 @@
+"""callmood score on small synthetic calls: tables, schema, incremental runs, roles, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import soundfile as sf
+from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
+from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
+from callmood.batch.score import ScoreConfig, score_calls
+from callmood.batch.write import ResultsStore
+from click.testing import CliRunner
+
+from callmood.cli import main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(make_model_folder(tmp_path_factory.mktemp("model")))
+
+
+@pytest.fixture()
+def calls(tmp_path):
+    folder = tmp_path / "calls"
+    synthetic_call(folder / "a.wav", DIALOGUE, 13.0, seed=1)
+    synthetic_call(folder / "nested" / "b.wav", DIALOGUE[:2], 9.0, seed=2)
+    write_calls_csv(folder, [{"call_id": "A-1", "file": "a.wav", "agent_id": "ag7",
+                              "queue": "billing", "started_at": "2026-11-20T09:30:00Z",
+                              "customer_channel": 1}])
+    return folder
+
+
+def table(out, name):
+    return ds.dataset(os.path.join(out, name), format="parquet", partitioning="hive")
+
+
+def rows(out, name):
+    return table(out, name).to_table().to_pylist()
+
+
+def run(inputs, out, model_dir, **settings):
+    return score_calls([str(i) for i in inputs], str(out), model_dir,
+                       ScoreConfig(**settings), progress=False)
+
+
+def test_tables_follow_the_schema(calls, tmp_path, model_dir):
+    out = tmp_path / "results"
+    summary = run([calls], out, model_dir)
+    assert (summary.calls_scored, summary.files_failed) == (2, 0)
+    for name, schema in (("segments", segments_schema(LABELS)),
+                         ("calls", calls_schema(LABELS)), ("runs", RUNS_SCHEMA)):
+        for fragment in table(out, name).get_fragments():
+            assert fragment.physical_schema.equals(schema), name
+    assert table(out, "segments").partitioning.schema.names == ["call_date"]
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["labels"] == LABELS and labels["valence"]["angry"] == -1
+
+    call = {r["call_id"]: r for r in rows(out, "calls")}
+    a = call["A-1"]
+    assert (a["agent_id"], a["queue"], a["customer_channel"]) == ("ag7", "billing", 1)
+    assert str(a["call_date"]) == "2026-11-20"
+    assert a["duration_s"] == pytest.approx(13.0)
+    assert a["speech_s_customer"] == pytest.approx(2.0 + 4.3, abs=0.5)
+    shares = [a[f"customer_share_{label}"] for label in LABELS]
+    assert sum(shares) == pytest.approx(1.0)
+    b = call["b"]  # no metadata: id from the file name, channels without roles
+    assert b["agent_id"] is None and b["customer_channel"] is None
+
+    segments = rows(out, "segments")
+    for s in segments:
+        probs = [s[f"p_{label}"] for label in LABELS]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert s["emotion"] == LABELS[int(np.argmax(probs))]
+        assert s["confidence"] == pytest.approx(max(probs))
+        assert 0 <= s["start_s"] < s["end_s"]
+    roles = {(s["call_id"], s["channel"]): s["role"] for s in segments}
+    assert roles == {("A-1", 0): "agent", ("A-1", 1): "customer", ("b", 0): "ch0",
+                     ("b", 1): "ch1"}
+
+
+def test_rerun_adds_nothing_and_changed_file_replaces_its_rows(calls, tmp_path, model_dir):
+    out = tmp_path / "results"
+    run([calls], out, model_dir)
+    before = rows(out, "segments")
+    again = run([calls], out, model_dir)
+    assert (again.calls_scored, again.files_unchanged) == (0, 2)
+    assert len(rows(out, "segments")) == len(before)
+
+    os.utime(calls / "a.wav")  # touched, same content: still unchanged
+    assert run([calls], out, model_dir).files_unchanged == 2
+
+    synthetic_call(calls / "nested" / "b.wav", DIALOGUE, 13.0, seed=3)
+    changed = run([calls], out, model_dir)
+    assert (changed.calls_scored, changed.files_unchanged) == (1, 1)
+    after = rows(out, "segments")
+    assert {s["call_id"] for s in after} == {"A-1", "b"}
+    b_calls = [c for c in rows(out, "calls") if c["call_id"] == "b"]
+    assert len(b_calls) == 1 and b_calls[0]["duration_s"] == pytest.approx(13.0)
+    assert max(s["end_s"] for s in after if s["call_id"] == "b") > 9.0
+
+    forced = run([calls], out, model_dir, rescore=True)
+    assert forced.calls_scored == 2
+    assert len(rows(out, "segments")) == len(after)
+    assert len(rows(out, "calls")) == 2
+
+
+def test_changed_start_date_moves_the_call_to_its_new_partition(calls, tmp_path, model_dir):
+    out = tmp_path / "results"
+    run([calls], out, model_dir)
+    write_calls_csv(calls, [{"call_id": "A-1", "file": "a.wav", "agent_id": "ag7",
+                             "queue": "billing", "started_at": "2026-11-21T09:30:00Z",
+                             "customer_channel": 1}])
+    assert run([calls], out, model_dir).calls_scored == 1
+    dates = [str(c["call_date"]) for c in rows(out, "calls") if c["call_id"] == "A-1"]
+    assert dates == ["2026-11-21"]
+    assert not (out / "segments" / "call_date=2026-11-20").exists() or not any(
+        (out / "segments" / "call_date=2026-11-20").iterdir())
+
+
+def test_mono_and_other_formats(tmp_path, model_dir):
+    folder = tmp_path / "calls"
+    synthetic_call(folder / "mono.flac", [(0, 0.5, 3.0), (0, 4.0, 8.0)], 9.0, rate=16000,
+                   channels=1, subtype="PCM_16")
+    synthetic_call(folder / "alaw.wav", DIALOGUE, 13.0, subtype="ALAW")
+    synthetic_call(folder / "float.wav", DIALOGUE, 13.0, rate=22050, subtype="FLOAT")
+    summary = run([folder], tmp_path / "out", model_dir)
+    assert (summary.calls_scored, summary.files_failed) == (3, 0)
+    roles = {(s["call_id"], s["role"]) for s in rows(tmp_path / "out", "segments")}
+    assert ("mono", "mono") in roles and ("alaw", "ch1") in roles
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(calls, tmp_path, model_dir):
+    bad = calls / "bad"
+    bad.mkdir()
+    (bad / "corrupt.wav").write_bytes(os.urandom(4000))
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "notes.wav").write_text("this is a text file, not audio\n" * 20)
+    sf.write(str(bad / "silent.wav"), np.zeros((8000 * 5, 2), np.float32), 8000,
+             subtype="ULAW")
+    synthetic_call(bad / "noise.wav", [], 5.0)  # line noise, nobody speaks
+    synthetic_call(bad / "long.wav", DIALOGUE, 20.0)
+    synthetic_call(bad / "truncated.wav", DIALOGUE, 13.0, subtype="PCM_16")
+    data = (bad / "truncated.wav").read_bytes()
+    (bad / "truncated.wav").write_bytes(data[:len(data) // 3])
+
+    out = tmp_path / "results"
+    result = CliRunner().invoke(main, ["score", str(calls), "--out", str(out), "--model",
+                                       model_dir, "--workers", "1", "--max-hours", "0.005"])
+    assert result.exit_code == 1, result.output
+    assert "2 calls scored" in result.output and "7 errors" in result.output
+    errors = {os.path.basename(e["file"]): e for e in rows(out, "errors")}
+    for fragment in table(out, "errors").get_fragments():
+        assert fragment.physical_schema.equals(ERRORS_SCHEMA)
+    kinds = {name: e["error_kind"] for name, e in errors.items()}
+    assert kinds["empty.wav"] == "empty"
+    assert kinds["silent.wav"] == "silent"
+    assert kinds["noise.wav"] == "no_speech"
+    assert kinds["long.wav"] == "too_long"
+    assert kinds["corrupt.wav"] in ("unreadable", "corrupt")
+    assert kinds["notes.wav"] == "unreadable"
+    assert kinds["truncated.wav"] == "truncated"
+    assert all(e["message"] and e["occurred_at"] for e in errors.values())
+    assert len(errors) == 7
+    # failed files are not retried while unchanged
+    again = CliRunner().invoke(main, ["score", str(calls), "--out", str(out), "--model",
+                                      model_dir, "--workers", "1", "--max-hours", "0.005"])
+    assert again.exit_code == 0 and "0 errors" in again.output
+
+
+def test_second_run_on_the_same_results_is_refused(calls, tmp_path, model_dir):
+    out = tmp_path / "results"
+    with ResultsStore(str(out)).lock():
+        result = CliRunner().invoke(main, ["score", str(calls), "--out", str(out),
+                                           "--model", model_dir, "--workers", "1"])
+    assert result.exit_code == 1
+    assert "being written by another `callmood score` run" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_clear_errors_for_bad_command_lines(calls, tmp_path, model_dir):
+    missing = CliRunner().invoke(main, ["score", str(calls), "--out", str(tmp_path / "r"),
+                                        "--model", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "model folder not found" in missing.output
+    dask = CliRunner().invoke(main, ["score", str(calls), "--out", str(tmp_path / "r"),
+                                     "--model", model_dir, "--backend", "dask"])
+    assert dask.exit_code == 1 and "needs a scheduler address" in dask.output
