@@ -1,0 +1,371 @@
+"""RAVDESS speaker-independent accuracy benchmark (the EmoBox 6-fold protocol).
+
+Rows, all on the same folds in one run:
+  1. callmood: spectrogram-native input, AST-style adaptation of DeiT-Tiny, augmentation,
+     settings from an Optuna study tuned on each fold's internal validation speakers;
+  2. the approach callmood replaces: mel spectrogram rendered to an image, resized to
+     224x224 RGB, the same DeiT-Tiny fine-tuned with default settings, no augmentation;
+  3. row 1's recipe from random initialisation;
+  4. a classical baseline: MFCC + deltas + prosodic statistics -> RBF SVM.
+
+Validation speakers (early stopping, tuning, SVM's C) come from the training actors only.
+Usage (from the repository root):
+
+    .venv/bin/python benchmarks/bench_ravdess.py --epochs 12 --trials 4 --folds 1-6
+
+writes benchmarks/results/ravdess_si.json, ravdess_si.md and the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from callmood.training.augment import AugmentConfig
+from callmood.training.cache import extract
+from callmood.training.corpora.registry import load_corpus
+from callmood.training.evaluate import (
+    aggregate_folds,
+    classification_metrics,
+    plot_confusion,
+)
+from callmood.training.features import MelConfig
+from callmood.training.labels import ordered_labels
+from callmood.training.model import timm_to_hf, vit_config
+from callmood.training.model_folder import load_model_folder
+from callmood.training.splits import make_split, ravdess_protocol
+from callmood.training.train import TrainConfig, train
+from callmood.training.tune import SearchSpace, run_study
+
+ROOT = Path(__file__).resolve().parent.parent
+DEIT = "weights/deit-tiny-in1k"
+
+
+def parse_folds(text: str) -> list[int]:
+    if "-" in text:
+        low, high = map(int, text.split("-"))
+        return list(range(low, high + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def throughput(predict, clips: torch.Tensor, clip_seconds: float, repeats: int = 3) -> dict:
+    """Clips per second of `predict` on a batch of clips (best of `repeats`)."""
+    predict(clips[:2])
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predict(clips)
+        best = min(best, time.perf_counter() - started)
+    per_s = len(clips) / best
+    return {"clips_per_s": round(per_s, 1), "x_real_time": round(per_s * clip_seconds, 1),
+            "batch": len(clips), "threads": torch.get_num_threads()}
+
+
+# ---------------------------------------------------------------- rows 1 and 3: callmood
+def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
+    base = TrainConfig(init=init, epochs=args.epochs, patience=args.patience, seed=args.seed,
+                       workers=2, augment=AugmentConfig())
+    tuned_params = {}
+    if tuned and args.trials > 0:
+        tune_split = replace(split, test=[])
+        best = run_study(tune_split, base, SearchSpace(), study_dir / f"fold{fold}",
+                         label_map={}, n_trials=args.trials, study_name=f"fold{fold}",
+                         cache_dir=args.cache_dir)
+        if best is not None:
+            tuned_params = best.user_attrs["overrides"]
+            base = base.with_overrides(tuned_params)
+    started = time.time()
+    out = args.work / f"{'row1' if tuned else 'row3'}-fold{fold}"
+    result = train(split, base, out, label_map={}, cache_dir=args.cache_dir)
+    wall = time.time() - started
+    model = load_model_folder(out)
+    return {"metrics": result.test_metrics, "train_wall_s": round(wall, 1),
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "tuned_params": tuned_params, "model": model}
+
+
+# ---------------------------------------------------------------- row 2: image pipeline
+def render_image(waveform: np.ndarray, sample_rate: int):
+    """As usually written: librosa mel in dB -> 8-bit picture -> 224x224 RGB."""
+    import librosa
+    from PIL import Image
+
+    mel = librosa.feature.melspectrogram(y=waveform, sr=sample_rate, n_mels=128)
+    db = librosa.power_to_db(mel, ref=np.max)
+    pixels = (255 * (db - db.min()) / max(db.max() - db.min(), 1e-6)).astype(np.uint8)
+    picture = Image.fromarray(pixels[::-1]).resize((224, 224), Image.BILINEAR).convert("RGB")
+    return np.asarray(picture)
+
+
+def image_tensor(images: np.ndarray) -> torch.Tensor:
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
+    return (x - mean) / std
+
+
+def imagenet_vit(shared: Path, labels: list[str]):
+    """DeiT-Tiny as an ordinary 224x224 RGB ViTForImageClassification."""
+    from safetensors.torch import load_file
+    from transformers import ViTForImageClassification
+
+    weights = load_file(str(shared / DEIT / "model.safetensors"))
+    image = MelConfig(n_mels=224, input_frames=224, f_max=8000.0)
+    config = vit_config(image, labels, 192, 12, 3, 768)
+    config.num_channels = 3
+    model = ViTForImageClassification(config)
+    state = timm_to_hf(weights, 12, (14, 14))
+    state["vit.embeddings.patch_embeddings.projection.weight"] = weights["patch_embed.proj.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("classifier.") for k in missing)
+    return model
+
+
+def image_row(split, labels, args) -> dict:
+    from callmood.training.audio import load_mono
+
+    def images(utterances):
+        return np.stack([render_image(load_mono(u.path, 16000), 16000) for u in utterances])
+
+    label_id = {label: i for i, label in enumerate(labels)}
+    cache = args.work / "images"
+    cache.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
+        key = cache / f"{abs(hash(tuple(u.path for u in part)))}.npy"
+        if not key.is_file():
+            np.save(key, images(part))
+        arrays[name] = np.load(key)
+    targets = {name: torch.tensor([label_id[u.label] for u in part]) for name, part in
+               (("train", split.train), ("val", split.val), ("test", split.test))}
+    torch.manual_seed(args.seed)
+    model = imagenet_vit(args.shared, labels)
+    # the Trainer defaults people keep: AdamW lr 5e-5, linear decay, batch 8, no augmentation
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    steps = args.epochs * int(np.ceil(len(targets["train"]) / 8))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: max(0.0, 1 - s / steps))
+
+    @torch.inference_mode()
+    def predict(x: torch.Tensor) -> np.ndarray:
+        model.eval()
+        return torch.cat([torch.softmax(model(pixel_values=x[i:i + 64]).logits, -1)
+                          for i in range(0, len(x), 64)]).numpy()
+
+    val_x, test_x = image_tensor(arrays["val"]), image_tensor(arrays["test"])
+    best_f1, best_state, started, since_best = -1.0, None, time.time(), 0
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(targets["train"]))
+        for start in range(0, len(order), 8):
+            idx = order[start:start + 8]
+            loss = torch.nn.functional.cross_entropy(
+                model(pixel_values=image_tensor(arrays["train"][idx.numpy()])).logits,
+                targets["train"][idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        f1 = classification_metrics(targets["val"].numpy(), predict(val_x).argmax(1),
+                                    labels)["macro_f1"]
+        print(f"  row 2 epoch {epoch + 1}: val macro-F1 {f1:.3f}", flush=True)
+        if f1 > best_f1:
+            best_f1, best_state, since_best = f1, {k: v.clone() for k, v in
+                                                   model.state_dict().items()}, 0
+        else:
+            since_best += 1
+            if since_best >= args.patience:
+                break
+    wall = time.time() - started
+    model.load_state_dict(best_state)
+    metrics = classification_metrics(targets["test"].numpy(), predict(test_x).argmax(1),
+                                     labels)
+    return {"metrics": metrics, "train_wall_s": round(wall, 1), "epochs_run": epoch + 1,
+            "predict": predict, "test_x": test_x}
+
+
+# ---------------------------------------------------------------- row 4: classical
+def classical_features(mel: torch.Tensor, waveform: np.ndarray) -> np.ndarray:
+    """MFCC (DCT of callmood's log-mel) + deltas, energy and pitch statistics."""
+    import librosa
+    from scipy.fft import dct
+
+    mfcc = dct(mel.numpy(), type=2, axis=0, norm="ortho")[:20]
+    delta = np.diff(mfcc, axis=1)
+    energy = mel.exp().sum(0).log().numpy()
+    f0 = librosa.yin(waveform, fmin=60, fmax=500, sr=16000, frame_length=1024)
+    voiced = f0[(f0 > 60) & (f0 < 500)]
+    voiced = voiced if len(voiced) else np.zeros(1)
+    stats = [mfcc.mean(1), mfcc.std(1), delta.mean(1), delta.std(1),
+             [energy.mean(), energy.std(), np.percentile(energy, 90) - np.percentile(energy, 10),
+              np.median(voiced), voiced.std(), np.percentile(voiced, 90), len(voiced) / len(f0)]]
+    return np.concatenate([np.ravel(s) for s in stats])
+
+
+def classical_row(split, labels, args) -> dict:
+    from callmood.training.audio import load_mono
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    mel = MelConfig()
+    label_id = {label: i for i, label in enumerate(labels)}
+
+    def table(utterances):
+        feats = extract(utterances, mel, ("clean",), args.cache_dir, 2).mels["clean"]
+        return np.stack([classical_features(m, load_mono(u.path, 16000))
+                         for m, u in zip(feats, utterances, strict=True)])
+
+    started = time.time()
+    train_part = split.train + split.val
+    x_train, x_test = table(train_part), table(split.test)
+    y_train = np.array([label_id[u.label] for u in train_part])
+    y_test = np.array([label_id[u.label] for u in split.test])
+    search = GridSearchCV(make_pipeline(StandardScaler(), SVC(kernel="rbf")),
+                          {"svc__C": [1, 3, 10, 30], "svc__gamma": ["scale"]},
+                          cv=GroupKFold(n_splits=4), scoring="f1_macro")
+    search.fit(x_train, y_train, groups=[u.speaker for u in train_part])
+    metrics = classification_metrics(y_test, search.predict(x_test), labels)
+    return {"metrics": metrics, "train_wall_s": round(time.time() - started, 1),
+            "svm_C": search.best_params_["svc__C"]}
+
+
+# ---------------------------------------------------------------- the run
+ROW_NAMES = {
+    1: "callmood: spectrogram-native ViT, DeiT-Tiny AST-style init, augmentation, Optuna",
+    2: "image pipeline: mel picture resized to 224x224 RGB, DeiT-Tiny, default fine-tuning",
+    3: "callmood recipe from random initialisation (ViT-Tiny shape)",
+    4: "classical: MFCC + deltas + prosody statistics, RBF SVM",
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", type=Path,
+                        default=Path(os.environ.get("CALLMOOD_SHARED", ROOT.parent / "shared")))
+    parser.add_argument("--folds", default="1-6", type=parse_folds)
+    parser.add_argument("--rows", default="1,2,3,4", type=lambda s: [int(x) for x in s.split(",")])
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=4, help="Optuna trials per fold (row 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0,
+                        help="smoke runs only: keep N utterances per actor (stated in the JSON)")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ravdess")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    protocol = ravdess_protocol(args.shared)
+    utterances = load_corpus("ravdess", args.shared / "data" / "ravdess")
+    if args.limit:  # every k-th file of each actor, so every emotion stays represented
+        by_actor: dict[str, list] = {}
+        for u in utterances:
+            by_actor.setdefault(u.speaker, []).append(u)
+        utterances = [u for files in by_actor.values()
+                      for u in files[::max(1, len(files) // args.limit)][:args.limit]]
+    labels = ordered_labels({u.label for u in utterances})
+    results = {row: {"name": ROW_NAMES[row], "folds": {}} for row in args.rows}
+    run_started = time.time()
+    for fold in args.folds:
+        split = make_split(utterances, fold=fold, shared=args.shared, seed=args.seed)
+        print(f"fold {fold}: {split.description}", flush=True)
+        for row in args.rows:
+            print(f" row {row}: {ROW_NAMES[row]}", flush=True)
+            if row in (1, 3):
+                init = str(args.shared / DEIT) if row == 1 else "random:tiny"
+                out = callmood_row(split, fold, args, init, args.out / "optuna", row == 1)
+                if fold == args.folds[0]:
+                    model = out["model"]
+                    clips = torch.randn(64, model.mel.n_mels, model.mel.input_frames)
+                    results[row]["throughput_cpu"] = throughput(model.predict_mels, clips,
+                                                                model.mel.clip_seconds)
+                out.pop("model")
+            elif row == 2:
+                out = image_row(split, labels, args)
+                predict, test_x = out.pop("predict"), out.pop("test_x")
+                if fold == args.folds[0]:
+                    results[row]["throughput_cpu"] = throughput(predict, test_x[:64], 3.0)
+            else:
+                out = classical_row(split, labels, args)
+            m = out.pop("metrics")
+            results[row]["folds"][fold] = {**out, "metrics": m}
+            print(f"  UA {m['ua']:.3f} WA {m['wa']:.3f} macro-F1 {m['macro_f1']:.3f}",
+                  flush=True)
+            write_results(results, protocol, args, time.time() - run_started)
+
+
+def write_results(results, protocol, args, wall_s) -> None:
+    rows = {}
+    for row, data in results.items():
+        per_fold = [f["metrics"] for f in data["folds"].values()]
+        if not per_fold:
+            continue
+        summary = aggregate_folds(per_fold)
+        rows[str(row)] = {
+            "name": data["name"], "folds_run": sorted(data["folds"]),
+            **{k: round(100 * summary[k], 2) for k in
+               ("ua", "ua_std", "wa", "wa_std", "macro_f1", "macro_f1_std", "weighted_f1",
+                "weighted_f1_std")},
+            "per_class_f1": {k: round(100 * v["f1"], 1) for k, v in summary["per_class"].items()},
+            "per_fold": {str(k): {**{m: round(100 * f["metrics"][m], 2) for m in
+                                     ("ua", "wa", "macro_f1", "weighted_f1")},
+                                  **{x: y for x, y in f.items() if x != "metrics"}}
+                         for k, f in data["folds"].items()},
+            "mean_train_wall_s": round(float(np.mean([f["train_wall_s"] for f in
+                                                      data["folds"].values()])), 1),
+            **({"throughput_cpu": data["throughput_cpu"]} if "throughput_cpu" in data else {}),
+        }
+        if row == 1:
+            plot_confusion(np.array(summary["confusion"]), summary["labels"],
+                           args.out / "ravdess_si_row1_confusion.png",
+                           f"callmood (row 1), mean over folds {sorted(data['folds'])}")
+    report = {
+        "protocol": protocol["protocol"], "source": protocol["source"],
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "settings": {"epochs": args.epochs, "patience": args.patience, "trials": args.trials,
+                     "seed": args.seed, "folds": args.folds,
+                     "utterances_per_actor": args.limit or "all"},
+        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or
+                    platform.machine(), "torch": torch.__version__,
+                    "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "wall_s": round(wall_s, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "rows": rows,
+        "published_same_protocol_not_rerun": protocol["published_results_same_protocol"],
+    }
+    (args.out / "ravdess_si.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "ravdess_si.md").write_text(markdown_table(report))
+
+
+def markdown_table(report) -> str:
+    lines = ["| system | folds | UA % | WA % | macro-F1 % | weighted-F1 % | train s/fold | "
+             "CPU × real time |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in report["rows"].values():
+        tp = row.get("throughput_cpu", {}).get("x_real_time", "")
+        lines.append(f"| {row['name']} | {','.join(map(str, row['folds_run']))} | "
+                     f"{row['ua']:.1f} ± {row['ua_std']:.1f} | {row['wa']:.1f} ± "
+                     f"{row['wa_std']:.1f} | {row['macro_f1']:.1f} ± {row['macro_f1_std']:.1f} | "
+                     f"{row['weighted_f1']:.1f} | {row['mean_train_wall_s']:.0f} | {tp} |")
+    for name, figures in report["published_same_protocol_not_rerun"].items():
+        lines.append(f"| *published (EmoBox), not re-run:* {name} | 1-6 | {figures['UA']:.1f} | "
+                     f"{figures['WA']:.1f} | {figures['macro_F1']:.1f} | | | |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
