@@ -109,8 +109,12 @@ def trimmed(path: Path, rng: np.random.Generator) -> np.ndarray:
     frame = rate // 100
     n = len(audio) // frame
     rms_db = 10 * np.log10(np.mean(audio[:n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12)
-    active = np.flatnonzero(rms_db > rms_db.max() - 30)
-    audio = audio[active[0] * frame:(active[-1] + 1) * frame]
+    # speech: from the first to the last run of >= 80 ms within 30 dB of the loudest frame
+    # (shorter runs are clicks and breaths)
+    active = np.concatenate([[False], rms_db > rms_db.max() - 30, [False]])
+    edges = np.flatnonzero(np.diff(active.astype(np.int8))).reshape(-1, 2)
+    runs = edges[edges[:, 1] - edges[:, 0] >= 8]
+    audio = audio[runs[0, 0] * frame:runs[-1, 1] * frame]
     level_db = -20 + rng.uniform(-3, 3)
     rms = np.sqrt(np.mean(audio ** 2))
     audio = audio * (10 ** (level_db / 20) / rms)

@@ -1,0 +1,53 @@
+"""Voice-activity detection and windowing of speech regions into model clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from batch_fixtures import TINY_MEL, voiced
+from callmood.batch.segment import VadConfig, detect_speech, plan_windows, window_mels
+from callmood.training.features import fit_frames, log_mel
+
+
+def test_detects_bursts_over_noise_within_tolerance():
+    rate, rng = 16000, np.random.default_rng(0)
+    audio = rng.normal(0, 10 ** (-55 / 20), rate * 12).astype(np.float32)
+    truth = [(1.0, 3.0), (3.2, 4.0), (6.0, 9.5)]  # the first two are one region (short gap)
+    for start, end in truth:
+        burst = voiced(end - start, rate, rng)
+        audio[int(start * rate):int(start * rate) + len(burst)] += burst
+    regions = [(a / rate, b / rate) for a, b in detect_speech(audio, rate, VadConfig())]
+    assert len(regions) == 2
+    for (start, end), (found_start, found_end) in zip([(1.0, 4.0), (6.0, 9.5)], regions,
+                                                      strict=True):
+        assert abs(found_start - start) < 0.1 and abs(found_end - end) < 0.1
+
+
+def test_silence_and_clicks_are_not_speech():
+    rate = 16000
+    audio = np.random.default_rng(1).normal(0, 1e-3, rate * 5).astype(np.float32)
+    audio[rate:rate + 800] += 0.5  # a 50 ms click
+    assert detect_speech(audio, rate, VadConfig()) == []
+    assert detect_speech(np.zeros(10, np.float32), rate, VadConfig()) == []
+
+
+def test_long_regions_become_overlapping_clips_that_cover_them():
+    clip = 1000
+    windows = plan_windows([(0, 600), (2000, 5500)], clip, overlap=0.25)
+    assert windows[0] == (0, 600)
+    long = windows[1:]
+    assert long[0][0] == 2000 and long[-1][1] == 5500
+    assert all(end - start == clip for start, end in long)
+    assert all(b[0] - a[0] <= 750 for a, b in zip(long, long[1:], strict=False))
+
+
+def test_window_mels_match_the_training_features():
+    rng = np.random.default_rng(2)
+    waveform = rng.normal(0, 0.1, TINY_MEL.clip_samples * 2).astype(np.float32)
+    windows = [(100, 100 + TINY_MEL.clip_samples), (500, 500 + 3001), (0, 7)]
+    mels = window_mels(waveform, windows, TINY_MEL)
+    assert mels.shape == (3, TINY_MEL.n_mels, TINY_MEL.input_frames)
+    for mel, (start, end) in zip(mels, windows, strict=True):
+        expected = fit_frames(log_mel(waveform[start:end], TINY_MEL), TINY_MEL.input_frames,
+                              TINY_MEL.pad_value)
+        torch.testing.assert_close(mel, expected, atol=1e-4, rtol=1e-4)
