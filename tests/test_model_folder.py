@@ -1,0 +1,133 @@
+"""training/model_folder.py: the model folder is safetensors + JSON and round-trips exactly."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from callmood.training.features import Normalization
+from callmood.training.model import build_model
+from callmood.training.model_folder import (
+    DEFAULT_VALENCE,
+    ModelCard,
+    LoadedModel,
+    ModelFolderError,
+    load_model_folder,
+    save_model_folder,
+)
+from conftest import TINY_LABELS
+
+
+def random_mels(mel, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return -6.0 + 3.0 * torch.randn(n, mel.n_mels, mel.input_frames, generator=g)
+
+
+def test_folder_holds_only_safetensors_and_json(tiny_model_dir):
+    names = sorted(p.name for p in tiny_model_dir.iterdir())
+    assert names == ["callmood.json", "config.json", "model.safetensors",
+                     "preprocessor_config.json"]
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    assert config["model_type"] == "vit"
+    assert config["id2label"] == {str(i): label for i, label in enumerate(TINY_LABELS)}
+    pre = json.loads((tiny_model_dir / "preprocessor_config.json").read_text())
+    assert pre["mel"]["n_mels"] == 64 and pre["mel"]["input_frames"] == 160
+    assert pre["normalization"] == {"mean": -6.0, "std": 3.0}
+    card = json.loads((tiny_model_dir / "callmood.json").read_text())
+    assert card["labels"] == TINY_LABELS
+    assert card["valence"] == {label: DEFAULT_VALENCE[label] for label in TINY_LABELS}
+
+
+def test_round_trip_gives_identical_predictions(tmp_path, tiny_mel):
+    torch.manual_seed(5)
+    model = build_model(tiny_mel, TINY_LABELS, "random:micro").eval()
+    norm = Normalization(mean=-5.5, std=2.5)
+    card = ModelCard(name="rt", labels=list(TINY_LABELS), metrics={"val_macro_f1": 0.5},
+                     training={"seed": 5})
+    folder = save_model_folder(tmp_path / "m", model, tiny_mel, norm, card)
+    loaded = load_model_folder(folder)
+    assert loaded.mel == tiny_mel and loaded.norm == norm
+    assert loaded.labels == TINY_LABELS and loaded.name == "rt"
+    assert loaded.card.metrics == {"val_macro_f1": 0.5}
+    mels = random_mels(tiny_mel)
+    with torch.no_grad():
+        expected = torch.softmax(model(pixel_values=((mels - norm.mean) / (2 * norm.std))
+                                       .unsqueeze(1)).logits, -1).numpy()
+    probs = loaded.predict_mels(mels, batch_size=2)
+    before = LoadedModel(model, tiny_mel, norm, card, "unsaved").predict_mels(mels, batch_size=2)
+    np.testing.assert_array_equal(probs, before)
+    np.testing.assert_allclose(probs, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[name], tensor), name
+    # a second save of the loaded model gives the same weights file, hence the same version
+    again = save_model_folder(tmp_path / "m2", loaded.model, loaded.mel, loaded.norm,
+                              loaded.card)
+    assert load_model_folder(again).version == loaded.version
+    assert len(loaded.version) == 12
+
+
+def test_predict_waveforms(tiny_model_dir, tiny_mel):
+    loaded = load_model_folder(tiny_model_dir)
+    clips = np.random.default_rng(0).uniform(-0.3, 0.3, (3, tiny_mel.clip_samples))
+    probs = loaded.predict_waveforms(clips.astype(np.float32))
+    assert probs.shape == (3, len(TINY_LABELS))
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    assert loaded.predict_mels(torch.zeros(0, 64, 160)).shape == (0, 4)
+
+
+def test_folder_with_only_a_pickle_is_refused(tmp_path, tiny_model_dir):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    state = load_model_folder(tiny_model_dir).model.state_dict()
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "pytorch_model.bin")
+    with pytest.raises(ModelFolderError) as err:
+        load_model_folder(folder)
+    message = str(err.value)
+    assert "model.safetensors is missing" in message
+    assert "pytorch_model.bin" in message and "pickled weights are refused" in message
+
+
+def test_missing_and_broken_files(tmp_path, tiny_model_dir):
+    with pytest.raises(ModelFolderError, match="model folder not found"):
+        load_model_folder(tmp_path / "absent")
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(ModelFolderError, match="preprocessor_config.json is missing"):
+        load_model_folder(folder)
+    (folder / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(ModelFolderError, match="invalid JSON"):
+        load_model_folder(folder)
+
+
+def edit_json(path, change):
+    values = json.loads(path.read_text())
+    change(values)
+    path.write_text(json.dumps(values))
+
+
+@pytest.mark.parametrize(("file", "change", "message"), [
+    ("callmood.json", lambda c: c.update(labels=["a", "b", "c", "d"]), "labels"),
+    ("preprocessor_config.json", lambda p: p["mel"].update(n_mels=80), "image_size"),
+    ("preprocessor_config.json", lambda p: p["mel"].update(window="hamming"),
+     "unknown mel settings"),
+    ("config.json", lambda c: c.update(model_type="bert"), "model_type must be 'vit'"),
+    ("config.json", lambda c: c.update(hidden_size=32, intermediate_size=64),
+     "weights do not match"),
+])
+def test_inconsistent_folders_are_refused(tmp_path, tiny_model_dir, file, change, message):
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    edit_json(folder / file, change)
+    with pytest.raises(ModelFolderError, match=message):
+        load_model_folder(folder)
+
+
+def test_save_refuses_card_labels_that_differ(tmp_path, tiny_mel):
+    model = build_model(tiny_mel, TINY_LABELS, "random:micro")
+    with pytest.raises(ModelFolderError, match="differ"):
+        save_model_folder(tmp_path / "m", model, tiny_mel, Normalization(),
+                          ModelCard(name="x", labels=list(reversed(TINY_LABELS))))
