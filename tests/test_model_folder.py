@@ -10,8 +10,8 @@ from callmood.training.features import Normalization
 from callmood.training.model import build_model
 from callmood.training.model_folder import (
     DEFAULT_VALENCE,
-    ModelCard,
     LoadedModel,
+    ModelCard,
     ModelFolderError,
     load_model_folder,
     save_model_folder,
