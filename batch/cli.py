@@ -34,6 +34,10 @@ def _cores() -> int:
               show_default=True, help="Longer files are recorded as errors.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Windows per model forward pass.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True, help="Model arithmetic; bf16 is about 2x faster on CPUs "
+                                      "with AVX512-BF16 or AMX, with slightly different "
+                                      "probabilities.")
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
               show_default=True, help="joblib backend: local processes or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler, with --backend dask.")
@@ -41,7 +45,7 @@ def _cores() -> int:
               help="Progress bar [default: on a terminal].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
-          max_hours, batch_size, backend, scheduler, progress):
+          max_hours, batch_size, precision, backend, scheduler, progress):
     """Score recorded calls under INPUT... into Parquet under --out.
 
     Finds audio files recursively, scores the speech of each channel with the model and
@@ -61,7 +65,8 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metad
         model_dir = str(DEFAULT_MODEL)
     try:
         config = ScoreConfig(workers=workers, backend=backend, scheduler=scheduler,
-                             batch_size=batch_size, max_hours=max_hours, rescore=rescore,
+                             batch_size=batch_size, precision=precision,
+                             max_hours=max_hours, rescore=rescore,
                              include=include or AUDIO_PATTERNS, exclude=exclude,
                              metadata=metadata)
         summary = score_calls(list(inputs), out, model_dir, config, progress=progress)

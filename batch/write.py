@@ -76,10 +76,6 @@ class ResultsStore:
         pq.write_table(table, buffer, compression="zstd")
         self._write_bytes(relative, buffer.getvalue())
 
-    def read_table(self, relative: str) -> pa.Table:
-        with self.fs.open(self._path(relative), "rb") as f:
-            return pq.read_table(f)
-
     def write_json(self, relative: str, value: dict) -> None:
         self._write_bytes(relative, (json.dumps(value, indent=2) + "\n").encode())
 
@@ -93,9 +89,6 @@ class ResultsStore:
     def delete(self, relative: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._path(relative))
-
-    def exists(self, relative: str) -> bool:
-        return self.fs.exists(self._path(relative))
 
     def remove_leftovers(self) -> int:
         """Delete temporary files a killed run left behind; returns how many."""
