@@ -1,0 +1,217 @@
+"""training/train.py and cache.py: a tiny real run learns, bad files are skipped and counted."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from callmood.training.augment import AugmentConfig
+from callmood.training.cache import extract
+from callmood.training.corpora import ravdess
+from callmood.training.corpora.registry import load_corpus
+from callmood.training.evaluate import utterance_probs
+from callmood.training.model_folder import load_model_folder
+from callmood.training.splits import Split
+from callmood.training.train import (
+    TrainConfig,
+    epoch_order,
+    lr_factor,
+    make_batch,
+    train,
+)
+
+# A micro model with no augmentation or regularisation: the point is to see it learn.
+OVERFIT = dict(init="random:micro", epochs=40, batch_size=16, lr=1e-3, warmup_epochs=1,
+               balance="none", dropout=0.0, label_smoothing=0.0, workers=1, device="cpu",
+               augment=AugmentConfig.off())
+
+
+def accuracy(model_dir, utterances) -> float:
+    model = load_model_folder(model_dir)
+    features = extract(utterances, model.mel)
+    probs = utterance_probs(features.mels["clean"], model.mel, model.predict_mels)
+    targets = np.array([model.labels.index(u.label) for u in features.utterances])
+    return float((probs.argmax(1) == targets).mean())
+
+
+def test_tiny_model_learns_a_real_subset(ravdess_subset, tiny_mel, tmp_path):
+    # 2 actors x 4 emotions x 8 takes = 64 real utterances; chance is 25 %
+    root = ravdess_subset([1, 2], ["happy", "sad", "angry", "fearful"], per_emotion=8)
+    utterances, skipped = ravdess.scan(root)
+    assert len(utterances) == 64 and not skipped
+    config = TrainConfig(mel=tiny_mel, **OVERFIT)
+    result = train(Split(utterances, [], [], "all training", True), config, tmp_path / "m",
+                   label_map={})
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:3])
+    train_accuracy = accuracy(result.model_dir, utterances)
+    assert train_accuracy >= 0.5, f"train accuracy {train_accuracy:.2f} (chance 0.25)"
+
+    card = json.loads((tmp_path / "m" / "callmood.json").read_text())
+    assert card["labels"] == ["happy", "sad", "angry", "fearful"]
+    assert card["training"]["config"]["init"] == "random:micro"
+    assert card["training"]["config"]["mel"]["input_frames"] == 160
+    assert card["training"]["epochs_run"] == 40 and len(card["training"]["history"]) == 40
+    assert card["training"]["skipped_unreadable_files"] == 0
+    assert {"torch", "transformers", "callmood", "python"} <= set(card["training"]["versions"])
+
+
+@pytest.fixture
+def manifest_with_bad_files(ravdess_subset, write_wav, tmp_path):
+    """A CSV manifest: 8 real RAVDESS files of 2 actors plus 5 unusable files."""
+    root = ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2)
+    rows = [(u.path, u.label, u.speaker.split(":")[1]) for u in ravdess.scan(root)[0]]
+    empty = tmp_path / "bad" / "empty.wav"
+    empty.parent.mkdir()
+    empty.write_bytes(b"")
+    text = tmp_path / "bad" / "notes.wav"
+    text.write_text("minutes of the meeting, not audio\n" * 30)
+    silent = write_wav("bad/silent.wav", amplitude=0.0)
+    flac = write_wav("bad/whole.flac", seconds=1.0).read_bytes()
+    truncated = tmp_path / "bad" / "truncated.flac"
+    truncated.write_bytes(flac[: len(flac) // 2])
+    missing = tmp_path / "bad" / "never-written.wav"
+    rows += [(str(p), "angry", "03") for p in (empty, text, silent, truncated, missing)]
+    manifest = tmp_path / "corpus.csv"
+    manifest.write_text("path,label,speaker\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows))
+    return manifest
+
+
+def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_mel, tmp_path,
+                                                caplog):
+    utterances = load_corpus("mixed", manifest_with_bad_files)
+    assert len(utterances) == 13
+    features = extract(utterances, tiny_mel)
+    assert len(features.utterances) == 8
+    assert sorted(err.kind for err in features.failures) == [
+        "corrupt", "empty", "missing", "silent", "unreadable"]
+    train_part = [u for u in utterances if u.speaker == "mixed:03"]
+    test_part = [u for u in utterances if u.speaker == "mixed:04"]
+    # actor 03: sad, sad, angry, angry, then the bad files; validate on one of each emotion
+    split = Split([train_part[0], train_part[2]] + train_part[4:],
+                  [train_part[1], train_part[3]], test_part, "manual", True)
+    config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 2})
+    with caplog.at_level(logging.WARNING):
+        result = train(split, config, tmp_path / "m", label_map={})
+    assert "skipped 5 unusable audio files" in caplog.text
+    card = load_model_folder(result.model_dir).card
+    assert card.training["skipped_unreadable_files"] == 5
+    assert card.training["split"]["test_speakers"] == ["mixed:04"]
+    assert set(result.test_metrics) >= {"ua", "wa", "macro_f1", "weighted_f1", "confusion"}
+    assert result.test_metrics["n"] == 4
+    assert card.metrics["test"]["n"] == 4 and card.metrics["test"]["split"] == "manual"
+
+
+@pytest.mark.parametrize("settings", [
+    {"augment": AugmentConfig(telephone_p=0.5, noise_p=0.5), "balance": "sampler",
+     "schedule": "cosine", "optimizer": "adamw"},
+    {"augment": AugmentConfig(mixup_alpha=0.0), "balance": "loss", "schedule": "plateau",
+     "optimizer": "sgd"},
+])
+def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, settings):
+    root = ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2)
+    utterances = ravdess.scan(root)[0]
+    split = Split([u for u in utterances if u.speaker == "ravdess:03"],
+                  [u for u in utterances if u.speaker == "ravdess:04"], [], "manual", True)
+    config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 3, "batch_size": 2, **settings})
+    seen = []
+    result = train(split, config, tmp_path / "m", label_map={"calm": "neutral"},
+                   on_epoch=lambda epoch, f1: seen.append((epoch, f1)))
+    assert [epoch for epoch, _ in seen] == [1, 2, 3]
+    assert all(0.0 <= f1 <= 1.0 for _, f1 in seen)
+    assert result.best_val_macro_f1 == max(f1 for _, f1 in seen)
+    assert result.best_epoch == next(e for e, f1 in seen if f1 == result.best_val_macro_f1)
+    loaded = load_model_folder(result.model_dir)
+    assert loaded.card.label_map == {"calm": "neutral"}
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+
+
+def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
+    utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
+
+    class Stop(Exception):
+        pass
+
+    def hook(epoch, f1):
+        if epoch == 2:
+            raise Stop
+
+    config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 5})
+    with pytest.raises(Stop):
+        train(Split(utterances, [], [], "x", True), config, tmp_path / "m", label_map={},
+              on_epoch=hook)
+    assert not (tmp_path / "m").exists()
+
+
+def test_feature_cache(cache_dir, write_wav, tiny_mel):
+    from callmood.training.corpora.base import Utterance
+
+    paths = [write_wav(f"c/{i}.wav", seconds=0.3, freq=200.0 * (i + 1)) for i in range(3)]
+    utterances = [Utterance(str(p), "happy", f"x:{i}", "x") for i, p in enumerate(paths)]
+    first = extract(utterances, tiny_mel, variants=("clean", "telephone"))
+    files = sorted(cache_dir.rglob("*.npy"))
+    assert len(files) == 6 and not list(cache_dir.rglob("*.tmp"))
+    assert all(m.shape == (64, 1 + 4800 // 160) for m in first.mels["clean"])
+    assert not torch.allclose(first.mels["clean"][0], first.mels["telephone"][0])
+    stamps = {f: f.stat().st_mtime_ns for f in files}
+    second = extract(utterances, tiny_mel, variants=("clean", "telephone"))
+    assert {f: f.stat().st_mtime_ns for f in cache_dir.rglob("*.npy")} == stamps
+    for a, b in zip(first.mels["clean"], second.mels["clean"], strict=True):
+        assert torch.equal(a, b)
+    # a changed file and changed settings never reuse stale features
+    write_wav(paths[0], seconds=0.6)
+    third = extract(utterances, tiny_mel)
+    assert third.mels["clean"][0].shape[-1] == 1 + 9600 // 160
+    extract(utterances[:1], type(tiny_mel)(n_mels=32, input_frames=160))
+    assert len(list(cache_dir.rglob("*.npy"))) == 8
+    with pytest.raises(ValueError, match="unknown feature variants"):
+        extract(utterances, tiny_mel, variants=("reverb",))
+
+
+def test_make_batch_crops_to_the_clip(tiny_mel):
+    config = TrainConfig(mel=tiny_mel, augment=AugmentConfig(telephone_p=1.0))
+    long, short = torch.randn(64, 400), torch.randn(64, 50)
+    mels = {"clean": [long, short], "telephone": [long + 100, short + 100]}
+    batch = make_batch(mels, [0, 1], config, torch.Generator().manual_seed(0))
+    assert batch.shape == (2, 64, 160)
+    plain = TrainConfig(mel=tiny_mel, augment=AugmentConfig.off())
+    batch = make_batch(mels, [1], plain, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(batch[0, :, :50], short)
+    assert torch.all(batch[0, :, 50:] == tiny_mel.pad_value)
+
+
+def test_train_config_overrides_are_checked():
+    base = TrainConfig()
+    changed = base.with_overrides({"lr": 1e-3, "augment.mixup_alpha": 0.0, "optimizer": "sgd"})
+    assert (changed.lr, changed.augment.mixup_alpha, changed.optimizer) == (1e-3, 0.0, "sgd")
+    assert base.lr == 2.5e-4 and base.augment.mixup_alpha == 0.2  # the base is untouched
+    with pytest.raises(ValueError, match="unknown training settings"):
+        base.with_overrides({"learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="unknown training settings"):
+        base.with_overrides({"augment.reverb": 0.5})
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        base.with_overrides({"optimizer": "adam"})
+    with pytest.raises(ValueError, match="positive"):
+        TrainConfig(epochs=0)
+    assert json.loads(json.dumps(base.to_dict()))["mel"]["n_mels"] == 128
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10, cosine=True) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, cosine=True) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, cosine=True) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10, cosine=True) == pytest.approx(0.5)
+    assert lr_factor(100, 100, 10, cosine=True) == pytest.approx(0.0)
+    assert lr_factor(80, 100, 10, cosine=False) == 1.0
+
+
+def test_balanced_sampler_draws_classes_equally():
+    targets = np.array([0] * 900 + [1] * 100)
+    order = epoch_order(targets, "sampler", torch.Generator().manual_seed(0))
+    assert len(order) == 1000
+    share = np.mean(targets[order] == 1)
+    assert 0.45 < share < 0.55
+    plain = epoch_order(targets, "none", torch.Generator().manual_seed(0))
+    assert sorted(plain) == list(range(1000))
