@@ -5,8 +5,6 @@ Runs in the parallel workers, so everything here takes and returns plain picklab
 
 from __future__ import annotations
 
-import os
-import struct
 from dataclasses import dataclass
 
 import torch
@@ -28,35 +26,10 @@ class Extracted:
     mels: torch.Tensor  # (len(windows), n_mels, input_frames)
 
 
-def check_wav_complete(path: str) -> None:
-    """Refuse a WAV file shorter than its header says (libsndfile reads what is there).
-
-    A truncated copy or an upload cut short would otherwise be scored as a shorter call.
-    """
-    with open(path, "rb") as f:
-        if f.read(4) != b"RIFF":
-            return
-        size = os.fstat(f.fileno()).st_size
-        f.seek(12)
-        while header := f.read(8):
-            if len(header) < 8:
-                return
-            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
-            if chunk == b"data":
-                declared, present = length, size - f.tell()
-                if present < declared:
-                    raise AudioError(path, "truncated",
-                                     f"file is truncated: the WAV header declares {declared} "
-                                     f"bytes of audio, the file holds {present}")
-                return
-            f.seek(length + length % 2, os.SEEK_CUR)
-
-
 def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
                  max_seconds: float | None) -> Extracted:
     """Raises AudioError for files that cannot be scored (unreadable, silent, no speech)."""
     sha = file_sha256(path)
-    check_wav_complete(path)
     audio, rate = read_channels(path, max_seconds=max_seconds)
     check_not_silent(audio, path)
     duration = audio.shape[1] / rate

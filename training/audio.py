@@ -6,6 +6,8 @@ rejects the other rejects with the same words.
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +56,33 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(path, "unreadable", f"not a readable audio file ({err})") from None
     if info.frames <= 0:
         raise AudioError(path, "empty", "audio file holds no samples")
+    check_wav_complete(path)
     return AudioInfo(str(path), info.samplerate, info.channels, info.frames, info.format,
                      info.subtype)
+
+
+def check_wav_complete(path: str | Path) -> None:
+    """Refuse a WAV file shorter than its header says (libsndfile reads what is there).
+
+    A truncated copy or an upload cut short would otherwise be scored as a shorter call.
+    """
+    with open(path, "rb") as f:
+        if f.read(4) != b"RIFF":
+            return
+        size = os.fstat(f.fileno()).st_size
+        f.seek(12)
+        while header := f.read(8):
+            if len(header) < 8:
+                return
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                declared, present = length, size - f.tell()
+                if present < declared:
+                    raise AudioError(path, "truncated",
+                                     f"file is truncated: the WAV header declares {declared} "
+                                     f"bytes of audio, the file holds {present}")
+                return
+            f.seek(length + length % 2, os.SEEK_CUR)
 
 
 def read_channels(path: str | Path, max_seconds: float | None = None,
