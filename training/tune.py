@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -67,13 +68,26 @@ def _pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def _rdb_storage(url: str, engine: dict) -> optuna.storages.RDBStorage:
+    """RDBStorage, retried: workers starting together on a new database race to create its
+    tables ("table studies already exists", UNIQUE alembic_version); the loser retries."""
+    import sqlalchemy.exc
+
+    for attempt in range(4):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
+            time.sleep(0.2 * (attempt + 1))
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+
+
 def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epochs: int,
                seed: int) -> optuna.Study:
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     # SQLite serialises writers; wait for the lock instead of failing when workers collide
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    rdb = _rdb_storage(url, engine)
     # workers on one study must not draw the same random start points
     sampler = optuna.samplers.TPESampler(seed=seed * 100003 + os.getpid(), n_startup_trials=4)
     return optuna.create_study(study_name=study_name, storage=rdb, direction="maximize",
