@@ -1,0 +1,134 @@
+"""training/tune.py: an Optuna study shared by two `callmood tune` worker processes."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import optuna
+import pytest
+from callmood.training.corpora.registry import load_corpus
+from callmood.training.splits import make_split
+from callmood.training.train import TrainConfig
+from callmood.training.tune import SearchSpace, run_study
+from click.testing import CliRunner
+
+from callmood.cli import main
+
+CALLMOOD = [sys.executable, "-c", "from callmood.cli import main; main()"]
+EMOTIONS = {"04": "sad", "05": "angry"}
+
+
+@pytest.fixture(scope="module")
+def manifest(ravdess_subset, tmp_path_factory):
+    """A generic CSV manifest of 24 real RAVDESS files: actors 06-08, angry and sad."""
+    root = ravdess_subset([6, 7, 8], ["angry", "sad"], per_emotion=4)
+    rows = [f"{p},{EMOTIONS[p.name.split('-')[2]]},{p.parent.name[-2:]}"
+            for p in sorted(root.rglob("*.flac"))]
+    path = tmp_path_factory.mktemp("tune") / "corpus.csv"
+    path.write_text("path,label,speaker\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(manifest, shared_dir, tmp_path_factory, _session_cache):
+    """Two concurrent `callmood tune` processes on one --out folder, --trials 2."""
+    work = tmp_path_factory.mktemp("study")
+    base = work / "base.json"
+    # a micro model; enough epochs that one trial outlasts the other worker's start-up
+    base.write_text(json.dumps({"init": "random:micro", "workers": 1, "device": "cpu",
+                                "patience": 1000}))
+    space = work / "space.json"
+    space.write_text(json.dumps({"batch_size": [4], "optimizer": ["adamw"],
+                                 "lr": [1e-4, 1e-3]}))
+    out = work / "study"
+    command = [*CALLMOOD, "tune", "--corpus", f"calls={manifest}", "--test-speakers", "08",
+               "--shared", str(shared_dir), "--trials", "2", "--epochs", "30", "--pruner",
+               "none", "--params", str(base), "--space", str(space), "--out", str(out)]
+    env = {**os.environ, "CALLMOOD_CACHE": str(_session_cache), "OMP_NUM_THREADS": "1",
+           "TQDM_DISABLE": "1"}
+    workers = [subprocess.Popen(command, env=env, cwd=work, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stdout + stderr
+    return out, outputs
+
+
+def test_two_workers_share_one_study(study):
+    out, outputs = study
+    loaded = optuna.load_study(study_name="callmood", storage=f"sqlite:///{out / 'study.db'}")
+    complete = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) >= 2
+    assert not loaded.get_trials(states=(optuna.trial.TrialState.RUNNING,
+                                         optuna.trial.TrialState.FAIL))
+    # each worker logs the trials it finished: both ran at least one, none ran the same
+    finished = [set(re.findall(r"Trial (\d+) finished", stderr)) for _, stderr in outputs]
+    assert all(finished), f"a worker ran no trial: {finished}"
+    assert not finished[0] & finished[1]
+    assert {int(n) for n in finished[0] | finished[1]} == {t.number for t in complete}
+    # and the two workers' trials overlapped in time
+    first, second = sorted(complete, key=lambda t: t.datetime_start)[:2]
+    assert second.datetime_start < first.datetime_complete
+    for stdout, _ in outputs:
+        assert "best trial" in stdout and "best_params.json" in stdout
+
+
+def test_study_folder(study):
+    out, _ = study
+    for name in ("study.db", "best_params.json", "trials.csv", "history.png"):
+        assert (out / name).is_file(), name
+    trial_dirs = sorted(p.name for p in (out / "trials").iterdir())
+    assert trial_dirs[:2] == ["0000", "0001"]
+    for folder in trial_dirs:
+        card = json.loads((out / "trials" / folder / "callmood.json").read_text())
+        assert card["training"]["config"]["init"] == "random:micro"
+        assert card["training"]["split"]["test_utterances"] == 0  # tuning never sees test
+    params = json.loads((out / "best_params.json").read_text())
+    assert params["init"] == "random:micro" and params["epochs"] == 30
+    assert params["batch_size"] == 4 and 1e-4 <= params["lr"] <= 1e-3
+    TrainConfig().with_overrides(params)  # every key is a training setting
+
+
+def test_best_params_feed_train(study, manifest, shared_dir, tmp_path):
+    out, _ = study
+    params = json.loads((out / "best_params.json").read_text())
+    result = CliRunner().invoke(main, [
+        "train", "--corpus", f"calls={manifest}", "--test-speakers", "08", "--shared",
+        str(shared_dir), "--params", str(out / "best_params.json"), "--epochs", "1",
+        "--workers", "1", "--device", "cpu", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    config = json.loads((tmp_path / "m" / "callmood.json").read_text())["training"]["config"]
+    assert config["epochs"] == 1  # the command line wins over the file
+    assert config["lr"] == params["lr"] and config["batch_size"] == 4
+    assert config["augment"]["mixup_alpha"] == pytest.approx(params["augment.mixup_alpha"])
+
+
+def test_finished_study_resumes_without_training(study, manifest, shared_dir):
+    out, _ = study
+    split = make_split(load_corpus("calls", manifest), test_speakers=["08"], shared=shared_dir)
+    split.test = []
+    before = sorted((out / "trials").iterdir())
+    best = run_study(split, TrainConfig(init="random:micro", workers=1), SearchSpace(), out,
+                     label_map={}, n_trials=2)
+    assert best is not None and sorted((out / "trials").iterdir()) == before
+    loaded = optuna.load_study(study_name="callmood", storage=f"sqlite:///{out / 'study.db'}")
+    assert best.number == loaded.best_trial.number
+
+
+def test_search_space(tmp_path):
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps({"lr": [1e-4, 2e-4], "init": ["random:micro"]}))
+    space = SearchSpace.from_file(space_file)
+    assert space.lr == (1e-4, 2e-4)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    overrides = space.suggest(trial)
+    assert 1e-4 <= overrides["lr"] <= 2e-4 and overrides["init"] == "random:micro"
+    config = TrainConfig().with_overrides(overrides)
+    strength = trial.params["augment_strength"]
+    assert config.augment.specaug_freq == round(32 * strength)
+    assert config.augment.mixup_alpha == pytest.approx(0.4 * strength)
+    space_file.write_text(json.dumps({"learning_rate": [1e-4, 2e-4]}))
+    with pytest.raises(ValueError, match="unknown search-space keys"):
+        SearchSpace.from_file(space_file)
