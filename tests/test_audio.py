@@ -112,6 +112,18 @@ def test_truncated_flac_is_corrupt(write_wav, tmp_path):
     assert err.value.kind == "corrupt"
 
 
+def test_truncated_wav(write_wav, tmp_path):
+    good = write_wav("good.wav", seconds=1.0)
+    data = good.read_bytes()
+    bad = tmp_path / "cut-short.wav"
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError) as err:
+        load_mono(bad, 16000)
+    assert err.value.kind == "truncated"
+    assert "cut-short.wav" in str(err.value)
+    assert len(load_mono(good, 16000)) == 16000  # a complete file passes the check
+
+
 def test_nan_samples_are_corrupt(write_wav):
     data = make_tone(0.1, 16000)
     data[10] = np.nan
