@@ -60,7 +60,7 @@ def test_tiny_model_learns_a_real_subset(ravdess_subset, tiny_mel, tmp_path):
 
 @pytest.fixture
 def manifest_with_bad_files(ravdess_subset, write_wav, tmp_path):
-    """A CSV manifest: 8 real RAVDESS files of 2 actors plus 5 unusable files."""
+    """A CSV manifest: 8 real RAVDESS files of 2 actors plus 6 unusable files."""
     root = ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2)
     rows = [(u.path, u.label, u.speaker.split(":")[1]) for u in ravdess.scan(root)[0]]
     empty = tmp_path / "bad" / "empty.wav"
@@ -72,8 +72,12 @@ def manifest_with_bad_files(ravdess_subset, write_wav, tmp_path):
     flac = write_wav("bad/whole.flac", seconds=1.0).read_bytes()
     truncated = tmp_path / "bad" / "truncated.flac"
     truncated.write_bytes(flac[: len(flac) // 2])
+    wav = write_wav("bad/whole.wav", seconds=1.0).read_bytes()
+    cut_short = tmp_path / "bad" / "cut-short.wav"
+    cut_short.write_bytes(wav[: len(wav) // 2])
     missing = tmp_path / "bad" / "never-written.wav"
-    rows += [(str(p), "angry", "03") for p in (empty, text, silent, truncated, missing)]
+    rows += [(str(p), "angry", "03")
+             for p in (empty, text, silent, truncated, cut_short, missing)]
     manifest = tmp_path / "corpus.csv"
     manifest.write_text("path,label,speaker\n" + "".join(f"{p},{lab},{s}\n" for p, lab, s in rows))
     return manifest
@@ -82,11 +86,11 @@ def manifest_with_bad_files(ravdess_subset, write_wav, tmp_path):
 def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_mel, tmp_path,
                                                 caplog):
     utterances = load_corpus("mixed", manifest_with_bad_files)
-    assert len(utterances) == 13
+    assert len(utterances) == 14
     features = extract(utterances, tiny_mel)
     assert len(features.utterances) == 8
     assert sorted(err.kind for err in features.failures) == [
-        "corrupt", "empty", "missing", "silent", "unreadable"]
+        "corrupt", "empty", "missing", "silent", "truncated", "unreadable"]
     train_part = [u for u in utterances if u.speaker == "mixed:03"]
     test_part = [u for u in utterances if u.speaker == "mixed:04"]
     # actor 03: sad, sad, angry, angry, then the bad files; validate on one of each emotion
@@ -95,9 +99,9 @@ def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_me
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 2})
     with caplog.at_level(logging.WARNING):
         result = train(split, config, tmp_path / "m", label_map={})
-    assert "skipped 5 unusable audio files" in caplog.text
+    assert "skipped 6 unusable audio files" in caplog.text
     card = load_model_folder(result.model_dir).card
-    assert card.training["skipped_unreadable_files"] == 5
+    assert card.training["skipped_unreadable_files"] == 6
     assert card.training["split"]["test_speakers"] == ["mixed:04"]
     assert set(result.test_metrics) >= {"ua", "wa", "macro_f1", "weighted_f1", "confusion"}
     assert result.test_metrics["n"] == 4
