@@ -16,6 +16,8 @@ from click.testing import CliRunner
 
 from callmood.cli import main
 
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
 CALLMOOD = [sys.executable, "-c", "from callmood.cli import main; main()"]
 EMOTIONS = {"04": "sad", "05": "angry"}
 
@@ -36,7 +38,8 @@ def study(manifest, shared_dir, tmp_path_factory, _session_cache):
     """Two concurrent `callmood tune` processes on one --out folder, --trials 2."""
     work = tmp_path_factory.mktemp("study")
     base = work / "base.json"
-    # a micro model; enough epochs that one trial outlasts the other worker's start-up
+    # a micro model; enough epochs (a trial takes seconds) that one worker's trial outlasts
+    # the other worker's start-up, so both workers take a trial
     base.write_text(json.dumps({"init": "random:micro", "workers": 1, "device": "cpu",
                                 "patience": 1000}))
     space = work / "space.json"
@@ -44,7 +47,7 @@ def study(manifest, shared_dir, tmp_path_factory, _session_cache):
                                  "lr": [1e-4, 1e-3]}))
     out = work / "study"
     command = [*CALLMOOD, "tune", "--corpus", f"calls={manifest}", "--test-speakers", "08",
-               "--shared", str(shared_dir), "--trials", "2", "--epochs", "30", "--pruner",
+               "--shared", str(shared_dir), "--trials", "2", "--epochs", "50", "--pruner",
                "none", "--params", str(base), "--space", str(space), "--out", str(out)]
     env = {**os.environ, "CALLMOOD_CACHE": str(_session_cache), "OMP_NUM_THREADS": "1",
            "TQDM_DISABLE": "1"}
@@ -86,7 +89,7 @@ def test_study_folder(study):
         assert card["training"]["config"]["init"] == "random:micro"
         assert card["training"]["split"]["test_utterances"] == 0  # tuning never sees test
     params = json.loads((out / "best_params.json").read_text())
-    assert params["init"] == "random:micro" and params["epochs"] == 30
+    assert params["init"] == "random:micro" and params["epochs"] == 50
     assert params["batch_size"] == 4 and 1e-4 <= params["lr"] <= 1e-3
     TrainConfig().with_overrides(params)  # every key is a training setting
 
