@@ -27,7 +27,14 @@ from callmood.batch.extract import extract_file
 from callmood.batch.scan import AUDIO_PATTERNS, CallFile, is_unchanged, scan
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.segment import VadConfig
-from callmood.batch.write import LABELS, ResultsError, ResultsStore, digest, part_path
+from callmood.batch.write import (
+    LABELS,
+    ResultsError,
+    ResultsStore,
+    digest,
+    is_compacted,
+    part_path,
+)
 from callmood.training.audio import AudioError, probe
 from callmood.training.model_folder import LoadedModel, load_model_folder
 from tqdm import tqdm
@@ -144,20 +151,28 @@ class _Run:
         self.manifest, self.summary = manifest, summary
         self.started = started
         self.errors: list[dict] = []
+        self.touched: set[tuple[str, str]] = set()  # (table, partition) to compact
 
     def _replace_parts(self, call: CallFile, keep: list[str]) -> None:
-        previous = self.manifest.get(call.path)
-        for relative in (previous or {}).get("parts", []):
-            if relative not in keep:
+        previous = self.manifest.get(call.path) or {}
+        for relative in previous.get("parts", []):
+            if relative in keep:
+                continue
+            if is_compacted(relative):  # shared with other calls: drop only this call's rows
+                self.store.remove_call_rows(relative, previous["meta"]["call_id"])
+            else:
                 self.store.delete(relative)
 
     def _finish(self, call: CallFile, sha256: str | None, status: str, parts: list[str],
                 detail: dict) -> None:
-        self.store.put_manifest({"path": call.path, "size": call.size,
-                                 "mtime_ns": call.mtime_ns, "sha256": sha256,
-                                 "meta": call.meta.as_json(), "status": status,
-                                 "parts": parts, "run_id": self.summary.run_id,
-                                 "done_at": _now().isoformat(), **detail})
+        entry = {"path": call.path, "size": call.size, "mtime_ns": call.mtime_ns,
+                 "sha256": sha256, "meta": call.meta.as_json(), "status": status,
+                 "parts": parts, "run_id": self.summary.run_id,
+                 "done_at": _now().isoformat(), **detail}
+        self.store.put_manifest(entry)
+        self.manifest[call.path] = entry
+        self.touched.update((part.split("/", 1)[0], part.split("=", 1)[1].split("/", 1)[0])
+                            for part in parts)
 
     def failed(self, call: CallFile, kind: str, message: str, sha256: str | None = None):
         self._replace_parts(call, keep=[])
@@ -288,6 +303,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                                   "model_version": model.version})
         store.write_json(CONFIG, asdict(config))
         manifest = store.manifest()
+        store.finish_compaction(manifest)
         todo = [call for call in files
                 if config.rescore or not is_unchanged(call, manifest.get(call.path))]
         summary.files_unchanged = len(files) - len(todo)
@@ -309,6 +325,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                         run.scored(call, outcome)
                     bar.set_postfix_str(f"files {done}/{len(todo)}", refresh=False)
                     bar.update(hours[call.path])
+            store.compact(run.touched, run.manifest)
         finally:
             summary.wall_s = time.perf_counter() - clock
             run.record_run(summary.wall_s)

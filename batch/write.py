@@ -7,6 +7,12 @@ re-scoring a call replaces its rows instead of adding to them. A call counts as 
 its manifest entry (``_manifest/<hash of the path>.json``) is written, after its Parquet
 files; a call interrupted before that is simply scored again by the next run.
 
+At the end of a run each partition it touched is compacted into one file
+(``part-c<hash>.parquet``), so DuckDB opens a few files per day rather than one per call.
+A journal (``_compaction.json``) lists each merge before the members are deleted; a run
+killed half-way is completed by the next one, so rows are never lost or kept twice
+(a reader that looks during those few moments of a live merge can see both).
+
 ``--out`` may be any fsspec URL; the lock that keeps two runs apart needs a local folder.
 """
 
@@ -23,6 +29,7 @@ from collections.abc import Iterator
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from callmood.batch.schema import PARTITION_KEYS
 from fsspec.implementations.local import LocalFileSystem
@@ -30,6 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 MANIFEST = "_manifest"
 LABELS = "labels.json"
 LOCK = ".lock"
+JOURNAL = "_compaction.json"
 _TMP = ".tmp-"
 
 
@@ -44,6 +52,10 @@ def digest(text: str, length: int = 16) -> str:
 def part_path(table: str, partition: str, name: str) -> str:
     """`segments/call_date=2026-11-20/part-<name>.parquet`, relative to the results root."""
     return f"{table}/{PARTITION_KEYS[table]}={partition}/part-{name}.parquet"
+
+
+def is_compacted(relative: str) -> bool:
+    return relative.rsplit("/", 1)[-1].startswith("part-c")
 
 
 class ResultsStore:
@@ -75,6 +87,10 @@ class ResultsStore:
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         self._write_bytes(relative, buffer.getvalue())
+
+    def read_table(self, relative: str) -> pa.Table:
+        with self.fs.open(self._path(relative), "rb") as f:
+            return pq.read_table(f)
 
     def write_json(self, relative: str, value: dict) -> None:
         self._write_bytes(relative, (json.dumps(value, indent=2) + "\n").encode())
@@ -113,6 +129,61 @@ class ResultsStore:
 
     def put_manifest(self, entry: dict) -> None:
         self.write_json(f"{MANIFEST}/{digest(entry['path'])}.json", entry)
+
+    def list_parts(self, table: str, partition: str) -> list[str]:
+        """Relative paths of the finished Parquet files of one partition."""
+        folder = self._path(part_path(table, partition, "x").rsplit("/", 1)[0])
+        if not self.fs.exists(folder):
+            return []
+        prefix = self.root.rstrip("/") + "/"
+        return sorted(p[len(prefix):] for p in self.fs.ls(folder, detail=False)
+                      if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(_TMP))
+
+    def remove_call_rows(self, relative: str, call_id: str) -> None:
+        """Rewrite a compacted file without one call's rows (delete it if none are left)."""
+        table = self.read_table(relative)
+        kept = table.filter(pc.not_equal(table["call_id"], call_id))
+        if kept.num_rows:
+            self.write_table(relative, kept)
+        else:
+            self.delete(relative)
+
+    def compact(self, partitions: set[tuple[str, str]], manifest: dict[str, dict]) -> int:
+        """Merge each (table, partition)'s files into one; returns how many files it merged."""
+        plan = []
+        for table, partition in sorted(partitions):
+            members = self.list_parts(table, partition)
+            if len(members) > 1:
+                name = "c" + digest("|".join(members))
+                plan.append({"compact": part_path(table, partition, name), "members": members})
+        if not plan:
+            return 0
+        self.write_json(JOURNAL, {"plan": plan})
+        for step in plan:
+            merged = pa.concat_tables([self.read_table(m) for m in step["members"]],
+                                      promote_options="default")
+            self.write_table(step["compact"], merged)
+        self.finish_compaction(manifest)
+        return sum(len(step["members"]) for step in plan)
+
+    def finish_compaction(self, manifest: dict[str, dict]) -> None:
+        """Point manifest entries at the merged files, then delete the merged members.
+
+        Idempotent, so it also completes the compaction of a run killed half-way.
+        """
+        journal = self.read_json(JOURNAL)
+        if journal is None:
+            return
+        moved = {member: step["compact"] for step in journal["plan"]
+                 if self.fs.exists(self._path(step["compact"])) for member in step["members"]}
+        for entry in manifest.values():
+            parts = entry.get("parts", [])
+            if any(p in moved for p in parts):
+                entry["parts"] = list(dict.fromkeys(moved.get(p, p) for p in parts))
+                self.put_manifest(entry)
+        for member in moved:
+            self.delete(member)
+        self.delete(JOURNAL)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

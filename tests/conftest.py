@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +44,16 @@ def shared_dir() -> Path:
                     "the shared folder (default: ../shared beside the repository).",
                     pytrace=False)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """Streamlit's AppTest leaves the app script as sys.modules["__main__"] and does not put
+    pytest back; process pools that spawn (Dask's nanny, loky) would re-run that script in
+    every new worker."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")

@@ -244,5 +244,6 @@ def test_non_vit_model_is_refused(tmp_path, tiny_mel):
 
 
 def test_missing_local_folder_is_an_init_error(tmp_path, tiny_mel):
-    with pytest.raises(InitError, match="cannot load --init"):
+    with pytest.raises(InitError, match="folder not found"):
         build_model(tiny_mel, LABELS, str(tmp_path / "no" / "such" / "folder"))
+

@@ -219,3 +219,15 @@ def test_balanced_sampler_draws_classes_equally():
     assert 0.45 < share < 0.55
     plain = epoch_order(targets, "none", torch.Generator().manual_seed(0))
     assert sorted(plain) == list(range(1000))
+
+
+def test_params_file_values_become_configs():
+    from callmood.training.features import MelConfig
+    from callmood.training.train import TrainConfig
+
+    config = TrainConfig().with_overrides({"mel": {"n_mels": 64, "input_frames": 160},
+                                           "augment": {"telephone_p": 0.5}, "lr": 1e-3})
+    assert config.mel == MelConfig(n_mels=64, input_frames=160)
+    assert config.augment.telephone_p == 0.5 and config.lr == 1e-3
+    with pytest.raises(ValueError, match="unknown mel settings"):
+        TrainConfig().with_overrides({"mel": {"n_mel": 64}})

@@ -90,7 +90,9 @@ def build_model(mel: MelConfig, labels: list[str], init: str | None = None,
             raise InitError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         config = vit_config(mel, labels, *PRESETS[preset], dropout=dropout)
         return ViTForImageClassification(config)
-    path = Path(init)
+    path = Path(init).expanduser()
+    if not path.exists() and init.startswith((".", "/", "~")):
+        raise InitError(f"--init {init}: folder not found")
     if path.is_dir() and _is_timm_folder(path):
         return _from_timm(path, mel, labels, dropout)
     return _from_hugging_face(init, mel, labels, dropout)

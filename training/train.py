@@ -69,6 +69,12 @@ class TrainConfig:
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig."""
         top = {f.name for f in fields(self)}
+        overrides = dict(overrides)
+        if isinstance(overrides.get("mel"), dict):  # e.g. from a --params JSON file
+            overrides["mel"] = MelConfig.from_dict(overrides["mel"])
+        if isinstance(overrides.get("augment"), dict):
+            nested = overrides.pop("augment")
+            overrides.update({f"augment.{k}": v for k, v in nested.items()})
         augment = {k.split(".", 1)[1]: v for k, v in overrides.items()
                    if k.startswith("augment.")}
         plain = {k: v for k, v in overrides.items() if not k.startswith("augment.")}
