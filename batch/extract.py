@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
 from callmood.batch.scan import file_sha256
 from callmood.batch.segment import VadConfig, detect_speech, plan_windows, window_mels
 from callmood.training.audio import AudioError, check_not_silent, read_channels, resample

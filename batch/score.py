@@ -22,6 +22,8 @@ import joblib
 import numpy as np
 import pyarrow as pa
 import torch
+from tqdm import tqdm
+
 from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.batch.extract import extract_file
 from callmood.batch.scan import AUDIO_PATTERNS, CallFile, is_unchanged, scan
@@ -37,7 +39,6 @@ from callmood.batch.write import (
 )
 from callmood.training.audio import AudioError, probe
 from callmood.training.model_folder import LoadedModel, load_model_folder
-from tqdm import tqdm
 
 CONFIG = "score_config.json"
 

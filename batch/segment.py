@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from callmood.training.features import MelConfig, log_mel
 
 

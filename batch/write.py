@@ -31,8 +31,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from callmood.batch.schema import PARTITION_KEYS
 from fsspec.implementations.local import LocalFileSystem
+
+from callmood.batch.schema import PARTITION_KEYS
 
 MANIFEST = "_manifest"
 LABELS = "labels.json"

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import extract
 from callmood.training.corpora.registry import load_corpus
@@ -215,11 +216,12 @@ def classical_features(mel: torch.Tensor, waveform: np.ndarray) -> np.ndarray:
 
 
 def classical_row(split, labels, args) -> dict:
-    from callmood.training.audio import load_mono
     from sklearn.model_selection import GridSearchCV, GroupKFold
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
+
+    from callmood.training.audio import load_mono
 
     mel = MelConfig()
     label_id = {label: i for i, label in enumerate(labels)}

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from callmood.batch.cli import DEFAULT_MODEL
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.training.audio import probe, read_channels, resample

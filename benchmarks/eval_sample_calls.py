@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.dashboard import connect
 from callmood.training.evaluate import classification_metrics, plot_confusion

@@ -2,6 +2,7 @@
 `streamlit run app.py -- --results RESULTS` (or set $CALLMOOD_RESULTS)."""
 
 import streamlit as st
+
 from callmood.dashboard import app_data
 from callmood.dashboard.results_db import ResultsError
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
+
 from callmood.dashboard.canned import run_canned
 from callmood.dashboard.results_db import connect, fingerprint
 

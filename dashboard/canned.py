@@ -20,6 +20,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+
 from callmood.dashboard.results_db import fetch_frame
 
 QUERIES_DIR = Path(__file__).with_name("queries")

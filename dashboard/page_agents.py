@@ -1,6 +1,7 @@
 """Agents and queues: sortable tables with sparklines; a row opens its calls."""
 
 import streamlit as st
+
 from callmood.dashboard import app_data, charts
 
 SHARE = st.column_config.NumberColumn

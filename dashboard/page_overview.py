@@ -2,6 +2,7 @@
 
 import pandas as pd
 import streamlit as st
+
 from callmood.dashboard import app_data, charts
 from callmood.dashboard.app_data import pct
 

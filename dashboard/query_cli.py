@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+
 from callmood.dashboard.canned import QueryError, load_queries, run_canned
 from callmood.dashboard.results_db import (
     ReadOnlyError,

@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+
 from callmood.batch.schema import (
     ERRORS_SCHEMA,
     PARTITION_KEYS,

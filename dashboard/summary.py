@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pandas as pd
+
 from callmood.dashboard.canned import run_canned
 
 

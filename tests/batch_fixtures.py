@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
 from callmood.training.features import MelConfig, Normalization
 from callmood.training.model import build_model
 from callmood.training.model_folder import ModelCard, save_model_folder

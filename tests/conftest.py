@@ -90,6 +90,7 @@ TINY_LABELS = ["neutral", "happy", "sad", "angry"]
 def tiny_model_dir(tmp_path, tiny_mel) -> Path:
     """A random `random:micro` model folder for `tiny_mel`, labels TINY_LABELS."""
     import torch
+
     from callmood.training.features import Normalization
     from callmood.training.model import build_model
     from callmood.training.model_folder import ModelCard, save_model_folder

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import make_tone
+
 from callmood.training.audio import (
     SILENCE_PEAK,
     AudioError,
@@ -11,7 +13,6 @@ from callmood.training.audio import (
     read_channels,
     resample,
 )
-from conftest import make_tone
 
 # subtype -> largest decoding error expected for a 0.5-amplitude tone
 FORMATS = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from batch_fixtures import TINY_MEL, voiced
+
 from callmood.batch.segment import VadConfig, detect_speech, plan_windows, window_mels
 from callmood.training.features import fit_frames, log_mel
 

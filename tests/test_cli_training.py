@@ -4,11 +4,11 @@ import json
 import shutil
 
 import pytest
-from callmood.training.model_folder import load_model_folder
 from click.testing import CliRunner
 from conftest import TINY_LABELS
 
 from callmood.cli import main
+from callmood.training.model_folder import load_model_folder
 
 FAST = ["--init", "random:micro", "--epochs", "2", "--batch-size", "8", "--workers", "1",
         "--device", "cpu", "--no-specaugment", "--mixup", "0", "--noise", "0", "--gain-db", "0"]

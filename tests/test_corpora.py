@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from callmood.training.corpora import cremad, emodb, generic, ravdess, savee, tess
 from callmood.training.corpora.base import CorpusError, audio_files
 from callmood.training.corpora.registry import load_corpora, load_corpus, parse_corpus_arg

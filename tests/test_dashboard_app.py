@@ -5,9 +5,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
+
 from callmood.dashboard import app_data
 from callmood.dashboard.audio import read_audio
-from streamlit.testing.v1 import AppTest
 
 pytest_plugins = ["dashboard_fixtures"]
 APP = str(Path(app_data.__file__).with_name("app.py"))

@@ -7,6 +7,7 @@ import librosa
 import numpy as np
 import pytest
 import torch
+
 from callmood.training.audio import load_mono
 from callmood.training.features import (
     MelConfig,

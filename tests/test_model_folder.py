@@ -6,6 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_LABELS
+
 from callmood.training.features import Normalization
 from callmood.training.model import build_model
 from callmood.training.model_folder import (
@@ -16,7 +18,6 @@ from callmood.training.model_folder import (
     load_model_folder,
     save_model_folder,
 )
-from conftest import TINY_LABELS
 
 
 def random_mels(mel, n=5, seed=0):

@@ -7,14 +7,6 @@ timm state dict, at DeiT's native 14 x 14 patch grid, where the conversion must 
 import pytest
 import torch
 import torch.nn.functional as F
-from callmood.training.features import MelConfig
-from callmood.training.model import (
-    PRESETS,
-    InitError,
-    adapt_position_embeddings,
-    build_model,
-    timm_to_hf,
-)
 from safetensors.torch import load_file
 from transformers import (
     ASTConfig,
@@ -26,6 +18,15 @@ from transformers import (
     ViTConfig,
     ViTForImageClassification,
     ViTModel,
+)
+
+from callmood.training.features import MelConfig
+from callmood.training.model import (
+    PRESETS,
+    InitError,
+    adapt_position_embeddings,
+    build_model,
+    timm_to_hf,
 )
 
 LABELS = ["neutral", "happy", "sad"]

@@ -4,6 +4,8 @@ import datetime as dt
 import re
 
 import pytest
+from dashboard_data import CALLS, LABELS, write_call, write_labels_json
+
 from callmood.dashboard.canned import QueryError, get_query, load_queries, run_canned
 from callmood.dashboard.results_db import (
     ReadOnlyError,
@@ -13,7 +15,6 @@ from callmood.dashboard.results_db import (
     labels,
     run_sql,
 )
-from dashboard_data import CALLS, LABELS, write_call, write_labels_json
 
 pytest_plugins = ["dashboard_fixtures"]
 D = dt.date

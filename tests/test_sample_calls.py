@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 from batch_fixtures import SAMPLE_CALLS
+
 from callmood.batch.segment import VadConfig, detect_speech
 from callmood.training.audio import probe, read_channels, resample
 

@@ -10,11 +10,11 @@ import pyarrow.dataset as ds
 import pytest
 import soundfile as sf
 from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
+from click.testing import CliRunner
+
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.write import ResultsStore
-from click.testing import CliRunner
-
 from callmood.cli import main
 
 

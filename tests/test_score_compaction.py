@@ -9,6 +9,7 @@ import os
 import pyarrow.dataset as ds
 import pytest
 from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call, write_calls_csv
+
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.write import JOURNAL, ResultsStore, part_path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow.dataset as ds
 import pytest
 from batch_fixtures import LABELS, SAMPLE_CALLS, make_model_folder
+
 from callmood.batch.score import ScoreConfig, score_calls
 
 distributed = pytest.importorskip("distributed")

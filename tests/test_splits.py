@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from callmood.training.corpora import emodb, ravdess
 from callmood.training.splits import (
     Split,

@@ -6,6 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import extract
 from callmood.training.corpora import ravdess

@@ -8,13 +8,13 @@ import sys
 
 import optuna
 import pytest
+from click.testing import CliRunner
+
+from callmood.cli import main
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig
 from callmood.training.tune import SearchSpace, run_study
-from click.testing import CliRunner
-
-from callmood.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 

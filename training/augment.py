@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 import torch
+
 from callmood.training.audio import resample
 from callmood.training.features import MelConfig, mel_filterbank
 

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
 from callmood.training.audio import AudioError, load_mono
 from callmood.training.augment import telephone_channel
 from callmood.training.corpora.base import Utterance
 from callmood.training.features import MelConfig, log_mel
-from joblib import Parallel, delayed
-from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from callmood.training.features import MelConfig, fit_frames  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     accuracy_score,
     balanced_accuracy_score,
@@ -24,6 +23,8 @@ from sklearn.metrics import (  # noqa: E402
     f1_score,
     precision_recall_fscore_support,
 )
+
+from callmood.training.features import MelConfig, fit_frames  # noqa: E402
 
 
 def utterance_crops(mel: torch.Tensor, config: MelConfig) -> torch.Tensor:

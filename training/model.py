@@ -19,9 +19,10 @@ import json
 from pathlib import Path
 
 import torch
-from callmood.training.features import MelConfig
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
+
+from callmood.training.features import MelConfig
 
 PRESETS = {
     # name: (hidden, layers, heads, mlp)

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from callmood.training.features import MelConfig, Normalization, log_mel, model_input
 from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
+
+from callmood.training.features import MelConfig, Normalization, log_mel, model_input
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

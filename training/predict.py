@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from callmood.training.audio import AudioError, load_mono
 from callmood.training.features import fit_frames, log_mel
 from callmood.training.model_folder import LoadedModel

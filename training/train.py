@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from tqdm import tqdm
+
+import callmood
 from callmood.training.augment import AugmentConfig, augment_batch
 from callmood.training.cache import Features, extract
 from callmood.training.evaluate import classification_metrics, utterance_probs
@@ -29,9 +32,6 @@ from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model
 from callmood.training.model_folder import ModelCard, save_model_folder
 from callmood.training.splits import Split
-from tqdm import tqdm
-
-import callmood
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import optuna
+
 from callmood.training.splits import Split
 from callmood.training.train import TrainConfig, train
 

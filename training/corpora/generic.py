@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from callmood.training.corpora.base import CorpusError, Utterance, audio_files
 
 
