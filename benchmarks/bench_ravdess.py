@@ -82,7 +82,8 @@ def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
     tuned_params = {}
     if tuned and args.trials > 0:
         tune_split = replace(split, test=[])
-        best = run_study(tune_split, base, SearchSpace(), study_dir / f"fold{fold}",
+        trial_base = replace(base, epochs=args.trial_epochs or args.epochs)
+        best = run_study(tune_split, trial_base, SearchSpace(), study_dir / f"fold{fold}",
                          label_map={}, n_trials=args.trials, study_name=f"fold{fold}",
                          cache_dir=args.cache_dir)
         if best is not None:
@@ -263,6 +264,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--trials", type=int, default=4, help="Optuna trials per fold (row 1)")
+    parser.add_argument("--trial-epochs", type=int, default=0,
+                        help="epochs per Optuna trial (default: --epochs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=0,
                         help="smoke runs only: keep N utterances per actor (stated in the JSON)")
@@ -341,6 +344,7 @@ def write_results(results, protocol, args, wall_s) -> None:
         "protocol": protocol["protocol"], "source": protocol["source"],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "settings": {"epochs": args.epochs, "patience": args.patience, "trials": args.trials,
+                     "trial_epochs": args.trial_epochs or args.epochs,
                      "seed": args.seed, "folds": args.folds,
                      "utterances_per_actor": args.limit or "all"},
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or

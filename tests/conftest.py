@@ -168,3 +168,16 @@ def ravdess_subset(shared_dir, tmp_path_factory) -> Callable[..., Path]:
         return root
 
     return subset
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Close the DuckDB connections Streamlit's caches still hold from the AppTest runs, so
+    they are released now rather than in interpreter teardown (where DuckDB's bindings
+    report them as leaks)."""
+    import gc
+
+    import streamlit as st
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    gc.collect()
