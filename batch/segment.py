@@ -85,14 +85,24 @@ def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
                 mel: MelConfig) -> torch.Tensor:
     """(W, n_mels, input_frames) log-mels of the windows of one channel at mel.sample_rate.
 
-    Equal to fit_frames(log_mel(waveform[start:end]), input_frames, pad_value) for each
-    window, computed as one batch: short windows are zero-padded to a clip, and the
-    frames past their end are set to the pad value.
+    A window shorter than a clip is scored inside a clip-long span of the audio around
+    it (centred, kept within the file), like the training clips, which are crops of whole
+    utterances with their pauses; padding it with digital silence instead would show the
+    model an input it never saw. Only a file shorter than a clip is padded, its missing
+    frames set to the pad value as features.fit_frames does.
     """
-    clips = np.zeros((len(windows), mel.clip_samples), dtype=np.float32)
+    clip = mel.clip_samples
+    clips = np.zeros((len(windows), clip), dtype=np.float32)
+    lengths = []
     for i, (start, end) in enumerate(windows):
-        clips[i, :end - start] = waveform[start:end]
+        centre = (start + end) // 2
+        first = min(max(0, centre - clip // 2), max(0, len(waveform) - clip)) \
+            if end - start < clip else start
+        piece = waveform[first:first + clip]
+        clips[i, :len(piece)] = piece
+        lengths.append(len(piece))
     mels = log_mel(clips, mel)
-    for i, (start, end) in enumerate(windows):
-        mels[i, :, 1 + (end - start) // mel.hop_length:] = mel.pad_value
+    for i, length in enumerate(lengths):
+        if length < clip:
+            mels[i, :, 1 + length // mel.hop_length:] = mel.pad_value
     return mels

@@ -43,12 +43,24 @@ def test_long_regions_become_overlapping_clips_that_cover_them():
 
 
 def test_window_mels_match_the_training_features():
+    """Each window's log-mel is the training feature code's over a clip of the file's audio;
+    a short window gets the audio around it (centred, kept inside the file)."""
     rng = np.random.default_rng(2)
-    waveform = rng.normal(0, 0.1, TINY_MEL.clip_samples * 2).astype(np.float32)
-    windows = [(100, 100 + TINY_MEL.clip_samples), (500, 500 + 3001), (0, 7)]
+    clip = TINY_MEL.clip_samples
+    waveform = rng.normal(0, 0.1, clip * 2).astype(np.float32)
+    centred = clip + 1500 - clip // 2  # start of the span centred on (clip, clip + 3000)
+    windows = [(100, 100 + clip), (clip, clip + 3000), (0, 7), (2 * clip - 50, 2 * clip)]
+    spans = [(100, 100 + clip), (centred, centred + clip), (0, clip), (clip, 2 * clip)]
     mels = window_mels(waveform, windows, TINY_MEL)
-    assert mels.shape == (3, TINY_MEL.n_mels, TINY_MEL.input_frames)
-    for mel, (start, end) in zip(mels, windows, strict=True):
-        expected = fit_frames(log_mel(waveform[start:end], TINY_MEL), TINY_MEL.input_frames,
-                              TINY_MEL.pad_value)
+    assert mels.shape == (4, TINY_MEL.n_mels, TINY_MEL.input_frames)
+    for mel, (start, end) in zip(mels, spans, strict=True):
+        expected = log_mel(waveform[start:end], TINY_MEL)
         torch.testing.assert_close(mel, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_file_shorter_than_a_clip_is_padded_like_training():
+    waveform = np.random.default_rng(3).normal(0, 0.1, 3001).astype(np.float32)
+    mel = window_mels(waveform, [(0, 3001)], TINY_MEL)[0]
+    expected = fit_frames(log_mel(waveform, TINY_MEL), TINY_MEL.input_frames,
+                          TINY_MEL.pad_value)
+    torch.testing.assert_close(mel, expected, atol=1e-4, rtol=1e-4)

@@ -1,7 +1,7 @@
 """training/features.py: the one log-mel, checked against librosa, and the clip helpers."""
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import librosa
 import numpy as np
@@ -142,18 +142,18 @@ def test_mel_config_key_and_round_trip():
 def test_normalization_fit_and_apply():
     rng = np.random.default_rng(3)
     mels = [rng.normal(-5, 2, (8, n)).astype(np.float32) for n in (10, 30, 7)]
-    norm = Normalization.fit(mels)
+    norm = Normalization.fit(mels, MelConfig(equalize_level=False))
     flat = np.concatenate([m.ravel() for m in mels]).astype(np.float64)
     assert norm.mean == pytest.approx(flat.mean())
     assert norm.std == pytest.approx(flat.std())
     x = torch.tensor([[norm.mean + 2 * norm.std]])
     assert norm.apply(x).item() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="no data"):
-        Normalization.fit([])
+        Normalization.fit([], MelConfig())
 
 
 def test_model_input_shape_and_checks():
-    c = CONFIGS["tiny"]
+    c = replace(CONFIGS["tiny"], equalize_level=False)
     norm = Normalization(mean=-4.0, std=2.0)
     mels = torch.full((3, c.n_mels, c.input_frames), -4.0)
     x = model_input(mels, c, norm)
@@ -163,3 +163,29 @@ def test_model_input_shape_and_checks():
         model_input(torch.zeros(3, c.n_mels, c.input_frames + 1), c, norm)
     with pytest.raises(ValueError, match="expected"):
         model_input(torch.zeros(3, c.n_mels - 1, c.input_frames), c, norm)
+
+
+def test_model_input_ignores_recording_level():
+    """A 20 dB quieter recording of the same sound gives the same model input."""
+    c = CONFIGS["tiny"]
+    rng = np.random.default_rng(5)
+    audio = torch.tensor(rng.normal(0, 0.3, c.clip_samples), dtype=torch.float32)
+    audio[: c.clip_samples // 3] *= 0.3  # a softer stretch (well above the log floor)
+    loud, quiet = log_mel(audio, c), log_mel(audio * 0.1, c)
+    assert (loud - quiet).mean() > 4  # 20 dB is 4.6 in natural-log power
+    norm = Normalization(mean=-2.0, std=3.0)
+    same = model_input(torch.stack([loud, quiet]), c, norm)
+    # equal up to the few cells near the log floor (edge frames, the lowest mel bands)
+    assert (same[0] - same[1]).abs().mean() < 0.01
+    fixed = replace(c, equalize_level=False)
+    unequalised = model_input(torch.stack([loud, quiet]), fixed, norm)
+    assert (unequalised[0] - unequalised[1]).abs().mean() > 0.5
+    # the setting shapes the model input, not the cached features
+    assert fixed.key() == c.key()
+
+
+def test_normalization_is_fitted_on_level_equalised_features():
+    c = CONFIGS["tiny"]
+    mels = [torch.full((c.n_mels, 40), -3.0), torch.full((c.n_mels, 40), -9.0)]
+    norm = Normalization.fit(mels, c)
+    assert norm.std == pytest.approx(0.0, abs=1e-3)  # equal once their level is removed

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import TINY_LABELS
 
-from callmood.training.features import Normalization
+from callmood.training.features import Normalization, model_input
 from callmood.training.model import build_model
 from callmood.training.model_folder import (
     DEFAULT_VALENCE,
@@ -53,8 +53,8 @@ def test_round_trip_gives_identical_predictions(tmp_path, tiny_mel):
     assert loaded.card.metrics == {"val_macro_f1": 0.5}
     mels = random_mels(tiny_mel)
     with torch.no_grad():
-        expected = torch.softmax(model(pixel_values=((mels - norm.mean) / (2 * norm.std))
-                                       .unsqueeze(1)).logits, -1).numpy()
+        expected = torch.softmax(model(pixel_values=model_input(mels, tiny_mel, norm)).logits,
+                                 -1).numpy()
     probs = loaded.predict_mels(mels, batch_size=2)
     before = LoadedModel(model, tiny_mel, norm, card, "unsaved").predict_mels(mels, batch_size=2)
     np.testing.assert_array_equal(probs, before)

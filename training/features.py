@@ -29,6 +29,7 @@ class MelConfig:
     f_max: float = 8000.0
     input_frames: int = 304  # the model's clip: 304 frames = 3.03 s
     log_floor: float = 1e-6
+    equalize_level: bool = True  # see equalize_level()
 
     def __post_init__(self):
         if self.win_length > self.n_fft:
@@ -52,8 +53,10 @@ class MelConfig:
         return math.log(self.log_floor)
 
     def key(self) -> str:
-        """Stable text form, used to key the feature cache."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Stable text of the settings that shape the cached log-mels (the feature cache key)."""
+        shaping = asdict(self)
+        del shaping["equalize_level"]  # applied on the way into the model, not cached
+        return json.dumps(shaping, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict) -> MelConfig:
@@ -134,6 +137,23 @@ def fit_frames(mel: torch.Tensor, frames: int, pad_value: float,
     return mel
 
 
+# Loud frames: the share of a clip's frames that sets its level (speech, not the pauses).
+_LEVEL_QUANTILE = 0.9
+
+
+def equalize_level(mels: torch.Tensor) -> torch.Tensor:
+    """Shift each (n_mels, T) log-mel so that its loud frames sit at 0 (log power).
+
+    Recording level depends on the microphone, the handset, the line's gain control and
+    the corpus (RAVDESS's neutral takes are 20 dB quieter than its angry ones), so the model
+    must not read emotion from it. A gain is an additive constant in the log-mel domain,
+    which this removes exactly; the 90th percentile of frame energy ignores pauses.
+    """
+    frame_energy = torch.logsumexp(mels, dim=-2)
+    level = torch.quantile(frame_energy, _LEVEL_QUANTILE, dim=-1)
+    return mels - level[..., None, None]
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Dataset statistics of the log-mel values; inputs become (x - mean) / (2 std) as in AST."""
@@ -145,10 +165,15 @@ class Normalization:
         return (mel - self.mean) / (2.0 * self.std)
 
     @classmethod
-    def fit(cls, mels: list[torch.Tensor] | list[np.ndarray]) -> Normalization:
+    def fit(cls, mels: list[torch.Tensor] | list[np.ndarray],
+            config: MelConfig) -> Normalization:
+        """Statistics of the log-mels as the model sees them (after level equalisation)."""
         total = count = square = 0.0
         for m in mels:
-            t = torch.as_tensor(m, dtype=torch.float64)
+            t = torch.as_tensor(m, dtype=torch.float32)
+            if config.equalize_level:
+                t = equalize_level(t)
+            t = t.double()
             total += float(t.sum())
             square += float(t.square().sum())
             count += t.numel()
@@ -160,8 +185,13 @@ class Normalization:
 
 
 def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization) -> torch.Tensor:
-    """(B, n_mels, frames) log-mels of exactly input_frames -> normalised (B, 1, n_mels, frames)."""
+    """(B, n_mels, frames) log-mels of exactly input_frames -> model input (B, 1, n_mels, frames).
+
+    The one place where features become model input, for training, evaluation and scoring.
+    """
     if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
         raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
                          f"got {tuple(mels.shape)}")
+    if config.equalize_level:
+        mels = equalize_level(mels)
     return norm.apply(mels).unsqueeze(1)

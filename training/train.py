@@ -188,7 +188,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     val_data = _known_labels(val_data, label_id)
     targets = np.array([label_id[u.label] for u in train_data.utterances])
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
-    norm = Normalization.fit(train_data.mels["clean"])
+    norm = Normalization.fit(train_data.mels["clean"], config.mel)
 
     # --- model, optimiser, schedule
     model = build_model(config.mel, labels, config.init, config.dropout).to(device)
