@@ -175,9 +175,11 @@ def pytest_sessionfinish(session, exitstatus):
     they are released now rather than in interpreter teardown (where DuckDB's bindings
     report them as leaks)."""
     import gc
+    import logging
 
     import streamlit as st
 
+    logging.disable(logging.WARNING)  # keep pytest's summary the last line of the run
     st.cache_resource.clear()
     st.cache_data.clear()
     gc.collect()
