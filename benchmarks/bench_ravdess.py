@@ -19,6 +19,7 @@ writes benchmarks/results/ravdess_si.json, ravdess_si.md and the figures.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -147,7 +148,9 @@ def image_row(split, labels, args) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     arrays = {}
     for name, part in (("train", split.train), ("val", split.val), ("test", split.test)):
-        key = cache / f"{abs(hash(tuple(u.path for u in part)))}.npy"
+        # hashlib, not hash(): str hashes change from process to process
+        names = "|".join(u.path for u in part).encode()
+        key = cache / f"{hashlib.sha1(names).hexdigest()[:16]}.npy"
         if not key.is_file():
             np.save(key, images(part))
         arrays[name] = np.load(key)

@@ -50,6 +50,27 @@ class ModelCard:
     metrics: dict = field(default_factory=dict)
 
 
+@torch.inference_mode()
+def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
+                          norm: Normalization, batch_size: int = 64,
+                          device: str | torch.device = "cpu",
+                          bf16: bool = False) -> np.ndarray:
+    """(N, n_mels, input_frames) log-mels -> (N, labels) probabilities, in batches.
+
+    The one forward pass behind training's validation, evaluation, predict and scoring.
+    """
+    model.eval()
+    out = []
+    for start in range(0, len(mels), batch_size):
+        x = model_input(mels[start:start + batch_size], mel, norm).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(pixel_values=x).logits
+        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+    if not out:
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
+    return torch.cat(out).numpy()
+
+
 @dataclass
 class LoadedModel:
     model: ViTForImageClassification
@@ -66,17 +87,9 @@ class LoadedModel:
     def name(self) -> str:
         return self.card.name
 
-    @torch.inference_mode()
     def predict_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """(N, n_mels, input_frames) log-mels -> (N, labels) probabilities."""
-        self.model.eval()
-        out = []
-        for start in range(0, len(mels), batch_size):
-            x = model_input(mels[start:start + batch_size], self.mel, self.norm)
-            out.append(torch.softmax(self.model(pixel_values=x).logits.float(), dim=-1))
-        if not out:
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return torch.cat(out).numpy()
+        return predict_probabilities(self.model, mels, self.mel, self.norm, batch_size)
 
     def predict_waveforms(self, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, clip_samples) audio at the model rate -> (N, labels) probabilities."""

@@ -30,7 +30,7 @@ from callmood.training.evaluate import classification_metrics, utterance_probs
 from callmood.training.features import MelConfig, Normalization, fit_frames, model_input
 from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model
-from callmood.training.model_folder import ModelCard, save_model_folder
+from callmood.training.model_folder import ModelCard, predict_probabilities, save_model_folder
 from callmood.training.splits import Split
 
 log = logging.getLogger(__name__)
@@ -149,13 +149,9 @@ def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator) -
 
 def predictor(model: torch.nn.Module, config: TrainConfig, norm: Normalization,
               device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
-    @torch.inference_mode()
     def predict(clips: torch.Tensor) -> np.ndarray:
-        model.eval()
-        x = model_input(clips, config.mel, norm).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(pixel_values=x).logits
-        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return predict_probabilities(model, clips, config.mel, norm, device=device,
+                                     bf16=device.type == "cuda")
     return predict
 
 
