@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 SHARED ?= ../shared
 RESULTS ?= results
 
-.PHONY: demo test lint browser clean-results
+.PHONY: demo test lint browser bench-ravdess
 
 $(BIN)/callmood: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ browser:
 demo: $(BIN)/callmood
 	$(BIN)/callmood score sample_calls --out $(RESULTS)
 	$(BIN)/callmood query $(RESULTS) --summary
+
+# The RAVDESS speaker-independent benchmark with the committed settings (about 2 h on 2 CPU
+# cores; a stopped run resumes where it was when started again).
+bench-ravdess: $(BIN)/callmood
+	CALLMOOD_SHARED=$(SHARED) $(BIN)/python benchmarks/bench_ravdess.py
 
 lint: $(BIN)/callmood
 	$(BIN)/ruff check .

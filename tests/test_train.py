@@ -114,6 +114,7 @@ def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_me
      "schedule": "cosine", "optimizer": "adamw"},
     {"augment": AugmentConfig(mixup_alpha=0.0), "balance": "loss", "schedule": "plateau",
      "optimizer": "sgd"},
+    {"precision": "bf16", "dropout": 0.1},  # bf16 autocast on the CPU
 ])
 def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, settings):
     root = ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2)

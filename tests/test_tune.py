@@ -14,7 +14,7 @@ from callmood.cli import main
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig
-from callmood.training.tune import SearchSpace, run_study
+from callmood.training.tune import SearchSpace, open_study, run_study
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -135,3 +135,27 @@ def test_search_space(tmp_path):
     space_file.write_text(json.dumps({"learning_rate": [1e-4, 2e-4]}))
     with pytest.raises(ValueError, match="unknown search-space keys"):
         SearchSpace.from_file(space_file)
+
+
+def test_first_params_open_a_new_study(manifest, shared_dir, tmp_path):
+    split = make_split(load_corpus("calls", manifest), test_speakers=["08"], shared=shared_dir)
+    split.test = []
+    first = {"lr": 3e-4, "weight_decay": 0.02, "optimizer": "adamw", "batch_size": 4,
+             "augment_strength": 0.25}
+    base = TrainConfig(init="random:micro", workers=1, epochs=1)
+    space = SearchSpace(batch_size=[4, 8], optimizer=["adamw"])
+    run_study(split, base, space, tmp_path, label_map={}, n_trials=2, first_params=first)
+    loaded = optuna.load_study(study_name="callmood", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    trials = sorted(loaded.trials, key=lambda t: t.number)
+    assert trials[0].params == first
+    assert trials[0].user_attrs["overrides"]["augment.specaug_freq"] == 8  # 32 * 0.25
+    assert trials[1].params != first
+
+
+def test_studies_of_one_process_draw_different_settings(tmp_path):
+    """Two folds' studies run by one benchmark process must not repeat each other's trials."""
+    drawn = []
+    for name in ("fold1", "fold2"):
+        study = open_study(tmp_path, name, None, "none", epochs=1, seed=0)
+        drawn.append(study.ask().suggest_float("lr", 1e-5, 1e-3, log=True))
+    assert drawn[0] != drawn[1]

@@ -49,17 +49,23 @@ class TrainConfig:
     patience: int = 8  # epochs without a better validation macro-F1 before stopping
     balance: str = "sampler"  # sampler | loss | none: how rare classes are weighted
     grad_clip: float = 1.0
-    dropout: float = 0.1
+    # 0: with 0.1 (hidden + attention) a pretrained DeiT-Tiny learnt nothing in its first
+    # epoch on RAVDESS fold 1 (validation macro-F1 0.05, against 0.40 without)
+    dropout: float = 0.0
     label_smoothing: float = 0.05
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native bf16 (AVX512-BF16,
+    # AMX) trains ~1.8x faster (measured on this project's 2-core EPYC), slower without it
+    precision: str = "auto"  # auto | fp32 | bf16
     workers: int = 2  # processes for feature extraction
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     mel: MelConfig = field(default_factory=MelConfig)
 
     def __post_init__(self):
         choices = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "plateau"),
-                   "balance": ("sampler", "loss", "none"), "device": ("auto", "cpu", "cuda")}
+                   "balance": ("sampler", "loss", "none"), "device": ("auto", "cpu", "cuda"),
+                   "precision": ("auto", "fp32", "bf16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -147,11 +153,15 @@ def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator) -
     return torch.multinomial(weights, n, replacement=True, generator=generator).tolist()
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def predictor(model: torch.nn.Module, config: TrainConfig, norm: Normalization,
               device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
     def predict(clips: torch.Tensor) -> np.ndarray:
         return predict_probabilities(model, clips, config.mel, norm, device=device,
-                                     bf16=device.type == "cuda")
+                                     bf16=uses_bf16(config.precision, device))
     return predict
 
 
@@ -234,7 +244,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                 x = lam * x + (1 - lam) * x[perm]
                 y = lam * y + (1 - lam) * y[perm]
             with torch.autocast(device.type, dtype=torch.bfloat16,
-                                enabled=device.type == "cuda"):
+                                enabled=uses_bf16(config.precision, device)):
                 logits = model(pixel_values=x).logits.float()
             loss = torch.nn.functional.cross_entropy(logits, y, weight=class_weights,
                                                      label_smoothing=config.label_smoothing)

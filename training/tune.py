@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -89,8 +90,10 @@ def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epo
     # SQLite serialises writers; wait for the lock instead of failing when workers collide
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
     rdb = _rdb_storage(url, engine)
-    # workers on one study must not draw the same random start points
-    sampler = optuna.samplers.TPESampler(seed=seed * 100003 + os.getpid(), n_startup_trials=4)
+    # workers on one study must not draw the same random start points, nor may two studies
+    # run by one process (e.g. one per benchmark fold)
+    sampler_seed = seed * 100003 + os.getpid() + zlib.crc32(study_name.encode())
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=4)
     return optuna.create_study(study_name=study_name, storage=rdb, direction="maximize",
                                load_if_exists=True, sampler=sampler,
                                pruner=_pruner(pruner, epochs))
@@ -99,10 +102,17 @@ def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epo
 def run_study(split: Split, base: TrainConfig, space: SearchSpace, out: str | Path, *,
               label_map: dict, n_trials: int, timeout: float | None = None,
               study_name: str = "callmood", storage: str | None = None,
-              pruner: str = "median", cache_dir=None) -> optuna.trial.FrozenTrial | None:
-    """Run trials until the study holds n_trials (counting other workers'); returns the best."""
+              pruner: str = "median", cache_dir=None,
+              first_params: dict | None = None) -> optuna.trial.FrozenTrial | None:
+    """Run trials until the study holds n_trials (counting other workers'); returns the best.
+
+    `first_params` (search-space values, e.g. the settings in use today) is the new study's
+    first trial, so a short study can only confirm or improve on them.
+    """
     out = Path(out)
     study = open_study(out, study_name, storage, pruner, base.epochs, base.seed)
+    if first_params and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(first_params)
     study.set_user_attr("split", split.description)
     study.set_user_attr("base_config", base.to_dict())
 
