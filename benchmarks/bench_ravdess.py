@@ -389,7 +389,8 @@ def load_cell(args, fold: int, row: int) -> dict | None:
     if not path.is_file():
         return None
     kept = json.loads(path.read_text())
-    return kept["result"] if kept["settings"] == run_settings(args) else None
+    same = kept["settings"] == json.loads(json.dumps(run_settings(args)))  # tuples -> lists
+    return kept["result"] if same else None
 
 
 def save_cell(args, fold: int, row: int, result: dict) -> None:
@@ -434,7 +435,7 @@ def write_results(results, protocol, args, wall_s) -> None:
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or
                     platform.machine(), "torch": torch.__version__,
                     "device": "cuda" if torch.cuda.is_available() else "cpu"},
-        "wall_s": round(wall_s, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "wall_s_this_invocation": round(wall_s, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
         "rows": rows,
         "published_same_protocol_not_rerun": protocol["published_results_same_protocol"],
     }
