@@ -458,6 +458,12 @@ def markdown_table(report) -> str:
     for name, figures in report["published_same_protocol_not_rerun"].items():
         lines.append(f"| *published (EmoBox), not re-run:* {name} | 1-6 | {figures['UA']:.1f} | "
                      f"{figures['WA']:.1f} | {figures['macro_F1']:.1f} | | | |")
+    classes = list(next(iter(report["rows"].values()))["per_class_f1"])
+    lines += ["", "Per-class F1 %, mean over the folds run:", "",
+              f"| row | {' | '.join(classes)} |", "| --- " * (len(classes) + 1) + "|"]
+    for key, row in report["rows"].items():
+        f1 = [f"{row['per_class_f1'][c]:.1f}" for c in classes]
+        lines.append(f"| {key} | {' | '.join(f1)} |")
     return "\n".join(lines) + "\n"
 
 
