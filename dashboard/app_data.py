@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from callmood.dashboard.canned import run_canned
-from callmood.dashboard.results_db import connect, fingerprint
+from callmood.dashboard.results_db import TIMEZONE_ENV, connect, fingerprint
 
 RESULTS_ENV = "CALLMOOD_RESULTS"
 NO_CALLS = "No calls in this period."
@@ -27,6 +27,7 @@ PAGES = {"overview": "page_overview.py", "agents": "page_agents.py",
 class Results:
     path: str
     fingerprint: str
+    timezone: str  # times are shown in this zone ($CALLMOOD_TIMEZONE, default UTC)
 
 
 def results_arg(argv: list[str] | None = None) -> str | None:
@@ -38,15 +39,16 @@ def results_arg(argv: list[str] | None = None) -> str | None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _connection(path: str, fingerprint: str):
+def _connection(path: str, fingerprint: str, timezone: str):
     """One DuckDB per results folder and state; a new nightly run changes the
     fingerprint, hence a fresh connection (and fresh cached query results)."""
-    return connect(path)
+    return connect(path, timezone=timezone)
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
-def _query(path: str, fingerprint: str, name: str, params: tuple) -> pd.DataFrame:
-    cursor = _connection(path, fingerprint).cursor()  # one per thread
+def _query(path: str, fingerprint: str, timezone: str, name: str,
+           params: tuple) -> pd.DataFrame:
+    cursor = _connection(path, fingerprint, timezone).cursor()  # one per thread
     try:
         return run_canned(cursor, name, dict(params), strict=False)
     finally:
@@ -54,8 +56,8 @@ def _query(path: str, fingerprint: str, name: str, params: tuple) -> pd.DataFram
 
 
 def open_results(path: str) -> Results:
-    results = Results(path, fingerprint(path))
-    _connection(results.path, results.fingerprint)  # fail early on a bad folder
+    results = Results(path, fingerprint(path), os.environ.get(TIMEZONE_ENV) or "UTC")
+    _connection(results.path, results.fingerprint, results.timezone)  # fail early if bad
     st.session_state[_CONTEXT] = results
     return results
 
@@ -64,7 +66,13 @@ def query(name: str, *, filtered: bool = True, **params) -> pd.DataFrame:
     """A canned query with the sidebar filters (each query takes those it declares)."""
     results: Results = st.session_state[_CONTEXT]
     values = {**(filters() if filtered else {}), **params}
-    return _query(results.path, results.fingerprint, name, tuple(sorted(values.items())))
+    return _query(results.path, results.fingerprint, results.timezone, name,
+                  tuple(sorted(values.items())))
+
+
+def timezone() -> str:
+    """The zone times are shown in (`callmood dashboard --timezone`, default UTC)."""
+    return st.session_state[_CONTEXT].timezone
 
 
 def options() -> pd.Series:

@@ -49,9 +49,9 @@ def daily_negative(df: pd.DataFrame) -> alt.Chart:
     )
 
 
-def hour_of_day(df: pd.DataFrame) -> alt.Chart:
-    return alt.Chart(df, title="Calls by hour of day (UTC)").mark_bar().encode(
-        x=alt.X("hour:O", title="Hour of day (UTC)"),
+def hour_of_day(df: pd.DataFrame, timezone: str) -> alt.Chart:
+    return alt.Chart(df, title=f"Calls by hour of day ({timezone})").mark_bar().encode(
+        x=alt.X("hour:O", title=f"Hour of day ({timezone})"),
         y=alt.Y("calls:Q", title="Calls"),
         color=alt.Color("customer_negative_share:Q", title="Customer negative share",
                         scale=alt.Scale(scheme="reds", domain=[0, 1]), legend=PERCENT_LEGEND),

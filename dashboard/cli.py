@@ -17,6 +17,12 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
     return params
 
 
+_timezone_option = click.option(
+    "--timezone", envvar="CALLMOOD_TIMEZONE", metavar="ZONE",
+    help="Show times in this IANA time zone, e.g. Europe/Berlin (hour of day, start "
+         "times); default UTC. Also read from $CALLMOOD_TIMEZONE.")
+
+
 @click.command()
 @click.argument("results", type=click.Path(file_okay=False))
 @click.argument("sql", required=False)
@@ -27,7 +33,8 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, str]:
 @click.option("--canned", metavar="NAME", help="Run a canned query (see --list).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the canned query, e.g. --param date_from=2026-03-01.")
-def query(results, sql, fmt, list_only, summary, canned, params):
+@_timezone_option
+def query(results, sql, fmt, list_only, summary, canned, params, timezone):
     """Run read-only SQL over the Parquet results in RESULTS.
 
     The views segments, calls, errors and runs are defined, plus the emotion_labels
@@ -42,7 +49,7 @@ def query(results, sql, fmt, list_only, summary, canned, params):
         raise click.UsageError("--param goes with --canned")
     try:
         text = query_cli.run(results, sql=sql, fmt=fmt, list_only=list_only, summary=summary,
-                             canned=canned, params=_parse_params(params))
+                             canned=canned, params=_parse_params(params), timezone=timezone)
     except query_cli.USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text)
@@ -52,7 +59,8 @@ def query(results, sql, fmt, list_only, summary, canned, params):
                                  "allow_extra_args": True})
 @click.argument("results", type=click.Path(file_okay=False))
 @click.argument("streamlit_options", nargs=-1, type=click.UNPROCESSED)
-def dashboard(results, streamlit_options):
+@_timezone_option
+def dashboard(results, streamlit_options, timezone):
     """Open the Streamlit dashboard on RESULTS.
 
     Extra options go to `streamlit run`, e.g. --server.port 8502.
@@ -61,7 +69,7 @@ def dashboard(results, streamlit_options):
     from callmood.dashboard.results_db import ResultsError
 
     try:
-        code = run_dashboard(results, list(streamlit_options))
+        code = run_dashboard(results, list(streamlit_options), timezone)
     except ResultsError as exc:
         raise click.ClickException(str(exc)) from exc
     raise SystemExit(code)

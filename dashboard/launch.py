@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from callmood.dashboard.results_db import resolve_results
+import duckdb
+
+from callmood.dashboard.results_db import TIMEZONE_ENV, resolve_results, set_timezone
 
 APP = Path(__file__).with_name("app.py")
 # Put first so that options given on the command line (later) win.
@@ -21,9 +23,14 @@ def streamlit_command(results: str | os.PathLike, options: list[str] | tuple = (
             *options, "--", "--results", str(root)]
 
 
-def run_dashboard(results: str | os.PathLike, options: list[str] | tuple = ()) -> int:
+def run_dashboard(results: str | os.PathLike, options: list[str] | tuple = (),
+                  timezone: str | None = None) -> int:
     """Run Streamlit in the foreground until it exits; returns its exit status."""
+    env = dict(os.environ)
+    if timezone:
+        set_timezone(duckdb.connect(), timezone)  # a wrong name fails here, not in the page
+        env[TIMEZONE_ENV] = timezone
     try:
-        return subprocess.run(streamlit_command(results, options)).returncode
+        return subprocess.run(streamlit_command(results, options), env=env).returncode
     except KeyboardInterrupt:
         return 130

@@ -17,7 +17,7 @@ cols[1].metric("Hours scored", f"{overview.audio_hours:.2f}")
 cols[2].metric("Escalated calls", int(overview.escalated_calls))
 cols[3].metric("Customer negative share", pct(overview.customer_negative_share))
 cols[4].metric("Last run", "never" if pd.isna(runs.last_run_finished_at)
-               else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} UTC")
+               else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} {app_data.timezone()}")
 cols[5].metric("Errors", int(runs.errors),
                help=f"{int(runs.last_run_errors)} in the last run, {int(runs.errors)} in all")
 
@@ -46,7 +46,7 @@ with left:
     if hours.empty:
         st.info("No call start times in this period.")
     else:
-        st.altair_chart(charts.hour_of_day(hours), width="stretch")
+        st.altair_chart(charts.hour_of_day(hours, app_data.timezone()), width="stretch")
 with right:
     st.markdown("**Emotion transitions within calls**")
     transitions = app_data.query("transitions")

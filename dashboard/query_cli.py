@@ -45,8 +45,8 @@ def describe(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def run(results, *, sql=None, fmt="table", list_only=False, summary=False, canned=None,
-        params=None) -> str:
-    con = connect(results, read_only=True)
+        params=None, timezone=None) -> str:
+    con = connect(results, read_only=True, timezone=timezone)
     try:
         if list_only:
             return describe(con)

@@ -173,7 +173,24 @@ def _create_label_table(con: duckdb.DuckDBPyConnection, info: LabelInfo) -> None
         con.executemany("INSERT INTO emotion_labels VALUES (?, ?, ?, ?)", rows)
 
 
-def connect(results: str | os.PathLike, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+TIMEZONE_ENV = "CALLMOOD_TIMEZONE"
+
+
+def set_timezone(con: duckdb.DuckDBPyConnection, timezone: str | None) -> str:
+    """Times come out in `timezone` (an IANA name; default $CALLMOOD_TIMEZONE, else UTC):
+    hour of day, start times and run times. The Parquet files hold UTC either way."""
+    name = timezone or os.environ.get(TIMEZONE_ENV) or "UTC"
+    try:
+        # GLOBAL: the cursors that the dashboard opens per thread must see it too
+        con.execute(f"SET GLOBAL TimeZone = {_sql_string(name)}")
+    except duckdb.Error as exc:
+        raise ResultsError(f"unknown time zone {name!r}: give an IANA name such as "
+                           "Europe/Berlin or America/New_York") from exc
+    return name
+
+
+def connect(results: str | os.PathLike, read_only: bool = True,
+            timezone: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the results views, labels and macros.
 
     With ``read_only`` (the default) the connection can read only the results folder
@@ -185,7 +202,7 @@ def connect(results: str | os.PathLike, read_only: bool = True) -> duckdb.DuckDB
     root = resolve_results(results)
     con = duckdb.connect(":memory:")
     try:
-        con.execute("SET TimeZone = 'UTC'")
+        set_timezone(con, timezone)
         info = _create_views(con, root)
         _create_label_table(con, info)
         con.execute(MACROS_SQL.read_text())
@@ -198,7 +215,14 @@ def connect(results: str | os.PathLike, read_only: bool = True) -> duckdb.DuckDB
     except duckdb.Error as exc:
         con.close()
         raise ResultsError(f"cannot open the results in {root}: {exc}") from exc
+    except ResultsError:
+        con.close()
+        raise
     return con
+
+
+def timezone_of(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT current_setting('TimeZone')").fetchall()[0][0]
 
 
 def labels(con: duckdb.DuckDBPyConnection) -> list[str]:

@@ -6,6 +6,7 @@ import duckdb
 import pandas as pd
 
 from callmood.dashboard.canned import run_canned
+from callmood.dashboard.results_db import timezone_of
 
 
 def _pct(value: float | None) -> str:
@@ -19,7 +20,8 @@ def summarize(con: duckdb.DuckDBPyConnection, top: int = 5) -> str:
     if runs["runs"]:
         lines.append(
             f"Last run {runs['last_run_id']} finished "
-            f"{runs['last_run_finished_at']:%Y-%m-%d %H:%M} UTC; {runs['runs']} run(s), "
+            f"{runs['last_run_finished_at']:%Y-%m-%d %H:%M} {timezone_of(con)}; "
+            f"{runs['runs']} run(s), "
             f"{runs['errors']} error(s) in all, "
             f"{runs['last_run_errors']} in the last run."
         )

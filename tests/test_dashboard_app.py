@@ -67,6 +67,13 @@ def test_overview_figures_and_filters(app, sample_results):
     rerun(at)
 
 
+def test_times_in_the_chosen_time_zone(app, sample_results, monkeypatch):
+    monkeypatch.setenv("CALLMOOD_TIMEZONE", "Europe/Berlin")
+    at = app(sample_results)
+    assert metrics(at)["Last run"] == "2026-03-10 03:05 Europe/Berlin"
+    assert any("Hour of day (Europe/Berlin)" in c for c in charts(at))
+
+
 def test_overview_with_no_calls_in_the_period(app, sample_results):
     at = app(sample_results)
     at.sidebar.date_input(key="f_dates").set_value((dt.date(2025, 1, 1), dt.date(2025, 1, 31)))
@@ -167,3 +174,13 @@ def test_dashboard_command_line(sample_results, tmp_path):
     assert cmd[-3:] == ["--", "--results", str(sample_results)]
     with pytest.raises(ResultsError):
         streamlit_command(tmp_path / "nope")
+
+
+def test_dashboard_refuses_an_unknown_time_zone_before_starting(sample_results):
+    from click.testing import CliRunner
+
+    from callmood.cli import main
+
+    result = CliRunner().invoke(main, ["dashboard", str(sample_results), "--timezone",
+                                       "Europe/Atlantis"])
+    assert result.exit_code == 1 and "unknown time zone 'Europe/Atlantis'" in result.output

@@ -121,6 +121,20 @@ def test_hour_of_day(con):
     assert list(df.customer_negative_share) == pytest.approx([30 / 50, 0.0, 20 / 50])
 
 
+def test_times_in_a_call_centre_time_zone(sample_results):
+    """Berlin is UTC+1 in early March 2026: the 09:15 UTC call started at 10:15 there."""
+    berlin = connect(sample_results, timezone="Europe/Berlin")
+    try:
+        assert list(q(berlin, "hour_of_day").hour) == [10, 11, 15]
+        started = q(berlin, "calls_list").set_index("call_id").started_at
+        assert f"{started['c1']:%H:%M %Z}" == "10:15 CET"
+        assert started["c1"] == dt.datetime(2026, 3, 2, 9, 15, tzinfo=dt.timezone.utc)
+    finally:
+        berlin.close()
+    with pytest.raises(ResultsError, match="unknown time zone 'Mars/Olympus'"):
+        connect(sample_results, timezone="Mars/Olympus")
+
+
 def test_overview_and_filters(con):
     row = q(con, "overview").iloc[0]
     assert row.calls == 5 and row.escalated_calls == 2 and row.agents == 2

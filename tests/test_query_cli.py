@@ -43,6 +43,18 @@ def test_list_and_summary(sample_results):
     assert "  c3  2026-03-03  agent A1" in summary.output
 
 
+def test_timezone_option_and_variable(sample_results, monkeypatch):
+    assert "finished 2026-03-10 02:05 UTC;" in invoke(sample_results, "--summary").output
+    local = invoke(sample_results, "--summary", "--timezone", "Europe/Berlin")
+    assert "finished 2026-03-10 03:05 Europe/Berlin;" in local.output
+    # New York moved to summer time on 8 March 2026: UTC-5 before, UTC-4 after
+    monkeypatch.setenv("CALLMOOD_TIMEZONE", "America/New_York")
+    hours = invoke(sample_results, "--canned", "hour_of_day", "--format", "csv")
+    assert [line.split(",")[0] for line in hours.output.split()[1:]] == ["4", "6", "9", "10"]
+    wrong = invoke(sample_results, "--summary", "--timezone", "Berlin")
+    assert wrong.exit_code == 1 and "unknown time zone 'Berlin'" in wrong.output
+
+
 def test_empty_folder(empty_results):
     assert "No calls scored yet." in invoke(empty_results, "--summary").output
     result = invoke(empty_results, "SELECT count(*) AS n FROM errors")

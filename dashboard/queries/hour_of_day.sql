@@ -1,5 +1,5 @@
 -- name: hour_of_day
--- description: Hour-of-day pattern (UTC, from the call's start time): calls, customer-negative share and escalation rate per hour.
+-- description: Hour-of-day pattern (in the connection's time zone, UTC unless set; from the call's start time): calls, customer-negative share and escalation rate per hour.
 -- params: date_from date, date_to date, queue text, agent text, role text, emotion text,
 -- params: min_confidence float = 0
 SELECT hour(started_at) AS hour,
