@@ -41,6 +41,7 @@ from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import (
     aggregate_folds,
     classification_metrics,
+    evaluate_model,
     plot_confusion,
 )
 from callmood.training.features import MelConfig
@@ -93,32 +94,45 @@ FIRST_TRIAL = {"lr": 5e-5, "weight_decay": 0.05, "optimizer": "adamw", "batch_si
 
 def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
     """Row 1 (tuned=True: an Optuna study on the fold's validation speakers picks the settings)
-    or row 3 (random init, trained with the settings row 1's study picked on this fold)."""
+    or row 3 (random init, trained with the settings row 1's study picked on this fold).
+
+    When trials run as many epochs as the final training, the best trial's model is row 1's
+    model (trained exactly so); it is then scored on the test actors, not trained again.
+    """
     base = TrainConfig(init=init, epochs=args.epochs, patience=args.patience, seed=args.seed,
                        batch_size=16, lr=5e-5, dropout=0.0, warmup_epochs=0.5, workers=2,
                        precision=args.precision, augment=AugmentConfig())
-    tuned_params, tune_started = {}, time.time()
+    tuned_params, tune_started, best = {}, time.time(), None
+    trial_epochs = args.trial_epochs or args.epochs
     if not tuned:
         row1 = load_cell(args, fold, 1)
         tuned_params = row1["tuned_params"] if row1 else {}
         base = base.with_overrides(tuned_params)
     elif args.trials > 0:
         tune_split = replace(split, test=[])
-        trial_base = replace(base, epochs=args.trial_epochs or args.epochs)
-        best = run_study(tune_split, trial_base, BENCH_SPACE, study_dir / f"fold{fold}",
-                         label_map={}, n_trials=args.trials,
+        best = run_study(tune_split, replace(base, epochs=trial_epochs), BENCH_SPACE,
+                         study_dir / f"fold{fold}", label_map={}, n_trials=args.trials,
                          study_name=f"fold{fold}-{settings_digest(args)}",
                          cache_dir=args.cache_dir, first_params=FIRST_TRIAL)
         if best is not None:
             tuned_params = best.user_attrs["overrides"]
             base = base.with_overrides(tuned_params)
+    tune_wall = time.time() - tune_started
+    trained = Path(best.user_attrs["model_dir"]) if best is not None else None
+    if trained is not None and trial_epochs == args.epochs and trained.is_dir():
+        model = load_model_folder(trained)
+        metrics = evaluate_model(model, split, args.work / f"row1-fold{fold}-report",
+                                 args.cache_dir)
+        history = model.card.training
+        return {"metrics": metrics, "train_wall_s": history["wall_s"],
+                "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
+                "tuned_params": tuned_params, "model": model, "best_trial": best.number,
+                "tune_wall_s": round(tune_wall - history["wall_s"], 1)}
     started = time.time()
-    tune_wall = started - tune_started
     out = args.work / f"{'row1' if tuned else 'row3'}-fold{fold}"
     result = train(split, base, out, label_map={}, cache_dir=args.cache_dir)
-    wall = time.time() - started
     model = load_model_folder(out)
-    return {"metrics": result.test_metrics, "train_wall_s": round(wall, 1),
+    return {"metrics": result.test_metrics, "train_wall_s": round(time.time() - started, 1),
             "epochs_run": len(result.history), "best_epoch": result.best_epoch,
             "tuned_params": tuned_params, "model": model,
             **({"tune_wall_s": round(tune_wall, 1)} if tuned else {})}
@@ -128,11 +142,15 @@ def settings_digest(args) -> str:
     return hashlib.sha1(json.dumps(run_settings(args), sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run_settings(args) -> dict:
-    """What a (fold, row) result depends on; a kept result is reused only if these match."""
-    return {"epochs": args.epochs, "patience": args.patience, "trials": args.trials,
-            "trial_epochs": args.trial_epochs or args.epochs, "seed": args.seed,
-            "precision": args.precision, "utterances_per_actor": args.limit or "all",
+def run_settings(args, row: int = 1) -> dict:
+    """What a row's result depends on; a kept (fold, row) is reused only if these match."""
+    settings = {"seed": args.seed, "utterances_per_actor": args.limit or "all"}
+    if row == 4:
+        return settings
+    settings.update(epochs=args.epochs, patience=args.patience, precision=args.precision)
+    if row == 2:
+        return settings
+    return {**settings, "trials": args.trials, "trial_epochs": args.trial_epochs or args.epochs,
             "row1_search_space": asdict(BENCH_SPACE), "row1_first_trial": FIRST_TRIAL}
 
 
@@ -305,8 +323,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--trials", type=int, default=3, help="Optuna trials per fold (row 1)")
-    parser.add_argument("--trial-epochs", type=int, default=2,
-                        help="epochs per Optuna trial (0: --epochs)")
+    parser.add_argument("--trial-epochs", type=int, default=0,
+                        help="epochs per Optuna trial (0: --epochs, and the best trial is "
+                             "row 1's model)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="bf16",
                         help="bf16 autocast for the ViT rows (1.8x faster on CPUs with native "
                              "bf16, slower on others: use fp32 there)")
@@ -389,14 +408,15 @@ def load_cell(args, fold: int, row: int) -> dict | None:
     if not path.is_file():
         return None
     kept = json.loads(path.read_text())
-    same = kept["settings"] == json.loads(json.dumps(run_settings(args)))  # tuples -> lists
+    same = kept["settings"] == json.loads(json.dumps(run_settings(args, row)))  # tuples: lists
     return kept["result"] if same else None
 
 
 def save_cell(args, fold: int, row: int, result: dict) -> None:
     path = cell_path(args, fold, row)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": run_settings(args), "result": result}, indent=1))
+    path.write_text(json.dumps({"settings": run_settings(args, row), "result": result},
+                               indent=1))
 
 
 def write_results(results, protocol, args, wall_s) -> None:

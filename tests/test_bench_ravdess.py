@@ -30,6 +30,10 @@ def test_a_kept_result_is_reused_only_with_the_same_settings(bench, tmp_path):
     assert bench.load_cell(bench_args(tmp_path), 2, 1) == result  # e.g. after a JSON round trip
     assert bench.load_cell(bench_args(tmp_path), 2, 3) is None  # another row
     assert bench.load_cell(bench_args(tmp_path, epochs=8), 2, 1) is None  # other settings
+    # the classical baseline does not depend on the ViT's epochs, so it is kept
+    bench.save_cell(bench_args(tmp_path), 2, 4, {"metrics": {"ua": 0.4}})
+    assert bench.load_cell(bench_args(tmp_path, epochs=8), 2, 4) == {"metrics": {"ua": 0.4}}
+    assert bench.load_cell(bench_args(tmp_path, seed=1), 2, 4) is None
 
 
 def test_settings_digest_names_the_studies(bench, tmp_path):
