@@ -5,7 +5,7 @@ Rows, all on the same folds in one run:
      settings from an Optuna study tuned on each fold's internal validation speakers;
   2. the approach callmood replaces: mel spectrogram rendered to an image, resized to
      224x224 RGB, the same DeiT-Tiny fine-tuned with default settings, no augmentation;
-  3. row 1's recipe from random initialisation;
+  3. row 1's recipe (and the settings its study chose) from random initialisation;
   4. a classical baseline: MFCC + deltas + prosodic statistics -> RBF SVM.
 
 Validation speakers (early stopping, tuning, SVM's C) come from the training actors only.
@@ -15,7 +15,9 @@ Usage (from the repository root; `make bench-ravdess` runs the committed setting
 
 writes benchmarks/results/ravdess_si.json, ravdess_si.md and the figures. Each finished
 (fold, row) is kept in --work, so a run that is stopped picks up where it was when started
-again with the same settings (--fresh starts over).
+again with the same settings. The Optuna studies live in benchmarks/results/optuna/ and are
+committed: a fresh clone resumes them (finished studies run no new trials; row 1 is then
+retrained with the chosen settings), --fresh deletes them and the kept results first.
 """
 
 from __future__ import annotations
