@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from callmood.dashboard.canned import run_canned
-from callmood.dashboard.results_db import TIMEZONE_ENV, connect, fingerprint
+from callmood.dashboard.results_db import connect, fingerprint, resolve_timezone
 
 RESULTS_ENV = "CALLMOOD_RESULTS"
 NO_CALLS = "No calls in this period."
@@ -56,7 +56,7 @@ def _query(path: str, fingerprint: str, timezone: str, name: str,
 
 
 def open_results(path: str) -> Results:
-    results = Results(path, fingerprint(path), os.environ.get(TIMEZONE_ENV) or "UTC")
+    results = Results(path, fingerprint(path), resolve_timezone(None))
     _connection(results.path, results.fingerprint, results.timezone)  # fail early if bad
     st.session_state[_CONTEXT] = results
     return results

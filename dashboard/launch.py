@@ -28,7 +28,8 @@ def run_dashboard(results: str | os.PathLike, options: list[str] | tuple = (),
     """Run Streamlit in the foreground until it exits; returns its exit status."""
     env = dict(os.environ)
     if timezone:
-        set_timezone(duckdb.connect(), timezone)  # a wrong name fails here, not in the page
+        with duckdb.connect() as con:  # a wrong name fails here, not in the page
+            set_timezone(con, timezone)
         env[TIMEZONE_ENV] = timezone
     try:
         return subprocess.run(streamlit_command(results, options), env=env).returncode

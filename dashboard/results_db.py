@@ -176,10 +176,15 @@ def _create_label_table(con: duckdb.DuckDBPyConnection, info: LabelInfo) -> None
 TIMEZONE_ENV = "CALLMOOD_TIMEZONE"
 
 
+def resolve_timezone(timezone: str | None) -> str:
+    """The zone times are shown in: `timezone`, else $CALLMOOD_TIMEZONE, else UTC."""
+    return timezone or os.environ.get(TIMEZONE_ENV) or "UTC"
+
+
 def set_timezone(con: duckdb.DuckDBPyConnection, timezone: str | None) -> str:
-    """Times come out in `timezone` (an IANA name; default $CALLMOOD_TIMEZONE, else UTC):
-    hour of day, start times and run times. The Parquet files hold UTC either way."""
-    name = timezone or os.environ.get(TIMEZONE_ENV) or "UTC"
+    """Times come out in `timezone` (an IANA name, see resolve_timezone): hour of day,
+    start times and run times. The Parquet files hold UTC either way."""
+    name = resolve_timezone(timezone)
     try:
         # GLOBAL: the cursors that the dashboard opens per thread must see it too
         con.execute(f"SET GLOBAL TimeZone = {_sql_string(name)}")
