@@ -41,11 +41,16 @@ def _cores() -> int:
 @click.option("--backend", type=click.Choice(["loky", "dask"]), default="loky",
               show_default=True, help="joblib backend: local processes or a Dask cluster.")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler, with --backend dask.")
+@click.option("--prior-shift", type=click.Choice(["off", "em"]), default="off",
+              show_default=True,
+              help="em: re-estimate the emotions' shares over the run's segments and correct "
+                   "the probabilities for them (calls are written after the last file; "
+                   "see README, Prior shift, for when it helps).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar [default: on a terminal].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
-          max_hours, batch_size, precision, backend, scheduler, progress):
+          max_hours, batch_size, precision, backend, scheduler, prior_shift, progress):
     """Score recorded calls under INPUT... into Parquet under --out.
 
     Finds audio files recursively, scores the speech of each channel with the model and
@@ -68,7 +73,7 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metad
                              batch_size=batch_size, precision=precision,
                              max_hours=max_hours, rescore=rescore,
                              include=include or AUDIO_PATTERNS, exclude=exclude,
-                             metadata=metadata)
+                             metadata=metadata, prior_shift=prior_shift)
         summary = score_calls(list(inputs), out, model_dir, config, progress=progress)
     except (ValueError, ScanError, ResultsError, ModelFolderError) as err:
         raise click.ClickException(str(err)) from None

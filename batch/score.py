@@ -38,6 +38,7 @@ from callmood.batch.write import (
     part_path,
 )
 from callmood.training.audio import AudioError, probe
+from callmood.training.calibration import adapt_priors
 from callmood.training.model_folder import LoadedModel, load_model_folder
 
 CONFIG = "score_config.json"
@@ -58,12 +59,17 @@ class ScoreConfig:
     include: tuple[str, ...] = AUDIO_PATTERNS
     exclude: tuple[str, ...] = ()
     metadata: tuple[str, ...] = ()
+    # "em": re-estimate the class priors over the run's segments (Saerens et al., 2002) and
+    # correct the probabilities for them; the run then writes its calls after the last file
+    prior_shift: str = "off"  # off | em
     vad: VadConfig = field(default_factory=VadConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
 
     def __post_init__(self):
         if self.backend not in ("loky", "dask"):
             raise ValueError(f"unknown backend {self.backend!r}; choose loky or dask")
+        if self.prior_shift not in ("off", "em"):
+            raise ValueError(f"unknown prior shift {self.prior_shift!r}; choose off or em")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         if self.backend == "dask" and not self.scheduler:
@@ -130,13 +136,16 @@ class RunSummary:
     audio_s: float = 0.0
     segments: int = 0
     wall_s: float = 0.0
+    priors: dict[str, float] | None = None  # estimated by prior_shift="em"
 
     def line(self) -> str:
         speed = self.audio_s / self.wall_s if self.wall_s else 0.0
         return (f"{self.calls_scored} calls scored ({self.audio_s / 3600:.2f} h of audio, "
                 f"{self.segments} segments), {self.files_failed} errors, "
                 f"{self.files_unchanged} unchanged files skipped; {self.wall_s:.1f} s wall, "
-                f"{speed:.0f}x real time")
+                f"{speed:.0f}x real time") + (
+            "; class priors of the night: " + ", ".join(
+                f"{k} {v:.0%}" for k, v in self.priors.items()) if self.priors else "")
 
 
 def _now() -> datetime:
@@ -273,6 +282,18 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
     yield from joblib.Parallel(n_jobs=config.workers, return_as="generator_unordered")(jobs)
 
 
+def shift_priors(outcomes: list[FileOutcome], labels: list[str]) -> dict[str, float]:
+    """Adapt every outcome's probabilities to the class priors EM estimates over all of
+    them; the model's training priors are uniform (class-balanced sampling)."""
+    stacked = np.concatenate([o.probs for o in outcomes])
+    adapted, priors = adapt_priors(stacked, np.full(len(labels), 1.0 / len(labels)))
+    start = 0
+    for outcome in outcomes:
+        outcome.probs = adapted[start:start + len(outcome.probs)].astype(np.float32)
+        start += len(outcome.probs)
+    return dict(zip(labels, map(float, priors), strict=True))
+
+
 def _audio_seconds(path: str) -> float:
     try:
         return probe(path).duration_s
@@ -317,15 +338,22 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                        else not progress, desc="scoring",
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} h "
                                   "of audio [{elapsed}<{remaining}{postfix}]")
+            held: list[FileOutcome] = []  # scored files, with prior_shift="em"
             with bar:
                 for done, outcome in enumerate(_outcomes(todo, model_dir, config), 1):
                     call = by_path[outcome.path]
                     if outcome.error_kind:
                         run.failed(call, outcome.error_kind, outcome.error, outcome.sha256)
+                    elif config.prior_shift == "em":
+                        held.append(outcome)
                     else:
                         run.scored(call, outcome)
                     bar.set_postfix_str(f"files {done}/{len(todo)}", refresh=False)
                     bar.update(hours[call.path])
+            if held:
+                summary.priors = shift_priors(held, model.labels)
+                for outcome in held:
+                    run.scored(by_path[outcome.path], outcome)
             store.compact(run.touched, run.manifest)
         finally:
             summary.wall_s = time.perf_counter() - clock

@@ -3,19 +3,20 @@
 The detector compares the energy of short frames with the channel's own noise floor, so
 it needs no model and behaves the same on every machine. Its thresholds are declared in
 VadConfig, apart from the model's settings. Speech regions longer than the model's clip
-are cut into clips that overlap; shorter ones are scored as one clip padded with the log
-of silence, exactly as features.fit_frames pads a short utterance in training.
+are cut into clips that overlap (features.window_starts, as evaluation cuts utterances);
+a shorter region is scored inside a clip of its surrounding audio, and only a recording
+shorter than a clip is repeated to fill one, as features.fit_frames fills a short
+utterance in training.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from callmood.training.features import MelConfig, log_mel
+from callmood.training.features import MelConfig, fit_frames, log_mel, window_starts
 
 
 @dataclass(frozen=True)
@@ -67,17 +68,13 @@ def plan_windows(regions: list[tuple[int, int]], clip: int,
     A region longer than a clip gets evenly spaced windows that overlap by at least
     `overlap` (a fraction of the clip), the last one ending where the region ends.
     """
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    hop = max(1, int(clip * (1 - overlap)))
     windows = []
     for start, end in regions:
         if end - start <= clip:
             windows.append((start, end))
             continue
-        count = math.ceil((end - start - clip) / hop) + 1
-        for s in np.linspace(start, end - clip, count).round().astype(int):
-            windows.append((int(s), int(s) + clip))
+        windows += [(start + s, start + s + clip) for s in window_starts(end - start, clip,
+                                                                        overlap)]
     return windows
 
 
@@ -87,22 +84,17 @@ def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
 
     A window shorter than a clip is scored inside a clip-long span of the audio around
     it (centred, kept within the file), like the training clips, which are crops of whole
-    utterances with their pauses; padding it with digital silence instead would show the
-    model an input it never saw. Only a file shorter than a clip is padded, its missing
-    frames set to the pad value as features.fit_frames does.
+    utterances with their pauses. A recording shorter than a clip is repeated to fill it
+    (features.fit_frames), as a short utterance is in training.
     """
     clip = mel.clip_samples
+    if len(waveform) < clip:
+        whole = fit_frames(log_mel(waveform, mel), mel.input_frames)
+        return whole.expand(len(windows), -1, -1).clone()
     clips = np.zeros((len(windows), clip), dtype=np.float32)
-    lengths = []
     for i, (start, end) in enumerate(windows):
         centre = (start + end) // 2
-        first = min(max(0, centre - clip // 2), max(0, len(waveform) - clip)) \
+        first = min(max(0, centre - clip // 2), len(waveform) - clip) \
             if end - start < clip else start
-        piece = waveform[first:first + clip]
-        clips[i, :len(piece)] = piece
-        lengths.append(len(piece))
-    mels = log_mel(clips, mel)
-    for i, length in enumerate(lengths):
-        if length < clip:
-            mels[i, :, 1 + length // mel.hop_length:] = mel.pad_value
-    return mels
+        clips[i] = waveform[first:first + clip]
+    return log_mel(clips, mel)

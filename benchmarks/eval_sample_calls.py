@@ -11,7 +11,11 @@ average the probabilities of the segments that overlap each utterance.
 
     .venv/bin/python benchmarks/eval_sample_calls.py [--model DIR]
 
-writes benchmarks/results/sample_calls.json and sample_calls_confusion.png.
+writes benchmarks/results/sample_calls.json and sample_calls_confusion.png. The calls are
+scored twice, without and with `--prior-shift em`, so both are reported. Per call, the
+customer negative share of the results is compared with the ground truth's (by speech
+time), and the escalation flags with the stories: 0002, 0005 and 0008 escalate; 0001,
+0007, 0009 and 0010 are calm.
 """
 
 from __future__ import annotations
@@ -54,6 +58,62 @@ def match_segments(segments: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     return segments
 
 
+NEGATIVE = ("sad", "angry", "fearful", "disgust")
+ESCALATING = ("call-0002", "call-0005", "call-0008")
+CALM = ("call-0001", "call-0007", "call-0009", "call-0010")
+
+
+def true_negative_share(truth: pd.DataFrame) -> pd.Series:
+    """Per call: the share of the customer's speech time whose true emotion is negative."""
+    customer = truth[truth.role == "customer"].assign(
+        seconds=lambda t: t.end_s - t.start_s,
+        negative=lambda t: t.emotion.isin(NEGATIVE))
+    return customer.groupby("call_id").apply(
+        lambda t: (t.seconds * t.negative).sum() / t.seconds.sum(), include_groups=False)
+
+
+def evaluate(segments: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
+             labels: list[str]) -> dict:
+    """Segment- and utterance-level figures, per-call negative share and escalation flags."""
+    matched = match_segments(segments, truth)
+    scored = matched[matched.true_emotion.notna() & matched.true_emotion.isin(labels)]
+    label_id = {label: i for i, label in enumerate(labels)}
+    y_true = scored.true_emotion.map(label_id).to_numpy()
+    y_pred = scored.emotion.map(label_id).to_numpy()
+    segment_metrics = classification_metrics(y_true, y_pred, labels)
+    prob_columns = [f"p_{label}" for label in labels]
+    per_utterance = scored.groupby("utterance")
+    utterance_pred = per_utterance[prob_columns].mean().to_numpy().argmax(axis=1)
+    utterance_true = per_utterance.true_emotion.first().map(label_id).to_numpy()
+    utterance_metrics = classification_metrics(utterance_true, utterance_pred, labels)
+    shares = true_negative_share(truth)
+    shown = calls.set_index("call_id").customer_negative_share
+    per_call = {call: {"true": round(float(shares[call]), 3),
+                       "shown": round(float(shown.get(call, np.nan)), 3)}
+                for call in sorted(shares.index)}
+    flagged = set(calls[calls.escalated].call_id)
+    brief = ("wa", "ua", "macro_f1", "weighted_f1", "n")
+    return {
+        "segments_total": int(len(segments)), "segments_matched": int(len(scored)),
+        "utterances_in_ground_truth": int(len(truth)),
+        "utterances_found": int(per_utterance.ngroups),
+        "segments": {k: segment_metrics[k] for k in brief},
+        "utterances": {k: utterance_metrics[k] for k in brief},
+        "neutral_recall_utterances": utterance_metrics["per_class"]["neutral"]["recall"],
+        "neutral_utterances": utterance_metrics["per_class"]["neutral"]["support"],
+        "per_class_f1_segments": {k: round(v["f1"], 3)
+                                  for k, v in segment_metrics["per_class"].items()},
+        "confusion_segments": segment_metrics["confusion"],
+        "confusion_utterances": utterance_metrics["confusion"],
+        "customer_negative_share": per_call,
+        "customer_negative_share_mean_abs_error": float(np.nanmean(
+            [abs(v["true"] - v["shown"]) for v in per_call.values()])),
+        "escalating_flagged": sorted(flagged & set(ESCALATING)),
+        "calm_flagged": sorted(flagged & set(CALM)),
+        "all_flagged": sorted(flagged),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(default_model_dir()))
@@ -62,43 +122,35 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model_folder(args.model)
     truth = pd.read_csv(args.calls / "ground_truth.csv")
-    with tempfile.TemporaryDirectory() as results:
-        score_calls([str(args.calls)], results, args.model, ScoreConfig(workers=2),
-                    progress=False)
-        segments = connect(results).sql("SELECT * FROM segments").df()
-    matched = match_segments(segments, truth)
-    scored = matched[matched.true_emotion.notna() & matched.true_emotion.isin(model.labels)]
-    label_id = {label: i for i, label in enumerate(model.labels)}
-    y_true = scored.true_emotion.map(label_id).to_numpy()
-    y_pred = scored.emotion.map(label_id).to_numpy()
-    segment_metrics = classification_metrics(y_true, y_pred, model.labels)
-    prob_columns = [f"p_{label}" for label in model.labels]
-    per_utterance = scored.groupby("utterance")
-    utterance_pred = per_utterance[prob_columns].mean().to_numpy().argmax(axis=1)
-    utterance_true = per_utterance.true_emotion.first().map(label_id).to_numpy()
-    utterance_metrics = classification_metrics(utterance_true, utterance_pred, model.labels)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot_confusion(np.array(segment_metrics["confusion"]), model.labels,
-                   args.out / "sample_calls_confusion.png",
-                   f"{model.name} on sample_calls/ (segments)")
-    brief = ("wa", "ua", "macro_f1", "weighted_f1", "n")
-    report = {
-        "model": model.name, "model_version": model.version,
-        "segments_total": int(len(segments)),
-        "segments_matched": int(len(scored)),
-        "segments_unmatched": int(len(segments) - len(scored)),
-        "utterances_in_ground_truth": int(len(truth)),
-        "utterances_found": int(per_utterance.ngroups),
-        "segments": {k: segment_metrics[k] for k in brief},
-        "utterances": {k: utterance_metrics[k] for k in brief},
-        "per_class_f1_segments": {k: round(v["f1"], 3)
-                                  for k, v in segment_metrics["per_class"].items()},
-        "confusion_segments": segment_metrics["confusion"],
-        "command": "python benchmarks/eval_sample_calls.py",
-    }
+    report = {"model": model.name, "model_version": model.version,
+              "command": "python benchmarks/eval_sample_calls.py"
+                         + ("" if args.model == str(default_model_dir())
+                            else f" --model {args.model}")}
+    for prior_shift in ("off", "em"):
+        with tempfile.TemporaryDirectory() as results:
+            summary = score_calls([str(args.calls)], results, args.model,
+                                  ScoreConfig(workers=2, prior_shift=prior_shift),
+                                  progress=False)
+            con = connect(results)
+            segments = con.sql("SELECT * FROM segments").df()
+            calls = con.sql("SELECT * FROM calls").df()
+        figures = evaluate(segments, calls, truth, model.labels)
+        if summary.priors:
+            figures["estimated_priors"] = summary.priors
+        report[f"prior_shift_{prior_shift}"] = figures
+        if prior_shift == "off":
+            args.out.mkdir(parents=True, exist_ok=True)
+            plot_confusion(np.array(figures["confusion_utterances"]), model.labels,
+                           args.out / "sample_calls_confusion.png",
+                           f"{model.name} on sample_calls/ (utterances)")
     (args.out / "sample_calls.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps({k: report[k] for k in ("segments", "utterances", "segments_matched",
-                                             "segments_unmatched")}, indent=2))
+    for key in ("prior_shift_off", "prior_shift_em"):
+        f = report[key]
+        print(f"{key}: utterances UA {100 * f['utterances']['ua']:.1f}  WA "
+              f"{100 * f['utterances']['wa']:.1f}  neutral recall "
+              f"{100 * f['neutral_recall_utterances']:.1f}  negative share error "
+              f"{100 * f['customer_negative_share_mean_abs_error']:.1f} points  escalated "
+              f"{f['escalating_flagged']} calm flagged {f['calm_flagged']}")
 
 
 if __name__ == "__main__":

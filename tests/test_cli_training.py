@@ -1,7 +1,9 @@
 """`callmood train | evaluate | predict` end to end, in-process through click's CliRunner."""
 
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -11,7 +13,7 @@ from callmood.cli import main
 from callmood.training.model_folder import load_model_folder
 
 FAST = ["--init", "random:micro", "--epochs", "2", "--batch-size", "8", "--workers", "1",
-        "--device", "cpu", "--no-specaugment", "--mixup", "0", "--noise", "0", "--gain-db", "0"]
+        "--device", "cpu", "--no-specaugment", "--mixup", "0", "--channel-p", "0"]
 TRAINING_COMMANDS = ["train", "evaluate", "tune", "predict"]
 
 
@@ -72,6 +74,27 @@ def test_evaluate_writes_the_report(trained, corpus, shared_dir, tmp_path):
     # the figures match the ones train measured on the same test speakers
     card = load_model_folder(out).card
     assert metrics["ua"] == pytest.approx(card.metrics["test"]["ua"])
+
+
+def test_evaluate_through_a_simulated_channel(trained, corpus, shared_dir, tmp_path):
+    out, _ = trained
+    clean, phone = tmp_path / "clean", tmp_path / "phone"
+    common = ["--model", out, "--corpus", f"ravdess={corpus}", "--test-speakers", "03",
+              "--shared", shared_dir, "--workers", "1"]
+    ok(invoke("evaluate", *common, "--out", clean))
+    result = ok(invoke("evaluate", *common, "--channel", "telephone", "--out", phone))
+    assert "expected calibration error" in result.stderr
+    metrics = json.loads((phone / "metrics.json").read_text())
+    assert metrics["channel"] == "telephone" and metrics["n"] == 8
+    assert 0.0 <= metrics["ece"] <= 1.0 and len(metrics["reliability"]) == 15
+    assert metrics["temperature"] > 0
+    assert (phone / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Expected calibration error" in (phone / "report.md").read_text()
+    # the channel's features were computed and cached apart from the clean ones
+    cache = Path(os.environ["CALLMOOD_CACHE"])
+    assert any(d.name.startswith("condition-telephone-") for d in cache.glob("*/*"))
+    bad = invoke("evaluate", *common, "--channel", "moon", "--out", tmp_path / "x")
+    assert bad.exit_code == 1 and "telephone" in bad.output and "Traceback" not in bad.output
 
 
 def test_evaluate_all_folds(trained, corpus, shared_dir, tmp_path):
@@ -165,7 +188,7 @@ def test_predict_jsonl_and_bad_files(tiny_model_dir, write_wav, tmp_path):
     assert len(rows) == 1
     row = rows[0]
     assert row["file"] == str(good) and row["emotion"] in TINY_LABELS
-    assert row["clips"] == 3 and row["duration_s"] == pytest.approx(5.0)  # 1.59 s clips
+    assert row["clips"] == 4 and row["duration_s"] == pytest.approx(5.0)  # 1.59 s clips
     assert set(row["probabilities"]) == set(TINY_LABELS)
     assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert "silent.wav: audio is silent" in result.stderr

@@ -132,3 +132,33 @@ def test_save_refuses_card_labels_that_differ(tmp_path, tiny_mel):
     with pytest.raises(ModelFolderError, match="differ"):
         save_model_folder(tmp_path / "m", model, tiny_mel, Normalization(),
                           ModelCard(name="x", labels=list(reversed(TINY_LABELS))))
+
+
+def test_the_stored_temperature_is_applied_wherever_probabilities_leave(tmp_path, tiny_mel):
+    torch.manual_seed(6)
+    model = build_model(tiny_mel, TINY_LABELS, "random:micro").eval()
+    norm = Normalization(mean=-5.5, std=2.5)
+    card = ModelCard(name="t", labels=list(TINY_LABELS), calibration={"temperature": 2.5})
+    loaded = load_model_folder(save_model_folder(tmp_path / "m", model, tiny_mel, norm, card))
+    assert loaded.card.temperature == 2.5
+    mels = random_mels(tiny_mel)
+    with torch.no_grad():
+        logits = model(pixel_values=model_input(mels, tiny_mel, norm)).logits
+    np.testing.assert_allclose(loaded.predict_mels(mels), torch.softmax(logits / 2.5, -1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    # a folder without calibration (an older one) gives the plain softmax
+    card.calibration = {}
+    plain = load_model_folder(save_model_folder(tmp_path / "p", model, tiny_mel, norm, card))
+    np.testing.assert_allclose(plain.predict_mels(mels), torch.softmax(logits, -1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_folders_older_than_the_relative_floor_keep_their_absolute_floor(tmp_path,
+                                                                          tiny_model_dir):
+    folder = tmp_path / "legacy"
+    shutil.copytree(tiny_model_dir, folder)
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    assert pre["mel"]["level_floor_db"] == 80.0
+    del pre["mel"]["level_floor_db"]
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre))
+    assert load_model_folder(folder).mel.level_floor_db is None

@@ -188,3 +188,27 @@ def test_clear_errors_for_bad_command_lines(calls, tmp_path, model_dir):
     dask = CliRunner().invoke(main, ["score", str(calls), "--out", str(tmp_path / "r"),
                                      "--model", model_dir, "--backend", "dask"])
     assert dask.exit_code == 1 and "needs a scheduler address" in dask.output
+
+
+def test_prior_shift_em_adapts_the_probabilities_of_the_run(calls, tmp_path, model_dir):
+    plain, shifted = tmp_path / "plain", tmp_path / "em"
+    run([calls], plain, model_dir)
+    summary = run([calls], shifted, model_dir, prior_shift="em")
+    assert summary.priors is not None and set(summary.priors) == set(LABELS)
+    assert sum(summary.priors.values()) == pytest.approx(1.0)
+    assert "class priors of the night" in summary.line()
+    key = lambda r: (r["call_id"], r["channel"], r["start_s"])  # noqa: E731
+    before = sorted(rows(plain, "segments"), key=key)
+    after = sorted(rows(shifted, "segments"), key=key)
+    assert [key(r) for r in before] == [key(r) for r in after]
+    p_before = np.array([[r[f"p_{label}"] for label in LABELS] for r in before])
+    p_after = np.array([[r[f"p_{label}"] for label in LABELS] for r in after])
+    np.testing.assert_allclose(p_after.sum(1), 1.0, atol=1e-5)
+    # each row is the plain one reweighted by estimated prior / uniform training prior
+    priors = np.array([summary.priors[label] for label in LABELS])
+    expected = p_before * priors
+    np.testing.assert_allclose(p_after, expected / expected.sum(1, keepdims=True), atol=1e-4)
+    # the mean of the adapted probabilities is the estimated prior (the EM fixed point)
+    np.testing.assert_allclose(p_after.mean(0), priors, atol=5e-3)
+    with pytest.raises(ValueError, match="prior shift"):
+        ScoreConfig(prior_shift="always")

@@ -1,33 +1,24 @@
 """Training-time augmentation.
 
-Everything but the telephone channel works on log-mel batches, so cached features are
-reused across epochs, folds and trials:
+Two kinds, by where they act:
 
-* gain: a level change is an additive constant in the log-mel domain (exact);
-* noise: white noise at a random SNR, added in the power domain with the filter bank's
-  response to white noise;
-* SpecAugment (Park et al., 2019): frequency and time masks;
-* mixup (Zhang et al., 2018) is applied by the training loop on inputs and targets.
-
-The telephone channel (8 kHz band limit and a G.711 mu-law round trip, the path most call
-recordings took) needs the waveform, so the feature cache stores a telephone variant of
-each utterance and the loop picks it with probability `telephone_p`.
+* the call channel (training/channel.py: gain, band limits, 8 kHz, codecs, noise, babble,
+  reverberation) acts on the waveform, because none of it is exact in the log-mel domain
+  and a gain there is removed by the level-relative input anyway. Each training file gets
+  `channel_variants` channels drawn once; their log-mels are cached beside the clean ones
+  (training/cache.py), and each time an example is drawn it is, with probability
+  `channel_p`, one of them instead of the clean audio;
+* SpecAugment (Park et al., 2019) frequency and time masks act on log-mel batches, and
+  mixup (Zhang et al., 2018) is applied by the training loop on inputs and targets.
 """
 
 from __future__ import annotations
 
-import io
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
-import soundfile as sf
 import torch
 
-from callmood.training.audio import resample
-from callmood.training.features import MelConfig, mel_filterbank
-
-TELEPHONE_RATE = 8000
+from callmood.training.channel import ChannelConfig
 
 
 @dataclass(frozen=True)
@@ -36,49 +27,29 @@ class AugmentConfig:
     specaug_time: int = 48  # widest time mask in frames
     specaug_masks: int = 2  # masks of each kind per example
     mixup_alpha: float = 0.2  # 0 turns mixup off
-    gain_db: float = 6.0  # random gain in [-gain_db, +gain_db]
-    noise_p: float = 0.3  # probability of added white noise
-    noise_snr_db: tuple[float, float] = (10.0, 30.0)
-    telephone_p: float = 0.0  # probability of the telephone-channel variant
+    channel_p: float = 0.0  # probability that an example is one of its channel variants
+    channel_variants: int = 4  # channels drawn (and cached) per training file
+    channel: ChannelConfig = field(default_factory=ChannelConfig)  # the ranges drawn from
+
+    def __post_init__(self):
+        if isinstance(self.channel, dict):  # from a JSON file of settings
+            object.__setattr__(self, "channel", ChannelConfig.from_dict(self.channel))
+        if not 0 <= self.channel_p <= 1:
+            raise ValueError(f"channel_p must be in [0, 1], got {self.channel_p}")
+        if self.channel_p > 0 and self.channel_variants < 1:
+            raise ValueError("channel_p > 0 needs at least one channel variant")
 
     @classmethod
     def off(cls) -> AugmentConfig:
-        return cls(specaug_freq=0, specaug_time=0, mixup_alpha=0.0, gain_db=0.0, noise_p=0.0,
-                   telephone_p=0.0)
+        return cls(specaug_freq=0, specaug_time=0, mixup_alpha=0.0, channel_p=0.0)
 
 
-def telephone_channel(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-    """8 kHz band limit plus a real G.711 mu-law encode/decode (libsndfile), back at sample_rate."""
-    narrow = resample(waveform.astype(np.float32), sample_rate, TELEPHONE_RATE)
-    buffer = io.BytesIO()
-    sf.write(buffer, np.clip(narrow, -1.0, 1.0), TELEPHONE_RATE, format="WAV", subtype="ULAW")
-    buffer.seek(0)
-    decoded, _ = sf.read(buffer, dtype="float32")
-    return resample(decoded, TELEPHONE_RATE, sample_rate)
-
-
-def augment_batch(mels: torch.Tensor, config: AugmentConfig, mel: MelConfig,
-                  generator: torch.Generator) -> torch.Tensor:
-    """Gain, noise and SpecAugment on (B, n_mels, frames) log-mels (a new tensor)."""
+def spec_augment(mels: torch.Tensor, config: AugmentConfig,
+                 generator: torch.Generator) -> torch.Tensor:
+    """SpecAugment masks on (B, n_mels, frames) log-mels (a new tensor); masks hold the
+    clip's mean, which the level-relative input treats like any other value."""
     x = mels.clone()
     batch, n_mels, frames = x.shape
-    if config.gain_db > 0:
-        db = (torch.rand(batch, 1, 1, generator=generator) * 2 - 1) * config.gain_db
-        x += db / 10 * math.log(10)
-    if config.noise_p > 0:
-        chosen = torch.rand(batch, generator=generator) < config.noise_p
-        if chosen.any():
-            low, high = config.noise_snr_db
-            snr = low + torch.rand(batch, generator=generator) * (high - low)
-            signal_power = torch.exp(x).mean(dim=(1, 2))
-            # white noise of unit power spreads evenly over the FFT bins; the filter bank's
-            # row sums give its mel-domain shape
-            shape = mel_filterbank(mel.sample_rate, mel.n_fft, mel.n_mels, mel.f_min,
-                                   mel.f_max).sum(dim=1)
-            shape = shape / shape.mean()
-            level = signal_power / 10 ** (snr / 10)
-            noisy = torch.log(torch.exp(x) + level[:, None, None] * shape[None, :, None])
-            x = torch.where(chosen[:, None, None], noisy, x)
     fill = x.mean(dim=(1, 2), keepdim=True)
     for width, axis, size in ((config.specaug_freq, 1, n_mels),
                               (config.specaug_time, 2, frames)):

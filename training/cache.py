@@ -1,14 +1,21 @@
 """Log-mel features of corpus utterances, computed once and kept on disk.
 
 Each utterance's whole-length log-mel (float32 .npy, loaded without pickle) lives under
-CACHE/<mel settings hash>/<variant>/<hash of path, size and mtime>.npy, so a second
+CACHE/<mel settings hash>/<variant folder>/<hash of path, size and mtime>.npy, so a second
 epoch, fold or Optuna trial never decodes audio again, and a changed file or changed
 settings never reuse stale features.
+
+A variant is the audio as it reached the features: clean, through a fixed evaluation
+channel (`condition(name)`), or through the k-th channel drawn for training
+(`training_channels`). A variant's folder name hashes everything that shapes it (the
+channel or the ranges drawn from, the seed, the babble talkers), and the draw for a file
+is seeded by that folder and the file's path, so a variant is the same on every run.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -19,18 +26,117 @@ import torch
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from callmood.training import channel as channels
 from callmood.training.audio import AudioError, load_mono
-from callmood.training.augment import telephone_channel
 from callmood.training.corpora.base import Utterance
 from callmood.training.features import MelConfig, log_mel
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("clean", "telephone")
+CLEAN = "clean"
+BABBLE_TRACKS = 6  # babble tracks per bank, each of BABBLE_TALKERS other speakers
+BABBLE_TALKERS = 5
+_CHUNK = 16  # files per feature-extraction job
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CALLMOOD_CACHE", Path.home() / ".cache" / "callmood"))
+
+
+@dataclass(frozen=True)
+class BabbleBank:
+    """Tracks of several talkers each; an utterance gets one without its own speaker."""
+
+    tracks: list[np.ndarray]
+    speakers: list[frozenset[str]]
+    digest: str  # names the talkers' files, for cache keys
+
+    def pick(self, speaker: str, rng: np.random.Generator) -> np.ndarray | None:
+        usable = [t for t, s in zip(self.tracks, self.speakers, strict=True) if speaker not in s]
+        return usable[int(rng.integers(len(usable)))] if usable else None  # no babble then
+
+
+def babble_bank(utterances: list[Utterance], sample_rate: int, seed: int = 0) -> BabbleBank | None:
+    """Babble made from the given utterances' speakers (None with fewer than two speakers)."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in sorted(utterances, key=lambda u: u.path):
+        by_speaker.setdefault(u.speaker, []).append(u)
+    if len(by_speaker) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    names = sorted(by_speaker)
+    tracks, speakers, chosen = [], [], []
+    few = len(names) <= 12
+    # with few speakers, track t leaves out speaker t (cyclically), so each has a track
+    # without their own voice; with more, BABBLE_TRACKS tracks of five talkers each leave
+    # every speaker out of some track (in all six with probability (5/12)^6 < 0.6 % at 13)
+    for t in range(max(BABBLE_TRACKS, len(names)) if few else BABBLE_TRACKS):
+        others = [name for name in names if name != names[t % len(names)]] if few else names
+        picked = rng.choice(others, size=min(BABBLE_TALKERS, len(others)), replace=False)
+        waves = []
+        for speaker in picked:
+            options = by_speaker[speaker]
+            u = options[int(rng.integers(len(options)))]
+            try:
+                waves.append(load_mono(u.path, sample_rate))
+            except AudioError:
+                continue
+            chosen.append(u.path)
+        if waves:
+            tracks.append(channels.make_babble(waves, sample_rate, rng))
+            speakers.append(frozenset(str(s) for s in picked))
+    digest = hashlib.sha1("|".join(chosen).encode()).hexdigest()[:10]
+    return BabbleBank(tracks, speakers, digest) if tracks else None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How an utterance's audio is altered before its log-mels are computed and cached."""
+
+    name: str  # "clean", "channel<k>" or "condition:<name>"
+    fixed: channels.Channel | None = None  # an evaluation condition
+    ranges: channels.ChannelConfig | None = None  # a training draw from these ranges
+    seed: int = 0
+    babble: BabbleBank | None = None
+
+    def folder(self) -> str:
+        if self.fixed is None and self.ranges is None:
+            return CLEAN
+        spec = {"fixed": self.fixed.describe() if self.fixed else None,
+                "ranges": self.ranges.key() if self.ranges else None, "seed": self.seed,
+                "babble": self.babble.digest if self.babble else None}
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+        return f"{self.name.replace(':', '-')}-{digest}"
+
+    def audio(self, waveform: np.ndarray, utterance: Utterance, sample_rate: int) -> np.ndarray:
+        if self.fixed is None and self.ranges is None:
+            return waveform
+        key = hashlib.sha1(f"{self.folder()}|{os.path.abspath(utterance.path)}".encode())
+        rng = np.random.default_rng(int.from_bytes(key.digest()[:8], "little"))
+        babble = self.babble.pick(utterance.speaker, rng) if self.babble else None
+        chosen = self.fixed or self.ranges.draw(rng, babble_available=babble is not None)
+        return chosen.apply(waveform, sample_rate, rng, babble=babble)
+
+
+def clean() -> Variant:
+    return Variant(CLEAN)
+
+
+def condition(name: str, babble: BabbleBank | None = None) -> Variant:
+    """A named evaluation channel (training/channel.py's CONDITIONS)."""
+    fixed = channels.condition(name)
+    if fixed == channels.Channel():
+        return clean()
+    if fixed.noise == "babble" and babble is None:
+        raise ValueError(f"channel {name!r} needs babble: at least two speakers to make it from")
+    return Variant(f"condition:{name}", fixed=fixed, babble=babble)
+
+
+def training_channels(ranges: channels.ChannelConfig, count: int, seed: int,
+                      babble: BabbleBank | None) -> list[Variant]:
+    """`count` channel variants of each training file, drawn once from `ranges`."""
+    return [Variant(f"channel{k}", ranges=ranges, seed=seed, babble=babble)
+            for k in range(count)]
 
 
 @dataclass
@@ -38,65 +144,77 @@ class Features:
     """Features of the utterances that decoded; the others are listed in `failures`."""
 
     utterances: list[Utterance]
-    mels: dict[str, list[torch.Tensor]]  # variant -> one (n_mels, frames) tensor each
+    mels: dict[str, list[torch.Tensor]]  # variant name -> one (n_mels, frames) tensor each
     failures: list[AudioError] = field(default_factory=list)
 
 
-def _cache_file(root: Path, mel: MelConfig, path: str, variant: str) -> Path:
+def _cache_file(root: Path, mel: MelConfig, path: str, variant: Variant) -> Path:
     stat = os.stat(path)
     settings = hashlib.sha1(mel.key().encode()).hexdigest()[:12]
     key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return root / settings / variant / f"{key.hexdigest()}.npy"
+    return root / settings / variant.folder() / f"{key.hexdigest()}.npy"
 
 
-def _compute(path: str, targets: dict[str, Path], mel: MelConfig) -> AudioError | None:
-    """Decode once and write each missing variant (atomically). Runs in a joblib worker."""
+def _compute(work: list[tuple[Utterance, list[tuple[Variant, Path]]]],
+             mel: MelConfig) -> list[AudioError | None]:
+    """Decode each file once and write its missing variants (atomically), in a joblib worker.
+
+    Files travel in chunks so that a babble bank is sent once per chunk, not once per file.
+    """
     torch.set_num_threads(1)
-    try:
-        waveform = load_mono(path, mel.sample_rate)
-    except AudioError as err:
-        return err
-    for variant, target in targets.items():
-        audio = telephone_channel(waveform, mel.sample_rate) if variant == "telephone" \
-            else waveform
-        features = log_mel(audio, mel).numpy()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        with open(partial, "wb") as f:
-            np.save(f, features)
-        os.replace(partial, target)
-    return None
+    outcomes = []
+    for utterance, targets in work:
+        try:
+            waveform = load_mono(utterance.path, mel.sample_rate)
+        except AudioError as err:
+            outcomes.append(err)
+            continue
+        for variant, target in targets:
+            audio = variant.audio(waveform, utterance, mel.sample_rate)
+            features = log_mel(audio, mel).numpy()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(f".{os.getpid()}.tmp")
+            with open(partial, "wb") as f:
+                np.save(f, features)
+            os.replace(partial, target)
+        outcomes.append(None)
+    return outcomes
 
 
-def extract(utterances: list[Utterance], mel: MelConfig, variants: tuple[str, ...] = ("clean",),
-            cache_dir: str | Path | None = None, workers: int = 1) -> Features:
-    """Features for every utterance: cached ones are read, missing ones computed in parallel."""
+def extract(utterances: list[Utterance], mel: MelConfig,
+            variants: tuple[Variant, ...] | list[Variant] = (), cache_dir: str | Path | None = None,
+            workers: int = 1) -> Features:
+    """Features for every utterance: cached ones are read, missing ones computed in parallel.
+
+    `variants` defaults to the clean audio alone; `mels` is keyed by variant name.
+    """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    unknown = set(variants) - set(VARIANTS)
-    if unknown:
-        raise ValueError(f"unknown feature variants {sorted(unknown)}")
+    variants = tuple(variants) or (clean(),)
     failures, todo = [], []
     files = {}
     for u in utterances:
         try:
-            files[u.path] = {v: _cache_file(root, mel, u.path, v) for v in variants}
+            files[u.path] = {v.name: _cache_file(root, mel, u.path, v) for v in variants}
         except OSError:
             failures.append(AudioError(u.path, "missing", "file not found"))
             continue
-        missing = {v: p for v, p in files[u.path].items() if not p.is_file()}
+        missing = [(v, files[u.path][v.name]) for v in variants
+                   if not files[u.path][v.name].is_file()]
         if missing:
-            todo.append((u.path, missing))
+            todo.append((u, missing))
     if todo:
-        jobs = (delayed(_compute)(path, targets, mel) for path, targets in todo)
-        results = Parallel(n_jobs=workers, return_as="generator")(jobs)
-        for error in tqdm(results, total=len(todo), desc="log-mel features", unit="file",
-                          disable=None):
-            if error is not None:
-                failures.append(error)
+        chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
+        results = Parallel(n_jobs=workers, return_as="generator")(
+            delayed(_compute)(chunk, mel) for chunk in chunks)
+        desc = "log-mel features" + (f" ({len(variants)} variants)" if len(variants) > 1 else "")
+        with tqdm(total=len(todo), desc=desc, unit="file", disable=None) as bar:
+            for outcomes in results:
+                failures += [error for error in outcomes if error is not None]
+                bar.update(len(outcomes))
     failed = {err.path for err in failures}
     kept = [u for u in utterances if u.path not in failed]
-    mels = {v: [torch.from_numpy(np.load(files[u.path][v], allow_pickle=False)) for u in kept]
-            for v in variants}
+    mels = {v.name: [torch.from_numpy(np.load(files[u.path][v.name], allow_pickle=False))
+                     for u in kept] for v in variants}
     if failures:
         log.warning("skipped %d unusable audio files, e.g. %s", len(failures), failures[0])
     return Features(kept, mels, failures)

@@ -96,19 +96,21 @@ def _fail(err: Exception):
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
               help="auto: bf16 on CUDA, fp32 on CPU; bf16 speeds up CPUs with native bf16")
 @click.option("--workers", type=int, help="feature-extraction processes")
-@click.option("--telephone", type=float, help="probability of the telephone-channel variant")
+@click.option("--channel-p", type=float,
+              help="probability that a training example passes through one of its simulated "
+                   "call channels (training/channel.py), 0 turns it off")
+@click.option("--channel-variants", type=int,
+              help="channels drawn and cached per training file (rotated over the epochs)")
 @click.option("--specaugment/--no-specaugment", default=None,
               help="SpecAugment time/frequency masks (on by default)")
 @click.option("--mixup", type=float, help="mixup alpha, 0 turns it off")
-@click.option("--gain-db", type=float, help="random gain range in dB, 0 turns it off")
-@click.option("--noise", type=float, help="probability of added noise, 0 turns it off")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON of settings, e.g. best_params.json from `callmood tune`")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="model folder to write")
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, init, epochs, batch_size, lr, optimizer, schedule, balance,
-          patience, device, precision, workers, telephone, specaugment, mixup, gain_db, noise,
+          patience, device, precision, workers, channel_p, channel_variants, specaugment, mixup,
           params_file, out):
     """Fine-tune the spectrogram ViT and write a model folder (best validation epoch)."""
     from callmood.training.train import train as run_training
@@ -121,9 +123,9 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                      "optimizer": optimizer, "schedule": schedule, "balance": balance,
                      "patience": patience, "device": device, "precision": precision,
                      "workers": workers,
-                     "seed": seed, "augment.telephone_p": telephone,
-                     "augment.mixup_alpha": mixup, "augment.gain_db": gain_db,
-                     "augment.noise_p": noise}
+                     "seed": seed, "augment.channel_p": channel_p,
+                     "augment.channel_variants": channel_variants,
+                     "augment.mixup_alpha": mixup}
         if specaugment is False:
             overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
         config = _train_config(params_file, overrides)
@@ -142,11 +144,15 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
 @click.option("--model", "model_dir", required=True,
               help="model folder; with --fold all, a pattern such as runs/fold{fold}")
 @_split_options
+@click.option("--channel", default="clean", show_default=True, metavar="NAME",
+              help="pass the test audio through a simulated channel first, e.g. telephone, "
+                   "ulaw, alaw, gsm, opus, noise_snr10, babble_snr10, reverb, gain_plus20, "
+                   "unseen_narrow (the list: README, Robustness)")
 @click.option("--workers", type=int, default=2, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="report folder")
 def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, label_preset,
-             label_overrides, shared, cache_dir, seed, workers, out):
-    """Score the test speakers: metrics.json, confusion.png and report.md in --out.
+             label_overrides, shared, cache_dir, seed, channel, workers, out):
+    """Score the test speakers: metrics.json, confusion.png, reliability.png and report.md.
 
     `--fold all` evaluates every fold of the protocol (or of --folds N) with the model
     folder named by the {fold} pattern, and reports per-fold figures and mean ± std.
@@ -165,7 +171,7 @@ def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, labe
                                    label_preset, label_overrides, shared, seed)
             model = load_model_folder(model_dir.format(fold=k))
             fold_out = Path(out) / f"fold{k}" if len(folds) > 1 else Path(out)
-            per_fold.append(evaluate_model(model, split, fold_out, cache_dir, workers))
+            per_fold.append(evaluate_model(model, split, fold_out, cache_dir, workers, channel))
         metrics = per_fold[0]
         if len(folds) > 1:
             metrics = aggregate_folds(per_fold)
@@ -174,6 +180,8 @@ def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, labe
                           + f", mean of {len(folds)} folds"})
     except (ValueError, OSError) as err:
         _fail(err)
+    if "ece" in metrics:
+        click.echo(f"expected calibration error {metrics['ece']:.3f}", err=True)
     std = {k: f" ± {metrics[k + '_std']:.3f}" if k + "_std" in metrics else "" for k in
            ("ua", "wa", "macro_f1", "weighted_f1")}
     click.echo(f"UA {metrics['ua']:.3f}{std['ua']}  WA {metrics['wa']:.3f}{std['wa']}  "

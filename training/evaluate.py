@@ -1,13 +1,15 @@
 """Scoring utterances and reporting: WA, UA, macro/weighted F1, per-class figures, confusion.
 
-Utterances longer than the model's clip are scored on up to three crops (start, centre,
-end) whose probabilities are averaged; training's validation uses the same function.
+An utterance is scored on overlapping clips that cover all of it (features.utterance_clips,
+as predict does) whose probabilities are averaged; training's validation uses the same
+function.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -24,24 +26,18 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
-from callmood.training.features import MelConfig, fit_frames  # noqa: E402
-
-
-def utterance_crops(mel: torch.Tensor, config: MelConfig) -> torch.Tensor:
-    """(n_mels, T) -> (k, n_mels, input_frames): one padded clip, or start/centre/end crops."""
-    frames = config.input_frames
-    length = mel.shape[-1]
-    if length <= frames:
-        return fit_frames(mel, frames, config.pad_value)[None]
-    offsets = sorted({0, (length - frames) // 2, length - frames})
-    return torch.stack([fit_frames(mel, frames, config.pad_value, o) for o in offsets])
+from callmood.training.calibration import (  # noqa: E402
+    expected_calibration_error,
+    reliability_bins,
+)
+from callmood.training.features import MelConfig, utterance_clips  # noqa: E402
 
 
 def utterance_probs(mels: list[torch.Tensor], config: MelConfig,
                     predict: Callable[[torch.Tensor], np.ndarray],
                     batch_size: int = 64) -> np.ndarray:
     """Average crop probabilities per utterance; `predict` maps clips to probabilities."""
-    crops = [utterance_crops(m, config) for m in mels]
+    crops = [utterance_clips(m, config.input_frames) for m in mels]
     owners = np.concatenate([np.full(len(c), i) for i, c in enumerate(crops)]) if crops \
         else np.zeros(0, dtype=int)
     stacked = torch.cat(crops) if crops else torch.zeros(0)
@@ -103,6 +99,47 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: str | Path,
     plt.close(fig)
 
 
+def plot_reliability(probs: np.ndarray, targets: np.ndarray, path: str | Path, title: str,
+                     before: np.ndarray | None = None, bins: int = 15) -> None:
+    """Reliability diagram PNG: accuracy per confidence bin as bars against the diagonal.
+
+    A small histogram of bin counts sits below. `before` (the uncalibrated probabilities of
+    the same samples) is drawn as a second, outlined series; each series' ECE is in the legend.
+    """
+    series = [("calibrated" if before is not None else "model", probs, "tab:blue")]
+    if before is not None:
+        series.insert(0, ("uncalibrated", before, "tab:orange"))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    width = 1.0 / bins
+    offsets = [0.0] if len(series) == 1 else [-width / 4, width / 4]
+    bar_width = width if len(series) == 1 else width / 2
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
+    for (name, values, colour), shift in zip(series, offsets, strict=True):
+        table = reliability_bins(values, targets, bins)
+        ece = expected_calibration_error(values, targets, bins)
+        centres = np.array([(b["lower"] + b["upper"]) / 2 for b in table]) + shift
+        accuracy = np.array([b["accuracy"] if b["count"] else 0.0 for b in table])
+        counts = np.array([b["count"] for b in table])
+        outlined = name == "uncalibrated"
+        style = dict(facecolor="none", edgecolor=colour, hatch="//") if outlined \
+            else dict(color=colour, alpha=0.8, edgecolor="black")
+        top.bar(centres, accuracy, width=bar_width, linewidth=0.8,
+                label=f"{name} (ECE {ece:.1%})", **style)
+        bottom.bar(centres, counts, width=bar_width, linewidth=0.8, **style)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(title, fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.set_xlabel("confidence (top-class probability)")
+    bottom.set_ylabel("count")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def markdown_report(metrics: dict, title: str, context: dict) -> str:
     lines = [f"# {title}", ""]
     lines += [f"- {key}: {value}" for key, value in context.items()]
@@ -116,6 +153,11 @@ def markdown_report(metrics: dict, title: str, context: dict) -> str:
     for label, row in metrics["per_class"].items():
         lines.append(f"| {label} | {100 * row['precision']:.1f} | {100 * row['recall']:.1f} | "
                      f"{100 * row['f1']:.1f} | {row['support']} |")
+    if "ece" in metrics:
+        lines += ["", f"Expected calibration error: {100 * metrics['ece']:.1f} %"
+                  + (f" (uncalibrated {100 * metrics['ece_uncalibrated']:.1f} %)"
+                     if "ece_uncalibrated" in metrics else "")
+                  + " — ![reliability diagram](reliability.png)"]
     lines += ["", "![confusion matrix](confusion.png)", ""]
     return "\n".join(lines)
 
@@ -148,24 +190,63 @@ def aggregate_folds(per_fold: list[dict]) -> dict:
     return out
 
 
-def evaluate_model(model, split, out: str | Path, cache_dir=None, workers: int = 2) -> dict:
-    """Score `split.test` with a LoadedModel and write the report folder; returns metrics."""
-    from callmood.training.cache import extract
+@dataclass
+class Scored:
+    """A model's utterance-level probabilities on test audio through one channel."""
+
+    utterances: list
+    targets: np.ndarray
+    probs: np.ndarray  # calibrated (the model folder's temperature)
+    uncalibrated: np.ndarray | None  # softmax of the raw logits, when a temperature is set
+    failures: list
+
+
+def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=None,
+                     workers: int = 2) -> Scored:
+    """Probabilities of a LoadedModel for labelled utterances heard through `channel`, a
+    condition of training/channel.py (babble is made from the other speakers given)."""
+    from callmood.training.cache import babble_bank, condition, extract
+    from callmood.training.model_folder import predict_probabilities
 
     label_id = {label: i for i, label in enumerate(model.labels)}
-    unknown = sorted({u.label for u in split.test} - set(label_id))
+    unknown = sorted({u.label for u in utterances} - set(label_id))
     if unknown:
         raise ValueError(f"the test set has labels the model lacks: {unknown}; map them with "
                          f"--labels/--map (model labels: {model.labels})")
-    features = extract(split.test, model.mel, ("clean",), cache_dir, workers)
+    babble = babble_bank(utterances, model.mel.sample_rate) if "babble" in channel else None
+    variant = condition(channel, babble)
+    features = extract(utterances, model.mel, (variant,), cache_dir, workers)
     if not features.utterances:
         raise ValueError("no usable test audio")
     targets = np.array([label_id[u.label] for u in features.utterances])
-    probs = utterance_probs(features.mels["clean"], model.mel, model.predict_mels)
-    metrics = classification_metrics(targets, probs.argmax(1), model.labels)
+    mels = features.mels[variant.name]
+    probs = utterance_probs(mels, model.mel, model.predict_mels)
+    uncalibrated = None
+    if model.card.temperature != 1.0:
+        uncalibrated = utterance_probs(mels, model.mel, lambda clips: predict_probabilities(
+            model.model, clips, model.mel, model.norm))
+    return Scored(features.utterances, targets, probs, uncalibrated, features.failures)
+
+
+def evaluate_model(model, split, out: str | Path, cache_dir=None, workers: int = 2,
+                   channel: str = "clean") -> dict:
+    """Score `split.test` heard through `channel` and write the report folder; returns
+    metrics (with the expected calibration error and its reliability bins)."""
+    scored = score_utterances(model, split.test, channel, cache_dir, workers)
+    metrics = classification_metrics(scored.targets, scored.probs.argmax(1), model.labels)
+    if scored.uncalibrated is not None:
+        metrics["ece_uncalibrated"] = expected_calibration_error(scored.uncalibrated,
+                                                                 scored.targets)
+    metrics["ece"] = expected_calibration_error(scored.probs, scored.targets)
+    metrics["reliability"] = reliability_bins(scored.probs, scored.targets)
     context = {"model": model.name, "model_version": model.version,
                "split": split.description, "speaker_independent": split.speaker_independent,
-               "test_speakers": sorted({u.speaker for u in features.utterances}),
-               "skipped_unreadable_files": len(features.failures)}
-    write_report(out, metrics, f"{model.name} on {split.description}", context)
+               "channel": channel, "temperature": model.card.temperature,
+               "test_speakers": sorted({u.speaker for u in scored.utterances}),
+               "skipped_unreadable_files": len(scored.failures)}
+    title = f"{model.name} on {split.description}" + (f", {channel}" if channel != "clean"
+                                                      else "")
+    write_report(out, metrics, title, context)
+    plot_reliability(scored.probs, scored.targets, Path(out) / "reliability.png", title,
+                     before=scored.uncalibrated)
     return {**context, **metrics}

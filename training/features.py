@@ -28,8 +28,15 @@ class MelConfig:
     f_min: float = 20.0
     f_max: float = 8000.0
     input_frames: int = 304  # the model's clip: 304 frames = 3.03 s
-    log_floor: float = 1e-6
+    # Absolute floor of the cached log power: far below any recorded signal (16-bit
+    # quantisation noise of a take 30 dB quieter than RAVDESS's quietest still lies ~60 dB
+    # above it), so a gain shifts every cached value by the same constant.
+    log_floor: float = 1e-20
     equalize_level: bool = True  # see equalize_level()
+    # Dynamic range kept below the clip's level: the model sees log power relative to the
+    # loud frames, floored this many dB below them (see level_relative()). None: the legacy
+    # absolute floor (log_floor) of model folders written before this setting existed.
+    level_floor_db: float | None = 80.0
 
     def __post_init__(self):
         if self.win_length > self.n_fft:
@@ -48,14 +55,11 @@ class MelConfig:
     def clip_seconds(self) -> float:
         return self.clip_samples / self.sample_rate
 
-    @property
-    def pad_value(self) -> float:
-        return math.log(self.log_floor)
-
     def key(self) -> str:
         """Stable text of the settings that shape the cached log-mels (the feature cache key)."""
         shaping = asdict(self)
-        del shaping["equalize_level"]  # applied on the way into the model, not cached
+        for applied_later in ("equalize_level", "level_floor_db"):  # on the way into the model
+            del shaping[applied_later]
         return json.dumps(shaping, sort_keys=True)
 
     @classmethod
@@ -120,12 +124,30 @@ def log_mel(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Ten
     return out.reshape(*batch_shape, config.n_mels, out.shape[-1])
 
 
-def fit_frames(mel: torch.Tensor, frames: int, pad_value: float,
-               offset: int | None = None) -> torch.Tensor:
-    """Crop or pad (..., n_mels, T) to exactly `frames` along time.
+def window_starts(length: int, window: int, overlap: float) -> list[int]:
+    """Starts of evenly spaced windows that cover `length` and overlap by >= `overlap`.
 
-    Longer inputs are cropped at `offset` (centre when None); shorter ones are padded at
-    the end with `pad_value`, the log of silence.
+    The first window starts at 0 and the last ends at `length`; a length of at most one
+    window gives the single start 0. Used in frames for utterances (evaluation, predict)
+    and in samples for the speech regions of calls (batch), so both cut alike.
+    """
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if length <= window:
+        return [0]
+    hop = max(1, int(window * (1 - overlap)))
+    count = math.ceil((length - window) / hop) + 1
+    return [int(s) for s in np.linspace(0, length - window, count).round()]
+
+
+def fit_frames(mel: torch.Tensor, frames: int, offset: int | None = None) -> torch.Tensor:
+    """Crop or fill (..., n_mels, T) to exactly `frames` along time.
+
+    Longer inputs are cropped at `offset` (centre when None). Shorter ones are repeated
+    end to end until they fill the clip: padding with a constant (the log of silence) made
+    every short corpus (EmoDB's 2-s clips) recognisable by its padding, and the model
+    learnt "padded, so not surprised". The one crop/fill policy of training, evaluation,
+    predict and scoring (whose short speech regions first take their surrounding audio).
     """
     length = mel.shape[-1]
     if length > frames:
@@ -133,8 +155,22 @@ def fit_frames(mel: torch.Tensor, frames: int, pad_value: float,
                                                                    length - frames)
         return mel[..., start:start + frames]
     if length < frames:
-        return torch.nn.functional.pad(mel, (0, frames - length), value=pad_value)
+        repeats = math.ceil(frames / length)
+        return mel.repeat(*([1] * (mel.dim() - 1)), repeats)[..., :frames]
     return mel
+
+
+# Overlap of the windows cut from an utterance or a call's speech region (a fraction of the clip).
+CLIP_OVERLAP = 0.25
+
+
+def utterance_clips(mel: torch.Tensor, frames: int, overlap: float = CLIP_OVERLAP) -> torch.Tensor:
+    """(n_mels, T) -> (k, n_mels, frames): overlapping clips covering the whole utterance.
+
+    Evaluation and predict average the model's probabilities over these clips.
+    """
+    return torch.stack([fit_frames(mel, frames, start)
+                        for start in window_starts(mel.shape[-1], frames, overlap)])
 
 
 # Loud frames: the share of a clip's frames that sets its level (speech, not the pauses).
@@ -154,6 +190,24 @@ def equalize_level(mels: torch.Tensor) -> torch.Tensor:
     return mels - level[..., None, None]
 
 
+def level_relative(mels: torch.Tensor, config: MelConfig) -> torch.Tensor:
+    """Cached log-mels -> log power relative to the clip's level, floored below it.
+
+    With the floor set relative to the loud frames (level_floor_db below them) instead of
+    at an absolute power, the input does not depend on the recording's gain at all: a
+    gain shifts the cached log-mels and their level by the same constant. An absolute
+    floor did not: a quiet take had more bins at the floor than a loud one, so after
+    equalisation the quiet and the loud take of one utterance looked different, and on
+    RAVDESS quiet reads as neutral.
+    """
+    if config.equalize_level:
+        mels = equalize_level(mels)
+    if config.level_floor_db is None:
+        return mels
+    floor = -config.level_floor_db / 10 * math.log(10)
+    return torch.logaddexp(mels, torch.tensor(floor, dtype=mels.dtype))
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Dataset statistics of the log-mel values; inputs become (x - mean) / (2 std) as in AST."""
@@ -167,13 +221,10 @@ class Normalization:
     @classmethod
     def fit(cls, mels: list[torch.Tensor] | list[np.ndarray],
             config: MelConfig) -> Normalization:
-        """Statistics of the log-mels as the model sees them (after level equalisation)."""
+        """Statistics of the log-mels as the model sees them (relative to the clip level)."""
         total = count = square = 0.0
         for m in mels:
-            t = torch.as_tensor(m, dtype=torch.float32)
-            if config.equalize_level:
-                t = equalize_level(t)
-            t = t.double()
+            t = level_relative(torch.as_tensor(m, dtype=torch.float32), config).double()
             total += float(t.sum())
             square += float(t.square().sum())
             count += t.numel()
@@ -192,6 +243,4 @@ def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization) -> t
     if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
         raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
                          f"got {tuple(mels.shape)}")
-    if config.equalize_level:
-        mels = equalize_level(mels)
-    return norm.apply(mels).unsqueeze(1)
+    return norm.apply(level_relative(mels, config)).unsqueeze(1)

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
+from callmood.training.calibration import softmax
 from callmood.training.features import MelConfig, Normalization, log_mel, model_input
 
 CONFIG = "config.json"
@@ -48,14 +49,20 @@ class ModelCard:
     valence: dict[str, int] = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # {"temperature": T, ...}: logits are divided by T before the softmax (training's
+    # calibration step); folders without it give the raw softmax
+    calibration: dict = field(default_factory=dict)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.get("temperature", 1.0))
 
 
 @torch.inference_mode()
-def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
-                          norm: Normalization, batch_size: int = 64,
-                          device: str | torch.device = "cpu",
-                          bf16: bool = False) -> np.ndarray:
-    """(N, n_mels, input_frames) log-mels -> (N, labels) probabilities, in batches.
+def predict_logits(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
+                   norm: Normalization, batch_size: int = 64, device: str | torch.device = "cpu",
+                   bf16: bool = False) -> np.ndarray:
+    """(N, n_mels, input_frames) log-mels -> (N, labels) logits, in batches.
 
     The one forward pass behind training's validation, evaluation, predict and scoring.
     """
@@ -65,10 +72,19 @@ def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, 
         x = model_input(mels[start:start + batch_size], mel, norm).to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(pixel_values=x).logits
-        out.append(torch.softmax(logits.float(), dim=-1).cpu())
+        out.append(logits.float().cpu())
     if not out:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     return torch.cat(out).numpy()
+
+
+def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
+                          norm: Normalization, batch_size: int = 64,
+                          device: str | torch.device = "cpu", bf16: bool = False,
+                          temperature: float = 1.0) -> np.ndarray:
+    """(N, n_mels, input_frames) log-mels -> (N, labels) probabilities, softmax(logits / T)."""
+    logits = predict_logits(model, mels, mel, norm, batch_size, device, bf16)
+    return softmax(logits, temperature).astype(np.float32)
 
 
 @dataclass
@@ -88,8 +104,9 @@ class LoadedModel:
         return self.card.name
 
     def predict_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """(N, n_mels, input_frames) log-mels -> (N, labels) probabilities."""
-        return predict_probabilities(self.model, mels, self.mel, self.norm, batch_size)
+        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities."""
+        return predict_probabilities(self.model, mels, self.mel, self.norm, batch_size,
+                                     temperature=self.card.temperature)
 
     def predict_waveforms(self, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(N, clip_samples) audio at the model rate -> (N, labels) probabilities."""
@@ -151,7 +168,8 @@ def load_model_folder(path: str | Path) -> LoadedModel:
     preprocessor = _read_json(path / PREPROCESSOR)
     card_dict = _read_json(path / CARD)
     try:
-        mel = MelConfig.from_dict(preprocessor["mel"])
+        # folders written before level_floor_db existed used the absolute floor
+        mel = MelConfig.from_dict({"level_floor_db": None, **preprocessor["mel"]})
         norm = Normalization(**preprocessor["normalization"])
         card = ModelCard(**card_dict)
         config = ViTConfig.from_dict(config_dict)

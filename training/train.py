@@ -24,13 +24,36 @@ import transformers
 from tqdm import tqdm
 
 import callmood
-from callmood.training.augment import AugmentConfig, augment_batch
-from callmood.training.cache import Features, extract
+from callmood.training.augment import AugmentConfig, spec_augment
+from callmood.training.cache import (
+    CLEAN,
+    Features,
+    babble_bank,
+    clean,
+    extract,
+    training_channels,
+)
+from callmood.training.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
 from callmood.training.evaluate import classification_metrics, utterance_probs
-from callmood.training.features import MelConfig, Normalization, fit_frames, model_input
+from callmood.training.features import (
+    MelConfig,
+    Normalization,
+    fit_frames,
+    model_input,
+    utterance_clips,
+)
 from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model
-from callmood.training.model_folder import ModelCard, predict_probabilities, save_model_folder
+from callmood.training.model_folder import (
+    ModelCard,
+    predict_logits,
+    predict_probabilities,
+    save_model_folder,
+)
 from callmood.training.splits import Split
 
 log = logging.getLogger(__name__)
@@ -130,17 +153,20 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> f
 
 def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: TrainConfig,
                generator: torch.Generator) -> torch.Tensor:
-    """Random crops of the chosen examples, telephone variant with probability telephone_p."""
-    frames, pad = config.mel.input_frames, config.mel.pad_value
+    """Random crops of the chosen examples; with probability channel_p an example comes from
+    one of its cached channel variants (chosen at random) instead of the clean audio."""
+    frames = config.mel.input_frames
+    channels = [name for name in mels if name != CLEAN]
     clips = []
     for i in indices:
-        variant = "telephone" if "telephone" in mels and \
-            torch.rand(1, generator=generator).item() < config.augment.telephone_p else "clean"
+        variant = CLEAN
+        if channels and torch.rand(1, generator=generator).item() < config.augment.channel_p:
+            variant = channels[int(torch.randint(len(channels), (1,), generator=generator))]
         mel = mels[variant][i]
         room = mel.shape[-1] - frames
         offset = int(torch.randint(0, room + 1, (1,), generator=generator)) if room > 0 else 0
-        clips.append(fit_frames(mel, frames, pad, offset))
-    return augment_batch(torch.stack(clips), config.augment, config.mel, generator)
+        clips.append(fit_frames(mel, frames, offset))
+    return spec_augment(torch.stack(clips), config.augment, generator)
 
 
 def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator) -> list[int]:
@@ -185,16 +211,20 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     # --- data: cached log-mels, label ids, normalisation from the training set
     labels = ordered_labels({u.label for u in split.train})
     label_id = {label: i for i, label in enumerate(labels)}
-    variants = ("clean", "telephone") if config.augment.telephone_p > 0 else ("clean",)
+    variants = [clean()]
+    if config.augment.channel_p > 0:
+        babble = babble_bank(split.train, config.mel.sample_rate, config.seed)
+        variants += training_channels(config.augment.channel,
+                                      config.augment.channel_variants, config.seed, babble)
     train_data = extract(split.train, config.mel, variants, cache_dir, config.workers)
-    val_data = extract(split.val, config.mel, ("clean",), cache_dir, config.workers)
+    val_data = extract(split.val, config.mel, (), cache_dir, config.workers)
     if not train_data.utterances:
         raise ValueError("no usable training audio")
     failures = len(train_data.failures) + len(val_data.failures)
     val_data = _known_labels(val_data, label_id)
     targets = np.array([label_id[u.label] for u in train_data.utterances])
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
-    norm = Normalization.fit(train_data.mels["clean"], config.mel)
+    norm = Normalization.fit(train_data.mels[CLEAN], config.mel)
 
     # --- model, optimiser, schedule
     model = build_model(config.mel, labels, config.init, config.dropout).to(device)
@@ -277,14 +307,16 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             tqdm.write(f"early stop: no better validation macro-F1 for {config.patience} epochs")
             break
 
-    # --- the best epoch becomes the model folder; test speakers are scored once, at the end
+    # --- the best epoch, calibrated on the validation speakers, becomes the model folder;
+    # test speakers are scored once, at the end
     model.load_state_dict(best_state)
+    calibration = calibrate(model, val_data, val_targets, config, norm, device)
     test_metrics = None
     if split.test:
-        test_data = _known_labels(extract(split.test, config.mel, ("clean",), cache_dir,
+        test_data = _known_labels(extract(split.test, config.mel, (), cache_dir,
                                           config.workers), label_id)
         test_targets = np.array([label_id[u.label] for u in test_data.utterances])
-        probs = utterance_probs(test_data.mels["clean"], config.mel, predict)
+        probs = utterance_probs(test_data.mels[CLEAN], config.mel, predict)
         test_metrics = classification_metrics(test_targets, probs.argmax(1), labels)
     card = ModelCard(
         name=model_name or out_dir.name, labels=labels, label_map=label_map,
@@ -296,9 +328,31 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                                "python": platform.python_version()}},
         metrics={"val_macro_f1": best_f1,
                  **({"test": _brief(test_metrics, split.description)} if test_metrics else {})},
+        calibration=calibration,
     )
     save_model_folder(out_dir, model.cpu(), config.mel, norm, card)
     return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
+
+
+def calibrate(model: torch.nn.Module, val_data: Features, val_targets: np.ndarray,
+              config: TrainConfig, norm: Normalization, device: torch.device) -> dict:
+    """Temperature scaling fitted on the validation speakers' clips (each clip a sample, as
+    each scored segment of a call is one); an empty validation set leaves T = 1."""
+    clips, owners = [], []
+    for i, mel in enumerate(val_data.mels[CLEAN]):
+        crops = utterance_clips(mel, config.mel.input_frames)
+        clips.append(crops)
+        owners += [i] * len(crops)
+    if not clips:
+        return {"temperature": 1.0, "fitted_on": "nothing (no validation speakers)"}
+    logits = predict_logits(model, torch.cat(clips), config.mel, norm, device=device,
+                            bf16=uses_bf16(config.precision, device))
+    targets = val_targets[np.array(owners)]
+    temperature = fit_temperature(logits, targets)
+    return {"temperature": temperature, "method": "temperature scaling",
+            "fitted_on": f"validation speakers, {len(targets)} clips",
+            "val_ece_before": expected_calibration_error(softmax(logits), targets),
+            "val_ece_after": expected_calibration_error(softmax(logits, temperature), targets)}
 
 
 def _known_labels(data: Features, label_id: dict[str, int]) -> Features:
@@ -315,7 +369,7 @@ def _validation_metrics(data: Features, targets: np.ndarray, labels: list[str],
                         config: TrainConfig, predict) -> dict:
     if not data.utterances:
         return {"val_macro_f1": 0.0, "val_ua": 0.0, "val_wa": 0.0}
-    probs = utterance_probs(data.mels["clean"], config.mel, predict)
+    probs = utterance_probs(data.mels[CLEAN], config.mel, predict)
     m = classification_metrics(targets, probs.argmax(1), labels)
     return {"val_macro_f1": m["macro_f1"], "val_ua": m["ua"], "val_wa": m["wa"]}
 

@@ -23,7 +23,7 @@ from callmood.training.train import TrainConfig, train
 
 # augmentation strength s in [0, 1] scales these maximal settings
 _FULL_AUGMENT = {"augment.specaug_freq": 32, "augment.specaug_time": 64,
-                 "augment.mixup_alpha": 0.4, "augment.noise_p": 0.5, "augment.gain_db": 9.0}
+                 "augment.mixup_alpha": 0.4}
 _COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
             optuna.trial.TrialState.RUNNING)
 

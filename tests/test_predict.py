@@ -1,0 +1,61 @@
+"""`predict_files`: the whole file counts, short files are filled like training clips."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from callmood.training.audio import load_mono
+from callmood.training.features import fit_frames, log_mel
+from callmood.training.model_folder import default_model_dir, load_model_folder
+from callmood.training.predict import predict_files
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model_folder(default_model_dir())
+
+
+@pytest.fixture(scope="module")
+def speech(shared_dir):
+    """Ten seconds of real speech: RAVDESS takes of one actor, back to back."""
+    takes = sorted((shared_dir / "data/ravdess/Actor_05").glob("03-01-0[15]-02-*.flac"))
+    audio = np.concatenate([load_mono(p, RATE) for p in takes])
+    assert len(audio) >= 10 * RATE
+    return audio[: 10 * RATE]
+
+
+def write(path, audio):
+    sf.write(path, audio, RATE, subtype="PCM_16")
+    return str(path)
+
+
+@pytest.mark.parametrize(("seconds", "clips"), [(1.0, 1), (3.5, 2), (10.0, 5)])
+def test_predict_covers_the_whole_file(model, speech, tmp_path, seconds, clips):
+    audio = speech[: int(seconds * RATE)]
+    row = predict_files(model, [write(tmp_path / "a.wav", audio)])[0]
+    assert row["clips"] == clips and row["duration_s"] == pytest.approx(seconds)
+    assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    if seconds > model.mel.clip_seconds:
+        # the last 0.4 s lies outside the first clip; changing it changes the answer
+        noisy_end = audio.copy()
+        noisy_end[-int(0.4 * RATE):] = np.random.default_rng(0).normal(0, 0.1, int(0.4 * RATE))
+        other = predict_files(model, [write(tmp_path / "b.wav", noisy_end)])[0]
+        moved = max(abs(other["probabilities"][k] - row["probabilities"][k])
+                    for k in model.labels)
+        assert moved > 1e-3
+
+
+def test_a_file_shorter_than_a_clip_is_repeated_to_fill_it(model, speech, tmp_path):
+    audio = speech[:RATE]
+    row = predict_files(model, [write(tmp_path / "short.wav", audio)])[0]
+    decoded = load_mono(tmp_path / "short.wav", RATE)
+    filled = fit_frames(log_mel(decoded, model.mel), model.mel.input_frames)
+    expected = model.predict_mels(filled[None])[0]
+    got = np.array([row["probabilities"][k] for k in model.labels])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # the filled clip is the second of speech again and again, never a constant
+    frames = log_mel(decoded, model.mel).shape[-1]
+    assert torch.equal(filled[:, frames:2 * frames], filled[:, :frames])
