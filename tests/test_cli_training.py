@@ -3,6 +3,9 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,38 @@ def test_train_writes_a_model_folder(trained):
     assert model.card.training["config"]["augment"]["specaug_freq"] == 0
     assert model.card.training["split"]["test_speakers"] == ["ravdess:03"]
     assert model.card.metrics["test"]["n"] == 8
+
+
+def test_a_killed_training_run_resumes(corpus, shared_dir, _session_cache, tmp_path,
+                                      monkeypatch):
+    """A real `callmood train` process killed (SIGKILL) after its first checkpoint is
+    finished by `callmood train --resume OUT`, from another working directory."""
+    out = tmp_path / "run"
+    args = ["train", "--corpus", f"ravdess={corpus}", "--test-speakers", "03", "--shared",
+            shared_dir, "--cache-dir", _session_cache, *FAST[:2], "--epochs", "40",
+            *FAST[4:], "--patience", "40", "--out", out]
+    process = subprocess.Popen([sys.executable, "-c", "from callmood.cli import main; main()",
+                                *map(str, args)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while not state.is_file() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    assert state.is_file() and not (out / "model.safetensors").exists()
+    stopped_at = json.loads(state.read_text())["epoch"]
+    assert stopped_at < 40
+    monkeypatch.chdir(tmp_path.parent)
+    result = ok(invoke("train", "--resume", out))
+    assert f"resuming after epoch {stopped_at}" in result.output
+    card = load_model_folder(out).card
+    assert card.training["epochs_run"] == 40 and card.metrics["test"]["n"] == 8
+    assert not (out / "checkpoint").exists()
+    again = invoke("train", "--resume", out)
+    assert again.exit_code == 1 and "the run finished" in again.output
+    missing = invoke("train", "--corpus", f"ravdess={corpus}")
+    assert missing.exit_code == 2 and "--out" in missing.output
 
 
 def test_evaluate_writes_the_report(trained, corpus, shared_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import babble_bank, clean, condition, extract, training_channels
 from callmood.training.channel import ChannelConfig
+from callmood.training.checkpoint import CheckpointError, read_run
 from callmood.training.corpora import ravdess
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import utterance_probs
@@ -138,6 +140,43 @@ def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, settings):
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
 
 
+def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_path):
+    """Stopped after epoch 2 and resumed, a run ends exactly where an uninterrupted one
+    does: same weights, same history (sampler, crops, SpecAugment, mixup and channel
+    variants all draw from the restored random state)."""
+    utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
+    split = Split([u for u in utterances if u.speaker == "ravdess:03"],
+                  [u for u in utterances if u.speaker == "ravdess:04"], [], "x", True)
+    config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 4, "batch_size": 2,
+                                          "schedule": "plateau", "patience": 10,
+                                          "augment": AugmentConfig(channel_p=0.5,
+                                                                   channel_variants=2)})
+    whole = train(split, config, tmp_path / "whole", label_map={})
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch, f1):
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after_two)
+    assert (tmp_path / "stopped" / "checkpoint" / "tensors.safetensors").is_file()
+    assert read_run(tmp_path / "stopped")["config"]["epochs"] == 4
+    with pytest.raises(CheckpointError, match="other training settings"):
+        train(split, replace(config, lr=0.5), tmp_path / "stopped", label_map={},
+              resume=True)
+    resumed = train(split, config, tmp_path / "stopped", label_map={}, resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history == whole.history
+    a, b = (load_model_folder(r.model_dir).model.state_dict() for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "stopped" / "checkpoint").exists()  # removed once finished
+    with pytest.raises(CheckpointError, match="the run finished"):
+        read_run(tmp_path / "stopped")
+
+
 def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
     utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
 
@@ -151,6 +190,7 @@ def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 5})
     with pytest.raises(Stop):
         train(Split(utterances, [], [], "x", True), config, tmp_path / "m", label_map={},
+              checkpoint=False,
               on_epoch=hook)
     assert not (tmp_path / "m").exists()
 

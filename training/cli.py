@@ -19,7 +19,7 @@ def _shared_default() -> str:
 def _split_options(command):
     """Options that choose the test speakers; shared by train, evaluate and tune."""
     options = [
-        click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
+        click.option("--corpus", "corpora", multiple=True, metavar="NAME=PATH",
                      help="corpus to use, repeatable: ravdess, emodb, cremad, tess, savee, or "
                           "any other NAME for a folder-per-label tree or a CSV/Parquet "
                           "manifest (path,label[,speaker])"),
@@ -54,6 +54,8 @@ def _load_split(corpora, fold, n_folds, test_speakers, random_test, label_preset
     from callmood.training.labels import apply_mapping, parse_mapping
     from callmood.training.splits import make_split
 
+    if not corpora:
+        raise click.UsageError("Missing option '--corpus'.")
     if fold is not None:
         if not str(fold).isdigit():
             raise click.BadParameter(f"expected a fold number, got {fold!r}", param_hint="--fold")
@@ -66,6 +68,11 @@ def _load_split(corpora, fold, n_folds, test_speakers, random_test, label_preset
     click.echo(f"split: {split.description}; {len(split.train)} train / {len(split.val)} "
                f"validation / {len(split.test)} test utterances", err=True)
     return split, mapping
+
+
+def _absolute_spec(spec: str) -> str:
+    name, sep, path = spec.partition("=")
+    return f"{name}={os.path.abspath(path)}" if sep and path else spec
 
 
 def _train_config(params_file, overrides: dict):
@@ -106,31 +113,54 @@ def _fail(err: Exception):
 @click.option("--mixup", type=float, help="mixup alpha, 0 turns it off")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON of settings, e.g. best_params.json from `callmood tune`")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="model folder to write")
+@click.option("--out", type=click.Path(file_okay=False), help="model folder to write")
+@click.option("--resume", type=click.Path(file_okay=False),
+              help="continue the stopped run whose --out was DIR, from its last finished "
+                   "epoch, with the settings it was started with (no other options needed)")
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, init, epochs, batch_size, lr, optimizer, schedule, balance,
           patience, device, precision, workers, channel_p, channel_variants, specaugment, mixup,
-          params_file, out):
-    """Fine-tune the spectrogram ViT and write a model folder (best validation epoch)."""
+          params_file, out, resume):
+    """Fine-tune the spectrogram ViT and write a model folder (best validation epoch).
+
+    Every epoch is checkpointed in OUT/checkpoint, so a stopped run continues with
+    `callmood train --resume OUT` to the same result as if it had never stopped.
+    """
+    from callmood.training.checkpoint import CheckpointError, read_run
+    from callmood.training.train import TrainConfig
     from callmood.training.train import train as run_training
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if not (out or resume):
+        raise click.UsageError("Missing option '--out' (or --resume DIR).")
     try:
-        split, mapping = _load_split(corpora, fold, n_folds, test_speakers, random_test,
-                                     label_preset, label_overrides, shared, seed)
-        overrides = {"init": init, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                     "optimizer": optimizer, "schedule": schedule, "balance": balance,
-                     "patience": patience, "device": device, "precision": precision,
-                     "workers": workers,
-                     "seed": seed, "augment.channel_p": channel_p,
-                     "augment.channel_variants": channel_variants,
-                     "augment.mixup_alpha": mixup}
-        if specaugment is False:
-            overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
-        config = _train_config(params_file, overrides)
-        result = run_training(split, config, out, label_map=mapping, cache_dir=cache_dir)
-    except (ValueError, OSError) as err:
+        if resume:  # everything as the run was started
+            run = read_run(resume)
+            split_args, cache_dir, out = run["split"], run["cache_dir"], resume
+            config = TrainConfig().with_overrides(run["config"])
+        else:
+            # absolute paths, so that --resume works from any working directory
+            split_args = {"corpora": [_absolute_spec(c) for c in corpora], "fold": fold,
+                          "n_folds": n_folds,
+                          "test_speakers": test_speakers, "random_test": random_test,
+                          "label_preset": label_preset,
+                          "label_overrides": list(label_overrides),
+                          "shared": os.path.abspath(shared), "seed": seed}
+            cache_dir = os.path.abspath(cache_dir) if cache_dir else None
+            overrides = {"init": init, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                         "optimizer": optimizer, "schedule": schedule, "balance": balance,
+                         "patience": patience, "device": device, "precision": precision,
+                         "workers": workers, "seed": seed, "augment.channel_p": channel_p,
+                         "augment.channel_variants": channel_variants,
+                         "augment.mixup_alpha": mixup}
+            if specaugment is False:
+                overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
+            config = _train_config(params_file, overrides)
+        split, mapping = _load_split(**split_args)
+        result = run_training(split, config, out, label_map=mapping, cache_dir=cache_dir,
+                              resume=bool(resume),
+                              invocation={"split": split_args, "cache_dir": cache_dir})
+    except (ValueError, OSError, CheckpointError) as err:
         _fail(err)
     click.echo(f"wrote {result.model_dir} (best epoch {result.best_epoch}, validation "
                f"macro-F1 {result.best_val_macro_f1:.3f})")

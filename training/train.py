@@ -8,10 +8,12 @@ function with a changed copy of the config and an `on_epoch` hook for pruning.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import platform
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -37,6 +39,14 @@ from callmood.training.calibration import (
     expected_calibration_error,
     fit_temperature,
     softmax,
+)
+from callmood.training.checkpoint import (
+    Checkpoint,
+    capture_random_state,
+    checkpoint_dir,
+    load_checkpoint,
+    restore_random_state,
+    save_checkpoint,
 )
 from callmood.training.evaluate import classification_metrics, utterance_probs
 from callmood.training.features import (
@@ -202,7 +212,14 @@ def summarise_data(split: Split, failures: int) -> dict:
 
 def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: dict,
           cache_dir: str | Path | None = None, on_epoch: EpochHook | None = None,
-          model_name: str | None = None) -> TrainResult:
+          model_name: str | None = None, checkpoint: bool = True, resume: bool = False,
+          invocation: dict | None = None) -> TrainResult:
+    """Train; with `checkpoint`, every epoch is saved into OUT/checkpoint (removed when the
+    model folder is written) and `resume` continues a stopped run from it.
+
+    `invocation` (e.g. the command line's corpora and split options) is kept in the
+    checkpoint so that `callmood train --resume OUT` can rebuild the same split.
+    """
     started = time.time()
     out_dir = Path(out_dir)
     generator = _seed_everything(config.seed)
@@ -250,9 +267,24 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     beta = torch.distributions.Beta(config.augment.mixup_alpha, config.augment.mixup_alpha) \
         if config.augment.mixup_alpha > 0 else None
 
-    # --- the loop
-    history, best_f1, best_epoch, best_state, step = [], -1.0, 0, None, 0
-    for epoch in range(1, config.epochs + 1):
+    # --- the loop, from the checkpoint of a stopped run if asked
+    history, best_f1, best_epoch, best_state, step, first_epoch = [], -1.0, 0, None, 0, 1
+    run = {"config": json.loads(json.dumps(config.to_dict())), **(invocation or {})}
+    if resume:
+        point = load_checkpoint(out_dir, run)
+        model.load_state_dict(point.model)
+        optimizer.load_state_dict(point.optimizer)
+        if plateau is not None:
+            plateau.load_state_dict(point.plateau)
+        restore_random_state(point, generator)
+        history, best_f1, best_epoch, step = (point.history, point.best_f1, point.best_epoch,
+                                              point.step)
+        best_state, first_epoch = point.best_model, point.epoch + 1
+        tqdm.write(f"resuming after epoch {point.epoch} (best so far: epoch {best_epoch}, "
+                   f"validation macro-F1 {best_f1:.3f})")
+    for epoch in range(first_epoch, config.epochs + 1):
+        if epoch - best_epoch > config.patience:  # a resumed run that had stopped early
+            break
         model.train()
         order = epoch_order(targets, config.balance, generator)
         total_loss, seen = 0.0, 0
@@ -301,6 +333,13 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if val["val_macro_f1"] > best_f1 or not val_data.utterances:
             best_f1, best_epoch = val["val_macro_f1"], epoch
             best_state = copy.deepcopy(model.state_dict())
+        if checkpoint:
+            save_checkpoint(out_dir, Checkpoint(
+                epoch=epoch, step=step, history=history, best_f1=best_f1,
+                best_epoch=best_epoch, model=model.state_dict(), best_model=best_state,
+                optimizer=optimizer.state_dict(),
+                plateau=plateau.state_dict() if plateau is not None else None,
+                **capture_random_state(generator)), run)
         if on_epoch is not None:
             on_epoch(epoch, val["val_macro_f1"])
         if epoch - best_epoch >= config.patience:
@@ -331,6 +370,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         calibration=calibration,
     )
     save_model_folder(out_dir, model.cpu(), config.mel, norm, card)
+    shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
     return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
 
 

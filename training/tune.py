@@ -128,7 +128,8 @@ def run_study(split: Split, base: TrainConfig, space: SearchSpace, out: str | Pa
 
         result = train(split, config, out / "trials" / f"{trial.number:04d}",
                        label_map=label_map, cache_dir=cache_dir, on_epoch=report,
-                       model_name=f"{study_name}-trial{trial.number}")
+                       model_name=f"{study_name}-trial{trial.number}",
+                       checkpoint=False)  # a pruned trial is not resumed
         trial.set_user_attr("model_dir", str(result.model_dir))
         return result.best_val_macro_f1
 
