@@ -30,7 +30,8 @@ bench-ravdess: $(BIN)/callmood
 	CALLMOOD_SHARED=$(SHARED) $(BIN)/python benchmarks/bench_ravdess.py
 
 # Retrains the bundled model's recipe into runs/default_model and scores the candidate on the
-# fold-1 test actors and on sample_calls/ (runs/default_model_eval; ~8 min on 2 CPU cores).
+# fold-1 test actors and on sample_calls/ (runs/default_model_eval; ~60 min on 2 CPU cores;
+# a stopped run continues with `.venv/bin/callmood train --resume runs/default_model`).
 # Replacing callmood/default_model (and its scores in benchmarks/results) is left to a person
 # who has compared both: studio accuracy and the calls can disagree.
 default-model: $(BIN)/callmood

@@ -9,7 +9,11 @@ and model: UA, neutral recall and expected calibration error. The gain check fee
 clip at ±20 dB without clipping and reports the largest change of any probability.
 
     .venv/bin/python benchmarks/bench_robustness.py \\
-        --model bundled-v2=REF --model candidate=runs/default_model
+        --model bundled-v2=runs/bundled_v2 --model default-v3=callmood/default_model
+
+(runs/bundled_v2: `git show 65caa39:callmood/default_model/<file>` for each file of the
+previous bundled model.) Per condition it also reports what the EM prior shift of
+`callmood score --prior-shift em` does to the same utterances' UA.
 
 writes benchmarks/results/robustness.{json,md}.
 """
@@ -26,6 +30,7 @@ import numpy as np
 import torch
 
 from callmood.training.audio import load_mono
+from callmood.training.calibration import adapt_priors
 from callmood.training.channel import CONDITIONS, ChannelConfig
 from callmood.training.corpora.registry import load_corpora
 from callmood.training.evaluate import (
@@ -88,10 +93,14 @@ def main() -> None:
             started = time.time()
             scored = score_utterances(model, test, condition, workers=args.workers)
             m = classification_metrics(scored.targets, scored.probs.argmax(1), model.labels)
+            # what `score --prior-shift em` would do to these utterances
+            adapted, _ = adapt_priors(scored.probs, np.full(len(model.labels),
+                                                            1 / len(model.labels)))
+            shifted = classification_metrics(scored.targets, adapted.argmax(1), model.labels)
             rows[condition] = {"ua": m["ua"], "wa": m["wa"], "macro_f1": m["macro_f1"],
                                "neutral_recall": m["per_class"]["neutral"]["recall"],
                                "ece": expected_calibration_error(scored.probs, scored.targets),
-                               "n": m["n"]}
+                               "ua_prior_shift_em": shifted["ua"], "n": m["n"]}
             print(f"{name:>14} {condition:>18}: UA {100 * m['ua']:.1f}  neutral recall "
                   f"{100 * rows[condition]['neutral_recall']:.1f}  "
                   f"({time.time() - started:.0f} s)", flush=True)
@@ -110,15 +119,17 @@ def main() -> None:
 def markdown(report: dict) -> str:
     models = list(report["models"])
     conditions = list(report["conditions"])
-    head = "| condition | " + " | ".join(f"{m} UA | {m} neutral recall" for m in models) + " |"
-    lines = [head, "| --- |" + " --- | --- |" * len(models)]
+    head = "| condition | " + " | ".join(
+        f"{m} UA | {m} neutral recall | {m} ECE | {m} UA with EM prior shift" for m in models)
+    lines = [head + " |", "| --- |" + " --- | --- | --- | --- |" * len(models)]
     for c in conditions:
         unseen = " (outside training ranges)" if report["conditions"][c][
             "outside_training_ranges"] else ""
         cells = []
         for m in models:
             row = report["models"][m]["conditions"][c]
-            cells += [f"{100 * row['ua']:.1f}", f"{100 * row['neutral_recall']:.1f}"]
+            cells += [f"{100 * row['ua']:.1f}", f"{100 * row['neutral_recall']:.1f}",
+                      f"{100 * row['ece']:.1f}", f"{100 * row['ua_prior_shift_em']:.1f}"]
         lines.append(f"| {c}{unseen} | " + " | ".join(cells) + " |")
     lines += ["", "Largest change of any probability at ±20 dB (no clipping): " + ", ".join(
         f"{m} {report['models'][m]['gain_20db_max_probability_change']:.1e}" for m in models)]

@@ -164,6 +164,27 @@ def test_csv_manifest(write_wav, tmp_path):
         (str(c), "happy", "calls:08", "calls")]
 
 
+def test_a_folder_with_a_manifest_reads_the_manifest(write_wav, tmp_path):
+    """The shared corpora's layout: FOLDER/manifest.csv with extra columns."""
+    write_wav("corpus/01Neutral/a.ogg", format="OGG", subtype="OPUS")
+    (tmp_path / "corpus" / "manifest.csv").write_text(
+        "path,label,speaker,gender,language,source_name\n"
+        "01Neutral/a.ogg,neutral,ased_01,f,am,a.wav\n")
+    utterances = load_corpus("ased", tmp_path / "corpus")
+    assert [(u.label, u.speaker, u.corpus) for u in utterances] == [
+        ("neutral", "ased:ased_01", "ased")]
+    assert utterances[0].path == str(tmp_path / "corpus" / "01Neutral" / "a.ogg")
+
+
+@pytest.mark.parametrize("name", ["ased", "nemo", "kored", "emovo"])
+def test_the_shared_manifest_corpora_load(shared_dir, name):
+    utterances = load_corpus(name, shared_dir / "data" / name)
+    expected = {"ased": (2474, 65), "nemo": (4481, 9), "kored": (300, 15), "emovo": (588, 6)}
+    assert (len(utterances), len({u.speaker for u in utterances})) == expected[name]
+    assert {u.label for u in utterances} <= {"neutral", "happy", "sad", "angry", "fearful",
+                                             "disgust", "surprised"}
+
+
 def test_parquet_manifest_without_speaker_column(write_wav, tmp_path):
     a, b = tiny_files(write_wav, ["p/a.wav", "p/b.wav"])
     manifest = tmp_path / "p" / "list.parquet"

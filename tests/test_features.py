@@ -137,10 +137,13 @@ def test_window_starts_cover_the_whole_length(length, expected):
 
 def test_utterance_clips_cover_the_utterance():
     mel = torch.randn(4, 350)
-    clips = utterance_clips(mel, 304)
-    assert clips.shape == (2, 4, 304)
+    clips = utterance_clips(mel, 304)  # start, centre, end
+    assert clips.shape == (3, 4, 304)
     torch.testing.assert_close(clips[0], mel[:, :304])
-    torch.testing.assert_close(clips[1], mel[:, -304:])
+    torch.testing.assert_close(clips[1], mel[:, 23:327])
+    torch.testing.assert_close(clips[2], mel[:, -304:])
+    assert len(utterance_clips(mel[:, :305], 304)) == 2  # no clip twice
+    assert len(utterance_clips(torch.randn(4, 1000), 304)) == 5  # the 25 % grid
     short = utterance_clips(mel[:, :100], 304)
     assert short.shape == (1, 4, 304)
     torch.testing.assert_close(short[0, :, 100:200], mel[:, :100])

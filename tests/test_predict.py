@@ -32,7 +32,7 @@ def write(path, audio):
     return str(path)
 
 
-@pytest.mark.parametrize(("seconds", "clips"), [(1.0, 1), (3.5, 2), (10.0, 5)])
+@pytest.mark.parametrize(("seconds", "clips"), [(1.0, 1), (3.5, 3), (10.0, 5)])
 def test_predict_covers_the_whole_file(model, speech, tmp_path, seconds, clips):
     audio = speech[: int(seconds * RATE)]
     row = predict_files(model, [write(tmp_path / "a.wav", audio)])[0]

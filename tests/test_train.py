@@ -19,6 +19,8 @@ from callmood.training.model_folder import load_model_folder
 from callmood.training.splits import Split
 from callmood.training.train import (
     TrainConfig,
+    class_loss,
+    corpus_classes,
     epoch_order,
     lr_factor,
     make_batch,
@@ -286,6 +288,45 @@ def test_balanced_sampler_draws_classes_equally():
     assert 0.45 < share < 0.55
     plain = epoch_order(targets, "none", torch.Generator().manual_seed(0))
     assert sorted(plain) == list(range(1000))
+
+
+def test_corpus_balance_draws_corpora_then_their_classes_equally():
+    # a big corpus of 2 classes and a small one of 3 (one of them rare)
+    corpora = np.array(["big"] * 2000 + ["small"] * 120)
+    targets = np.array([0] * 1000 + [1] * 1000 + [0] * 50 + [1] * 50 + [2] * 20)
+    order = np.array(epoch_order(targets, "corpus", torch.Generator().manual_seed(0),
+                                 corpora))
+    assert 0.47 < np.mean(corpora[order] == "small") < 0.53
+    small = order[corpora[order] == "small"]
+    for k in (0, 1, 2):  # a third each within the small corpus
+        assert 0.29 < np.mean(targets[small] == k) < 0.38
+
+
+def test_the_loss_ignores_classes_a_corpus_does_not_have():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5, requires_grad=True)
+    targets = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3]), 5).float()
+    weights = torch.tensor([1.0, 2.0, 1.0, 0.5, 1.0])
+    # everything allowed: exactly torch's cross-entropy with weights and label smoothing
+    expected = torch.nn.functional.cross_entropy(logits, targets, weight=weights,
+                                                 label_smoothing=0.1)
+    torch.testing.assert_close(class_loss(logits, targets, None, weights, 0.1), expected)
+    # example 0 comes from a corpus without class 4: no gradient reaches its logit
+    allowed = torch.ones(4, 5, dtype=torch.bool)
+    allowed[0, 4] = False
+    class_loss(logits, targets, allowed, None, 0.1).backward()
+    assert logits.grad[0, 4] == 0 and logits.grad[1, 4] != 0
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_corpus_classes_lists_what_each_corpus_has():
+    from callmood.training.corpora.base import Utterance
+
+    utterances = [Utterance("a", "angry", "x:1", "x"), Utterance("b", "sad", "y:1", "y"),
+                  Utterance("c", "angry", "y:2", "y")]
+    masks = corpus_classes(utterances, {"sad": 0, "angry": 1, "surprised": 2})
+    assert masks["x"].tolist() == [False, True, False]
+    assert masks["y"].tolist() == [True, True, False]
 
 
 def test_params_file_values_become_configs():

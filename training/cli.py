@@ -97,7 +97,12 @@ def _fail(err: Exception):
 @click.option("--lr", type=float)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]))
 @click.option("--schedule", type=click.Choice(["cosine", "plateau"]))
-@click.option("--balance", type=click.Choice(["sampler", "loss", "none"]))
+@click.option("--balance", type=click.Choice(["sampler", "corpus", "loss", "none"]),
+              help="sampler: classes equally often; corpus: corpora equally often, and each "
+                   "corpus's classes equally within it; loss: class weights in the loss")
+@click.option("--mask-absent/--no-mask-absent", "mask_absent", default=None,
+              help="weigh each example's loss over the classes its corpus has only (on by "
+                   "default), so a corpus without a class does not teach against it")
 @click.option("--patience", type=int, help="early-stopping patience in epochs")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]))
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
@@ -119,8 +124,8 @@ def _fail(err: Exception):
                    "epoch, with the settings it was started with (no other options needed)")
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, init, epochs, batch_size, lr, optimizer, schedule, balance,
-          patience, device, precision, workers, channel_p, channel_variants, specaugment, mixup,
-          params_file, out, resume):
+          mask_absent, patience, device, precision, workers, channel_p, channel_variants,
+          specaugment, mixup, params_file, out, resume):
     """Fine-tune the spectrogram ViT and write a model folder (best validation epoch).
 
     Every epoch is checkpointed in OUT/checkpoint, so a stopped run continues with
@@ -149,6 +154,7 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
             cache_dir = os.path.abspath(cache_dir) if cache_dir else None
             overrides = {"init": init, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                          "optimizer": optimizer, "schedule": schedule, "balance": balance,
+                         "mask_absent_classes": mask_absent,
                          "patience": patience, "device": device, "precision": precision,
                          "workers": workers, "seed": seed, "augment.channel_p": channel_p,
                          "augment.channel_variants": channel_variants,

@@ -8,6 +8,7 @@ function.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,7 @@ def plot_confusion(confusion: np.ndarray, labels: list[str], path: str | Path,
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted emotion")
     ax.set_ylabel("true emotion")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(textwrap.fill(title, 60), fontsize=9)
     integral = np.allclose(confusion, confusion.round())
     for i in range(len(labels)):
         for j in range(len(labels)):
@@ -130,7 +131,7 @@ def plot_reliability(probs: np.ndarray, targets: np.ndarray, path: str | Path, t
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
-    top.set_title(title, fontsize=10)
+    top.set_title(textwrap.fill(title, 60), fontsize=9)
     top.legend(loc="upper left", fontsize=8)
     bottom.set_xlabel("confidence (top-class probability)")
     bottom.set_ylabel("count")

@@ -1,5 +1,8 @@
 """Any other corpus: a folder per label, or a CSV/Parquet manifest `path,label[,speaker]`.
 
+A folder holding `manifest.csv` is read through that manifest (columns beyond
+path/label/speaker, e.g. gender, language, source_name, are ignored).
+
 In a folder-per-label layout (`ROOT/<label>/[<speaker>/]file.wav`) the speaker is the
 sub-folder below the label when there is one, else unknown (each file its own speaker, so
 speaker-independent splits cannot be promised: the split reports say so).
@@ -17,6 +20,8 @@ from callmood.training.corpora.base import CorpusError, Utterance, audio_files
 
 def scan(root: str | Path, name: str = "generic") -> tuple[list[Utterance], list[Path]]:
     root = Path(root)
+    if root.is_dir() and (root / "manifest.csv").is_file():
+        root = root / "manifest.csv"
     if root.is_file():
         return _from_manifest(root, name), []
     utterances = []
