@@ -24,7 +24,7 @@ demo: $(BIN)/callmood
 	$(BIN)/callmood score sample_calls --out $(RESULTS)
 	$(BIN)/callmood query $(RESULTS) --summary
 
-# The RAVDESS speaker-independent benchmark with the committed settings (about 2 h on 2 CPU
+# The RAVDESS speaker-independent benchmark with the committed settings (about 70 min on 2 CPU
 # cores; a stopped run resumes where it was when started again).
 bench-ravdess: $(BIN)/callmood
 	CALLMOOD_SHARED=$(SHARED) $(BIN)/python benchmarks/bench_ravdess.py

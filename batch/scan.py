@@ -18,6 +18,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,6 +51,15 @@ class CallMeta:
 
     def as_json(self) -> dict:
         return {**asdict(self), "started_at": self.started_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A path under the inputs that cannot be a recording; it becomes an error row."""
+
+    path: str
+    kind: str  # broken_link | not_a_file
+    message: str
 
 
 @dataclass(frozen=True)
@@ -143,10 +153,32 @@ def describe(path: Path, root: Path, sidecar: dict | None) -> CallFile:
     return CallFile(str(path), stat.st_size, stat.st_mtime_ns, meta)
 
 
+def regular_file(path: Path) -> Rejected | None:
+    """Why `path` (links followed) is not a regular file, without opening it: a FIFO would
+    block the first read for ever, a device such as /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        return Rejected(str(path), "broken_link",
+                        f"cannot be followed ({err.strerror or err}): a dangling or looping "
+                        "link, or a file removed during the scan")
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
+                "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        return Rejected(str(path), "not_a_file", f"is {kind}, not a recording; not opened")
+    return None
+
+
 def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
-         exclude: tuple[str, ...] = (), metadata: tuple[str, ...] = ()) -> list[CallFile]:
-    """Every audio file under the inputs, with its metadata."""
-    files = find_audio(inputs, include, exclude)
+         exclude: tuple[str, ...] = (), metadata: tuple[str, ...] = (),
+         ) -> tuple[list[CallFile], list[Rejected]]:
+    """Every audio file under the inputs, with its metadata, and the matching paths that
+    are not regular files (links followed)."""
+    found = find_audio(inputs, include, exclude)
+    rejected = [r for r in (regular_file(path) for path, _ in found) if r is not None]
+    bad = {r.path for r in rejected}
+    files = [(path, root) for path, root in found if str(path) not in bad]
     sidecars: dict[Path, dict] = {}
     csvs = {folder / SIDECAR for path, root in files
             for folder in [path.parent, *path.parent.parents]
@@ -155,7 +187,7 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
         if not csv_path.is_file():
             raise ScanError(f"{csv_path}: metadata file not found")
         sidecars.update(read_sidecar(csv_path))
-    return [describe(path, root, sidecars.get(path)) for path, root in files]
+    return [describe(path, root, sidecars.get(path)) for path, root in files], rejected
 
 
 def file_sha256(path: str) -> str:

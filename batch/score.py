@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.batch.extract import extract_file
-from callmood.batch.scan import AUDIO_PATTERNS, CallFile, is_unchanged, scan
+from callmood.batch.scan import AUDIO_PATTERNS, CallFile, Rejected, is_unchanged, scan
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import (
@@ -186,13 +186,21 @@ class _Run:
 
     def failed(self, call: CallFile, kind: str, message: str, sha256: str | None = None):
         self._replace_parts(call, keep=[])
-        self.errors.append({"file": call.path, "error_kind": kind, "message": message,
+        self._error_row(call.path, kind, message)
+        self._finish(call, sha256, "failed", [], {"error_kind": kind})
+
+    def _error_row(self, path: str, kind: str, message: str) -> None:
+        self.errors.append({"file": path, "error_kind": kind, "message": message,
                             "occurred_at": _now(), "run_id": self.summary.run_id})
         errors = pa.Table.from_pylist(self.errors, schema=ERRORS_SCHEMA)
         self.store.write_table(part_path("errors", self.started.date().isoformat(),
                                          self.summary.run_id), errors)
-        self._finish(call, sha256, "failed", [], {"error_kind": kind})
         self.summary.files_failed += 1
+
+    def rejected(self, item: Rejected) -> None:
+        """A path that is no recording: an error row, no manifest entry (looked at again
+        next run, in case it has become a file)."""
+        self._error_row(item.path, item.kind, item.message)
 
     def scored(self, call: CallFile, outcome: FileOutcome) -> None:
         labels, meta = self.model.labels, call.meta
@@ -311,8 +319,9 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     started = _now()
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
-    files = scan(inputs, config.include, config.exclude, config.metadata)
-    summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", len(files))
+    files, rejected = scan(inputs, config.include, config.exclude, config.metadata)
+    summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+                         len(files) + len(rejected))
     store = ResultsStore(out)
     with store.lock():
         store.remove_leftovers()
@@ -330,6 +339,8 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 if config.rescore or not is_unchanged(call, manifest.get(call.path))]
         summary.files_unchanged = len(files) - len(todo)
         run = _Run(store, model, config, manifest, summary, started)
+        for item in rejected:
+            run.rejected(item)
         try:
             todo = _claim_call_ids(todo, manifest, run)
             by_path = {call.path: call for call in todo}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -169,6 +171,35 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(calls, tmp_path, model_dir)
     again = CliRunner().invoke(main, ["score", str(calls), "--out", str(out), "--model",
                                       model_dir, "--workers", "1", "--max-hours", "0.005"])
     assert again.exit_code == 0 and "0 errors" in again.output
+
+
+def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls, tmp_path,
+                                                                           model_dir):
+    """A FIFO or a link to /dev/zero used to hang the run (hashed before any check); a
+    dangling or looping link named *.wav ended it in the scan. A real `callmood score`
+    process, with a time limit so that a hang fails the test instead of blocking it."""
+    odd = calls / "odd"
+    odd.mkdir()
+    os.mkfifo(odd / "pipe.wav")
+    (odd / "zero.wav").symlink_to("/dev/zero")
+    (odd / "dangling.wav").symlink_to(odd / "gone.wav")
+    (odd / "loop-a.wav").symlink_to(odd / "loop-b.wav")
+    (odd / "loop-b.wav").symlink_to(odd / "loop-a.wav")
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-c", "from callmood.cli import main; main()",
+                           "score", str(calls), "--out", str(out), "--model", model_dir,
+                           "--workers", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr
+    assert "2 calls scored" in done.stdout and "5 errors" in done.stdout
+    assert "Traceback" not in done.stderr
+    kinds = {os.path.basename(e["file"]): (e["error_kind"], e["message"])
+             for e in rows(out, "errors")}
+    assert kinds["pipe.wav"][0] == "not_a_file" and "FIFO" in kinds["pipe.wav"][1]
+    assert kinds["zero.wav"][0] == "not_a_file" and "device" in kinds["zero.wav"][1]
+    for name in ("dangling.wav", "loop-a.wav", "loop-b.wav"):
+        assert kinds[name][0] == "broken_link", name
+    assert len(rows(out, "calls")) == 2
 
 
 def test_second_run_on_the_same_results_is_refused(calls, tmp_path, model_dir):

@@ -1,0 +1,66 @@
+"""benchmarks/bench_transfer.py: which corpora each row trains on, kept cells, the table."""
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from callmood.training.corpora.base import Utterance
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_transfer",
+                                                  ROOT / "benchmarks" / "bench_transfer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def args(**changes) -> argparse.Namespace:
+    values = {"params": str(ROOT / "benchmarks/default_model_params.json"),
+              "init": "random:micro", "epochs": 2, "seed": 0, "precision": "fp32",
+              "device": "cpu", "max_per_corpus": 0, "corpora": list(
+                  ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess"))}
+    return argparse.Namespace(**{**values, **changes})
+
+
+def test_rows_train_on_the_right_corpora(bench):
+    names = args().corpora
+    assert bench.training_corpora("a", "kored", names) == ["ravdess", "emodb"]
+    assert bench.training_corpora("a", "ravdess", names) == ["emodb"]
+    assert bench.training_corpora("b", "tess", names) == names[:-1]
+    assert bench.recipe(args(), "b").augment.channel_p == 0.0
+    assert bench.recipe(args(), "c").augment.channel_p > 0.0
+    assert bench.recipe(args(), "c").balance == "corpus"
+    assert bench.recipe(args(), "c").mask_absent_classes
+
+
+def test_a_cell_is_kept_only_for_the_same_settings(bench):
+    key = bench.cell_key(args(), "c", "kored")
+    assert key == bench.cell_key(args(), "c", "kored")
+    assert key != bench.cell_key(args(epochs=3), "c", "kored")
+    assert key != bench.cell_key(args(max_per_corpus=100), "c", "kored")
+    assert key != bench.cell_key(args(), "b", "kored")
+
+
+def test_subsample_is_stratified_and_repeatable(bench):
+    utterances = [Utterance(f"{i}.wav", "neutral" if i < 80 else "angry", f"x:{i % 5}", "x")
+                  for i in range(100)]
+    kept = bench.subsample(utterances, 20, seed=0)
+    assert len(kept) == 20 and sum(u.label == "angry" for u in kept) == 4
+    assert kept == bench.subsample(utterances, 20, seed=0)
+    assert bench.subsample(utterances, 0, seed=0) is utterances
+
+
+def test_the_table_marks_cells_not_run(bench):
+    cell = {"classes": ["neutral", "angry"], "chance": 0.5, "ua_restricted": 0.6,
+            "macro_f1_restricted": 0.55, "ua_open": 0.4, "neutral_recall": 0.7}
+    text = bench.markdown({"rows": ["a", "c"], "corpora": ["kored"],
+                           "cells": {"c-kored": cell}})
+    assert "| kored | 2 (50) | not run |" in text
+    assert "60.0 / 55.0 (40.0) | 70.0 |" in text
+    assert "Row c" in text and "mean restricted UA 60.0 over 1" in text
