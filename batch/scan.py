@@ -199,11 +199,13 @@ def file_sha256(path: str) -> str:
 
 
 def is_unchanged(call: CallFile, entry: dict | None) -> bool:
-    """True when the manifest entry describes this file's content and metadata.
+    """True when the manifest entry describes this file's content and metadata, and the
+    file was scored: a file that failed (still being copied in, unreadable) is tried again.
 
     Size and mtime decide quickly; a file whose mtime alone moved (copied, touched) is
     compared by content hash.
     """
-    if entry is None or entry["size"] != call.size or entry["meta"] != call.meta.as_json():
+    if entry is None or entry.get("status") == "failed" or entry["size"] != call.size \
+            or entry["meta"] != call.meta.as_json():
         return False
     return entry["mtime_ns"] == call.mtime_ns or entry["sha256"] == file_sha256(call.path)

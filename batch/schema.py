@@ -77,6 +77,9 @@ RUN_FIELDS = [
     pa.field("wall_s", pa.float64(), nullable=False),
     pa.field("model_name", pa.string(), nullable=False),
     pa.field("model_version", pa.string(), nullable=False),
+    # running (written when the run starts; a killed run keeps it), finished, or
+    # "failed: <error>"; empty in results written before the column existed
+    pa.field("status", pa.string()),
 ]
 
 PARTITION_KEYS = {"segments": "call_date", "calls": "call_date", "errors": "run_date",

@@ -244,12 +244,13 @@ class _Run:
         self.summary.segments += n
         self.summary.audio_s += outcome.duration_s
 
-    def record_run(self, wall_s: float) -> None:
+    def record_run(self, wall_s: float, status: str) -> None:
         s = self.summary
         row = {"run_id": s.run_id, "started_at": self.started, "finished_at": _now(),
                "files_scored": s.calls_scored, "files_failed": s.files_failed,
                "audio_hours": s.audio_s / 3600, "segments": s.segments, "wall_s": wall_s,
-               "model_name": self.model.name, "model_version": self.model.version}
+               "model_name": self.model.name, "model_version": self.model.version,
+               "status": status}
         self.store.write_table(part_path("runs", self.started.date().isoformat(), s.run_id),
                                pa.Table.from_pylist([row], schema=RUNS_SCHEMA))
 
@@ -339,6 +340,8 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 if config.rescore or not is_unchanged(call, manifest.get(call.path))]
         summary.files_unchanged = len(files) - len(todo)
         run = _Run(store, model, config, manifest, summary, started)
+        run.record_run(0.0, "running")  # stays so if the run is killed
+        status = "failed: interrupted"
         for item in rejected:
             run.rejected(item)
         try:
@@ -366,7 +369,11 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 for outcome in held:
                     run.scored(by_path[outcome.path], outcome)
             store.compact(run.touched, run.manifest)
+            status = "finished"
+        except Exception as err:
+            status = f"failed: {type(err).__name__}: {err}"
+            raise
         finally:
             summary.wall_s = time.perf_counter() - clock
-            run.record_run(summary.wall_s)
+            run.record_run(summary.wall_s, status)
     return summary

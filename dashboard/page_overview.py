@@ -16,8 +16,11 @@ cols[0].metric("Calls", int(overview.calls))
 cols[1].metric("Hours scored", f"{overview.audio_hours:.2f}")
 cols[2].metric("Escalated calls", int(overview.escalated_calls))
 cols[3].metric("Customer negative share", pct(overview.customer_negative_share))
+unfinished = not (pd.isna(runs.last_run_status) or runs.last_run_status == "finished")
 cols[4].metric("Last run", "never" if pd.isna(runs.last_run_finished_at)
-               else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} {app_data.timezone()}")
+               else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} {app_data.timezone()}",
+               delta="did not finish" if unfinished else None, delta_color="inverse",
+               help=f"status: {runs.last_run_status}" if unfinished else None)
 cols[5].metric("Errors", int(runs.errors),
                help=f"{int(runs.last_run_errors)} in the last run, {int(runs.errors)} in all")
 

@@ -18,8 +18,11 @@ def summarize(con: duckdb.DuckDBPyConnection, top: int = 5) -> str:
     overview = run_canned(con, "overview").iloc[0]
     lines = []
     if runs["runs"]:
+        status = runs["last_run_status"]
+        ended = "finished" if status in (None, "finished") or pd.isna(status) else \
+            f"did not finish ({status}), last seen"
         lines.append(
-            f"Last run {runs['last_run_id']} finished "
+            f"Last run {runs['last_run_id']} {ended} "
             f"{runs['last_run_finished_at']:%Y-%m-%d %H:%M} {timezone_of(con)}; "
             f"{runs['runs']} run(s), "
             f"{runs['errors']} error(s) in all, "

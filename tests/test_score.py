@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -167,10 +168,12 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(calls, tmp_path, model_dir)
     assert kinds["truncated.wav"] == "truncated"
     assert all(e["message"] and e["occurred_at"] for e in errors.values())
     assert len(errors) == 7
-    # failed files are not retried while unchanged
+    # failed files are tried again on the next run (one may have been still copying in);
+    # the scored ones are not
     again = CliRunner().invoke(main, ["score", str(calls), "--out", str(out), "--model",
                                       model_dir, "--workers", "1", "--max-hours", "0.005"])
-    assert again.exit_code == 0 and "0 errors" in again.output
+    assert again.exit_code == 1 and "0 calls scored" in again.output
+    assert "7 errors" in again.output and "2 unchanged files skipped" in again.output
 
 
 def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls, tmp_path,
@@ -200,6 +203,30 @@ def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls,
     for name in ("dangling.wav", "loop-a.wav", "loop-b.wav"):
         assert kinds[name][0] == "broken_link", name
     assert len(rows(out, "calls")) == 2
+
+
+def test_the_runs_row_says_whether_the_run_finished(calls, tmp_path, model_dir):
+    out = tmp_path / "results"
+    run([calls], out, model_dir)
+    assert [r["status"] for r in rows(out, "runs")] == ["finished"]
+    # a run killed with SIGKILL keeps the row it wrote when it started
+    process = subprocess.Popen([sys.executable, "-c", "from callmood.cli import main; main()",
+                                "score", str(calls), "--out", str(tmp_path / "killed"),
+                                "--model", model_dir, "--workers", "1", "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs_dir = tmp_path / "killed" / "runs"
+    deadline = time.time() + 120
+    while not list(runs_dir.rglob("*.parquet")) and time.time() < deadline:
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+    killed = rows(tmp_path / "killed", "runs")
+    assert len(killed) == 1 and killed[0]["status"] in ("running", "finished")
+    if killed[0]["status"] == "running":  # killed before the end, as almost always
+        from callmood.dashboard import connect
+        from callmood.dashboard.summary import summarize
+
+        assert "did not finish (running)" in summarize(connect(tmp_path / "killed"))
 
 
 def test_second_run_on_the_same_results_is_refused(calls, tmp_path, model_dir):
