@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import fnmatch
 import hashlib
+import io
 import os
 import re
 import stat
@@ -58,7 +59,7 @@ class Rejected:
     """A path under the inputs that cannot be a recording; it becomes an error row."""
 
     path: str
-    kind: str  # broken_link | not_a_file
+    kind: str  # broken_link | not_a_file | metadata (then path is the sidecar)
     message: str
 
 
@@ -99,27 +100,77 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     return sorted(found.items())
 
 
-def read_sidecar(csv_path: Path) -> dict[Path, dict]:
-    """Rows of a metadata CSV keyed by the absolute path of their audio file."""
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "file" not in reader.fieldnames:
-            raise ScanError(f"{csv_path}: a metadata CSV needs a 'file' column")
-        rows = {}
-        for row in reader:
-            path = (csv_path.parent / row["file"]).resolve()
-            rows[path] = {k: (row.get(k) or "").strip() or None for k in METADATA_COLUMNS}
-            rows[path]["line"] = reader.line_num
-    return rows
+def read_sidecar(csv_path: Path) -> tuple[dict[Path, dict], list[Rejected]]:
+    """Rows of a metadata CSV keyed by the absolute path of their audio file, and its
+    problems. A bad value costs only that field (the call falls back to the path and the
+    file's time), a bad row only that row, an unreadable sidecar only its metadata: the
+    calls are scored either way, and each problem names the sidecar, the line and the field.
+    """
+    problems: list[Rejected] = []
+
+    def problem(line: int | None, message: str) -> None:
+        where = f"line {line}: " if line else ""
+        problems.append(Rejected(str(csv_path), "metadata", f"{where}{message}"))
+
+    try:
+        text = csv_path.read_bytes().decode("utf-8-sig")  # a byte-order mark is no column
+    except UnicodeDecodeError as err:
+        problem(None, f"not UTF-8 text ({err.reason} at byte {err.start}); its metadata is "
+                      "ignored, the calls score with defaults from their paths and file times")
+        return {}, problems
+    except OSError as err:
+        problem(None, f"cannot be read ({err.strerror or err})")
+        return {}, problems
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "file" not in reader.fieldnames:
+        problem(1, "a metadata CSV needs a 'file' column; its metadata is ignored")
+        return {}, problems
+    rows: dict[Path, dict] = {}
+    line = 1
+    for row in reader:
+        first, line = line + 1, reader.line_num
+        if line > first or None in row or any("\n" in (v or "") for v in row.values()
+                                              if isinstance(v, str)):
+            problem(first, "malformed row (an unterminated quote or extra fields); "
+                           f"lines {first}-{line} are ignored")
+            continue
+        if not (row.get("file") or "").strip():
+            problem(first, "field file is empty; the row is ignored")
+            continue
+        path = (csv_path.parent / row["file"].strip()).resolve()
+        if not path.is_file():
+            problem(first, f"field file: {row['file']!r} names no recording here")
+            continue
+        values = {k: (row.get(k) or "").strip() or None for k in METADATA_COLUMNS}
+        for field, check in (("started_at", _check_time), ("customer_channel", _check_channel)):
+            if values[field] is not None:
+                values[field], error = check(values[field])
+                if error:
+                    problem(first, f"field {field}: {error}; the call uses its default")
+        rows[path] = {**values, "line": first}
+    return rows, problems
 
 
-def _parse_time(text: str, where: str) -> datetime:
+def _check_time(text: str) -> tuple[datetime | None, str | None]:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ScanError(f"{where}: started_at {text!r} is not an ISO 8601 time") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else \
+        return None, f"{text!r} is not an ISO 8601 time"
+    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else \
         value.astimezone(timezone.utc)
+    if not 1970 <= value.year <= 2100:
+        return None, f"{text!r} lies outside 1970-2100"
+    return value, None
+
+
+def _check_channel(text: str) -> tuple[int | None, str | None]:
+    try:
+        channel = int(text)
+    except ValueError:
+        return None, f"{text!r} is not a channel number"
+    if not 0 <= channel < 256:
+        return None, f"{text!r} is not a channel number (0-255)"
+    return channel, None
 
 
 def _time_from_path(relative: str) -> datetime | None:
@@ -135,22 +186,14 @@ def _time_from_path(relative: str) -> datetime | None:
 
 def describe(path: Path, root: Path, sidecar: dict | None) -> CallFile:
     """The call's metadata: sidecar values first, then defaults from the path and mtime."""
-    stat = path.stat()
+    stat_result = path.stat()
     sidecar = sidecar or {}
-    where = f"metadata for {path.name} (line {sidecar.get('line')})"
-    started = sidecar.get("started_at")
-    started_at = (_parse_time(started, where) if started
-                  else _time_from_path(path.relative_to(root).as_posix())
-                  or datetime.fromtimestamp(stat.st_mtime, timezone.utc))
-    channel = sidecar.get("customer_channel")
-    try:
-        customer_channel = int(channel) if channel is not None else None
-    except ValueError:
-        raise ScanError(f"{where}: customer_channel {channel!r} is not a channel "
-                        "number") from None
+    started_at = (sidecar.get("started_at")
+                  or _time_from_path(path.relative_to(root).as_posix())
+                  or datetime.fromtimestamp(stat_result.st_mtime, timezone.utc))
     meta = CallMeta(sidecar.get("call_id") or path.stem, sidecar.get("agent_id"),
-                    sidecar.get("queue"), started_at, customer_channel)
-    return CallFile(str(path), stat.st_size, stat.st_mtime_ns, meta)
+                    sidecar.get("queue"), started_at, sidecar.get("customer_channel"))
+    return CallFile(str(path), stat_result.st_size, stat_result.st_mtime_ns, meta)
 
 
 def regular_file(path: Path) -> Rejected | None:
@@ -186,7 +229,9 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     for csv_path in sorted(csvs) + [Path(m).resolve() for m in metadata]:
         if not csv_path.is_file():
             raise ScanError(f"{csv_path}: metadata file not found")
-        sidecars.update(read_sidecar(csv_path))
+        rows, problems = read_sidecar(csv_path)
+        sidecars.update(rows)
+        rejected += problems
     return [describe(path, root, sidecars.get(path)) for path, root in files], rejected
 
 

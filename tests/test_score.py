@@ -229,6 +229,74 @@ def test_the_runs_row_says_whether_the_run_finished(calls, tmp_path, model_dir):
         assert "did not finish (running)" in summarize(connect(tmp_path / "killed"))
 
 
+def sidecar_errors(out) -> list[str]:
+    if not (out / "errors").exists():
+        return []
+    return sorted(e["message"] for e in rows(out, "errors") if e["error_kind"] == "metadata")
+
+
+def test_bad_sidecar_values_cost_only_their_field_and_are_reported(tmp_path, model_dir):
+    """Each of these used to abort the run (or one of them, mid-run, left segments without
+    their calls row); now the calls score and each problem is an error row."""
+    folder = tmp_path / "calls"
+    for name in ("a", "b", "c", "d"):
+        synthetic_call(folder / f"{name}.wav", DIALOGUE[:2], 9.0, seed=ord(name))
+    (folder / "calls.csv").write_text(
+        "file,call_id,started_at,customer_channel\n"
+        "a.wav,A,yesterday at noon,1\n"
+        "b.wav,B,2026-11-20T09:00:00Z,99999999999999999999\n"
+        "c.wav,C,9999-01-01T00:00:00,one\n"
+        "gone.wav,G,2026-11-20T09:00:00Z,1\n"
+        "d.wav,D,2026-11-21T10:00:00Z,0\n")
+    out = tmp_path / "results"
+    summary = run([folder], out, model_dir)
+    assert summary.calls_scored == 4
+    calls = {r["call_id"]: r for r in rows(out, "calls")}
+    assert set(calls) == {"A", "B", "C", "D"}
+    assert calls["B"]["customer_channel"] is None and calls["D"]["customer_channel"] == 0
+    assert calls["B"]["started_at"].isoformat().startswith("2026-11-20T09:00")
+    messages = sidecar_errors(out)
+    assert len(messages) == 5, messages
+    assert any(m.startswith("line 2: field started_at: 'yesterday at noon'") for m in messages)
+    assert any(m.startswith("line 3: field customer_channel") for m in messages)
+    assert any(m.startswith("line 4: field started_at") and "1970-2100" in m
+               for m in messages)
+    assert any(m.startswith("line 4: field customer_channel: 'one'") for m in messages)
+    assert any(m.startswith("line 5: field file: 'gone.wav' names no recording")
+               for m in messages)
+    assert all(e["file"].endswith("calls.csv") for e in rows(out, "errors"))
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("call_id,started_at\nA,2026-11-20T09:00:00Z\n", "needs a 'file' column"),
+    (b"file,call_id\na.wav,caf\xe9\n", "not UTF-8 text"),
+    ('file,call_id,queue\na.wav,A,"billing\nb.wav,B,sales\n', "unterminated quote"),
+])
+def test_an_unusable_sidecar_is_reported_and_the_calls_still_score(tmp_path, model_dir,
+                                                                   content, expected):
+    folder = tmp_path / "calls"
+    for name in ("a", "b"):
+        synthetic_call(folder / f"{name}.wav", DIALOGUE[:2], 9.0, seed=ord(name))
+    sidecar = folder / "calls.csv"
+    sidecar.write_bytes(content if isinstance(content, bytes) else content.encode())
+    summary = run([folder], tmp_path / "results", model_dir)
+    assert summary.calls_scored == 2
+    messages = sidecar_errors(tmp_path / "results")
+    assert len(messages) == 1 and expected in messages[0]
+    assert {r["call_id"] for r in rows(tmp_path / "results", "calls")} <= {"a", "b", "A"}
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path, model_dir):
+    folder = tmp_path / "calls"
+    synthetic_call(folder / "a.wav", DIALOGUE[:2], 9.0, seed=1)
+    (folder / "calls.csv").write_bytes("\ufefffile,call_id,queue\na.wav,A-7,billing\n"
+                                       .encode())
+    run([folder], tmp_path / "results", model_dir)
+    assert [(r["call_id"], r["queue"]) for r in rows(tmp_path / "results", "calls")] == [
+        ("A-7", "billing")]
+    assert sidecar_errors(tmp_path / "results") == []
+
+
 def test_second_run_on_the_same_results_is_refused(calls, tmp_path, model_dir):
     out = tmp_path / "results"
     with ResultsStore(str(out)).lock():
