@@ -63,16 +63,17 @@ def query(results, sql, fmt, list_only, summary, canned, params, timezone):
 def dashboard(results, streamlit_options, timezone):
     """Open the Streamlit dashboard on RESULTS.
 
-    Extra options go to `streamlit run`, e.g. --server.port 8502.
+    Extra options go to `streamlit run`, e.g. --server.port 8502. The page has no login
+    and listens on 127.0.0.1 only; --server.address 0.0.0.0 exposes it (put an
+    authenticating proxy in front, see the README).
     """
-    from callmood.dashboard.launch import run_dashboard
+    from callmood.dashboard.launch import exec_dashboard
     from callmood.dashboard.results_db import ResultsError
 
     try:
-        code = run_dashboard(results, list(streamlit_options), timezone)
+        exec_dashboard(results, list(streamlit_options), timezone)
     except ResultsError as exc:
         raise click.ClickException(str(exc)) from exc
-    raise SystemExit(code)
 
 
 COMMANDS = [query, dashboard]

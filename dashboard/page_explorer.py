@@ -63,7 +63,9 @@ picked = st.selectbox("Play", choices, format_func=segment_label, key="explorer_
 span = (None, None) if picked is None else (segments.start_s[picked], segments.end_s[picked])
 audio = read_audio(call.source_file, *span)
 if audio is None:
-    st.warning(f"The recording is not available: `{call.source_file}`.")
+    # the name as plain text: a file name is data, never Markdown (it could hold a link)
+    st.warning("The recording is not available (moved, deleted or unreadable):")
+    st.code(call.source_file, language=None)
 else:
     st.audio(audio[0], format=audio[1])
 

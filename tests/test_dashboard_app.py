@@ -124,6 +124,8 @@ def test_call_explorer(app, sample_results):
     at.selectbox(key="explorer_call").select("c2")
     rerun(at)
     assert "not available" in at.warning[0].value  # c2 has no audio file
+    # its name is shown as text, not rendered as Markdown
+    assert any(c.value.endswith(".wav") for c in at.code), [c.value for c in at.code]
     assert metrics(at)["Escalated"] == "yes"
     assert at.query_params["call"] == "c2"
 
@@ -174,6 +176,45 @@ def test_dashboard_command_line(sample_results, tmp_path):
     assert cmd[-3:] == ["--", "--results", str(sample_results)]
     with pytest.raises(ResultsError):
         streamlit_command(tmp_path / "nope")
+    # this machine only unless asked: the page has no login
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    exposed = streamlit_command(sample_results, ["--server.address", "0.0.0.0"])
+    assert exposed.index("0.0.0.0") > exposed.index("127.0.0.1")  # the later option wins
+
+
+def test_sigterm_to_the_dashboard_command_stops_the_server(sample_results):
+    """`callmood dashboard` becomes the server, so a service manager's SIGTERM stops it;
+    it used to leave its Streamlit child serving, orphaned."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-c", "from callmood.cli import main; main()",
+                                "dashboard", str(sample_results), "--server.port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                assert response.status == 200
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("the dashboard did not start within 60 s")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) is not None
+    time.sleep(0.5)
+    with pytest.raises(OSError):  # nothing serves on the port any more
+        urllib.request.urlopen(url, timeout=1)
 
 
 def test_dashboard_refuses_an_unknown_time_zone_before_starting(sample_results):
