@@ -220,8 +220,10 @@ def test_predict_jsonl_and_bad_files(tiny_model_dir, write_wav, tmp_path):
                     "jsonl")
     assert result.exit_code == 1  # unusable files make the exit status 1
     rows = [json.loads(line) for line in result.stdout.strip().splitlines()]
-    assert len(rows) == 1
+    assert len(rows) == 3  # one line per input, errors included
     row = rows[0]
+    assert rows[1]["file"] == str(silent) and rows[1]["error_kind"] == "silent"
+    assert rows[2]["error_kind"] == "missing" and "file not found" in rows[2]["message"]
     assert row["file"] == str(good) and row["emotion"] in TINY_LABELS
     assert row["clips"] == 4 and row["duration_s"] == pytest.approx(5.0)  # 1.59 s clips
     assert set(row["probabilities"]) == set(TINY_LABELS)

@@ -117,7 +117,7 @@ def edit_json(path, change):
      "unknown mel settings"),
     ("config.json", lambda c: c.update(model_type="bert"), "model_type must be 'vit'"),
     ("config.json", lambda c: c.update(hidden_size=32, intermediate_size=64),
-     "weights do not match"),
+     "does not describe the weights"),
 ])
 def test_inconsistent_folders_are_refused(tmp_path, tiny_model_dir, file, change, message):
     folder = tmp_path / "m"
@@ -162,3 +162,29 @@ def test_folders_older_than_the_relative_floor_keep_their_absolute_floor(tmp_pat
     del pre["mel"]["level_floor_db"]
     (folder / "preprocessor_config.json").write_text(json.dumps(pre))
     assert load_model_folder(folder).mel.level_floor_db is None
+
+
+def test_a_pickle_named_model_safetensors_is_refused_in_one_line(tmp_path, tiny_model_dir):
+    import pickle
+
+    folder = tmp_path / "disguised"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "model.safetensors").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(ModelFolderError, match="not a safetensors file"):
+        load_model_folder(folder)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("num_hidden_layers", 100_000, "layers 100000"),
+    ("hidden_size", 4096, "hidden_size 4096"),
+    ("intermediate_size", 10**9, "intermediate_size"),
+])
+def test_a_config_with_sizes_the_weights_lack_is_refused_before_building(
+        tmp_path, tiny_model_dir, field, value, message):
+    folder = tmp_path / "absurd"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config[field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelFolderError, match=message):
+        load_model_folder(folder)

@@ -285,8 +285,9 @@ def tune(corpora, fold, n_folds, test_speakers, random_test, label_preset, label
 def predict(files, model_dir, fmt):
     """Emotion and per-class probabilities of each audio FILE.
 
-    A file longer than the model's clip is cut into clips whose probabilities are
-    averaged. Unusable files are reported and make the exit status 1.
+    A file longer than the model's clip is covered by overlapping clips whose
+    probabilities are averaged. Unusable files are reported (with --format jsonl as a
+    line {"file", "error_kind", "message"}) and make the exit status 1.
     """
     from callmood.training.model_folder import default_model_dir, load_model_folder
     from callmood.training.predict import predict_files
@@ -303,6 +304,9 @@ def predict(files, model_dir, fmt):
         if "error" in row:
             failed += 1
             click.echo(f"error: {row['error']}", err=True)
+            if fmt == "jsonl":  # one line per input, so a script sees every file
+                click.echo(json.dumps({"file": row["file"], "error_kind": row["error_kind"],
+                                       "message": row["error"]}))
             continue
         if fmt == "jsonl":
             click.echo(json.dumps(row))

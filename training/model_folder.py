@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
@@ -182,6 +183,7 @@ def load_model_folder(path: str | Path) -> LoadedModel:
     if tuple(config.image_size) != (mel.n_mels, mel.input_frames):
         raise ModelFolderError(f"{path}: image_size {config.image_size} does not match the "
                                f"mel settings ({mel.n_mels} x {mel.input_frames})")
+    check_config_against_weights(config, weights)
     model = ViTForImageClassification(config)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
@@ -189,6 +191,31 @@ def load_model_folder(path: str | Path) -> LoadedModel:
         raise ModelFolderError(f"{weights}: weights do not match {CONFIG} ({err})") from None
     model.eval()
     return LoadedModel(model, mel, norm, card, weights_version(weights))
+
+
+def check_config_against_weights(config: ViTConfig, weights: Path) -> None:
+    """Refuse, before building anything, a config whose sizes the weights do not have
+    (e.g. 100,000 layers would exhaust memory) or a weights file that is no safetensors
+    file (e.g. a pickle renamed model.safetensors)."""
+    try:
+        with safe_open(str(weights), "pt") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape())
+                      for key in f.keys()}  # noqa: SIM118 (a safe_open handle, no dict)
+    except (SafetensorError, OSError) as err:
+        raise ModelFolderError(f"{weights}: not a safetensors file ({err}); callmood loads "
+                               "no other format (a pickle could run code)") from None
+    layers = {int(key.split(".")[2]) for key in shapes if key.startswith("vit.layers.")}
+    expected = {"layers": (config.num_hidden_layers, len(layers)),
+                "hidden_size": (config.hidden_size,
+                                shapes.get("vit.embeddings.cls_token", (0, 0, None))[-1]),
+                "intermediate_size": (config.intermediate_size,
+                                      shapes.get("vit.layers.0.mlp.fc1.weight", (None,))[0]),
+                "labels": (config.num_labels, shapes.get("classifier.bias", (None,))[0])}
+    wrong = [f"{name} {said} in {CONFIG}, {found} in the weights"
+             for name, (said, found) in expected.items() if said != found]
+    if wrong:
+        raise ModelFolderError(f"{weights.parent}: {CONFIG} does not describe the weights: "
+                               + "; ".join(wrong))
 
 
 def default_model_dir() -> Path:
