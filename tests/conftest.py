@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable
@@ -26,6 +27,14 @@ REPO_DIR = TESTS_DIR.parent
 
 RAVDESS_EMOTION_CODES = {"neutral": "01", "calm": "02", "happy": "03", "sad": "04",
                          "angry": "05", "fearful": "06", "disgust": "07", "surprised": "08"}
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_DIR / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_path() -> Path:

@@ -1,21 +1,17 @@
 """benchmarks/bench_ravdess.py keeps each finished (fold, row) so a stopped run resumes."""
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_ravdess",
-                                                  ROOT / "benchmarks" / "bench_ravdess.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_ravdess")
 
 
 def bench_args(tmp_path: Path, **changes) -> argparse.Namespace:

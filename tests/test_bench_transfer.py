@@ -1,10 +1,10 @@
 """benchmarks/bench_transfer.py: which corpora each row trains on, kept cells, the table."""
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 from callmood.training.corpora.base import Utterance
 
@@ -13,11 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_transfer",
-                                                  ROOT / "benchmarks" / "bench_transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_transfer")
 
 
 def args(**changes) -> argparse.Namespace:
