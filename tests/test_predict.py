@@ -35,14 +35,14 @@ def write(path, audio):
 @pytest.mark.parametrize(("seconds", "clips"), [(1.0, 1), (3.5, 3), (10.0, 5)])
 def test_predict_covers_the_whole_file(model, speech, tmp_path, seconds, clips):
     audio = speech[: int(seconds * RATE)]
-    row = predict_files(model, [write(tmp_path / "a.wav", audio)])[0]
+    row = next(predict_files(model, [write(tmp_path / "a.wav", audio)]))
     assert row["clips"] == clips and row["duration_s"] == pytest.approx(seconds)
     assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     if seconds > model.mel.clip_seconds:
         # the last 0.4 s lies outside the first clip; changing it changes the answer
         noisy_end = audio.copy()
         noisy_end[-int(0.4 * RATE):] = np.random.default_rng(0).normal(0, 0.1, int(0.4 * RATE))
-        other = predict_files(model, [write(tmp_path / "b.wav", noisy_end)])[0]
+        other = next(predict_files(model, [write(tmp_path / "b.wav", noisy_end)]))
         moved = max(abs(other["probabilities"][k] - row["probabilities"][k])
                     for k in model.labels)
         assert moved > 1e-3
@@ -50,7 +50,7 @@ def test_predict_covers_the_whole_file(model, speech, tmp_path, seconds, clips):
 
 def test_a_file_shorter_than_a_clip_is_repeated_to_fill_it(model, speech, tmp_path):
     audio = speech[:RATE]
-    row = predict_files(model, [write(tmp_path / "short.wav", audio)])[0]
+    row = next(predict_files(model, [write(tmp_path / "short.wav", audio)]))
     decoded = load_mono(tmp_path / "short.wav", RATE)
     filled = fit_frames(log_mel(decoded, model.mel), model.mel.input_frames)
     expected = model.predict_mels(filled[None])[0]

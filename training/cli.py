@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -289,6 +290,8 @@ def predict(files, model_dir, fmt):
     probabilities are averaged. Unusable files are reported (with --format jsonl as a
     line {"file", "error_kind", "message"}) and make the exit status 1.
     """
+    from tqdm import tqdm
+
     from callmood.training.model_folder import default_model_dir, load_model_folder
     from callmood.training.predict import predict_files
 
@@ -297,7 +300,9 @@ def predict(files, model_dir, fmt):
     except (ValueError, OSError) as err:
         _fail(err)
     failed = 0
-    rows = predict_files(model, files)
+    # rows are printed as each file is done; the bar (stderr, on a terminal) shows the rest
+    rows = tqdm(predict_files(model, files), total=len(files), unit="file", desc="predict",
+                disable=None if len(files) > 1 else True, file=sys.stderr)
     if fmt == "table":
         click.echo("file\temotion\tconfidence\t" + "\t".join(model.labels))
     for row in rows:

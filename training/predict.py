@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from callmood.training.audio import AudioError, load_mono
@@ -9,25 +11,24 @@ from callmood.training.features import log_mel, utterance_clips
 from callmood.training.model_folder import LoadedModel
 
 
-def predict_files(model: LoadedModel, files: list[str]) -> list[dict]:
-    """One dict per file: emotion, confidence, probabilities, or an `error` message.
+def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
+    """One dict per file, as each is done: emotion, confidence, probabilities, or an
+    `error` message.
 
     The clips are those evaluation scores an utterance on (features.utterance_clips): a
     file shorter than the clip is repeated to fill it, a longer one is covered by clips
     that overlap, so every second of the file counts.
     """
-    rows = []
     for path in files:
         try:
             waveform = load_mono(path, model.mel.sample_rate)
         except AudioError as err:
-            rows.append({"file": str(path), "error": str(err), "error_kind": err.kind})
+            yield {"file": str(path), "error": str(err), "error_kind": err.kind}
             continue
         clips = utterance_clips(log_mel(waveform, model.mel), model.mel.input_frames)
         probs = model.predict_mels(clips).mean(axis=0)
         best = int(np.argmax(probs))
-        rows.append({"file": str(path), "emotion": model.labels[best],
-                     "confidence": float(probs[best]), "clips": len(clips),
-                     "duration_s": round(len(waveform) / model.mel.sample_rate, 3),
-                     "probabilities": dict(zip(model.labels, map(float, probs), strict=True))})
-    return rows
+        yield {"file": str(path), "emotion": model.labels[best],
+               "confidence": float(probs[best]), "clips": len(clips),
+               "duration_s": round(len(waveform) / model.mel.sample_rate, 3),
+               "probabilities": dict(zip(model.labels, map(float, probs), strict=True))}
