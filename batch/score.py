@@ -39,6 +39,7 @@ from callmood.batch.write import (
 )
 from callmood.training.audio import AudioError, probe
 from callmood.training.calibration import adapt_priors
+from callmood.training.features import CLIP_OVERLAP
 from callmood.training.model_folder import LoadedModel, load_model_folder
 
 CONFIG = "score_config.json"
@@ -53,7 +54,7 @@ class ScoreConfig:
     scheduler: str | None = None  # Dask scheduler address, with backend="dask"
     batch_size: int = 32
     precision: str = "fp32"  # fp32 | bf16 (autocast; fast on CPUs with AVX512-BF16 or AMX)
-    overlap: float = 0.25  # of the clip, between windows of a long speech region
+    overlap: float = CLIP_OVERLAP  # of the clip, between windows of a long speech region
     max_hours: float = 6.0  # longer files are recorded as errors, not decoded
     rescore: bool = False
     include: tuple[str, ...] = AUDIO_PATTERNS

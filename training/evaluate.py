@@ -30,25 +30,37 @@ from sklearn.metrics import (  # noqa: E402
 from callmood.training.calibration import (  # noqa: E402
     expected_calibration_error,
     reliability_bins,
+    softmax,
 )
 from callmood.training.features import MelConfig, utterance_clips  # noqa: E402
+
+
+def utterance_clip_batch(mels: list[torch.Tensor], frames: int
+                         ) -> tuple[torch.Tensor, np.ndarray]:
+    """Every utterance's clips (features.utterance_clips) stacked, and each clip's utterance."""
+    crops = [utterance_clips(m, frames) for m in mels]
+    if not crops:
+        return torch.zeros(0), np.zeros(0, dtype=int)
+    return torch.cat(crops), np.concatenate([np.full(len(c), i) for i, c in enumerate(crops)])
+
+
+def mean_per_utterance(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
+    """(clips, labels) probabilities -> (count, labels): the mean over each utterance's clips."""
+    out = np.zeros((count, values.shape[1]), dtype=np.float64)
+    np.add.at(out, owners, values)
+    return out / np.bincount(owners, minlength=count)[:, None]
 
 
 def utterance_probs(mels: list[torch.Tensor], config: MelConfig,
                     predict: Callable[[torch.Tensor], np.ndarray],
                     batch_size: int = 64) -> np.ndarray:
     """Average crop probabilities per utterance; `predict` maps clips to probabilities."""
-    crops = [utterance_clips(m, config.input_frames) for m in mels]
-    owners = np.concatenate([np.full(len(c), i) for i, c in enumerate(crops)]) if crops \
-        else np.zeros(0, dtype=int)
-    stacked = torch.cat(crops) if crops else torch.zeros(0)
-    probs = np.concatenate([predict(stacked[i:i + batch_size])
-                            for i in range(0, len(stacked), batch_size)]) if crops else None
-    if probs is None:
+    clips, owners = utterance_clip_batch(mels, config.input_frames)
+    if not len(clips):
         return np.zeros((0, 0), dtype=np.float32)
-    out = np.zeros((len(mels), probs.shape[1]), dtype=np.float64)
-    np.add.at(out, owners, probs)
-    return out / np.bincount(owners, minlength=len(mels))[:, None]
+    probs = np.concatenate([predict(clips[i:i + batch_size])
+                            for i in range(0, len(clips), batch_size)])
+    return mean_per_utterance(probs, owners, len(mels))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
@@ -207,7 +219,7 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
     """Probabilities of a LoadedModel for labelled utterances heard through `channel`, a
     condition of training/channel.py (babble is made from the other speakers given)."""
     from callmood.training.cache import babble_bank, condition, extract
-    from callmood.training.model_folder import predict_probabilities
+    from callmood.training.model_folder import predict_logits
 
     label_id = {label: i for i, label in enumerate(model.labels)}
     unknown = sorted({u.label for u in utterances} - set(label_id))
@@ -221,11 +233,12 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
         raise ValueError("no usable test audio")
     targets = np.array([label_id[u.label] for u in features.utterances])
     mels = features.mels[variant.name]
-    probs = utterance_probs(mels, model.mel, model.predict_mels)
-    uncalibrated = None
-    if model.card.temperature != 1.0:
-        uncalibrated = utterance_probs(mels, model.mel, lambda clips: predict_probabilities(
-            model.model, clips, model.mel, model.norm))
+    # one forward pass gives both the calibrated and the raw probabilities
+    clips, owners = utterance_clip_batch(mels, model.mel.input_frames)
+    logits = predict_logits(model.model, clips, model.mel, model.norm)
+    probs = mean_per_utterance(softmax(logits, model.card.temperature), owners, len(mels))
+    uncalibrated = mean_per_utterance(softmax(logits), owners, len(mels)) \
+        if model.card.temperature != 1.0 else None
     return Scored(features.utterances, targets, probs, uncalibrated, features.failures)
 
 

@@ -48,13 +48,16 @@ from callmood.training.checkpoint import (
     restore_random_state,
     save_checkpoint,
 )
-from callmood.training.evaluate import classification_metrics, utterance_probs
+from callmood.training.evaluate import (
+    classification_metrics,
+    utterance_clip_batch,
+    utterance_probs,
+)
 from callmood.training.features import (
     MelConfig,
     Normalization,
     fit_frames,
     model_input,
-    utterance_clips,
 )
 from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model
@@ -427,16 +430,12 @@ def calibrate(model: torch.nn.Module, val_data: Features, val_targets: np.ndarra
               config: TrainConfig, norm: Normalization, device: torch.device) -> dict:
     """Temperature scaling fitted on the validation speakers' clips (each clip a sample, as
     each scored segment of a call is one); an empty validation set leaves T = 1."""
-    clips, owners = [], []
-    for i, mel in enumerate(val_data.mels[CLEAN]):
-        crops = utterance_clips(mel, config.mel.input_frames)
-        clips.append(crops)
-        owners += [i] * len(crops)
-    if not clips:
+    clips, owners = utterance_clip_batch(val_data.mels[CLEAN], config.mel.input_frames)
+    if not len(clips):
         return {"temperature": 1.0, "fitted_on": "nothing (no validation speakers)"}
-    logits = predict_logits(model, torch.cat(clips), config.mel, norm, device=device,
+    logits = predict_logits(model, clips, config.mel, norm, device=device,
                             bf16=uses_bf16(config.precision, device))
-    targets = val_targets[np.array(owners)]
+    targets = val_targets[owners]
     temperature = fit_temperature(logits, targets)
     return {"temperature": temperature, "method": "temperature scaling",
             "fitted_on": f"validation speakers, {len(targets)} clips",
