@@ -113,7 +113,8 @@ def _fail(err: Exception):
               help="probability that a training example passes through one of its simulated "
                    "call channels (training/channel.py), 0 turns it off")
 @click.option("--channel-variants", type=int,
-              help="channels drawn and cached per training file (rotated over the epochs)")
+              help="channels drawn once and cached per training file; an augmented example "
+                   "is one of them, chosen at random")
 @click.option("--specaugment/--no-specaugment", default=None,
               help="SpecAugment time/frequency masks (on by default)")
 @click.option("--mixup", type=float, help="mixup alpha, 0 turns it off")
