@@ -75,6 +75,8 @@ class ScoreConfig:
             raise ValueError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         if self.backend == "dask" and not self.scheduler:
             raise ValueError("the dask backend needs a scheduler address")
+        if not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.workers < 1 or self.batch_size < 1 or self.max_hours <= 0:
             raise ValueError("workers, batch size and max hours must be positive")
 

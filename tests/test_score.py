@@ -338,3 +338,5 @@ def test_prior_shift_em_adapts_the_probabilities_of_the_run(calls, tmp_path, mod
     np.testing.assert_allclose(p_after.mean(0), priors, atol=5e-3)
     with pytest.raises(ValueError, match="prior shift"):
         ScoreConfig(prior_shift="always")
+    with pytest.raises(ValueError, match="overlap"):  # checked even if no region is long
+        ScoreConfig(overlap=1.0)
