@@ -16,7 +16,7 @@ training corpora (10 % of each corpus's speakers); the held-out corpus is never 
 before its test.
 
     .venv/bin/python benchmarks/bench_transfer.py [--rows a,b,c] [--corpora ...]
-        [--epochs N] [--max-per-corpus N] [--device cuda]
+        [--epochs N] [--epoch-size N] [--max-per-corpus N] [--device cuda]
 
 Resumable: each finished cell is kept in --work/cells/ (reused only with the same
 settings), and an unfinished training continues from its checkpoint. Writes
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from callmood.training.corpora.registry import load_corpus
-from callmood.training.evaluate import classification_metrics, score_utterances
+from callmood.training.evaluate import held_out_corpus_metrics
 from callmood.training.labels import apply_mapping, parse_mapping
 from callmood.training.model_folder import load_model_folder
 from callmood.training.splits import make_split
@@ -73,7 +73,8 @@ def subsample(utterances: list, limit: int, seed: int) -> list:
 
 def recipe(args: argparse.Namespace, row: str) -> TrainConfig:
     values = json.loads(Path(args.params).read_text())
-    values.update({"init": args.init, "epochs": args.epochs, "seed": args.seed,
+    values.update({"init": args.init, "epochs": args.epochs, "epoch_size": args.epoch_size,
+                   "seed": args.seed,
                    "precision": args.precision, "device": args.device,
                    "balance": "corpus", "mask_absent_classes": True})
     if row in ("a", "b"):
@@ -107,30 +108,11 @@ def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
     train(split, recipe(args, row), out, label_map=parse_mapping("calls", []),
           cache_dir=args.cache_dir, resume=(out / "checkpoint" / "state.json").is_file())
     model = load_model_folder(out)
-    return score_cell(model, test, args) | {
+    return held_out_corpus_metrics(model, test, args.cache_dir, args.workers) | {
         "row": row, "held_out": held_out, "trained_on": train_names,
         "train_utterances": len(split.train), "train_wall_s": round(time.time() - started, 1),
         "best_epoch": model.card.training["best_epoch"],
         "epochs_run": model.card.training["epochs_run"]}
-
-
-def score_cell(model, test: list, args) -> dict:
-    known = [u for u in test if u.label in model.labels]
-    scored = score_utterances(model, known, workers=args.workers, cache_dir=args.cache_dir)
-    present = sorted(set(scored.targets))
-    restricted = np.full_like(scored.probs, -np.inf)
-    restricted[:, present] = scored.probs[:, present]
-    open_metrics = classification_metrics(scored.targets, scored.probs.argmax(1), model.labels)
-    closed = classification_metrics(scored.targets, restricted.argmax(1), model.labels)
-    neutral = model.labels.index("neutral") if "neutral" in model.labels else None
-    return {"n": len(known), "classes": [model.labels[i] for i in present],
-            "chance": 1 / len(present),
-            "ua_restricted": closed["ua"], "macro_f1_restricted": closed["macro_f1"],
-            "ua_open": open_metrics["ua"], "macro_f1_open": open_metrics["macro_f1"],
-            "neutral_recall": closed["per_class"]["neutral"]["recall"]
-            if neutral is not None and neutral in present else None,
-            "confusion_restricted": closed["confusion"], "labels": model.labels,
-            "not_scored_labels": sorted({u.label for u in test} - set(model.labels))}
 
 
 def markdown(results: dict) -> str:
@@ -167,7 +149,10 @@ def main() -> None:
     parser.add_argument("--params", default=str(ROOT / "benchmarks/default_model_params.json"))
     parser.add_argument("--init", default=None,
                         help="default: the shared DeiT-Tiny (weights/deit-tiny-in1k)")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epoch-size", type=int, default=1500,
+                        help="examples per epoch, the same in every cell: every row gets the "
+                             "same number of training steps whatever its data")
     parser.add_argument("--max-per-corpus", type=int, default=0,
                         help="train on at most N utterances of each corpus (0: all)")
     parser.add_argument("--seed", type=int, default=0)

@@ -18,8 +18,8 @@ def bench():
 
 def args(**changes) -> argparse.Namespace:
     values = {"params": str(ROOT / "benchmarks/default_model_params.json"),
-              "init": "random:micro", "epochs": 2, "seed": 0, "precision": "fp32",
-              "device": "cpu", "max_per_corpus": 0, "corpora": list(
+              "init": "random:micro", "epochs": 2, "epoch_size": 100, "seed": 0,
+              "precision": "fp32", "device": "cpu", "max_per_corpus": 0, "corpora": list(
                   ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess"))}
     return argparse.Namespace(**{**values, **changes})
 
@@ -39,6 +39,7 @@ def test_a_cell_is_kept_only_for_the_same_settings(bench):
     key = bench.cell_key(args(), "c", "kored")
     assert key == bench.cell_key(args(), "c", "kored")
     assert key != bench.cell_key(args(epochs=3), "c", "kored")
+    assert key != bench.cell_key(args(epoch_size=200), "c", "kored")
     assert key != bench.cell_key(args(max_per_corpus=100), "c", "kored")
     assert key != bench.cell_key(args(), "b", "kored")
 

@@ -290,6 +290,18 @@ def test_balanced_sampler_draws_classes_equally():
     assert sorted(plain) == list(range(1000))
 
 
+def test_epoch_size_sets_the_examples_per_epoch_whatever_the_data_size():
+    targets = np.array([0] * 30 + [1] * 10)
+    for balance in ("sampler", "corpus", "none"):
+        order = epoch_order(targets, balance, torch.Generator().manual_seed(0),
+                            np.array(["x"] * 40), size=100)
+        assert len(order) == 100
+    # unbalanced: every example once per pass before any repeats
+    plain = epoch_order(targets, "none", torch.Generator().manual_seed(0), size=100)
+    assert sorted(plain[:40]) == list(range(40)) and sorted(plain[40:80]) == list(range(40))
+    assert len(epoch_order(targets, "none", torch.Generator().manual_seed(0), size=7)) == 7
+
+
 def test_corpus_balance_draws_corpora_then_their_classes_equally():
     # a big corpus of 2 classes and a small one of 3 (one of them rare)
     corpora = np.array(["big"] * 2000 + ["small"] * 120)

@@ -94,6 +94,8 @@ def _fail(err: Exception):
                              "(e.g. ../shared/weights/deit-tiny-in1k), or a Hugging Face Hub "
                              "id / save_pretrained folder of a ViT, DeiT or AST")
 @click.option("--epochs", type=int)
+@click.option("--epoch-size", type=int,
+              help="examples drawn per epoch (default: the training set's size)")
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--optimizer", type=click.Choice(["adamw", "sgd"]))
@@ -125,9 +127,9 @@ def _fail(err: Exception):
               help="continue the stopped run whose --out was DIR, from its last finished "
                    "epoch, with the settings it was started with (no other options needed)")
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
-          shared, cache_dir, seed, init, epochs, batch_size, lr, optimizer, schedule, balance,
-          mask_absent, patience, device, precision, workers, channel_p, channel_variants,
-          specaugment, mixup, params_file, out, resume):
+          shared, cache_dir, seed, init, epochs, epoch_size, batch_size, lr, optimizer,
+          schedule, balance, mask_absent, patience, device, precision, workers, channel_p,
+          channel_variants, specaugment, mixup, params_file, out, resume):
     """Fine-tune the spectrogram ViT and write a model folder (best validation epoch).
 
     Every epoch is checkpointed in OUT/checkpoint, so a stopped run continues with
@@ -154,7 +156,8 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                           "label_overrides": list(label_overrides),
                           "shared": os.path.abspath(shared), "seed": seed}
             cache_dir = os.path.abspath(cache_dir) if cache_dir else None
-            overrides = {"init": init, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            overrides = {"init": init, "epochs": epochs, "epoch_size": epoch_size,
+                         "batch_size": batch_size, "lr": lr,
                          "optimizer": optimizer, "schedule": schedule, "balance": balance,
                          "mask_absent_classes": mask_absent,
                          "patience": patience, "device": device, "precision": precision,

@@ -87,6 +87,10 @@ class TrainConfig:
     # corpus equally often and within it each of its classes (so 2,800 clips of TESS's two
     # speakers weigh as much as any other corpus, no more); loss weights the loss; none
     balance: str = "sampler"  # sampler | corpus | loss | none
+    # examples drawn per epoch (0: as many as the training set has); fixes the budget of a
+    # run independently of how much data it trains on, e.g. across the transfer benchmark's
+    # rows, and lets a large union of corpora be validated more often than once per pass
+    epoch_size: int = 0
     # the loss of an example only weighs the classes its corpus has, so a corpus without
     # "surprised" does not teach "never surprised" (see class_loss)
     mask_absent_classes: bool = True
@@ -113,6 +117,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_size and lr must be positive")
+        if self.epoch_size < 0:
+            raise ValueError("epoch_size must be 0 (the training set's size) or positive")
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig."""
@@ -189,13 +195,16 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
 
 
 def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator,
-                corpora: np.ndarray | None = None) -> list[int]:
-    """An epoch's example order, drawn with replacement when balancing: `sampler` draws
-    classes equally often, `corpus` corpora equally often and each corpus's classes
-    equally often within it (`corpora`: one corpus name per example)."""
-    n = len(targets)
+                corpora: np.ndarray | None = None, size: int = 0) -> list[int]:
+    """`size` (0: len(targets)) example indices for an epoch, drawn with replacement when
+    balancing: `sampler` draws classes equally often, `corpus` corpora equally often and
+    each corpus's classes equally often within it (`corpora`: one corpus name per example).
+    Unbalanced, the examples are shuffled and repeated as far as `size` asks."""
+    n = size or len(targets)
     if balance not in ("sampler", "corpus"):
-        return torch.randperm(n, generator=generator).tolist()
+        repeats = math.ceil(n / len(targets))
+        return torch.cat([torch.randperm(len(targets), generator=generator)
+                          for _ in range(repeats)])[:n].tolist()
     groups = targets if balance == "sampler" or corpora is None else np.array(
         [f"{c}\0{t}" for c, t in zip(corpora, targets, strict=True)])
     _, group, counts = np.unique(groups, return_inverse=True, return_counts=True)
@@ -307,7 +316,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         counts = np.bincount(targets, minlength=len(labels)).clip(min=1)
         class_weights = torch.as_tensor(len(targets) / (len(labels) * counts),
                                         dtype=torch.float32, device=device)
-    steps_per_epoch = math.ceil(len(targets) / config.batch_size)
+    steps_per_epoch = math.ceil((config.epoch_size or len(targets)) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup_epochs * steps_per_epoch))
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -337,7 +346,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if epoch - best_epoch > config.patience:  # a resumed run that had stopped early
             break
         model.train()
-        order = epoch_order(targets, config.balance, generator, corpora)
+        order = epoch_order(targets, config.balance, generator, corpora, config.epoch_size)
         total_loss, seen = 0.0, 0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
                    unit="batch", leave=False, disable=None)
