@@ -167,14 +167,30 @@ class _Run:
         self.touched: set[tuple[str, str]] = set()  # (table, partition) to compact
 
     def _replace_parts(self, call: CallFile, keep: list[str]) -> None:
+        """Remove the call's previous rows, except from the files in `keep`."""
         previous = self.manifest.get(call.path) or {}
         for relative in previous.get("parts", []):
             if relative in keep:
                 continue
             if is_compacted(relative):  # shared with other calls: drop only this call's rows
-                self.store.remove_call_rows(relative, previous["meta"]["call_id"])
+                self.store.replace_call_rows(relative, previous["meta"]["call_id"])
             else:
                 self.store.delete(relative)
+
+    def _write_rows(self, call: CallFile, table: str, rows: pa.Table) -> str:
+        """Write a call's rows of one table; returns the file that holds them. Where its
+        previous rows sit in a compacted file of the same partition, they are swapped there
+        in one write: a re-score never shows the call missing or twice."""
+        meta = call.meta
+        own = part_path(table, meta.call_date, digest(meta.call_id))
+        folder = own.rsplit("/", 1)[0] + "/"
+        previous = self.manifest.get(call.path) or {}
+        for relative in previous.get("parts", []):
+            if is_compacted(relative) and relative.startswith(folder):
+                self.store.replace_call_rows(relative, previous["meta"]["call_id"], rows)
+                return relative
+        self.store.write_table(own, rows)
+        return own
 
     def _finish(self, call: CallFile, sha256: str | None, status: str, parts: list[str],
                 detail: dict) -> None:
@@ -233,14 +249,13 @@ class _Run:
                     "agent_id": meta.agent_id, "queue": meta.queue,
                     "started_at": meta.started_at, "customer_channel": meta.customer_channel,
                     "duration_s": outcome.duration_s, "n_segments": n, **summary, **tail}
-        name = digest(meta.call_id)
-        parts = [part_path("segments", meta.call_date, name),
-                 part_path("calls", meta.call_date, name)]
+        # new rows first, then the old ones go: a kill in between leaves the call twice
+        # only where its date changed, and its changed metadata has the next run redo it
+        parts = [self._write_rows(call, "segments", pa.Table.from_pydict(
+                     segments, schema=segments_schema(labels))),
+                 self._write_rows(call, "calls", pa.Table.from_pylist(
+                     [call_row], schema=calls_schema(labels)))]
         self._replace_parts(call, keep=parts)
-        self.store.write_table(parts[0], pa.Table.from_pydict(segments,
-                                                              schema=segments_schema(labels)))
-        self.store.write_table(parts[1], pa.Table.from_pylist([call_row],
-                                                              schema=calls_schema(labels)))
         self._finish(call, outcome.sha256, "scored", parts,
                      {"model_version": self.model.version})
         self.summary.calls_scored += 1

@@ -9,9 +9,14 @@ files; a call interrupted before that is simply scored again by the next run.
 
 At the end of a run each partition it touched is compacted into one file
 (``part-c<hash>.parquet``), so DuckDB opens a few files per day rather than one per call.
-A journal (``_compaction.json``) lists each merge before the members are deleted; a run
-killed half-way is completed by the next one, so rows are never lost or kept twice
-(a reader that looks during those few moments of a live merge can see both).
+A journal (``_compaction.json``) lists each merge before the merged file is written; a
+run killed half-way is completed by the next one, so rows are never lost or kept twice.
+Readers take the journal into account (``live_parts``): while a merged file and its
+members are both on disk, they open only the merged file.
+
+Re-scoring a call whose rows sit in a compacted file rewrites that file with the call's
+old rows replaced by its new ones in one atomic write, so neither a reader nor a later
+run can see the call missing or twice.
 
 ``--out`` may be any fsspec URL; the lock that keeps two runs apart needs a local folder.
 """
@@ -57,6 +62,17 @@ def part_path(table: str, partition: str, name: str) -> str:
 
 def is_compacted(relative: str) -> bool:
     return relative.rsplit("/", 1)[-1].startswith("part-c")
+
+
+def live_parts(listed: list[str], journals: list[dict | None]) -> list[str]:
+    """The files of `listed` (paths relative to the results root) that a reader should
+    open, given the compaction journal as read before and after listing: the members of a
+    merge whose merged file is already there are left out, so no row is read twice."""
+    present = set(listed)
+    skipped = {member for journal in journals if journal
+               for step in journal.get("plan", []) if step["compact"] in present
+               for member in step["members"]}
+    return [p for p in listed if p not in skipped]
 
 
 class ResultsStore:
@@ -140,10 +156,14 @@ class ResultsStore:
         return sorted(p[len(prefix):] for p in self.fs.ls(folder, detail=False)
                       if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(_TMP))
 
-    def remove_call_rows(self, relative: str, call_id: str) -> None:
-        """Rewrite a compacted file without one call's rows (delete it if none are left)."""
+    def replace_call_rows(self, relative: str, call_id: str,
+                          rows: pa.Table | None = None) -> None:
+        """Rewrite a compacted file with one call's rows replaced by `rows` (None: removed;
+        the file is deleted if nothing is left), in one atomic write."""
         table = self.read_table(relative)
         kept = table.filter(pc.not_equal(table["call_id"], call_id))
+        if rows is not None:
+            kept = pa.concat_tables([kept, rows], promote_options="default")
         if kept.num_rows:
             self.write_table(relative, kept)
         else:

@@ -1,9 +1,10 @@
 """DuckDB over a results folder: views, emotion labels, and the read-only guard.
 
 ``connect(results)`` opens an in-memory DuckDB with the views ``segments``, ``calls``,
-``errors`` and ``runs`` over the hive-partitioned Parquet files (see
-``callmood.batch.schema``), a table ``emotion_labels`` (label, position, valence,
-negative) and the filter macros of ``macros.sql`` that every canned query uses.
+``errors`` and ``runs`` over the hive-partitioned Parquet files present when it connects
+(see ``callmood.batch.schema``; while a compaction runs, its merged members are left
+out), a table ``emotion_labels`` (label, position, valence, negative) and the filter
+macros of ``macros.sql`` that every canned query uses.
 A table with no Parquet files yet becomes an empty view with the contract's columns,
 so every query also works on an empty folder.
 """
@@ -27,6 +28,7 @@ from callmood.batch.schema import (
     calls_schema,
     segments_schema,
 )
+from callmood.batch.write import JOURNAL, live_parts
 
 # Used when the results folder has no labels.json (written by the batch job from the
 # model folder's valence map).
@@ -62,8 +64,20 @@ def resolve_results(results: str | os.PathLike) -> Path:
     return root.resolve()
 
 
+def _journal(root: Path) -> dict | None:
+    try:
+        return json.loads((root / JOURNAL).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def parquet_files(root: Path, table: str) -> list[Path]:
-    return sorted((root / table).glob("*/*.parquet"))
+    """The table's finished Parquet files, without those a compaction under way has
+    already merged (the journal is read before and after listing, so a merge that starts
+    meanwhile is seen too)."""
+    before = _journal(root)
+    listed = sorted(p.relative_to(root).as_posix() for p in (root / table).glob("*/*.parquet"))
+    return [root / p for p in live_parts(listed, [before, _journal(root)])]
 
 
 def read_label_file(root: Path) -> dict | None:
@@ -94,15 +108,20 @@ def label_info(root: Path, columns: list[str]) -> LabelInfo:
 
 
 def fingerprint(results: str | os.PathLike) -> str:
-    """Changes when a nightly run lands: run files, new partitions, labels.json.
+    """Changes whenever a file is added to or removed from the results (a nightly run, a
+    compaction), so the dashboard opens a fresh connection over the files then present.
 
-    Cheap enough to compute on every dashboard rerun (it never lists segment files)."""
+    Cheap enough to compute on every dashboard rerun: it looks at folder times (a folder's
+    mtime moves when a file in it is added, renamed or deleted), never lists segment files.
+    """
     root = Path(results)
     parts = []
-    for path in [root / LABELS_FILE, *(root / t for t in TABLES)]:
+    folders = [root, *(root / t for t in TABLES)]
+    folders += [p for t in TABLES if (root / t).is_dir() for p in sorted((root / t).iterdir())]
+    for path in [root / LABELS_FILE, *folders]:
         if path.exists():
-            parts.append(f"{path.name}:{path.stat().st_mtime_ns}")
-    for table in ("runs", "errors"):
+            parts.append(f"{path.relative_to(root)}:{path.stat().st_mtime_ns}")
+    for table in ("runs", "errors"):  # rewritten in place as a run goes on
         for path in parquet_files(root, table):
             stat = path.stat()
             parts.append(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}")
@@ -123,13 +142,14 @@ def _empty_view_sql(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema
 
 def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
     # Labels decide the empty schemas, so look at segments (then calls) first.
-    present = {t: bool(parquet_files(root, t)) for t in TABLES}
+    files = {t: parquet_files(root, t) for t in TABLES}
+    present = {t: bool(files[t]) for t in TABLES}
     for table in TABLES:
         if present[table]:
             key = PARTITION_KEYS[table]
-            glob = _sql_string(str(root / table / "*" / "*.parquet"))
+            listed = "[" + ", ".join(_sql_string(str(p)) for p in files[table]) + "]"
             con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({glob}, "
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({listed}, "
                 f"hive_partitioning = true, union_by_name = true, "
                 f"hive_types = {{'{key}': DATE}})"
             )
