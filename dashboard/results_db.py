@@ -11,9 +11,13 @@ so every query also works on an empty folder.
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +218,13 @@ def set_timezone(con: duckdb.DuckDBPyConnection, timezone: str | None) -> str:
     return name
 
 
+@functools.cache
+def _private_spill_folder() -> str:
+    folder = tempfile.mkdtemp(prefix="callmood-duckdb-")  # mode 0700, removed at exit
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def connect(results: str | os.PathLike, read_only: bool = True,
             timezone: str | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the results views, labels and macros.
@@ -232,6 +243,9 @@ def connect(results: str | os.PathLike, read_only: bool = True,
         _create_label_table(con, info)
         con.execute(MACROS_SQL.read_text())
         if read_only:
+            # DuckDB may always read its spill folder (default: .tmp under the working
+            # directory, which may hold anything); give it one of this process's own
+            con.execute(f"SET temp_directory = {_sql_string(_private_spill_folder())}")
             con.execute(f"SET allowed_directories = [{_sql_string(str(root) + os.sep)}]")
             con.execute("SET enable_external_access = false")
             con.execute("SET autoinstall_known_extensions = false")

@@ -220,6 +220,17 @@ def test_read_only_connection_is_locked_and_confined(con):
         con.sql("SELECT * FROM read_csv('/etc/passwd')").fetchall()
 
 
+def test_duckdbs_spill_folder_in_the_working_directory_is_not_readable(
+        sample_results, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # DuckDB's default spill folder is ./.tmp
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "secret.txt").write_text("not for analysts")
+    with connect(sample_results) as con:
+        with pytest.raises(Exception, match="disabled by configuration"):
+            con.sql("SELECT content FROM read_text('.tmp/secret.txt')").fetchall()
+        assert con.execute("SELECT count(*) FROM calls").fetchall() == [(5,)]
+
+
 def test_parameters_are_bound_not_pasted(con):
     assert q(con, "overview", agent="A1' OR '1'='1").iloc[0].calls == 0
     with pytest.raises(QueryError, match="no parameter"):
