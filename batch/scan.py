@@ -2,9 +2,14 @@
 
 Metadata comes from CSV sidecars (a ``calls.csv`` in a scanned folder, or files given
 with ``--metadata``) with the columns ``file`` (relative to the CSV) and any of
-``call_id, agent_id, queue, started_at, customer_channel``. Without a sidecar row the
-call id is the file name without its extension and the start time is a date written in
-the path (``2026-11-20``, ``20261120_143000``, ``2026/11/20/``) or else the file's mtime.
+``call_id, agent_id, queue, started_at, customer_channel``. Without a sidecar row a call
+is named by its path below the input folder, anchored at the last date in the input
+folder's own path (see ``call_path``): ``in/2026-11-20/0001.wav`` is the call
+``2026-11-20/0001`` whether ``in`` or ``in/2026-11-20`` was scanned, and two nights'
+``0001.wav`` are two calls. The extension is left out of the id unless another file
+differs only by it (``x.wav`` and ``x.mp3`` are the calls ``x.wav`` and ``x.mp3``). The
+start time is a date written in that path (``2026-11-20``, ``20261120_143000``,
+``2026/11/20/``), or else the file's mtime.
 
 The manifest (one entry per scored or failed file, see write.ResultsStore) remembers each
 file's size, mtime, content hash and metadata, so a nightly run only scores what is new
@@ -20,6 +25,7 @@ import io
 import os
 import re
 import stat
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -184,16 +190,37 @@ def _time_from_path(relative: str) -> datetime | None:
         return None
 
 
-def describe(path: Path, root: Path, sidecar: dict | None) -> CallFile:
-    """The call's metadata: sidecar values first, then defaults from the path and mtime."""
+def call_path(path: Path, root: Path) -> str:
+    """The path that names a call found under the input folder `root`: relative to it, and
+    if that holds no date, prefixed with the input folder's path from its last date on
+    (`/data/in/2026-11-20` + `0001.wav` -> `2026-11-20/0001.wav`), so that a night's
+    folder names its calls the same whether it or its parent was scanned."""
+    relative = path.relative_to(root).as_posix()
+    if _DATE_IN_PATH.search(relative):
+        return relative
+    dates = list(_DATE_IN_PATH.finditer(root.as_posix()))
+    return f"{root.as_posix()[dates[-1].start():]}/{relative}" if dates else relative
+
+
+def describe(path: Path, name: str, sidecar: dict | None) -> CallFile:
+    """The call's metadata: sidecar values first, then defaults from its `name` (its
+    call_path, extension kept only where needed to tell files apart) and mtime."""
     stat_result = path.stat()
     sidecar = sidecar or {}
-    started_at = (sidecar.get("started_at")
-                  or _time_from_path(path.relative_to(root).as_posix())
+    started_at = (sidecar.get("started_at") or _time_from_path(name)
                   or datetime.fromtimestamp(stat_result.st_mtime, timezone.utc))
-    meta = CallMeta(sidecar.get("call_id") or path.stem, sidecar.get("agent_id"),
+    meta = CallMeta(sidecar.get("call_id") or name, sidecar.get("agent_id"),
                     sidecar.get("queue"), started_at, sidecar.get("customer_channel"))
     return CallFile(str(path), stat_result.st_size, stat_result.st_mtime_ns, meta)
+
+
+def call_names(files: list[tuple[Path, Path]]) -> dict[Path, str]:
+    """Each file's default call id: its call_path without the extension, unless another
+    file of the scan differs from it only by the extension."""
+    paths = {path: call_path(path, root) for path, root in files}
+    stems = Counter(p.rsplit(".", 1)[0] for p in paths.values())
+    return {path: p if stems[p.rsplit(".", 1)[0]] > 1 else p.rsplit(".", 1)[0]
+            for path, p in paths.items()}
 
 
 def regular_file(path: Path) -> Rejected | None:
@@ -232,7 +259,8 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
         rows, problems = read_sidecar(csv_path)
         sidecars.update(rows)
         rejected += problems
-    return [describe(path, root, sidecars.get(path)) for path, root in files], rejected
+    names = call_names(files)
+    return [describe(path, names[path], sidecars.get(path)) for path, _ in files], rejected
 
 
 def file_sha256(path: str) -> str:

@@ -15,6 +15,7 @@ import soundfile as sf
 from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
 from click.testing import CliRunner
 
+from callmood.batch.scan import call_path
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.write import ResultsStore
@@ -70,7 +71,7 @@ def test_tables_follow_the_schema(calls, tmp_path, model_dir):
     assert a["speech_s_customer"] == pytest.approx(2.0 + 4.3, abs=0.5)
     shares = [a[f"customer_share_{label}"] for label in LABELS]
     assert sum(shares) == pytest.approx(1.0)
-    b = call["b"]  # no metadata: id from the file name, channels without roles
+    b = call["nested/b"]  # no metadata: id from the path, channels without roles
     assert b["agent_id"] is None and b["customer_channel"] is None
 
     segments = rows(out, "segments")
@@ -81,8 +82,8 @@ def test_tables_follow_the_schema(calls, tmp_path, model_dir):
         assert s["confidence"] == pytest.approx(max(probs))
         assert 0 <= s["start_s"] < s["end_s"]
     roles = {(s["call_id"], s["channel"]): s["role"] for s in segments}
-    assert roles == {("A-1", 0): "agent", ("A-1", 1): "customer", ("b", 0): "ch0",
-                     ("b", 1): "ch1"}
+    assert roles == {("A-1", 0): "agent", ("A-1", 1): "customer", ("nested/b", 0): "ch0",
+                     ("nested/b", 1): "ch1"}
 
 
 def test_rerun_adds_nothing_and_changed_file_replaces_its_rows(calls, tmp_path, model_dir):
@@ -100,10 +101,10 @@ def test_rerun_adds_nothing_and_changed_file_replaces_its_rows(calls, tmp_path, 
     changed = run([calls], out, model_dir)
     assert (changed.calls_scored, changed.files_unchanged) == (1, 1)
     after = rows(out, "segments")
-    assert {s["call_id"] for s in after} == {"A-1", "b"}
-    b_calls = [c for c in rows(out, "calls") if c["call_id"] == "b"]
+    assert {s["call_id"] for s in after} == {"A-1", "nested/b"}
+    b_calls = [c for c in rows(out, "calls") if c["call_id"] == "nested/b"]
     assert len(b_calls) == 1 and b_calls[0]["duration_s"] == pytest.approx(13.0)
-    assert max(s["end_s"] for s in after if s["call_id"] == "b") > 9.0
+    assert max(s["end_s"] for s in after if s["call_id"] == "nested/b") > 9.0
 
     forced = run([calls], out, model_dir, rescore=True)
     assert forced.calls_scored == 2
@@ -340,3 +341,34 @@ def test_prior_shift_em_adapts_the_probabilities_of_the_run(calls, tmp_path, mod
         ScoreConfig(prior_shift="always")
     with pytest.raises(ValueError, match="overlap"):  # checked even if no region is long
         ScoreConfig(overlap=1.0)
+
+
+def test_call_ids_are_unique_across_dated_folders_however_they_are_scanned(tmp_path,
+                                                                           model_dir):
+    nights = tmp_path / "in"
+    for day in ("2026-11-20", "2026-11-21"):
+        path = nights / day / "0001.wav"
+        synthetic_call(path, DIALOGUE[:2], 9.0, seed=int(day[-2:]))
+        os.utime(path, (1e9, 1e9))  # a copied file's time says nothing about the call
+    out = tmp_path / "results"
+    for day in ("2026-11-20", "2026-11-21"):  # each night scans its own folder
+        assert run([nights / day], out, model_dir).calls_scored == 1
+    calls = sorted((r["call_id"], str(r["call_date"])) for r in rows(out, "calls"))
+    assert calls == [("2026-11-20/0001", "2026-11-20"), ("2026-11-21/0001", "2026-11-21")]
+    # the parent folder names the same calls the same way: nothing to do
+    summary = run([nights], out, model_dir)
+    assert (summary.calls_scored, summary.files_unchanged) == (0, 2)
+    assert call_path(nights / "2026/11/22/a.wav", nights / "2026/11/22") == "2026/11/22/a.wav"
+    assert call_path(nights / "x" / "a.wav", nights) == "x/a.wav"
+
+
+def test_files_differing_only_by_extension_are_two_calls_judged_on_their_own(tmp_path,
+                                                                            model_dir):
+    folder = tmp_path / "calls"
+    synthetic_call(folder / "x.wav", DIALOGUE[:2], 9.0, seed=1)
+    (folder / "x.mp3").write_bytes(np.random.default_rng(0).bytes(5000))
+    summary = run([folder], tmp_path / "results", model_dir)
+    assert (summary.calls_scored, summary.files_failed) == (1, 1)
+    assert [r["call_id"] for r in rows(tmp_path / "results", "calls")] == ["x.wav"]
+    [error] = rows(tmp_path / "results", "errors")
+    assert error["file"].endswith("x.mp3") and error["error_kind"] != "duplicate_call_id"
