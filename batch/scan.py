@@ -85,6 +85,12 @@ def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
                for p in patterns)
 
 
+def input_root(item: str) -> Path:
+    """The folder an input names: itself, or a file's folder (links resolved)."""
+    path = Path(item).resolve()
+    return path.parent if path.is_file() else path
+
+
 def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
                exclude: tuple[str, ...] = ()) -> list[tuple[Path, Path]]:
     """(file, the input folder it was found under) for every audio file, sorted, no repeats."""
@@ -92,7 +98,7 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     for item in inputs:
         root = Path(item).resolve()
         if root.is_file():
-            found.setdefault(root, root.parent)
+            found.setdefault(root, input_root(item))
             continue
         if not root.is_dir():
             raise ScanError(f"{item}: no such file or folder")

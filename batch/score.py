@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.batch.extract import extract_file
-from callmood.batch.scan import AUDIO_PATTERNS, CallFile, Rejected, is_unchanged, scan
+from callmood.batch.scan import AUDIO_PATTERNS, CallFile, Rejected, input_root, is_unchanged, scan
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import (
@@ -352,6 +352,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                                   "model_name": model.name,
                                   "model_version": model.version})
         store.write_json(CONFIG, asdict(config))
+        store.add_input_roots([str(input_root(item)) for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
         todo = [call for call in files

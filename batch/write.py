@@ -44,6 +44,8 @@ MANIFEST = "_manifest"
 LABELS = "labels.json"
 LOCK = ".lock"
 JOURNAL = "_compaction.json"
+# every input folder ever scored into these results: the dashboard plays only files in them
+INPUTS = "inputs.json"
 _TMP = ".tmp-"
 
 
@@ -143,6 +145,11 @@ class ResultsStore:
                     entry = json.loads(f.read())
                 entries[entry["path"]] = entry
         return entries
+
+    def add_input_roots(self, roots: list[str]) -> None:
+        known = (self.read_json(INPUTS) or {}).get("roots", [])
+        if not set(roots) <= set(known):
+            self.write_json(INPUTS, {"roots": sorted(set(known) | set(roots))})
 
     def put_manifest(self, entry: dict) -> None:
         self.write_json(f"{MANIFEST}/{digest(entry['path'])}.json", entry)

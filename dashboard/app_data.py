@@ -70,6 +70,10 @@ def query(name: str, *, filtered: bool = True, **params) -> pd.DataFrame:
                   tuple(sorted(values.items())))
 
 
+def results_path() -> str:
+    return st.session_state[_CONTEXT].path
+
+
 def timezone() -> str:
     """The zone times are shown in (`callmood dashboard --timezone`, default UTC)."""
     return st.session_state[_CONTEXT].timezone

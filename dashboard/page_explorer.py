@@ -5,7 +5,7 @@ import streamlit as st
 
 from callmood.dashboard import app_data, charts
 from callmood.dashboard.app_data import pct
-from callmood.dashboard.audio import read_audio
+from callmood.dashboard.audio import input_roots, read_audio
 
 st.title("Call explorer")
 calls = app_data.query("calls_list").set_index("call_id", drop=False)
@@ -61,10 +61,11 @@ def segment_label(i) -> str:
 
 picked = st.selectbox("Play", choices, format_func=segment_label, key="explorer_segment")
 span = (None, None) if picked is None else (segments.start_s[picked], segments.end_s[picked])
-audio = read_audio(call.source_file, *span)
+audio = read_audio(call.source_file, input_roots(app_data.results_path()), *span)
 if audio is None:
     # the name as plain text: a file name is data, never Markdown (it could hold a link)
-    st.warning("The recording is not available (moved, deleted or unreadable):")
+    st.warning("The recording is not available (moved, deleted, unreadable, or not under "
+               "a scored input folder):")
     st.code(call.source_file, language=None)
 else:
     st.audio(audio[0], format=audio[1])

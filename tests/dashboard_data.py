@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import soundfile as sf
 
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
+from callmood.batch.write import INPUTS
 
 LABELS = ["neutral", "happy", "angry", "sad"]
 NEGATIVE = {"angry", "sad"}
@@ -152,6 +153,7 @@ def build_sample_results(base: Path) -> Path:
         write_call(root, call_id, spec)
     write_runs(root)
     write_audio(base / "audio" / "c1.wav", CALLS["c1"][3])
+    (root / INPUTS).write_text(json.dumps({"roots": [str((base / "audio").resolve())]}))
     return root
 
 

@@ -2,13 +2,15 @@
 results folder."""
 
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
+from dashboard_data import write_audio
 from streamlit.testing.v1 import AppTest
 
 from callmood.dashboard import app_data
-from callmood.dashboard.audio import read_audio
+from callmood.dashboard.audio import input_roots, read_audio
 
 pytest_plugins = ["dashboard_fixtures"]
 APP = str(Path(app_data.__file__).with_name("app.py"))
@@ -156,14 +158,35 @@ def test_missing_folder_is_reported(app, tmp_path, monkeypatch):
 
 
 def test_audio_cut(sample_results):
+    roots = input_roots(sample_results)
     source = str(sample_results.parent / "audio" / "c1.wav")
-    whole, mime = read_audio(source)
-    cut, cut_mime = read_audio(source, 20.0, 30.0)
+    whole, mime = read_audio(source, roots)
+    cut, cut_mime = read_audio(source, roots, 20.0, 30.0)
     assert cut_mime == "audio/wav" and mime.startswith("audio/")
     # 10 s of 2-channel 16-bit audio at 8 kHz, plus the WAV header.
     assert len(cut) == pytest.approx(10 * 8000 * 2 * 2, abs=100)
     assert len(whole) > len(cut)
-    assert read_audio(str(sample_results / "missing.wav")) is None
+    assert read_audio(str(sample_results / "missing.wav"), roots) is None
+
+
+def test_only_audio_files_under_the_scored_input_folders_are_served(tmp_path):
+    inputs = tmp_path / "calls::night"  # '::' is no URL chain here
+    write_audio(inputs / "a.wav", 1.0)
+    roots = [inputs.resolve()]
+    assert read_audio(str(inputs / "a.wav"), roots)[1] == "audio/x-wav"
+    assert read_audio(str(inputs / "a.wav"), []) is None  # no recorded input folders
+    # a scored recording replaced by a link to a secret
+    (inputs / "a.wav").unlink()
+    (inputs / "a.wav").symlink_to("/etc/passwd")
+    assert read_audio(str(inputs / "a.wav"), roots) is None
+    # a link to audio outside the input folders, text inside them, a FIFO inside them
+    write_audio(tmp_path / "elsewhere.wav", 1.0)
+    (inputs / "b.wav").symlink_to(tmp_path / "elsewhere.wav")
+    (inputs / "c.wav").write_text("not audio")
+    os.mkfifo(inputs / "d.wav")
+    for name in ("b.wav", "c.wav", "d.wav"):
+        assert read_audio(str(inputs / name), roots) is None, name
+        assert read_audio(str(inputs / name), roots, 0.0, 0.5) is None, name
 
 
 def test_dashboard_command_line(sample_results, tmp_path):

@@ -358,6 +358,9 @@ def test_call_ids_are_unique_across_dated_folders_however_they_are_scanned(tmp_p
     # the parent folder names the same calls the same way: nothing to do
     summary = run([nights], out, model_dir)
     assert (summary.calls_scored, summary.files_unchanged) == (0, 2)
+    # every input folder is remembered: the dashboard plays only files under them
+    assert json.loads((out / "inputs.json").read_text())["roots"] == sorted(
+        str((nights / d).resolve()) for d in ("", "2026-11-20", "2026-11-21"))
     assert call_path(nights / "2026/11/22/a.wav", nights / "2026/11/22") == "2026/11/22/a.wav"
     assert call_path(nights / "x" / "a.wav", nights) == "x/a.wav"
 
