@@ -1,48 +1,98 @@
 """Per-file feature extraction: decode, resample, find speech, log-mels of the windows.
 
-Runs in the parallel workers, so everything here takes and returns plain picklable values.
+Runs in the parallel workers. Memory does not grow with the length of a call: the file
+is decoded twice in blocks of BLOCK_S seconds, once to find the speech (frame levels
+are all that is kept) and once to cut the windows' clips, which leave in batches
+(`Extracted.mel_batches`) to be scored before the next are cut. A 6-hour call needs
+about what a 10-minute one does (benchmarks/bench_long_calls.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from callmood.batch.scan import file_sha256
-from callmood.batch.segment import VadConfig, detect_speech, plan_windows, window_mels
-from callmood.training.audio import AudioError, check_not_silent, read_channels, resample
-from callmood.training.features import MelConfig
+from callmood.batch.segment import LevelMeter, VadConfig, clip_start, plan_windows, window_mels
+from callmood.training.audio import AudioError, check_peak, read_blocks
+from callmood.training.features import MelConfig, log_mel
+
+BLOCK_S = 60.0
 
 
 @dataclass
 class Extracted:
-    """One file's speech: VAD regions, the windows to score and their log-mels."""
+    """One file's speech: VAD regions and the windows to score, ordered by where their
+    clips start."""
 
+    path: str
     sha256: str
     duration_s: float
     channels: int
+    samples: int  # per channel, at the model's sample rate
     speech: list[tuple[int, float, float]]  # (channel, start_s, end_s) VAD regions
-    windows: list[tuple[int, float, float]]  # (channel, start_s, end_s), one per mel
-    mels: torch.Tensor  # (len(windows), n_mels, input_frames)
+    windows: list[tuple[int, float, float]]  # (channel, start_s, end_s)
+    clips: list[tuple[int, int]]  # (channel, first sample of the clip), one per window
+    max_seconds: float | None
+
+    def mel_batches(self, mel: MelConfig, batch_size: int,
+                    block_s: float = BLOCK_S) -> Iterator[torch.Tensor]:
+        """(<= batch_size, n_mels, input_frames) log-mels of the windows, in order."""
+        clip = mel.clip_samples
+        blocks = read_blocks(self.path, mel.sample_rate, block_s, self.max_seconds)
+        if self.samples < clip:  # a recording shorter than a clip is repeated to fill one
+            audio = np.concatenate(list(blocks), axis=1)
+            for channel in range(self.channels):
+                count = sum(c == channel for c, _ in self.clips)
+                if count:
+                    yield window_mels(audio[channel], [(0, self.samples)] * count, mel)
+            return
+        buffer, offset, done, pending = np.zeros((self.channels, 0), np.float32), 0, 0, []
+        for block in blocks:
+            buffer = np.concatenate([buffer, block], axis=1)
+            end = offset + buffer.shape[1]
+            while done < len(self.clips) and self.clips[done][1] + clip <= end:
+                channel, first = self.clips[done]
+                pending.append(buffer[channel, first - offset:first - offset + clip])
+                done += 1
+                if len(pending) == batch_size:
+                    yield log_mel(np.stack(pending), mel)
+                    pending = []
+            keep = min(self.clips[done][1], end) if done < len(self.clips) else end
+            buffer, offset = buffer[:, keep - offset:], keep
+        if pending:
+            yield log_mel(np.stack(pending), mel)
+        if done < len(self.clips):
+            raise AudioError(self.path, "corrupt", "the audio changed while it was read")
 
 
 def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
-                 max_seconds: float | None) -> Extracted:
+                 max_seconds: float | None, block_s: float = BLOCK_S) -> Extracted:
     """Raises AudioError for files that cannot be scored (unreadable, silent, no speech)."""
     sha = file_sha256(path)
-    audio, rate = read_channels(path, max_seconds=max_seconds)
-    check_not_silent(audio, path)
-    duration = audio.shape[1] / rate
-    audio = resample(audio, rate, mel.sample_rate)
-    speech, windows, mels = [], [], []
-    for channel, waveform in enumerate(audio):
-        regions = detect_speech(waveform, mel.sample_rate, vad)
-        planned = plan_windows(regions, mel.clip_samples, overlap)
+    meters: list[LevelMeter] = []
+    peak = 0.0
+    for block in read_blocks(path, mel.sample_rate, block_s, max_seconds):
+        meters = meters or [LevelMeter(mel.sample_rate, vad) for _ in block]
+        for meter, channel in zip(meters, block, strict=True):
+            meter.add(channel)
+        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    check_peak(peak, path)
+    samples = meters[0].samples
+    clip = mel.clip_samples
+    speech, planned = [], []
+    for channel, meter in enumerate(meters):
+        regions = meter.regions()
         speech += [(channel, a / mel.sample_rate, b / mel.sample_rate) for a, b in regions]
-        windows += [(channel, a / mel.sample_rate, b / mel.sample_rate) for a, b in planned]
-        if planned:
-            mels.append(window_mels(waveform, planned, mel))
-    if not windows:
+        planned += [(channel, a, b) for a, b in plan_windows(regions, clip, overlap)]
+    if not planned:
         raise AudioError(path, "no_speech", "no speech found (only noise or silence)")
-    return Extracted(sha, duration, audio.shape[0], speech, windows, torch.cat(mels))
+    starts = [0 if samples < clip else clip_start(a, b, clip, samples) for _, a, b in planned]
+    order = sorted(range(len(planned)), key=lambda i: (starts[i], planned[i][0]))
+    return Extracted(path, sha, samples / mel.sample_rate, len(meters), samples, speech,
+                     [(planned[i][0], planned[i][1] / mel.sample_rate,
+                       planned[i][2] / mel.sample_rate) for i in order],
+                     [(planned[i][0], starts[i]) for i in order], max_seconds)

@@ -118,7 +118,8 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
         model = cached_model(model_dir)
         found = extract_file(path, model.mel, vad, overlap, max_seconds)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            probs = model.predict_mels(found.mels, batch_size)
+            probs = np.concatenate([model.predict_mels(mels, batch_size)
+                                    for mels in found.mel_batches(model.mel, batch_size)])
         return FileOutcome(path, found.sha256, found.duration_s, found.channels, found.speech,
                            found.windows, probs)
     except AudioError as err:

@@ -38,27 +38,53 @@ class VadConfig:
 
 def detect_speech(waveform: np.ndarray, rate: int, vad: VadConfig) -> list[tuple[int, int]]:
     """Speech regions of one channel as (start, end) sample indices, in order."""
-    frame = max(1, round(vad.frame_s * rate))
-    n = len(waveform) // frame
-    if n == 0:
-        return []
-    frames = waveform[:n * frame].reshape(n, frame).astype(np.float64)
-    level = 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
-    threshold = max(np.percentile(level, vad.noise_percentile) + vad.snr_db, vad.floor_db)
-    active = np.concatenate([[False], level > threshold, [False]])
-    edges = np.flatnonzero(np.diff(active.astype(np.int8)))
-    runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) in frames
+    meter = LevelMeter(rate, vad)
+    meter.add(waveform)
+    return meter.regions()
 
-    min_gap = vad.min_silence_s / vad.frame_s
-    merged: list[list[int]] = []
-    for start, end in runs:
-        if merged and start - merged[-1][1] < min_gap:
-            merged[-1][1] = end
-        else:
-            merged.append([start, end])
-    pad = round(vad.pad_s * rate)
-    return [(max(0, start * frame - pad), min(len(waveform), end * frame + pad))
-            for start, end in merged if (end - start) * vad.frame_s >= vad.min_speech_s]
+
+class LevelMeter:
+    """Frame levels of one channel fed block by block (the frames run on across blocks,
+    so any blocking gives the levels of the whole waveform), and its speech regions."""
+
+    def __init__(self, rate: int, vad: VadConfig):
+        self.rate, self.vad = rate, vad
+        self.frame = max(1, round(vad.frame_s * rate))
+        self.samples = 0
+        self._tail = np.zeros(0, np.float32)
+        self._levels: list[np.ndarray] = []
+
+    def add(self, block: np.ndarray) -> None:
+        self.samples += len(block)
+        x = np.concatenate([self._tail, block])
+        n = len(x) // self.frame
+        frames = x[:n * self.frame].reshape(n, self.frame).astype(np.float64)
+        self._levels.append(10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12))
+        self._tail = x[n * self.frame:]
+
+    def regions(self) -> list[tuple[int, int]]:
+        """Speech regions as (start, end) sample indices, in order: frames above the
+        channel's own noise floor, short pauses bridged, short bursts dropped."""
+        vad, frame = self.vad, self.frame
+        level = np.concatenate(self._levels) if self._levels else np.zeros(0)
+        if len(level) == 0:
+            return []
+        threshold = max(np.percentile(level, vad.noise_percentile) + vad.snr_db,
+                        vad.floor_db)
+        active = np.concatenate([[False], level > threshold, [False]])
+        edges = np.flatnonzero(np.diff(active.astype(np.int8)))
+        runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) in frames
+
+        min_gap = vad.min_silence_s / vad.frame_s
+        merged: list[list[int]] = []
+        for start, end in runs:
+            if merged and start - merged[-1][1] < min_gap:
+                merged[-1][1] = end
+            else:
+                merged.append([start, end])
+        pad = round(vad.pad_s * self.rate)
+        return [(max(0, start * frame - pad), min(self.samples, end * frame + pad))
+                for start, end in merged if (end - start) * vad.frame_s >= vad.min_speech_s]
 
 
 def plan_windows(regions: list[tuple[int, int]], clip: int,
@@ -93,8 +119,15 @@ def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
         return whole.expand(len(windows), -1, -1).clone()
     clips = np.zeros((len(windows), clip), dtype=np.float32)
     for i, (start, end) in enumerate(windows):
-        centre = (start + end) // 2
-        first = min(max(0, centre - clip // 2), len(waveform) - clip) \
-            if end - start < clip else start
+        first = clip_start(start, end, clip, len(waveform))
         clips[i] = waveform[first:first + clip]
     return log_mel(clips, mel)
+
+
+def clip_start(start: int, end: int, clip: int, length: int) -> int:
+    """Where the clip that scores the window [start, end) begins in audio of `length`
+    samples (>= clip): at the window, or for a shorter window centred on it, kept within
+    the audio."""
+    if end - start >= clip:
+        return start
+    return min(max(0, (start + end) // 2 - clip // 2), length - clip)

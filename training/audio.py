@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,23 +86,62 @@ def check_wav_complete(path: str | Path) -> None:
             f.seek(length + length % 2, os.SEEK_CUR)
 
 
+def _check_length(info: AudioInfo, max_seconds: float | None) -> None:
+    if max_seconds is not None and info.duration_s > max_seconds:
+        raise AudioError(info.path, "too_long",
+                         f"{info.duration_s / 3600:.1f} h of audio exceeds the limit of "
+                         f"{max_seconds / 3600:.1f} h")
+
+
+def _check_finite(data: np.ndarray, path: str | Path) -> None:
+    if not np.isfinite(data).all():
+        raise AudioError(path, "corrupt", "audio holds NaN or infinite samples")
+
+
 def read_channels(path: str | Path, max_seconds: float | None = None,
                   ) -> tuple[np.ndarray, int]:
     """Decode every channel: float32 array of shape (channels, samples) and the sample rate."""
     info = probe(path)
-    if max_seconds is not None and info.duration_s > max_seconds:
-        raise AudioError(path, "too_long",
-                         f"{info.duration_s / 3600:.1f} h of audio exceeds the limit of "
-                         f"{max_seconds / 3600:.1f} h")
+    _check_length(info, max_seconds)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, "corrupt", f"audio data cannot be decoded ({err})") from None
     if data.shape[0] == 0:
         raise AudioError(path, "empty", "audio file holds no samples")
-    if not np.isfinite(data).all():
-        raise AudioError(path, "corrupt", "audio holds NaN or infinite samples")
+    _check_finite(data, path)
     return np.ascontiguousarray(data.T), rate
+
+
+def read_blocks(path: str | Path, sample_rate: int, block_seconds: float,
+                max_seconds: float | None = None) -> Iterator[np.ndarray]:
+    """Decode in (channels, samples) float32 blocks at `sample_rate`, so that memory does
+    not grow with the file. Concatenated, the blocks are exactly
+    resample(*read_channels(path)) (soxr resamples a stream as it does a whole array);
+    the errors are those of read_channels."""
+    info = probe(path)
+    _check_length(info, max_seconds)
+    decoded = 0
+    try:
+        with sf.SoundFile(str(path)) as f:
+            stream = None if f.samplerate == sample_rate else soxr.ResampleStream(
+                f.samplerate, sample_rate, f.channels, dtype="float32")
+            size = max(1, int(block_seconds * f.samplerate))
+            while True:
+                data = f.read(size, dtype="float32", always_2d=True)
+                last = len(data) < size
+                _check_finite(data, path)
+                decoded += len(data)
+                if stream is not None:
+                    data = stream.resample_chunk(data, last=last)
+                if len(data):
+                    yield np.ascontiguousarray(data.T)
+                if last:
+                    break
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioError(path, "corrupt", f"audio data cannot be decoded ({err})") from None
+    if decoded == 0:
+        raise AudioError(path, "empty", "audio file holds no samples")
 
 
 def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -117,7 +157,11 @@ def resample(waveform: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
 def check_not_silent(waveform: np.ndarray, path: str | Path) -> None:
     if waveform.size == 0:
         raise AudioError(path, "empty", "audio file holds no samples")
-    if float(np.max(np.abs(waveform))) < SILENCE_PEAK:
+    check_peak(float(np.max(np.abs(waveform))), path)
+
+
+def check_peak(peak: float, path: str | Path) -> None:
+    if peak < SILENCE_PEAK:
         raise AudioError(path, "silent", "audio is silent (peak below -80 dBFS)")
 
 
