@@ -11,6 +11,10 @@ call at a time, as results arrive.
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
 import threading
 import time
 import uuid
@@ -109,9 +113,25 @@ def cached_model(model_dir: str) -> LoadedModel:
         return _MODELS[key]
 
 
+def die_with(parent_pid: int) -> None:
+    """In a worker process that `parent_pid` started, have the kernel kill this process
+    when the parent dies (Linux), so that a killed run leaves no workers behind to compete
+    with the next one. A no-op in the parent itself and in processes it did not start."""
+    if os.getpid() == parent_pid or os.getppid() != parent_pid \
+            or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+
 def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
-               max_seconds: float, batch_size: int, precision: str = "fp32") -> FileOutcome:
+               max_seconds: float, batch_size: int, precision: str = "fp32",
+               parent_pid: int | None = None) -> FileOutcome:
     """The worker task; never raises, so one bad file cannot stop the run."""
+    if parent_pid is not None:
+        die_with(parent_pid)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -295,7 +315,7 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
     """FileOutcomes in the order they finish."""
     task = joblib.delayed(score_file)
     jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
-                 config.batch_size, config.precision) for call in todo)
+                 config.batch_size, config.precision, os.getpid()) for call in todo)
     if config.backend == "dask":
         from dask.distributed import Client
 

@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_long_call(path: Path, hours: float) -> None:
-    """The sample calls (those with as many channels as the first) end to end until `hours` of audio, never all in memory."""
+    """The sample calls (those with as many channels as the first) end to end until
+    `hours` of audio, never all in memory."""
     sources = sorted((ROOT / "sample_calls" / "audio").glob("*.wav"))
     info = sf.info(str(sources[0]))
     sources = [s for s in sources if sf.info(str(s)).channels == info.channels]

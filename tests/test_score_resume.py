@@ -51,3 +51,46 @@ def test_kill_and_resume(tmp_path):
     assert {s["call_id"] for s in segments} == {c["call_id"] for c in calls}
     assert sum(c["n_segments"] for c in calls) == len(segments)
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # fields: state, ppid, ...
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_killed_run_leaves_no_workers_behind(tmp_path):
+    model = make_model_folder(tmp_path / "model")
+    folder = tmp_path / "calls"
+    for i in range(6):
+        synthetic_call(folder / f"call{i}.wav", DIALOGUE, 60.0, seed=i)
+    out = tmp_path / "results"
+    process = subprocess.Popen([CALLMOOD, "score", str(folder), "--out", str(out), "--model",
+                                str(model), "--workers", "2", "--no-progress"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("calls/*/*.parquet")) and time.monotonic() < deadline:
+        assert process.poll() is None
+        time.sleep(0.01)
+    workers = {w for w in children(process.pid) if alive(w)}
+    assert workers  # the loky workers scoring the calls
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [w for w in workers if alive(w)]
