@@ -250,3 +250,14 @@ def test_every_subcommand_has_help():
         result = ok(invoke(name, "--help"))
         assert f"Usage: callmood {name}" in result.stdout
         assert command.help.strip().splitlines()[0][:40] in result.stdout
+
+
+def test_predict_uses_the_idle_cores_or_the_threads_asked(tiny_model_dir, write_wav):
+    from callmood.training.predict import idle_cores
+
+    assert 1 <= idle_cores() <= len(os.sched_getaffinity(0))
+    speech = write_wav("speech.wav", 2.0)
+    result = ok(invoke("predict", speech, "--model", tiny_model_dir, "--threads", "1",
+                       "--format", "jsonl"))
+    assert json.loads(result.output.splitlines()[0])["file"] == str(speech)
+    assert invoke("predict", speech, "--threads", "0").exit_code == 2

@@ -287,17 +287,25 @@ def tune(corpora, fold, n_folds, test_speakers, random_test, label_preset, label
 @click.option("--model", "model_dir", help="model folder (default: the bundled model)")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table",
               show_default=True)
-def predict(files, model_dir, fmt):
+@click.option("--threads", type=click.IntRange(min=1),
+              help="torch threads (default: the cores that other processes leave idle, "
+                   "from the load average, at least 1)")
+def predict(files, model_dir, fmt, threads):
     """Emotion and per-class probabilities of each audio FILE.
 
     A file longer than the model's clip is covered by overlapping clips whose
     probabilities are averaged. Unusable files are reported (with --format jsonl as a
     line {"file", "error_kind", "message"}) and make the exit status 1.
     """
+    import torch
     from tqdm import tqdm
 
     from callmood.training.model_folder import default_model_dir, load_model_folder
-    from callmood.training.predict import predict_files
+    from callmood.training.predict import idle_cores, predict_files
+
+    # threads beyond the idle cores only wait for each other: on a 2-core machine busy
+    # with other work, 2 threads were several times slower than 1
+    torch.set_num_threads(threads or idle_cores())
 
     try:
         model = load_model_folder(model_dir or default_model_dir())

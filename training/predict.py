@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -9,6 +10,14 @@ import numpy as np
 from callmood.training.audio import AudioError, load_mono
 from callmood.training.features import log_mel, utterance_clips
 from callmood.training.model_folder import LoadedModel
+
+
+def idle_cores() -> int:
+    """The cores this process may run on minus those other processes keep busy (the
+    1-minute load average), at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+    return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
 def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
