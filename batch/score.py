@@ -30,7 +30,15 @@ from tqdm import tqdm
 
 from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.batch.extract import extract_file
-from callmood.batch.scan import AUDIO_PATTERNS, CallFile, Rejected, input_root, is_unchanged, scan
+from callmood.batch.scan import (
+    AUDIO_PATTERNS,
+    CallFile,
+    CallMeta,
+    Rejected,
+    input_root,
+    is_unchanged,
+    scan,
+)
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import (
@@ -349,6 +357,41 @@ def _audio_seconds(path: str) -> float:
         return 0.0
 
 
+def claim_labels(store: ResultsStore, model: LoadedModel) -> None:
+    """Refuse a results folder that holds another label set; record this model's."""
+    known = store.read_json(LABELS)
+    if known and known["labels"] != model.labels:
+        raise ResultsError(f"{store.url} holds scores for the labels {known['labels']}, but "
+                           f"this model has {model.labels}; use another --out")
+    store.write_json(LABELS, {"labels": model.labels, "valence": model.card.valence,
+                              "model_name": model.name, "model_version": model.version})
+
+
+LIVE = "live:"  # manifest key prefix of a call scored live (it has no file yet)
+
+
+def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
+                    config: ScoreConfig, wait_s: float = 900.0) -> None:
+    """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
+    its recording, when it arrives with the same call id, is not scored again. Waits up
+    to `wait_s` for a nightly run that holds the results folder."""
+    store = ResultsStore(out)
+    path = LIVE + meta.call_id
+    with store.lock(wait_s):
+        claim_labels(store, model)
+        entry = store.manifest_entry(path)
+        started = _now()
+        run = _Run(store, model, config, {path: entry} if entry else {},
+                   RunSummary(f"live-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"), started)
+        run.scored(CallFile(path, 0, 0, meta), outcome)
+
+
+def _scored_live(manifest: dict[str, dict]) -> dict[str, dict]:
+    """Manifest entries of live calls, by call id."""
+    return {e["meta"]["call_id"]: e for path, e in manifest.items()
+            if path.startswith(LIVE) and e["status"] == "scored"}
+
+
 def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig,
                 progress: bool | None = None) -> RunSummary:
     """Score what is new or changed under `inputs` into the results folder `out`.
@@ -365,20 +408,15 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     store = ResultsStore(out)
     with store.lock():
         store.remove_leftovers()
-        known = store.read_json(LABELS)
-        if known and known["labels"] != model.labels:
-            raise ResultsError(f"{out} holds scores for the labels {known['labels']}, but "
-                               f"this model has {model.labels}; use another --out")
-        store.write_json(LABELS, {"labels": model.labels, "valence": model.card.valence,
-                                  "model_name": model.name,
-                                  "model_version": model.version})
+        claim_labels(store, model)
         store.write_json(CONFIG, asdict(config))
         store.add_input_roots([str(input_root(item)) for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
-        todo = [call for call in files
-                if config.rescore or not is_unchanged(call, manifest.get(call.path))]
-        summary.files_unchanged = len(files) - len(todo)
+        live = _scored_live(manifest)
+        todo = [call for call in files if call.meta.call_id not in live
+                and (config.rescore or not is_unchanged(call, manifest.get(call.path)))]
+        summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
         run = _Run(store, model, config, manifest, summary, started)
         run.record_run(0.0, "running")  # stays so if the run is killed
         status = "failed: interrupted"
@@ -408,7 +446,11 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 summary.priors = shift_priors(held, model.labels)
                 for outcome in held:
                     run.scored(by_path[outcome.path], outcome)
-            store.compact(run.touched, run.manifest)
+            # a day's live calls are merged too, with whatever this run added to it
+            live_parts = {(part.split("/", 1)[0], part.split("=", 1)[1].split("/", 1)[0])
+                          for e in live.values() for part in e["parts"]
+                          if not is_compacted(part)}
+            store.compact(run.touched | live_parts, run.manifest)
             status = "finished"
         except Exception as err:
             status = f"failed: {type(err).__name__}: {err}"

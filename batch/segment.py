@@ -62,29 +62,46 @@ class LevelMeter:
         self._levels.append(10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12))
         self._tail = x[n * self.frame:]
 
-    def regions(self) -> list[tuple[int, int]]:
-        """Speech regions as (start, end) sample indices, in order: frames above the
-        channel's own noise floor, short pauses bridged, short bursts dropped."""
-        vad, frame = self.vad, self.frame
-        level = np.concatenate(self._levels) if self._levels else np.zeros(0)
-        if len(level) == 0:
-            return []
-        threshold = max(np.percentile(level, vad.noise_percentile) + vad.snr_db,
-                        vad.floor_db)
-        active = np.concatenate([[False], level > threshold, [False]])
-        edges = np.flatnonzero(np.diff(active.astype(np.int8)))
-        runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) in frames
+    def levels(self) -> np.ndarray:
+        return np.concatenate(self._levels) if self._levels else np.zeros(0)
 
-        min_gap = vad.min_silence_s / vad.frame_s
-        merged: list[list[int]] = []
-        for start, end in runs:
-            if merged and start - merged[-1][1] < min_gap:
-                merged[-1][1] = end
-            else:
-                merged.append([start, end])
-        pad = round(vad.pad_s * self.rate)
-        return [(max(0, start * frame - pad), min(self.samples, end * frame + pad))
-                for start, end in merged if (end - start) * vad.frame_s >= vad.min_speech_s]
+    def regions(self) -> list[tuple[int, int]]:
+        """Speech regions as (start, end) sample indices, in order."""
+        return speech_regions(self.levels(), self.vad, self.rate, self.samples)
+
+
+def noise_threshold(levels: np.ndarray, vad: VadConfig) -> float:
+    """The level above which a frame counts as speech: the channel's own noise floor plus
+    vad.snr_db, and at least vad.floor_db."""
+    return max(float(np.percentile(levels, vad.noise_percentile)) + vad.snr_db, vad.floor_db)
+
+
+def speech_regions(levels: np.ndarray, vad: VadConfig, rate: int, samples: int,
+                   threshold: float | None = None, first_frame: int = 0,
+                   ) -> list[tuple[int, int]]:
+    """(start, end) sample indices of speech in frame `levels` (the frames of a channel of
+    `samples` samples from `first_frame` on): frames above `threshold` (default:
+    noise_threshold of these levels), short pauses bridged, short bursts dropped."""
+    if len(levels) == 0:
+        return []
+    if threshold is None:
+        threshold = noise_threshold(levels, vad)
+    frame = max(1, round(vad.frame_s * rate))
+    active = np.concatenate([[False], levels > threshold, [False]])
+    edges = np.flatnonzero(np.diff(active.astype(np.int8)))
+    runs = list(zip(edges[::2], edges[1::2], strict=True))  # [start, end) in frames
+
+    min_gap = vad.min_silence_s / vad.frame_s
+    merged: list[list[int]] = []
+    for start, end in runs:
+        if merged and start - merged[-1][1] < min_gap:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    pad = round(vad.pad_s * rate)
+    return [(max(0, (first_frame + start) * frame - pad),
+             min(samples, (first_frame + end) * frame + pad))
+            for start, end in merged if (end - start) * vad.frame_s >= vad.min_speech_s]
 
 
 def plan_windows(regions: list[tuple[int, int]], clip: int,

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -151,6 +152,9 @@ class ResultsStore:
         if not set(roots) <= set(known):
             self.write_json(INPUTS, {"roots": sorted(set(known) | set(roots))})
 
+    def manifest_entry(self, path: str) -> dict | None:
+        return self.read_json(f"{MANIFEST}/{digest(path)}.json")
+
     def put_manifest(self, entry: dict) -> None:
         self.write_json(f"{MANIFEST}/{digest(entry['path'])}.json", entry)
 
@@ -214,21 +218,28 @@ class ResultsStore:
         self.delete(JOURNAL)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the results folder for one run; a second run is refused with a clear message."""
+    def lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """Hold the results folder for one run (or one live call's write), waiting up to
+        `wait_s` for another holder; then refused with a clear message."""
         if not self.local:
             yield
             return
         path = self._path(LOCK)
+        deadline = time.monotonic() + wait_s
         with open(path, "a+") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise ResultsError(f"{self.url} is being written by another `callmood score` "
-                                   f"run ({holder}); wait for it to finish or use another "
-                                   "--out") from None
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    raise ResultsError(f"{self.url} is being written by another `callmood` "
+                                       f"process ({holder}); wait for it to finish or use "
+                                       "another --out") from None
             f.truncate(0)
             f.write(f"pid {os.getpid()}")
             f.flush()

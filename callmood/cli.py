@@ -13,16 +13,18 @@ def main():
     """callmood: emotion analytics for call-center recordings.
 
     Train and evaluate the spectrogram ViT (train, evaluate, tune, predict), score
-    recorded calls every night (score), and look at the results (query, dashboard).
+    recorded calls every night (score) or live (live), and look at the results (query,
+    dashboard).
     """
 
 
 def _register() -> None:
     from callmood.batch import cli as batch_cli
     from callmood.dashboard import cli as dashboard_cli
+    from callmood.live import cli as live_cli
     from callmood.training import cli as training_cli
 
-    for module in (training_cli, batch_cli, dashboard_cli):
+    for module in (training_cli, batch_cli, dashboard_cli, live_cli):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -1,0 +1,47 @@
+"""Subcommands of this package (registered by callmood/cli.py)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="model folder (default: the bundled model)")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on (0.0.0.0: every interface; there is no login)")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
+@click.option("--results", type=click.Path(file_okay=False),
+              help="results folder to add each finished call to, as `score` does")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="calls scored at the same moment (default: the cores)")
+def live(model_dir, host, port, results, threads):
+    """Score calls while they happen, over a WebSocket (ws://HOST:PORT).
+
+    Send callmood's protocol (a JSON start, binary audio, a JSON stop) or a telephony
+    platform's media-stream events; get back one JSON event per scored segment, an alert
+    when the customer escalates, and a summary. See the README for the messages.
+    """
+    import asyncio
+    import logging
+
+    from callmood.live.server import LiveServer
+    from callmood.training.model_folder import default_model_dir, load_model_folder
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        model = load_model_folder(model_dir or default_model_dir())
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from None
+    server = LiveServer(model, results, threads=threads)
+    click.echo(f"callmood live: ws://{host}:{port} (model {model.name}"
+               + (f", results into {results})" if results else ")"), err=True)
+    try:
+        asyncio.run(server.serve(host, port))
+    except OSError as err:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {err}") from None
+    except KeyboardInterrupt:
+        pass
+
+
+COMMANDS = [live]

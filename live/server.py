@@ -1,0 +1,197 @@
+"""`callmood live`: a WebSocket server that scores calls while they happen.
+
+Two ways in, told apart by the first message of a call:
+
+* callmood's own protocol: a JSON ``{"type": "start", "call_id", "sample_rate",
+  "encoding": "pcm16"|"mulaw", "channels", "customer_channel", "agent_id", "queue"}``,
+  then binary frames of interleaved audio, then ``{"type": "stop"}``;
+* the media-stream messages telephony platforms send (JSON ``connected`` / ``start`` /
+  ``media`` / ``stop`` events with base64 8 kHz mu-law per track): the inbound track is
+  the customer (channel 1), the outbound one the agent (channel 0); the call id is the
+  start event's ``customParameters.call_id``, else its ``callSid``.
+
+Events go back as JSON text messages: ``segment`` per scored speech segment, ``alert``
+when the escalation rule fires, ``summary`` after ``stop``, ``error`` for a message that
+cannot be used (the connection stays open for the next one). When a call stops or its
+connection drops, its segments and calls row are written to ``--results`` with the
+nightly job's writer (batch.score.write_live_call). Several calls can stream at once;
+the model runs in a pool of threads, one torch thread each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from callmood.batch.call_summary import EscalationConfig
+from callmood.batch.scan import CallMeta
+from callmood.batch.score import ScoreConfig, write_live_call
+from callmood.batch.segment import VadConfig
+from callmood.batch.write import ResultsError
+from callmood.live.stream import StreamError, StreamScorer, decode
+from callmood.training.model_folder import LoadedModel
+
+log = logging.getLogger("callmood.live")
+TRACKS = {"outbound": 0, "inbound": 1}  # agent, customer
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass
+class _Call:
+    scorer: StreamScorer
+    protocol: str  # callmood | media
+    encoding: str = "mulaw"
+
+
+class LiveServer:
+    """Scores the calls of every connection; writes each finished call to `results`."""
+
+    def __init__(self, model: LoadedModel, results: str | None = None,
+                 vad: VadConfig | None = None, escalation: EscalationConfig | None = None,
+                 threads: int | None = None):
+        self.model, self.results = model, results
+        self.vad, self.escalation = vad or VadConfig(), escalation or EscalationConfig()
+        self.pool = ThreadPoolExecutor(threads or len(os.sched_getaffinity(0)),
+                                       initializer=_one_torch_thread)
+        self.written: list[str] = []  # call ids written to the results, in order
+
+    async def serve(self, host: str, port: int) -> None:
+        from websockets.asyncio.server import serve
+
+        async with serve(self.handle, host, port, max_size=MAX_MESSAGE_BYTES) as server:
+            log.info("listening on ws://%s:%d", host, port)
+            await server.serve_forever()
+
+    async def handle(self, websocket) -> None:
+        """One connection: calls one after another, events back as they happen."""
+        from websockets.exceptions import ConnectionClosed
+
+        call: _Call | None = None
+        try:
+            async for message in websocket:
+                try:
+                    call, events = await self._on_message(call, message)
+                except StreamError as err:
+                    events = [{"type": "error", "message": str(err)}]
+                except Exception as err:  # a bug on one message must not end the others
+                    log.exception("message failed")
+                    events = [{"type": "error", "message": f"{type(err).__name__}: {err}"}]
+                for event in events:
+                    await websocket.send(json.dumps(event))
+        except ConnectionClosed:
+            pass
+        finally:
+            if call is not None:  # dropped mid-call: keep what was scored
+                await self._finish(call)
+
+    async def _on_message(self, call: _Call | None, message: str | bytes,
+                          ) -> tuple[_Call | None, list[dict]]:
+        run = asyncio.get_running_loop().run_in_executor
+        if isinstance(message, bytes):
+            if call is None or call.protocol != "callmood":
+                raise StreamError("audio before a start message")
+            audio = decode(message, call.encoding, len(call.scorer.channels))
+            return call, await run(self.pool, call.scorer.feed, audio)
+        try:
+            data = json.loads(message)
+        except ValueError:
+            raise StreamError(f"not JSON: {message[:80]!r}") from None
+        if not isinstance(data, dict):
+            raise StreamError("a message must be a JSON object")
+        kind = data.get("type") or data.get("event")
+        if kind == "start":
+            if call is not None:
+                raise StreamError(f"call {call.scorer.call.call_id!r} has not stopped")
+            return (self._start_media(data) if "event" in data else self._start(data)), []
+        if kind in ("connected", "mark", "dtmf"):
+            return call, []
+        if call is None:
+            raise StreamError(f"{kind!r} before a start message")
+        if kind == "media":
+            media = data.get("media") or {}
+            if media.get("track", "inbound") not in TRACKS:
+                raise StreamError(f"unknown track {media.get('track')!r}")
+            try:
+                payload = base64.b64decode(media.get("payload", ""), validate=True)
+            except (binascii.Error, TypeError):
+                raise StreamError("media payload is not base64") from None
+            audio = decode(payload, "mulaw", 1)[0]
+            return call, await run(self.pool, call.scorer.feed_channel,
+                                   TRACKS[media.get("track", "inbound")], audio)
+        if kind == "stop":
+            return None, await self._finish(call)
+        raise StreamError(f"unknown message {kind!r}")
+
+    def _start(self, data: dict) -> _Call:
+        try:
+            meta = _meta(str(data["call_id"]), data.get("agent_id"), data.get("queue"),
+                         data.get("started_at"), data.get("customer_channel"))
+            channels, rate = int(data.get("channels", 1)), int(data["sample_rate"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise StreamError(f"start needs call_id and sample_rate ({err})") from None
+        encoding = data.get("encoding", "pcm16")
+        decode(b"", encoding, channels)  # an unknown encoding is refused now
+        return _Call(self._scorer(meta, channels, rate), "callmood", encoding)
+
+    def _start_media(self, data: dict) -> _Call:
+        start = data.get("start") or {}
+        params = start.get("customParameters") or {}
+        fmt = start.get("mediaFormat") or {}
+        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" \
+                or int(fmt.get("sampleRate", 8000)) != 8000:
+            raise StreamError(f"media format {fmt} is not 8 kHz mu-law")
+        call_id = params.get("call_id") or start.get("callSid") or data.get("streamSid")
+        if not call_id:
+            raise StreamError("start has no call id (customParameters.call_id or callSid)")
+        meta = _meta(str(call_id), params.get("agent_id"), params.get("queue"), None,
+                     TRACKS["inbound"])
+        return _Call(self._scorer(meta, 2, 8000), "media")
+
+    def _scorer(self, meta: CallMeta, channels: int, rate: int) -> StreamScorer:
+        return StreamScorer(self.model, meta, channels, rate, self.vad,
+                            escalation=self.escalation)
+
+    async def _finish(self, call: _Call) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        events = await loop.run_in_executor(self.pool, call.scorer.finish)
+        if self.results and call.scorer.windows:
+            config = ScoreConfig(vad=self.vad, escalation=self.escalation)
+            try:
+                await loop.run_in_executor(self.pool, write_live_call, self.results,
+                                           self.model, call.scorer.call,
+                                           call.scorer.outcome(), config)
+            except (ResultsError, OSError) as err:
+                log.error("call %s not written: %s", call.scorer.call.call_id, err)
+                return events + [{"type": "error", "message": f"not written to the "
+                                                              f"results: {err}"}]
+            self.written.append(call.scorer.call.call_id)
+        return events
+
+
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _meta(call_id: str, agent_id, queue, started_at, customer_channel) -> CallMeta:
+    if not call_id.strip():
+        raise StreamError("call_id is empty")
+    when = datetime.now(timezone.utc)
+    if started_at:
+        try:
+            when = datetime.fromisoformat(str(started_at).replace("Z", "+00:00"))
+        except ValueError:
+            raise StreamError(f"started_at {started_at!r} is not an ISO 8601 time") from None
+        when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None \
+            else when.astimezone(timezone.utc)
+    channel = None if customer_channel is None else int(customer_channel)
+    return CallMeta(call_id, None if agent_id is None else str(agent_id),
+                    None if queue is None else str(queue), when, channel)

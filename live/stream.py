@@ -1,0 +1,244 @@
+"""Scoring a call while it happens: audio in, one event per scored speech segment out.
+
+`StreamScorer(model, call, channels, sample_rate).feed(chunk)` takes audio as it arrives
+and returns the events it caused; `finish()` scores what is still open and adds the call
+summary. The pieces are the nightly job's: the energy VAD with the same settings
+(batch/segment.py, its noise floor estimated on the last minutes heard instead of the
+whole file), the same clip length and overlap for long speech, the same log-mels and
+model, the same call summary and escalation rule (batch/call_summary.py), so the live
+figures agree with the nightly ones (benchmarks/bench_live.py measures how far).
+
+A speech region is scored when it ends (after the VAD's minimum pause), inside a clip
+of the audio heard up to then, or, while it goes on, each time another clip of it is
+complete, so a long monologue yields events as it goes.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
+from callmood.batch.scan import CallMeta
+from callmood.batch.score import FileOutcome
+from callmood.batch.segment import (
+    LevelMeter,
+    VadConfig,
+    noise_threshold,
+    speech_regions,
+    window_mels,
+)
+from callmood.training.features import CLIP_OVERLAP
+from callmood.training.model_folder import LoadedModel
+
+ENCODINGS = {"pcm16": "PCM_16", "mulaw": "ULAW"}
+NOISE_WINDOW_S = 300.0  # the noise floor is the percentile of this much recent audio
+STEP_S = 0.1  # the VAD looks at new audio at most this often
+
+
+class StreamError(ValueError):
+    """Audio or a message that cannot be used; the message says why."""
+
+
+def decode(payload: bytes, encoding: str, channels: int) -> np.ndarray:
+    """(channels, samples) float32 of raw interleaved `pcm16` (little-endian) or `mulaw`."""
+    if encoding not in ENCODINGS:
+        raise StreamError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
+    width = 2 if encoding == "pcm16" else 1
+    if len(payload) % (width * channels):
+        raise StreamError(f"{len(payload)} bytes are not whole {encoding} frames of "
+                          f"{channels} channel(s)")
+    if not payload:
+        return np.zeros((channels, 0), np.float32)
+    data, _ = sf.read(io.BytesIO(payload), dtype="float32", always_2d=True, format="RAW",
+                      subtype=ENCODINGS[encoding], samplerate=8000, channels=channels,
+                      endian="LITTLE")
+    return np.ascontiguousarray(data.T)
+
+
+@dataclass
+class _Channel:
+    """One channel's audio at the model rate, its VAD state and its open speech region."""
+
+    meter: LevelMeter
+    resampler: soxr.ResampleStream | None
+    buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    offset: int = 0  # sample index of buffer[0] in the call
+    done_frame: int = 0  # frames before this belong to finished regions
+    next_window: int | None = None  # start of the next clip of a long open region
+    covered: int | None = None  # end of the last clip of the open region
+    pending_s: float = 0.0  # audio heard since the VAD last looked
+
+    @property
+    def samples(self) -> int:
+        return self.meter.samples
+
+
+class StreamScorer:
+    """The live scoring of one call; not thread-safe (one per connection)."""
+
+    def __init__(self, model: LoadedModel, call: CallMeta, channels: int, sample_rate: int,
+                 vad: VadConfig | None = None, overlap: float = CLIP_OVERLAP,
+                 escalation: EscalationConfig | None = None):
+        if not 1 <= channels <= 8:
+            raise StreamError(f"channels must be 1 to 8, got {channels}")
+        if not 4000 <= sample_rate <= 192000:
+            raise StreamError(f"sample rate must be 4000 to 192000 Hz, got {sample_rate}")
+        self.model, self.call = model, call
+        self.rate, self.vad = sample_rate, vad or VadConfig()
+        self.escalation = escalation or EscalationConfig()
+        self.clip = model.mel.clip_samples
+        self.hop = max(1, int(self.clip * (1 - overlap)))
+        rate = model.mel.sample_rate
+        self.roles = roles_for(channels, call.customer_channel)
+        self.channels = [_Channel(LevelMeter(rate, self.vad), None if sample_rate == rate
+                                  else soxr.ResampleStream(sample_rate, rate, 1,
+                                                           dtype="float32"))
+                         for _ in range(channels)]
+        self.speech: list[tuple[int, float, float]] = []
+        self.windows: list[tuple[int, float, float]] = []
+        self.probs: list[np.ndarray] = []
+        self.alerted = False
+        self.finished = False
+
+    # --- audio in
+    def feed(self, audio: np.ndarray) -> list[dict]:
+        """Audio of every channel, (channels, samples) or (samples,) for one channel."""
+        audio = np.asarray(audio, dtype=np.float32)
+        audio = audio[None] if audio.ndim == 1 else audio
+        if audio.shape[0] != len(self.channels):
+            raise StreamError(f"expected {len(self.channels)} channel(s), got {audio.shape[0]}")
+        return self._score([w for c, samples in enumerate(audio)
+                            for w in self._hear(c, samples, last=False)])
+
+    def feed_channel(self, channel: int, samples: np.ndarray) -> list[dict]:
+        """Audio of one channel (a telephony track)."""
+        if not 0 <= channel < len(self.channels):
+            raise StreamError(f"no channel {channel} in a {len(self.channels)}-channel call")
+        return self._score(self._hear(channel, np.asarray(samples, np.float32), last=False))
+
+    def finish(self) -> list[dict]:
+        """Score what is still open and end with the call summary."""
+        if self.finished:
+            return []
+        windows = [w for c in range(len(self.channels))
+                   for w in self._hear(c, np.zeros(0, np.float32), last=True)]
+        events = self._score(windows)
+        self.finished = True
+        return events + [{"type": "summary", "call_id": self.call.call_id,
+                          "duration_s": round(self.duration_s, 3),
+                          "segments": len(self.windows), **self.summary()}]
+
+    # --- the VAD, incrementally
+    def _hear(self, c: int, samples: np.ndarray, last: bool) -> list[tuple]:
+        """Take a channel's audio; return the windows (channel, start, end, audio clip
+        range) it completed."""
+        ch = self.channels[c]
+        if ch.resampler is not None:
+            samples = ch.resampler.resample_chunk(samples[:, None], last=last)[:, 0]
+        if len(samples):
+            ch.meter.add(samples)
+            ch.buffer = np.concatenate([ch.buffer, samples])
+        ch.pending_s += len(samples) / self.model.mel.sample_rate
+        if ch.pending_s < STEP_S and not last:
+            return []
+        ch.pending_s = 0.0
+        rate = self.model.mel.sample_rate
+        levels = ch.meter.levels()
+        if len(levels) == 0:
+            return []
+        recent = levels[-int(NOISE_WINDOW_S / self.vad.frame_s):]
+        regions = speech_regions(levels[ch.done_frame:], self.vad, rate, ch.samples,
+                                 noise_threshold(recent, self.vad), ch.done_frame)
+        pause = round(self.vad.min_silence_s * rate)
+        out = []
+        for a, b in regions:
+            closed = last or ch.samples - b >= pause
+            if ch.next_window is None and b - a >= self.clip:
+                ch.next_window = a
+            while ch.next_window is not None and ch.next_window + self.clip <= b:
+                out.append((c, ch.next_window, ch.next_window + self.clip))
+                ch.covered = ch.next_window + self.clip
+                ch.next_window += self.hop
+            if not closed:
+                break
+            if ch.covered is None:  # a short region: one clip around it
+                out.append((c, a, b))
+            elif ch.covered < b:  # the end of a long one
+                out.append((c, b - self.clip, b))
+            self.speech.append((c, a / rate, b / rate))
+            ch.done_frame = -(-b // ch.meter.frame)
+            ch.next_window = ch.covered = None
+        if not regions:  # silence: what is older than the shortest speech plus a pause
+            settled = len(levels) - int((self.vad.min_speech_s + self.vad.min_silence_s)
+                                        / self.vad.frame_s) - 1
+            ch.done_frame = max(ch.done_frame, settled)
+        return self._cut(ch, out)
+
+    def _cut(self, ch: _Channel, windows: list[tuple]) -> list[tuple]:
+        """Windows with their log-mels, and the channel's buffer trimmed to what later
+        windows can still need (a clip before the earliest of them)."""
+        cut = []
+        for c, a, b in windows:
+            mels = window_mels(ch.buffer, [(a - ch.offset, b - ch.offset)], self.model.mel)
+            cut.append((c, a, b, mels))
+        needed = ch.next_window if ch.next_window is not None \
+            else ch.done_frame * ch.meter.frame
+        keep = max(ch.offset, min(needed, ch.samples) - self.clip)
+        ch.buffer, ch.offset = ch.buffer[keep - ch.offset:], keep
+        return cut
+
+    # --- scoring and events
+    def _score(self, windows: list[tuple]) -> list[dict]:
+        if not windows:
+            return []
+        import torch
+
+        probs = self.model.predict_mels(torch.cat([m for *_, m in windows]))
+        rate = self.model.mel.sample_rate
+        events = []
+        for (c, a, b, _), p in zip(windows, probs, strict=True):
+            self.windows.append((c, a / rate, b / rate))
+            self.probs.append(p)
+            best = int(p.argmax())
+            events.append({"type": "segment", "call_id": self.call.call_id,
+                           "role": self.roles[c], "channel": c,
+                           "start_s": round(a / rate, 3), "end_s": round(b / rate, 3),
+                           "emotion": self.model.labels[best],
+                           "confidence": round(float(p[best]), 4),
+                           "probabilities": {label: round(float(v), 4) for label, v in
+                                             zip(self.model.labels, p, strict=True)}})
+        if not self.alerted:
+            summary = self.summary()
+            if summary["escalated"]:
+                self.alerted = True
+                events.append({"type": "alert", "call_id": self.call.call_id,
+                               "at_s": round(self.duration_s, 3),
+                               "reason": "customer negative emotion rising",
+                               "escalation_slope": summary["escalation_slope"],
+                               "customer_negative_share": summary[
+                                   "customer_negative_share"]})
+        return events
+
+    @property
+    def duration_s(self) -> float:
+        return max(ch.samples for ch in self.channels) / self.model.mel.sample_rate
+
+    def summary(self) -> dict:
+        """The computed columns of the call's `calls` row, as the nightly job makes them."""
+        probs = np.array(self.probs) if self.probs else np.zeros((0, len(self.model.labels)))
+        return summarize_call(self.model.labels, self.model.card.valence, self.duration_s,
+                              [(self.roles[c], s, e) for c, s, e in self.speech],
+                              [(self.roles[c], s, e) for c, s, e in self.windows], probs,
+                              self.escalation)
+
+    def outcome(self) -> FileOutcome:
+        """The call as a FileOutcome, for the nightly job's writer."""
+        return FileOutcome(f"live:{self.call.call_id}", None, self.duration_s,
+                           len(self.channels), list(self.speech), list(self.windows),
+                           np.array(self.probs, dtype=np.float32).reshape(
+                               len(self.probs), len(self.model.labels)))

@@ -1,0 +1,177 @@
+"""Live scoring: a real `callmood live` server on localhost and real WebSocket clients
+stream sample calls in both protocols (faster than real time)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from websockets.sync.client import connect
+
+from callmood.dashboard.results_db import connect as open_results
+
+ROOT = Path(__file__).resolve().parent.parent
+with open(ROOT / "sample_calls" / "calls.csv") as f:
+    CALLS = {r["call_id"]: r for r in csv.DictReader(f)}
+CALLMOOD = str(Path(sys.executable).parent / "callmood")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("live")
+    results, log = folder / "results", open(folder / "server.log", "w")  # noqa: SIM115
+    port = free_port()
+    process = subprocess.Popen([CALLMOOD, "live", "--port", str(port), "--results",
+                                str(results)], stderr=log)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (folder / "server.log").read_text()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    yield f"ws://127.0.0.1:{port}", results
+    process.terminate()
+    process.wait(10)
+    log.close()
+
+
+def call_audio(call_id: str) -> tuple[np.ndarray, int]:
+    data, rate = sf.read(ROOT / "sample_calls" / CALLS[call_id]["file"], dtype="int16",
+                         always_2d=True)
+    return data, rate
+
+
+def receive_until(ws, kind: str) -> list[dict]:
+    events = []
+    while not events or events[-1]["type"] != kind:
+        events.append(json.loads(ws.recv(timeout=60)))
+    return events
+
+
+def stream_callmood(ws, call_id: str) -> list[dict]:
+    """callmood's protocol: start, 0.5-s binary frames of interleaved pcm16, stop."""
+    audio, rate = call_audio(call_id)
+    ws.send(json.dumps({"type": "start", "call_id": call_id, "sample_rate": rate,
+                        "encoding": "pcm16", "channels": audio.shape[1],
+                        "customer_channel": int(CALLS[call_id]["customer_channel"]),
+                        "agent_id": CALLS[call_id]["agent_id"], "queue": "billing"}))
+    for i in range(0, len(audio), rate // 2):
+        ws.send(audio[i:i + rate // 2].astype("<i2").tobytes())
+    ws.send(json.dumps({"type": "stop"}))
+    return receive_until(ws, "summary")
+
+
+def stream_media(ws, call_id: str) -> list[dict]:
+    """A telephony media stream: 20-ms base64 mu-law frames per track."""
+    audio, rate = call_audio(call_id)
+    customer = int(CALLS[call_id]["customer_channel"])
+    ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    ws.send(json.dumps({"event": "start", "streamSid": "MZ1", "start": {
+        "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound", "outbound"],
+        "customParameters": {"call_id": call_id},
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    step = rate // 50
+    for i in range(0, len(audio), step):
+        for track, channel in (("inbound", customer), ("outbound", 1 - customer)):
+            frame = np.ascontiguousarray(audio[i:i + step, channel])
+            buffer = _mulaw(frame, rate)
+            ws.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {
+                "track": track, "payload": base64.b64encode(buffer).decode()}}))
+    ws.send(json.dumps({"event": "stop", "streamSid": "MZ1"}))
+    return receive_until(ws, "summary")
+
+
+def _mulaw(samples: np.ndarray, rate: int) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    sf.write(out, samples, rate, format="RAW", subtype="ULAW")
+    return out.getvalue()
+
+
+def test_both_protocols_alerts_errors_and_results(server):
+    url, results = server
+    with connect(url) as ws:
+        escalating = stream_callmood(ws, "call-0002")
+        segments = [e for e in escalating if e["type"] == "segment"]
+        assert len(segments) >= 8
+        assert {e["role"] for e in segments} == {"agent", "customer"}
+        for e in segments:
+            assert e["call_id"] == "call-0002" and 0 <= e["start_s"] < e["end_s"] <= 40.1
+            assert sum(e["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        ends = [e["end_s"] for e in segments if e["role"] == "customer"]
+        assert ends == sorted(ends)  # each channel's events come in call order
+        alerts = [e for e in escalating if e["type"] == "alert"]
+        assert len(alerts) == 1 and alerts[0]["at_s"] < 40
+        assert escalating[-1]["type"] == "summary" and escalating[-1]["escalated"]
+
+        # garbage gets an error event; the connection and the next call still work
+        ws.send("{not json")
+        assert json.loads(ws.recv(timeout=30))["type"] == "error"
+        ws.send(b"\x00\x01")
+        assert "before a start" in json.loads(ws.recv(timeout=30))["message"]
+        ws.send(json.dumps({"type": "start", "call_id": "x", "sample_rate": 8000,
+                            "encoding": "opus"}))
+        assert "unknown encoding" in json.loads(ws.recv(timeout=30))["message"]
+
+    with connect(url) as ws:
+        calm = stream_media(ws, "call-0001")
+        assert [e for e in calm if e["type"] == "alert"] == []
+        assert calm[-1]["type"] == "summary" and not calm[-1]["escalated"]
+        assert {e["role"] for e in calm if e["type"] == "segment"} == {"agent", "customer"}
+
+    # each call is in the results exactly once, as the nightly job writes it
+    with open_results(results) as con:
+        rows = con.sql("SELECT call_id, n_segments, escalated FROM calls ORDER BY 1").fetchall()
+        assert [(r[0], r[2]) for r in rows] == [("call-0001", False), ("call-0002", True)]
+        counts = dict(con.sql("SELECT call_id, count(*) FROM segments GROUP BY 1").fetchall())
+        assert counts == {r[0]: r[1] for r in rows}
+
+    # the nightly run does not score them again when their recordings arrive
+    nightly = subprocess.run([CALLMOOD, "score", str(ROOT / "sample_calls"), "--out",
+                              str(results), "--no-progress"], capture_output=True, text=True)
+    assert nightly.returncode == 0, nightly.stderr
+    assert "10 calls scored" in nightly.stdout and "2 unchanged" in nightly.stdout
+    with open_results(results) as con:
+        ids = [r[0] for r in con.sql("SELECT call_id FROM calls").fetchall()]
+        assert len(ids) == len(set(ids)) == 12
+
+
+def test_a_dropped_connection_keeps_what_was_scored(server):
+    url, results = server
+    audio, rate = call_audio("call-0003")
+    with connect(url) as ws:
+        ws.send(json.dumps({"type": "start", "call_id": "dropped", "sample_rate": rate,
+                            "encoding": "pcm16", "channels": 2, "customer_channel": 1}))
+        for i in range(0, 20 * rate, rate // 2):  # 20 s of it
+            ws.send(audio[i:i + rate // 2].astype("<i2").tobytes())
+        events = []  # wait for a few segments, then the line drops
+        while sum(e["type"] == "segment" for e in events) < 3:
+            events.append(json.loads(ws.recv(timeout=60)))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with open_results(results) as con:
+            rows = con.sql("SELECT duration_s, n_segments FROM calls "
+                           "WHERE call_id = 'dropped'").fetchall()
+        if rows:
+            break
+        time.sleep(0.3)
+    # every segment the client was sent is in the results, and the audio heard after it
+    assert rows and rows[0][1] >= 3
+    assert rows[0][0] >= max(e["end_s"] for e in events if e["type"] == "segment")
