@@ -82,7 +82,7 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
         peak = max(peak, float(np.abs(block).max(initial=0.0)))
     check_peak(peak, path)
     samples = meters[0].samples
-    clip = mel.clip_samples
+    clip, lookahead = mel.clip_samples, round(vad.clip_lookahead_s * mel.sample_rate)
     speech, planned = [], []
     for channel, meter in enumerate(meters):
         regions = meter.regions()
@@ -90,7 +90,8 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
         planned += [(channel, a, b) for a, b in plan_windows(regions, clip, overlap)]
     if not planned:
         raise AudioError(path, "no_speech", "no speech found (only noise or silence)")
-    starts = [0 if samples < clip else clip_start(a, b, clip, samples) for _, a, b in planned]
+    starts = [0 if samples < clip else clip_start(a, b, clip, samples, lookahead)
+              for _, a, b in planned]
     order = sorted(range(len(planned)), key=lambda i: (starts[i], planned[i][0]))
     return Extracted(path, sha, samples / mel.sample_rate, len(meters), samples, speech,
                      [(planned[i][0], planned[i][1] / mel.sample_rate,

@@ -3,10 +3,12 @@
 The detector compares the energy of short frames with the channel's own noise floor, so
 it needs no model and behaves the same on every machine. Its thresholds are declared in
 VadConfig, apart from the model's settings. Speech regions longer than the model's clip
-are cut into clips that overlap (features.window_starts, as evaluation cuts utterances);
-a shorter region is scored inside a clip of its surrounding audio, and only a recording
-shorter than a clip is repeated to fill one, as features.fit_frames fills a short
-utterance in training.
+are cut into clips that overlap by at least as much as evaluation's
+(features.window_starts), but laid from the region's start on, so that a clip is final
+as soon as its audio has been heard (live scoring cuts the same ones); a shorter region
+is scored inside a clip of its surrounding audio that reaches only a little past it, and
+only a recording shorter than a clip is repeated to fill one, as features.fit_frames
+fills a short utterance in training.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.training.features import MelConfig, fit_frames, log_mel, window_starts
+from callmood.training.features import MelConfig, fit_frames, log_mel
 
 
 @dataclass(frozen=True)
@@ -30,9 +32,14 @@ class VadConfig:
     min_speech_s: float = 0.25  # shorter bursts are clicks or breaths
     min_silence_s: float = 0.35  # shorter pauses inside speech are bridged
     pad_s: float = 0.05  # kept around each region for soft onsets and endings
+    # a region shorter than a clip is scored inside a clip of the audio around it, reaching
+    # at most this far past its end (the rest before it): live scoring, which closes a
+    # region after min_silence_s, then scores the same clip as the nightly job
+    clip_lookahead_s: float = 0.35
 
     def __post_init__(self):
-        if self.frame_s <= 0 or not 0 <= self.noise_percentile <= 100:
+        if self.frame_s <= 0 or not 0 <= self.noise_percentile <= 100 \
+                or not 0 <= self.clip_lookahead_s <= self.min_silence_s:
             raise ValueError(f"invalid VAD settings: {self}")
 
 
@@ -108,26 +115,39 @@ def plan_windows(regions: list[tuple[int, int]], clip: int,
                  overlap: float) -> list[tuple[int, int]]:
     """Cut regions into (start, end) windows of at most `clip` samples.
 
-    A region longer than a clip gets evenly spaced windows that overlap by at least
-    `overlap` (a fraction of the clip), the last one ending where the region ends.
+    A region longer than a clip gets clips every clip * (1 - overlap) samples from its
+    start, and one more ending where the region ends if they stop short of it. Each
+    clip but the last depends only on the audio up to its own end, so live scoring cuts
+    the same clips while the region is still going on.
     """
     windows = []
     for start, end in regions:
         if end - start <= clip:
             windows.append((start, end))
             continue
-        windows += [(start + s, start + s + clip) for s in window_starts(end - start, clip,
+        windows += [(start + s, start + s + clip) for s in region_starts(end - start, clip,
                                                                         overlap)]
     return windows
 
 
+def region_starts(length: int, clip: int, overlap: float) -> list[int]:
+    """Starts of the clips of a speech region of `length` >= clip samples."""
+    starts = list(range(0, length - clip + 1, clip_hop(clip, overlap)))
+    return starts + [length - clip] if starts[-1] + clip < length else starts
+
+
+def clip_hop(clip: int, overlap: float) -> int:
+    """Samples between the starts of a long region's clips."""
+    return max(1, int(clip * (1 - overlap)))
+
+
 def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
-                mel: MelConfig) -> torch.Tensor:
+                mel: MelConfig, lookahead: int | None = None) -> torch.Tensor:
     """(W, n_mels, input_frames) log-mels of the windows of one channel at mel.sample_rate.
 
     A window shorter than a clip is scored inside a clip-long span of the audio around
-    it (centred, kept within the file), like the training clips, which are crops of whole
-    utterances with their pauses. A recording shorter than a clip is repeated to fill it
+    it (see clip_start), like the training clips, which are crops of whole utterances
+    with their pauses. A recording shorter than a clip is repeated to fill it
     (features.fit_frames), as a short utterance is in training.
     """
     clip = mel.clip_samples
@@ -136,15 +156,19 @@ def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
         return whole.expand(len(windows), -1, -1).clone()
     clips = np.zeros((len(windows), clip), dtype=np.float32)
     for i, (start, end) in enumerate(windows):
-        first = clip_start(start, end, clip, len(waveform))
+        first = clip_start(start, end, clip, len(waveform), lookahead)
         clips[i] = waveform[first:first + clip]
     return log_mel(clips, mel)
 
 
-def clip_start(start: int, end: int, clip: int, length: int) -> int:
+def clip_start(start: int, end: int, clip: int, length: int,
+               lookahead: int | None = None) -> int:
     """Where the clip that scores the window [start, end) begins in audio of `length`
-    samples (>= clip): at the window, or for a shorter window centred on it, kept within
-    the audio."""
+    samples (>= clip): at the window, or for a shorter window centred on it but reaching
+    at most `lookahead` samples past its end (None: no limit), kept within the audio."""
     if end - start >= clip:
         return start
-    return min(max(0, (start + end) // 2 - clip // 2), length - clip)
+    first = (start + end) // 2 - clip // 2
+    if lookahead is not None:
+        first = min(first, end + lookahead - clip)
+    return min(max(0, first), length - clip)

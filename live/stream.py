@@ -28,6 +28,7 @@ from callmood.batch.score import FileOutcome
 from callmood.batch.segment import (
     LevelMeter,
     VadConfig,
+    clip_hop,
     noise_threshold,
     speech_regions,
     window_mels,
@@ -92,8 +93,9 @@ class StreamScorer:
         self.rate, self.vad = sample_rate, vad or VadConfig()
         self.escalation = escalation or EscalationConfig()
         self.clip = model.mel.clip_samples
-        self.hop = max(1, int(self.clip * (1 - overlap)))
+        self.hop = clip_hop(self.clip, overlap)
         rate = model.mel.sample_rate
+        self.lookahead = round(self.vad.clip_lookahead_s * rate)
         self.roles = roles_for(channels, call.customer_channel)
         self.channels = [_Channel(LevelMeter(rate, self.vad), None if sample_rate == rate
                                   else soxr.ResampleStream(sample_rate, rate, 1,
@@ -154,12 +156,13 @@ class StreamScorer:
         recent = levels[-int(NOISE_WINDOW_S / self.vad.frame_s):]
         regions = speech_regions(levels[ch.done_frame:], self.vad, rate, ch.samples,
                                  noise_threshold(recent, self.vad), ch.done_frame)
-        pause = round(self.vad.min_silence_s * rate)
+        pause = round(self.vad.min_silence_s * rate)  # >= the clips' lookahead
         out = []
         for a, b in regions:
             closed = last or ch.samples - b >= pause
             if ch.next_window is None and b - a >= self.clip:
                 ch.next_window = a
+            # the clips of a long region, as batch.segment.region_starts lays them
             while ch.next_window is not None and ch.next_window + self.clip <= b:
                 out.append((c, ch.next_window, ch.next_window + self.clip))
                 ch.covered = ch.next_window + self.clip
@@ -184,7 +187,8 @@ class StreamScorer:
         windows can still need (a clip before the earliest of them)."""
         cut = []
         for c, a, b in windows:
-            mels = window_mels(ch.buffer, [(a - ch.offset, b - ch.offset)], self.model.mel)
+            mels = window_mels(ch.buffer, [(a - ch.offset, b - ch.offset)], self.model.mel,
+                               self.lookahead)
             cut.append((c, a, b, mels))
         needed = ch.next_window if ch.next_window is not None \
             else ch.done_frame * ch.meter.frame

@@ -25,7 +25,8 @@ def whole_file(path: str) -> tuple[list, torch.Tensor]:
         planned = plan_windows(detect_speech(waveform, MEL.sample_rate, VadConfig()),
                                MEL.clip_samples, 0.25)
         windows += [(channel, a / MEL.sample_rate, b / MEL.sample_rate) for a, b in planned]
-        mels.append(window_mels(waveform, planned, MEL))
+        mels.append(window_mels(waveform, planned, MEL,
+                                round(VadConfig().clip_lookahead_s * MEL.sample_rate)))
     return windows, torch.cat(mels)
 
 

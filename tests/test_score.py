@@ -304,7 +304,7 @@ def test_second_run_on_the_same_results_is_refused(calls, tmp_path, model_dir):
         result = CliRunner().invoke(main, ["score", str(calls), "--out", str(out),
                                            "--model", model_dir, "--workers", "1"])
     assert result.exit_code == 1
-    assert "being written by another `callmood score` run" in result.output
+    assert "being written by another `callmood` process" in result.output
     assert "Traceback" not in result.output
 
 
