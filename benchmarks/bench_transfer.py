@@ -177,7 +177,8 @@ def main() -> None:
                           f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
                "cells": {}}
     total = len(rows) * len(args.corpora)
-    for done, (row, held_out) in enumerate(((r, c) for r in rows for c in args.corpora), 1):
+    # corpus by corpus, so that a stopped run leaves whole rows of the table
+    for done, (held_out, row) in enumerate(((c, r) for c in args.corpora for r in rows), 1):
         kept = cells_dir / f"{row}-{held_out}-{cell_key(args, row, held_out)}.json"
         if kept.is_file():
             cell = json.loads(kept.read_text())
