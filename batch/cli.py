@@ -32,6 +32,9 @@ def _cores() -> int:
                    "customer_channel); calls.csv beside the audio is read anyway.")
 @click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), default=6.0,
               show_default=True, help="Longer files are recorded as errors.")
+@click.option("--file-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0,
+              show_default=True, help="A file not scored within this (a decoder that "
+                                      "crawls) becomes an error row; the run goes on.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Windows per model forward pass.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32",
@@ -50,7 +53,8 @@ def _cores() -> int:
               help="Progress bar [default: on a terminal].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
-          max_hours, batch_size, precision, backend, scheduler, prior_shift, progress):
+          max_hours, file_minutes, batch_size, precision, backend, scheduler, prior_shift,
+          progress):
     """Score recorded calls under INPUT... into Parquet under --out.
 
     Finds audio files recursively, scores the speech of each channel with the model and
@@ -71,7 +75,8 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metad
     try:
         config = ScoreConfig(workers=workers, backend=backend, scheduler=scheduler,
                              batch_size=batch_size, precision=precision,
-                             max_hours=max_hours, rescore=rescore,
+                             max_hours=max_hours, file_minutes=file_minutes,
+                             rescore=rescore,
                              include=include or AUDIO_PATTERNS, exclude=exclude,
                              metadata=metadata, prior_shift=prior_shift)
         summary = score_calls(list(inputs), out, model_dir, config, progress=progress)

@@ -11,6 +11,7 @@ call at a time, as results arrive.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,6 +70,7 @@ class ScoreConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast; fast on CPUs with AVX512-BF16 or AMX)
     overlap: float = CLIP_OVERLAP  # of the clip, between windows of a long speech region
     max_hours: float = 6.0  # longer files are recorded as errors, not decoded
+    file_minutes: float = 60.0  # a file still not scored after this is an error row
     rescore: bool = False
     include: tuple[str, ...] = AUDIO_PATTERNS
     exclude: tuple[str, ...] = ()
@@ -89,8 +92,10 @@ class ScoreConfig:
             raise ValueError("the dask backend needs a scheduler address")
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        if self.workers < 1 or self.batch_size < 1 or self.max_hours <= 0:
-            raise ValueError("workers, batch size and max hours must be positive")
+        if self.workers < 1 or self.batch_size < 1 or self.max_hours <= 0 \
+                or self.file_minutes <= 0:
+            raise ValueError("workers, batch size, max hours and file minutes must be "
+                             "positive")
 
 
 @dataclass
@@ -134,14 +139,54 @@ def die_with(parent_pid: int) -> None:
         os._exit(1)
 
 
+class FileTimeout(BaseException):
+    """Not an Exception, so that no `except Exception` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise FileTimeout in this thread after `seconds` (it takes effect between the
+    blocks a file is decoded and scored in). Only the main thread of a process can set
+    the alarm; elsewhere (a Dask worker thread) there is no limit."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise FileTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                max_seconds: float, batch_size: int, precision: str = "fp32",
-               parent_pid: int | None = None) -> FileOutcome:
+               parent_pid: int | None = None, time_limit_s: float | None = None,
+               ) -> FileOutcome:
     """The worker task; never raises, so one bad file cannot stop the run."""
     if parent_pid is not None:
         die_with(parent_pid)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        with time_limit(time_limit_s):
+            return _score_file(path, model_dir, vad, overlap, max_seconds, batch_size,
+                               precision)
+    except FileTimeout:
+        return FileOutcome(path, error_kind="timeout",
+                           error=f"not done within the limit of {time_limit_s / 60:g} min "
+                                 "per file (--file-minutes); the run went on without it")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
+                max_seconds: float, batch_size: int, precision: str) -> FileOutcome:
     try:
         model = cached_model(model_dir)
         found = extract_file(path, model.mel, vad, overlap, max_seconds)
@@ -154,8 +199,6 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
         return FileOutcome(path, error_kind=err.kind, error=err.detail)
     except Exception as err:  # a bug or resource problem on one file: record it, go on
         return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass
@@ -323,7 +366,8 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
     """FileOutcomes in the order they finish."""
     task = joblib.delayed(score_file)
     jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
-                 config.batch_size, config.precision, os.getpid()) for call in todo)
+                 config.batch_size, config.precision, os.getpid(), config.file_minutes * 60)
+            for call in todo)
     if config.backend == "dask":
         from dask.distributed import Client
 

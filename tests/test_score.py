@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from callmood.batch.scan import call_path
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
-from callmood.batch.score import ScoreConfig, score_calls
+from callmood.batch.score import ScoreConfig, score_calls, score_file
+from callmood.batch.segment import VadConfig
 from callmood.batch.write import ResultsStore
 from callmood.cli import main
 
@@ -375,3 +376,27 @@ def test_files_differing_only_by_extension_are_two_calls_judged_on_their_own(tmp
     assert [r["call_id"] for r in rows(tmp_path / "results", "calls")] == ["x.wav"]
     [error] = rows(tmp_path / "results", "errors")
     assert error["file"].endswith("x.mp3") and error["error_kind"] != "duplicate_call_id"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_files_over_the_time_limit_are_error_rows_and_the_run_goes_on(tmp_path, model_dir,
+                                                                      workers):
+    folder = tmp_path / "calls"
+    for name in ("a", "b"):
+        synthetic_call(folder / f"{name}.wav", DIALOGUE, 13.0, seed=ord(name))
+    summary = run([folder], tmp_path / "results", model_dir, workers=workers,
+                  file_minutes=1e-6)  # 60 microseconds: no file can make it
+    assert (summary.calls_scored, summary.files_failed) == (0, 2)
+    errors = rows(tmp_path / "results", "errors")
+    assert {e["error_kind"] for e in errors} == {"timeout"}
+    assert all("--file-minutes" in e["message"] for e in errors)
+
+
+def test_the_time_limit_stops_a_long_file_between_blocks(tmp_path, model_dir):
+    long_dialogue = [(c, s + k * 13, e + k * 13) for k in range(40) for c, s, e in DIALOGUE]
+    synthetic_call(tmp_path / "long.wav", long_dialogue, 520.0, seed=1)
+    args = (str(tmp_path / "long.wav"), model_dir, VadConfig(), 0.25, 3600.0, 4)
+    assert score_file(*args).error is None  # loads the model, too
+    started = time.monotonic()
+    outcome = score_file(*args, time_limit_s=0.05)
+    assert outcome.error_kind == "timeout" and time.monotonic() - started < 1.0
