@@ -40,8 +40,6 @@ def live(model_dir, host, port, results, threads):
         asyncio.run(server.serve(host, port))
     except OSError as err:
         raise click.ClickException(f"cannot listen on {host}:{port}: {err}") from None
-    except KeyboardInterrupt:
-        pass
 
 
 COMMANDS = [live]

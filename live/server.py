@@ -26,6 +26,7 @@ import binascii
 import json
 import logging
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -63,11 +64,21 @@ class LiveServer:
         self.written: list[str] = []  # call ids written to the results, in order
 
     async def serve(self, host: str, port: int) -> None:
+        """Serve until SIGTERM or SIGINT; then close every connection, which finishes and
+        writes each call in progress, and return."""
         from websockets.asyncio.server import serve
 
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         async with serve(self.handle, host, port, max_size=MAX_MESSAGE_BYTES) as server:
             log.info("listening on ws://%s:%d", host, port)
-            await server.serve_forever()
+            await stop.wait()
+            log.info("stopping: finishing the calls in progress")
+            server.close()
+            await server.wait_closed()
+        self.pool.shutdown(wait=True)
 
     async def handle(self, websocket) -> None:
         """One connection: calls one after another, events back as they happen."""

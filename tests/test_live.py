@@ -31,13 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("live")
-    results, log = folder / "results", open(folder / "server.log", "w")  # noqa: SIM115
+def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A real `callmood live` writing into folder/results; returns it and its URL."""
     port = free_port()
-    process = subprocess.Popen([CALLMOOD, "live", "--port", str(port), "--results",
-                                str(results)], stderr=log)
+    with open(folder / "server.log", "w") as log:
+        process = subprocess.Popen([CALLMOOD, "live", "--port", str(port), "--results",
+                                    str(folder / "results")], stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, (folder / "server.log").read_text()
@@ -45,10 +44,16 @@ def server(tmp_path_factory):
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 break
         time.sleep(0.2)
-    yield f"ws://127.0.0.1:{port}", results
+    return process, f"ws://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("live")
+    process, url = start_server(folder)
+    yield url, folder / "results"
     process.terminate()
     process.wait(10)
-    log.close()
 
 
 def call_audio(call_id: str) -> tuple[np.ndarray, int]:
@@ -153,25 +158,58 @@ def test_both_protocols_alerts_errors_and_results(server):
         assert len(ids) == len(set(ids)) == 12
 
 
-def test_a_dropped_connection_keeps_what_was_scored(server):
-    url, results = server
+def half_a_call(url: str, call_id: str) -> list[dict]:
+    """Start a call, send 20 s of it, return once three segments have come back."""
     audio, rate = call_audio("call-0003")
     with connect(url) as ws:
-        ws.send(json.dumps({"type": "start", "call_id": "dropped", "sample_rate": rate,
+        ws.send(json.dumps({"type": "start", "call_id": call_id, "sample_rate": rate,
                             "encoding": "pcm16", "channels": 2, "customer_channel": 1}))
         for i in range(0, 20 * rate, rate // 2):  # 20 s of it
             ws.send(audio[i:i + rate // 2].astype("<i2").tobytes())
-        events = []  # wait for a few segments, then the line drops
+        events = []
         while sum(e["type"] == "segment" for e in events) < 3:
             events.append(json.loads(ws.recv(timeout=60)))
+        return events
+
+
+def written(results: Path, call_id: str) -> list[tuple]:
+    """(duration_s, n_segments) of the call in the results, waiting up to 30 s for it."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        with open_results(results) as con:
-            rows = con.sql("SELECT duration_s, n_segments FROM calls "
-                           "WHERE call_id = 'dropped'").fetchall()
-        if rows:
-            break
+        if results.is_dir():
+            with open_results(results) as con:
+                rows = con.sql("SELECT duration_s, n_segments FROM calls WHERE call_id = $id",
+                               params={"id": call_id}).fetchall()
+            if rows:
+                return rows
         time.sleep(0.3)
+    return []
+
+
+def test_a_dropped_connection_keeps_what_was_scored(server):
+    url, results = server
+    events = half_a_call(url, "dropped")  # then the line drops
+    rows = written(results, "dropped")
     # every segment the client was sent is in the results, and the audio heard after it
     assert rows and rows[0][1] >= 3
     assert rows[0][0] >= max(e["end_s"] for e in events if e["type"] == "segment")
+
+
+def test_stopping_the_server_writes_the_calls_in_progress(tmp_path):
+    process, url = start_server(tmp_path)
+    events = []
+    try:
+        with connect(url) as ws:
+            ws.send(json.dumps({"type": "start", "call_id": "ongoing", "sample_rate": 8000,
+                                "encoding": "pcm16", "channels": 2, "customer_channel": 1}))
+            audio, rate = call_audio("call-0003")
+            for i in range(0, 20 * rate, rate // 2):
+                ws.send(audio[i:i + rate // 2].astype("<i2").tobytes())
+            while sum(e["type"] == "segment" for e in events) < 3:
+                events.append(json.loads(ws.recv(timeout=60)))
+            process.terminate()  # SIGTERM, as a service manager stops it
+            assert process.wait(30) == 0
+    finally:
+        process.kill()
+    rows = written(tmp_path / "results", "ongoing")
+    assert rows and rows[0][1] >= 3
