@@ -112,3 +112,25 @@ def test_overview_and_call_explorer_in_a_browser(server, browser, tmp_path):
              "the timeline")
     browser.save_screenshot(str(tmp_path / "explorer.png"))
     assert (tmp_path / "overview.png").stat().st_size > 10_000
+
+
+def test_the_media_endpoint_serves_recordings_only(server, browser, sample_results):
+    """The explorer's audio comes over HTTP from Streamlit's media endpoint; a scored
+    recording swapped for a link to /etc/passwd is no longer served."""
+    recording = sample_results.parent / "audio" / "c1.wav"
+    browser.get(f"{server}/explorer?call=c1")
+    player = wait_for(lambda: browser.find_elements(By.TAG_NAME, "audio"), "the player")
+    source = wait_for(lambda: player[0].get_attribute("src"), "the audio's URL")
+    with urllib.request.urlopen(source, timeout=10) as response:
+        assert response.read(4) == b"RIFF"
+    saved = recording.with_suffix(".saved")
+    recording.rename(saved)
+    try:
+        recording.symlink_to("/etc/passwd")
+        browser.get(f"{server}/explorer?call=c1")
+        wait_for(lambda: "The recording is not available"
+                 in browser.find_element(By.TAG_NAME, "body").text, "the warning")
+        assert not browser.find_elements(By.TAG_NAME, "audio")
+    finally:
+        recording.unlink()
+        saved.rename(recording)
