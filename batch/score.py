@@ -197,6 +197,10 @@ def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                            found.windows, probs)
     except AudioError as err:
         return FileOutcome(path, error_kind=err.kind, error=err.detail)
+    except PermissionError as err:
+        return FileOutcome(path, error_kind="permission",
+                           error=f"cannot be read by this user ({err.strerror}); check the "
+                                 "file's owner and mode. It is tried again next run")
     except Exception as err:  # a bug or resource problem on one file: record it, go on
         return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
+import pytest
 from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call
 
 CALLMOOD = str(Path(sys.executable).parent / "callmood")
@@ -94,3 +96,30 @@ def test_a_killed_run_leaves_no_workers_behind(tmp_path):
     while any(alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [w for w in workers if alive(w)]
+
+
+def test_an_unreadable_file_is_a_permission_error_and_is_tried_again(tmp_path):
+    """Run as a user who cannot read the file: root without the capabilities that let it
+    ignore file modes (setpriv drops them), so the test means the same as root or not."""
+    model = make_model_folder(tmp_path / "model")
+    folder, out = tmp_path / "calls", tmp_path / "results"
+    for name in ("open", "closed"):
+        synthetic_call(folder / f"{name}.wav", DIALOGUE, 13.0, seed=len(name))
+    (folder / "closed.wav").chmod(0)
+    command = [CALLMOOD, "score", str(folder), "--out", str(out), "--model", str(model),
+               "--workers", "1", "--no-progress"]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv (util-linux) to drop its rights")
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 1, first.stdout + first.stderr
+    errors = ds.dataset(out / "errors", partitioning="hive").to_table().to_pylist()
+    assert [(Path(e["file"]).name, e["error_kind"]) for e in errors] == [
+        ("closed.wav", "permission")]
+    assert "owner and mode" in errors[0]["message"]
+
+    (folder / "closed.wav").chmod(0o644)  # fixed: the next run scores it
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.startswith("1 calls scored")
