@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from callmood.training.features import Normalization, model_input
 from callmood.training.model import build_model
 from callmood.training.model_folder import (
     DEFAULT_VALENCE,
+    IgnoredModelFiles,
     LoadedModel,
     ModelCard,
     ModelFolderError,
@@ -188,3 +190,25 @@ def test_a_config_with_sizes_the_weights_lack_is_refused_before_building(
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelFolderError, match=message):
         load_model_folder(folder)
+
+
+def test_code_and_pickles_beside_the_weights_are_ignored_with_a_warning(tmp_path,
+                                                                         tiny_model_dir):
+    folder = tmp_path / "offered"
+    shutil.copytree(tiny_model_dir, folder)
+    marker = tmp_path / "ran"
+    # what a stranger's folder might offer: remote code, and a pickle that runs code
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w')\n")
+    torch.save({"x": 1}, folder / "pytorch_model.bin")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(IgnoredModelFiles) as caught:
+        model = load_model_folder(folder)
+    message = str(caught[0].message)
+    assert "modeling_evil.py" in message and "pytorch_model.bin" in message
+    assert "auto_map" in message and "runs no code" in message
+    assert not marker.exists() and model.labels == TINY_LABELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model_folder(tiny_model_dir)  # a clean folder loads without a word

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -184,6 +185,7 @@ def load_model_folder(path: str | Path) -> LoadedModel:
         raise ModelFolderError(f"{path}: image_size {config.image_size} does not match the "
                                f"mel settings ({mel.n_mels} x {mel.input_frames})")
     check_config_against_weights(config, weights)
+    warn_about_ignored(path, config_dict)
     model = ViTForImageClassification(config)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
@@ -191,6 +193,23 @@ def load_model_folder(path: str | Path) -> LoadedModel:
         raise ModelFolderError(f"{weights}: weights do not match {CONFIG} ({err})") from None
     model.eval()
     return LoadedModel(model, mel, norm, card, weights_version(weights))
+
+
+class IgnoredModelFiles(UserWarning):
+    """A model folder carries code or pickles that callmood did not load."""
+
+
+def warn_about_ignored(path: Path, config_dict: dict) -> None:
+    """Say so when a folder offers code (auto_map / remote-code entries, .py files) or
+    pickled extras beside its safetensors: none of it is loaded or run."""
+    ignored = [p.name for p in sorted(path.iterdir())
+               if p.suffix in _PICKLE_SUFFIXES + (".py",)]
+    ignored += [f"{CONFIG}: {key}" for key in ("auto_map", "custom_pipelines")
+                if key in config_dict]
+    if ignored:
+        warnings.warn(f"{path}: ignored {', '.join(ignored)}; callmood loads only "
+                      f"{WEIGHTS} and JSON and runs no code from a model folder",
+                      IgnoredModelFiles, stacklevel=3)
 
 
 def check_config_against_weights(config: ViTConfig, weights: Path) -> None:
