@@ -113,12 +113,12 @@ def _mulaw(samples: np.ndarray, rate: int) -> bytes:
 def test_both_protocols_alerts_errors_and_results(server):
     url, results = server
     with connect(url) as ws:
-        escalating = stream_callmood(ws, "call-0002")
+        escalating = stream_callmood(ws, "call-0008")
         segments = [e for e in escalating if e["type"] == "segment"]
         assert len(segments) >= 8
         assert {e["role"] for e in segments} == {"agent", "customer"}
         for e in segments:
-            assert e["call_id"] == "call-0002" and 0 <= e["start_s"] < e["end_s"] <= 40.1
+            assert e["call_id"] == "call-0008" and 0 <= e["start_s"] < e["end_s"] <= 40.1
             assert sum(e["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
         ends = [e["end_s"] for e in segments if e["role"] == "customer"]
         assert ends == sorted(ends)  # each channel's events come in call order
@@ -144,7 +144,7 @@ def test_both_protocols_alerts_errors_and_results(server):
     # each call is in the results exactly once, as the nightly job writes it
     with open_results(results) as con:
         rows = con.sql("SELECT call_id, n_segments, escalated FROM calls ORDER BY 1").fetchall()
-        assert [(r[0], r[2]) for r in rows] == [("call-0001", False), ("call-0002", True)]
+        assert [(r[0], r[2]) for r in rows] == [("call-0001", False), ("call-0008", True)]
         counts = dict(con.sql("SELECT call_id, count(*) FROM segments GROUP BY 1").fetchall())
         assert counts == {r[0]: r[1] for r in rows}
 
