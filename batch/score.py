@@ -127,15 +127,14 @@ def cached_model(model_dir: str) -> LoadedModel:
 
 
 def die_with(parent_pid: int) -> None:
-    """In a worker process that `parent_pid` started, have the kernel kill this process
-    when the parent dies (Linux), so that a killed run leaves no workers behind to compete
-    with the next one. A no-op in the parent itself and in processes it did not start."""
-    if os.getpid() == parent_pid or os.getppid() != parent_pid \
-            or not sys.platform.startswith("linux"):
+    """The loky workers' initializer: have the kernel kill this worker when the run's
+    process `parent_pid` dies (Linux), so that a killed run leaves no workers behind to
+    compete with the next one."""
+    if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before the line above
+    if os.getppid() != parent_pid:  # the run died before this worker got here
         os._exit(1)
 
 
@@ -166,11 +165,8 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                max_seconds: float, batch_size: int, precision: str = "fp32",
-               parent_pid: int | None = None, time_limit_s: float | None = None,
-               ) -> FileOutcome:
+               time_limit_s: float | None = None) -> FileOutcome:
     """The worker task; never raises, so one bad file cannot stop the run."""
-    if parent_pid is not None:
-        die_with(parent_pid)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -370,7 +366,7 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
     """FileOutcomes in the order they finish."""
     task = joblib.delayed(score_file)
     jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
-                 config.batch_size, config.precision, os.getpid(), config.file_minutes * 60)
+                 config.batch_size, config.precision, config.file_minutes * 60)
             for call in todo)
     if config.backend == "dask":
         from dask.distributed import Client
@@ -383,7 +379,11 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
         with client, joblib.parallel_config(backend="dask"):
             yield from joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs)
         return
-    yield from joblib.Parallel(n_jobs=config.workers, return_as="generator_unordered")(jobs)
+    # every worker, as it starts, asks to die with this process (also the idle ones)
+    with joblib.parallel_config(backend="loky", initializer=die_with,
+                                initargs=(os.getpid(),)):
+        yield from joblib.Parallel(n_jobs=config.workers,
+                                   return_as="generator_unordered")(jobs)
 
 
 def shift_priors(outcomes: list[FileOutcome], labels: list[str]) -> dict[str, float]:
