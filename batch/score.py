@@ -50,6 +50,7 @@ from callmood.batch.write import (
     digest,
     is_compacted,
     part_path,
+    partition_of,
 )
 from callmood.training.audio import AudioError, probe
 from callmood.training.calibration import adapt_priors
@@ -272,8 +273,7 @@ class _Run:
                  "done_at": _now().isoformat(), **detail}
         self.store.put_manifest(entry)
         self.manifest[call.path] = entry
-        self.touched.update((part.split("/", 1)[0], part.split("=", 1)[1].split("/", 1)[0])
-                            for part in parts)
+        self.touched.update(partition_of(part) for part in parts)
 
     def failed(self, call: CallFile, kind: str, message: str, sha256: str | None = None):
         self._replace_parts(call, keep=[])
@@ -495,8 +495,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 for outcome in held:
                     run.scored(by_path[outcome.path], outcome)
             # a day's live calls are merged too, with whatever this run added to it
-            live_parts = {(part.split("/", 1)[0], part.split("=", 1)[1].split("/", 1)[0])
-                          for e in live.values() for part in e["parts"]
+            live_parts = {partition_of(part) for e in live.values() for part in e["parts"]
                           if not is_compacted(part)}
             store.compact(run.touched | live_parts, run.manifest)
             status = "finished"

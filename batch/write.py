@@ -63,6 +63,12 @@ def part_path(table: str, partition: str, name: str) -> str:
     return f"{table}/{PARTITION_KEYS[table]}={partition}/part-{name}.parquet"
 
 
+def partition_of(relative: str) -> tuple[str, str]:
+    """(table, partition) of a file written at part_path(table, partition, name)."""
+    table, folder, _ = relative.split("/", 2)
+    return table, folder.split("=", 1)[1]
+
+
 def is_compacted(relative: str) -> bool:
     return relative.rsplit("/", 1)[-1].startswith("part-c")
 
