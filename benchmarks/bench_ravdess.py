@@ -1,23 +1,32 @@
 """RAVDESS speaker-independent accuracy benchmark (the EmoBox 6-fold protocol).
 
-Rows, all on the same folds in one run:
-  1. callmood: spectrogram-native input, AST-style adaptation of DeiT-Tiny, augmentation,
-     settings from an Optuna study tuned on each fold's internal validation speakers;
+Rows, all on the same folds:
+  1. callmood: the bundled model's recipe (--recipe, benchmarks/default_model_params.json:
+     level-relative input, channel simulation, SpecAugment, mixup) on RAVDESS alone,
+     spectrogram-native input, AST-style adaptation of DeiT-Tiny; with --trials N an Optuna
+     study on each fold's internal validation speakers tunes it first;
   2. the approach callmood replaces: mel spectrogram rendered to an image, resized to
      224x224 RGB, the same DeiT-Tiny fine-tuned with default settings, no augmentation;
   3. row 1's recipe (and the settings its study chose) from random initialisation;
-  4. a classical baseline: MFCC + deltas + prosodic statistics -> RBF SVM.
+  4. a classical baseline: MFCC + deltas + prosodic statistics -> RBF SVM;
+  5. row 1 + the other corpora in --shared/data as extra training data (not the EmoBox
+     protocol, which trains on RAVDESS alone): the fold's test actors stay unheard,
+     validation stays on RAVDESS actors, corpora are balanced as in the recipe.
 
 Validation speakers (early stopping, tuning, SVM's C) come from the training actors only.
-Usage (from the repository root; `make bench-ravdess` runs the committed settings):
+The ViT rows train --epochs (default: the recipe's 16) with early stopping (--patience,
+default the recipe's 6). Usage (from the repository root; `make bench-ravdess` runs the
+committed settings):
 
-    .venv/bin/python benchmarks/bench_ravdess.py --folds 1-6
+    .venv/bin/python benchmarks/bench_ravdess.py --folds 1-6 --rows 4,1,2,3,5
 
-writes benchmarks/results/ravdess_si.json, ravdess_si.md and the figures. Each finished
-(fold, row) is kept in --work, so a run that is stopped picks up where it was when started
-again with the same settings. The Optuna studies live in benchmarks/results/optuna/ and are
-committed: a fresh clone resumes them (finished studies run no new trials; row 1 is then
-retrained with the chosen settings), --fresh deletes them and the kept results first.
+writes benchmarks/results/ravdess_si.json, ravdess_si.md and the figures; rows not run in
+this invocation keep their committed figures, each with the settings it was made with. Each
+finished (fold, row) is kept in --work, and a stopped training resumes from its checkpoint,
+so a run that is stopped picks up where it was when started again with the same settings.
+Optuna studies live in benchmarks/results/optuna/ and are committed: a fresh clone resumes
+them (finished studies run no new trials; row 1 is then retrained with the chosen
+settings), --fresh deletes them and the kept results first.
 """
 
 from __future__ import annotations
@@ -37,7 +46,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from callmood.training.augment import AugmentConfig
 from callmood.training.cache import extract
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import (
@@ -89,21 +97,40 @@ def throughput(predict, clips: torch.Tensor, clip_seconds: float, repeats: int =
 # first epoch (fold 1: validation macro-F1 0.05 against 0.44 without, same settings otherwise).
 BENCH_SPACE = SearchSpace(lr=(2e-5, 2e-4), weight_decay=(0.01, 0.1), optimizer=["adamw"],
                           batch_size=[16, 32], augment_strength=(0.0, 0.6))
-# the study's first trial: the settings that did best in the fold-1 pilot runs
-FIRST_TRIAL = {"lr": 5e-5, "weight_decay": 0.05, "optimizer": "adamw", "batch_size": 16,
-               "augment_strength": 0.3}
+
+
+def recipe_config(args, init: str, extra_data: bool = False) -> TrainConfig:
+    """Rows 1, 3 and 5: the recipe file's settings. On RAVDESS alone an epoch is one pass
+    over the fold's training actors; with the other corpora it is the recipe's epoch_size."""
+    values = json.loads(Path(args.recipe).read_text())
+    values.update(init=init, seed=args.seed, precision=args.precision, workers=2,
+                  epochs=args.epochs, patience=args.patience)
+    if not extra_data:
+        values["epoch_size"] = 0
+    return TrainConfig().with_overrides(values)
+
+
+def first_trial(base: TrainConfig) -> dict:
+    """The study's first trial: the recipe's settings, SpecAugment's strength matched."""
+    strength = base.augment.specaug_freq / 32  # tune._FULL_AUGMENT's widest frequency mask
+    return {"lr": base.lr, "weight_decay": base.weight_decay, "optimizer": base.optimizer,
+            "batch_size": base.batch_size, "augment_strength": strength}
+
+
+def train_resumable(split, config: TrainConfig, out: Path, cache_dir):
+    """train(), continuing from the checkpoint a stopped run left in `out`."""
+    return train(split, config, out, label_map={}, cache_dir=cache_dir,
+                 resume=(out / "checkpoint" / "state.json").is_file())
 
 
 def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
-    """Row 1 (tuned=True: an Optuna study on the fold's validation speakers picks the settings)
-    or row 3 (random init, trained with the settings row 1's study picked on this fold).
+    """Row 1 (tuned=True; with --trials an Optuna study on the fold's validation speakers
+    picks the settings) or row 3 (random init, trained with the settings row 1 used).
 
     When trials run as many epochs as the final training, the best trial's model is row 1's
     model (trained exactly so); it is then scored on the test actors, not trained again.
     """
-    base = TrainConfig(init=init, epochs=args.epochs, patience=args.patience, seed=args.seed,
-                       batch_size=16, lr=5e-5, dropout=0.0, warmup_epochs=0.5, workers=2,
-                       precision=args.precision, augment=AugmentConfig())
+    base = recipe_config(args, init)
     tuned_params, tune_started, best = {}, time.time(), None
     trial_epochs = args.trial_epochs or args.epochs
     if not tuned:
@@ -115,7 +142,7 @@ def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
         best = run_study(tune_split, replace(base, epochs=trial_epochs), BENCH_SPACE,
                          study_dir / f"fold{fold}", label_map={}, n_trials=args.trials,
                          study_name=f"fold{fold}-{settings_digest(args)}",
-                         cache_dir=args.cache_dir, first_params=FIRST_TRIAL)
+                         cache_dir=args.cache_dir, first_params=first_trial(base))
         if best is not None:
             tuned_params = best.user_attrs["overrides"]
             base = base.with_overrides(tuned_params)
@@ -132,12 +159,37 @@ def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
                 "tune_wall_s": round(tune_wall - history["wall_s"], 1)}
     started = time.time()
     out = args.work / f"{'row1' if tuned else 'row3'}-fold{fold}"
-    result = train(split, base, out, label_map={}, cache_dir=args.cache_dir)
+    result = train_resumable(split, base, out, args.cache_dir)
     model = load_model_folder(out)
     return {"metrics": result.test_metrics, "train_wall_s": round(time.time() - started, 1),
             "epochs_run": len(result.history), "best_epoch": result.best_epoch,
             "tuned_params": tuned_params, "model": model,
             **({"tune_wall_s": round(tune_wall, 1)} if tuned else {})}
+
+
+def extra_data_row(split, fold, args, extra: list) -> dict:
+    """Row 5: row 1's recipe with the other corpora's utterances added to the training set."""
+    config = recipe_config(args, str(args.shared / DEIT), extra_data=True)
+    with_extra = replace(split, train=split.train + extra,
+                         description=f"{split.description} + {len(extra)} utterances of "
+                                     f"{', '.join(sorted({u.corpus for u in extra}))}")
+    started = time.time()
+    out = args.work / f"row5-fold{fold}"
+    result = train_resumable(with_extra, config, out, args.cache_dir)
+    return {"metrics": result.test_metrics, "train_wall_s": round(time.time() - started, 1),
+            "epochs_run": len(result.history), "best_epoch": result.best_epoch,
+            "train_utterances": len(with_extra.train), "model": load_model_folder(out)}
+
+
+def extra_corpora(shared: Path, labels: list[str]) -> list:
+    """Every corpus in shared/data but RAVDESS, keeping the utterances of RAVDESS's labels."""
+    from callmood.training.corpora.registry import ADAPTERS
+
+    found = [p.name for p in sorted((shared / "data").iterdir())
+             if p.is_dir() and p.name != "ravdess" and
+             (p.name in ADAPTERS or (p / "manifest.csv").is_file())]
+    return [u for name in found for u in load_corpus(name, shared / "data" / name)
+            if u.label in labels]
 
 
 def settings_digest(args) -> str:
@@ -152,18 +204,31 @@ def run_settings(args, row: int = 1) -> dict:
     settings.update(epochs=args.epochs, patience=args.patience, precision=args.precision)
     if row == 2:
         return settings
+    recipe = recipe_config(args, "", extra_data=row == 5)
+    settings["recipe"] = {k: v for k, v in recipe.to_dict().items()
+                          if k not in ("init", "workers")}
+    if row == 5:
+        return settings
     return {**settings, "trials": args.trials, "trial_epochs": args.trial_epochs or args.epochs,
-            "row1_search_space": asdict(BENCH_SPACE), "row1_first_trial": FIRST_TRIAL}
+            "row1_search_space": asdict(BENCH_SPACE), "row1_first_trial": first_trial(recipe)}
 
 
 # ---------------------------------------------------------------- row 2: image pipeline
-def render_image(waveform: np.ndarray, sample_rate: int):
-    """As usually written: librosa mel in dB -> 8-bit picture -> 224x224 RGB."""
+def picture_db(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    """The picture before 8-bit scaling: librosa mel power in dB below the clip's peak,
+    floored by librosa's defaults at 80 dB below the peak or at an absolute power of 1e-10,
+    whichever is higher (a quiet take's digital silence reaches the absolute one first)."""
     import librosa
-    from PIL import Image
 
     mel = librosa.feature.melspectrogram(y=waveform, sr=sample_rate, n_mels=128)
-    db = librosa.power_to_db(mel, ref=np.max)
+    return librosa.power_to_db(mel, ref=np.max)
+
+
+def render_image(waveform: np.ndarray, sample_rate: int):
+    """As usually written: librosa mel in dB -> 8-bit picture -> 224x224 RGB."""
+    from PIL import Image
+
+    db = picture_db(waveform, sample_rate)
     pixels = (255 * (db - db.min()) / max(db.max() - db.min(), 1e-6)).astype(np.uint8)
     picture = Image.fromarray(pixels[::-1]).resize((224, 224), Image.BILINEAR).convert("RGB")
     return np.asarray(picture)
@@ -288,7 +353,7 @@ def classical_row(split, labels, args) -> dict:
     label_id = {label: i for i, label in enumerate(labels)}
 
     def table(utterances):
-        feats = extract(utterances, mel, ("clean",), args.cache_dir, 2).mels["clean"]
+        feats = extract(utterances, mel, (), args.cache_dir, 2).mels["clean"]
         return np.stack([classical_features(m, load_mono(u.path, 16000))
                          for m, u in zip(feats, utterances, strict=True)])
 
@@ -308,10 +373,12 @@ def classical_row(split, labels, args) -> dict:
 
 # ---------------------------------------------------------------- the run
 ROW_NAMES = {
-    1: "callmood: spectrogram-native ViT, DeiT-Tiny AST-style init, augmentation, Optuna",
+    1: "callmood: the bundled model's recipe on RAVDESS, spectrogram-native ViT, DeiT-Tiny "
+       "AST-style init",
     2: "image pipeline: mel picture resized to 224x224 RGB, DeiT-Tiny, default fine-tuning",
     3: "callmood recipe (row 1's tuned settings) from random initialisation",
     4: "classical: MFCC + deltas + prosody statistics, RBF SVM",
+    5: "row 1 + the other corpora as extra training data (not the EmoBox protocol)",
 }
 
 
@@ -320,11 +387,16 @@ def main() -> None:
     parser.add_argument("--shared", type=Path,
                         default=Path(os.environ.get("CALLMOOD_SHARED", ROOT.parent / "shared")))
     parser.add_argument("--folds", default="1-6", type=parse_folds)
-    parser.add_argument("--rows", default="4,1,3,2",
+    parser.add_argument("--rows", default="4,1,2,3,5",
                         type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=3, help="Optuna trials per fold (row 1)")
+    parser.add_argument("--recipe", default=str(ROOT / "benchmarks/default_model_params.json"),
+                        help="training settings of rows 1, 3 and 5 (a --params file)")
+    parser.add_argument("--epochs", type=int, default=0,
+                        help="most epochs of every ViT row (0: the recipe's)")
+    parser.add_argument("--patience", type=int, default=0,
+                        help="early-stopping patience of every ViT row (0: the recipe's)")
+    parser.add_argument("--trials", type=int, default=0,
+                        help="Optuna trials per fold before row 1 (0: the recipe as it is)")
     parser.add_argument("--trial-epochs", type=int, default=0,
                         help="epochs per Optuna trial (0: --epochs, and the best trial is "
                              "row 1's model)")
@@ -341,6 +413,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ravdess")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
+    recipe = json.loads(Path(args.recipe).read_text())
+    args.epochs = args.epochs or recipe.get("epochs", 16)
+    args.patience = args.patience or recipe.get("patience", 6)
     if args.fresh:  # kept results and the studies' trials both go
         shutil.rmtree(args.work / "cells", ignore_errors=True)
         shutil.rmtree(args.out / "optuna", ignore_errors=True)
@@ -349,13 +424,10 @@ def main() -> None:
 
     protocol = ravdess_protocol(args.shared)
     utterances = load_corpus("ravdess", args.shared / "data" / "ravdess")
-    if args.limit:  # every k-th file of each actor, so every emotion stays represented
-        by_actor: dict[str, list] = {}
-        for u in utterances:
-            by_actor.setdefault(u.speaker, []).append(u)
-        utterances = [u for files in by_actor.values()
-                      for u in files[::max(1, len(files) // args.limit)][:args.limit]]
+    utterances = per_speaker_limit(utterances, args.limit)
     labels = ordered_labels({u.label for u in utterances})
+    args.extra = per_speaker_limit(extra_corpora(args.shared, labels) if 5 in args.rows else [],
+                                   args.limit)
     results = {row: {"name": ROW_NAMES[row], "folds": {}} for row in sorted(args.rows)}
     run_started = time.time()
     for fold in args.folds:
@@ -376,6 +448,17 @@ def main() -> None:
             write_results(results, protocol, args, time.time() - run_started)
 
 
+def per_speaker_limit(utterances: list, limit: int) -> list:
+    """Smoke runs: every k-th file of each speaker, so every emotion stays represented."""
+    if not limit:
+        return utterances
+    by_speaker: dict[str, list] = {}
+    for u in utterances:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    return [u for files in by_speaker.values()
+            for u in files[::max(1, len(files) // limit)][:limit]]
+
+
 def run_cell(split, labels, fold, row, args) -> dict:
     """Train and test one row on one fold; inference throughput is measured on the first."""
     measure = fold == args.folds[0]
@@ -389,6 +472,9 @@ def run_cell(split, labels, fold, row, args) -> dict:
                 lambda x: predict_probabilities(model.model, x, model.mel, model.norm,
                                                 bf16=args.precision == "bf16"),
                 clips, model.mel.clip_seconds)
+    elif row == 5:
+        out = extra_data_row(split, fold, args, args.extra)
+        out.pop("model")
     elif row == 2:
         out = image_row(split, labels, args)
         predict, test_x = out.pop("predict"), out.pop("test_x")
@@ -422,7 +508,11 @@ def save_cell(args, fold: int, row: int, result: dict) -> None:
 
 
 def write_results(results, protocol, args, wall_s) -> None:
-    rows = {}
+    """The rows run now, and the committed figures of the rows not run in this invocation."""
+    path = args.out / "ravdess_si.json"
+    kept = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    rows = {key: {"settings": kept.get("settings", {}), **row}
+            for key, row in kept["rows"].items() if int(key) not in results}
     for row, data in results.items():
         per_fold = [f["metrics"] for f in data["folds"].values()]
         if not per_fold:
@@ -430,6 +520,7 @@ def write_results(results, protocol, args, wall_s) -> None:
         summary = aggregate_folds(per_fold)
         rows[str(row)] = {
             "name": data["name"], "folds_run": sorted(data["folds"]),
+            "settings": run_settings(args, row),
             **{k: round(100 * summary[k], 2) for k in
                ("ua", "ua_std", "wa", "wa_std", "macro_f1", "macro_f1_std", "weighted_f1",
                 "weighted_f1_std")},
@@ -453,12 +544,12 @@ def write_results(results, protocol, args, wall_s) -> None:
     report = {
         "protocol": protocol["protocol"], "source": protocol["source"],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "settings": {**run_settings(args), "folds": args.folds},
+        "folds": args.folds,
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or
                     platform.machine(), "torch": torch.__version__,
                     "device": "cuda" if torch.cuda.is_available() else "cpu"},
         "wall_s_this_invocation": round(wall_s, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
-        "rows": rows,
+        "rows": dict(sorted(rows.items())),
         "published_same_protocol_not_rerun": protocol["published_results_same_protocol"],
     }
     (args.out / "ravdess_si.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -4,9 +4,10 @@ Rows, each trained once per held-out corpus with the same recipe and budget:
   a  today's default-model recipe: RAVDESS and EmoDB only (whichever of the two is not
      held out), no channel augmentation;
   b  all the other corpora, no channel augmentation;
-  c  all the other corpora with the channel augmentation of training/channel.py.
-(Not yet here: the issue's "all corpora, speaker-independent" row, K speaker-grouped
-folds over the union; `callmood train --folds K --fold k` with every corpus does it.)
+  c  all the other corpora with the channel augmentation of training/channel.py;
+  si all corpora, speaker-independent: row c's recipe on K speaker-grouped folds over the
+     union of every corpus (--si-folds), so every speaker is tested once by a model that
+     never heard them; a corpus's figures pool its speakers' predictions over the folds.
 
 Per cell: UA and macro-F1 over the classes the held-out corpus has (argmax restricted to
 them) and open (over all labels), neutral recall, the confusion matrix, and chance level
@@ -15,12 +16,14 @@ example's loss weighs only its corpus's classes. Validation speakers come from t
 training corpora (10 % of each corpus's speakers); the held-out corpus is never looked at
 before its test.
 
-    .venv/bin/python benchmarks/bench_transfer.py [--rows a,b,c] [--corpora ...]
-        [--epochs N] [--epoch-size N] [--max-per-corpus N] [--device cuda]
+    .venv/bin/python benchmarks/bench_transfer.py [--rows a,b,c,si] [--held-out ased,...]
+        [--corpora ...] [--epochs N] [--epoch-size N] [--si-folds K] [--max-per-corpus N]
+        [--device cuda] [--report]
 
 Resumable: each finished cell is kept in --work/cells/ (reused only with the same
 settings), and an unfinished training continues from its checkpoint. Writes
-benchmarks/results/transfer.{json,md}.
+benchmarks/results/transfer.{json,md} with every cell finished so far, whichever
+invocation ran it (so rows can run side by side); --report only rewrites them.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 import torch
 
 from callmood.training.corpora.registry import load_corpus
-from callmood.training.evaluate import held_out_corpus_metrics
+from callmood.training.evaluate import corpus_figures, held_out_corpus_metrics, score_utterances
 from callmood.training.labels import apply_mapping, parse_mapping
 from callmood.training.model_folder import load_model_folder
 from callmood.training.splits import make_split
@@ -46,7 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess")
 ROWS = {"a": "RAVDESS + EmoDB (today's recipe), no channel augmentation",
         "b": "all other corpora, no channel augmentation",
-        "c": "all other corpora + channel augmentation"}
+        "c": "all other corpora + channel augmentation",
+        "si": "all corpora + channel augmentation, speaker-independent folds over the union"}
 
 
 def load_all(shared: Path, names: list[str]) -> dict[str, list]:
@@ -83,6 +87,7 @@ def recipe(args: argparse.Namespace, row: str) -> TrainConfig:
 
 
 def cell_key(args: argparse.Namespace, row: str, held_out: str) -> str:
+    """`held_out`: a corpus, or for row si the fold ("fold3of5")."""
     settings = {"row": row, "held_out": held_out, "config": recipe(args, row).to_dict(),
                 "max_per_corpus": args.max_per_corpus, "corpora": args.corpora}
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()
@@ -115,6 +120,44 @@ def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
         "epochs_run": model.card.training["epochs_run"]}
 
 
+def run_si_fold(args, fold: int, data: dict[str, list]) -> dict:
+    """Row si, one fold: train on the other folds' speakers of every corpus, then keep the
+    test speakers' utterance probabilities per corpus (pooled over the folds later)."""
+    union = [u for n in args.corpora for u in subsample(data[n], args.max_per_corpus, args.seed)]
+    split = make_split(union, fold=fold, n_folds=args.si_folds, seed=args.seed)
+    out = args.work / f"si-fold{fold}of{args.si_folds}"
+    started = time.time()
+    train(split, recipe(args, "si"), out, label_map=parse_mapping("calls", []),
+          cache_dir=args.cache_dir, resume=(out / "checkpoint" / "state.json").is_file())
+    model = load_model_folder(out)
+    per_corpus = {}
+    for name in args.corpora:
+        test = [u for u in split.test if u.corpus == name and u.label in model.labels]
+        if test:
+            scored = score_utterances(model, test, cache_dir=args.cache_dir,
+                                      workers=args.workers)
+            per_corpus[name] = {"targets": scored.targets.tolist(),
+                                "probs": np.round(scored.probs, 5).tolist()}
+    return {"fold": fold, "folds": args.si_folds, "labels": model.labels,
+            "test_speakers": len({u.speaker for u in split.test}),
+            "train_utterances": len(split.train), "per_corpus": per_corpus,
+            "train_wall_s": round(time.time() - started, 1),
+            "best_epoch": model.card.training["best_epoch"]}
+
+
+def pool_si_folds(folds: list[dict], corpora: list[str]) -> dict[str, dict]:
+    """Per corpus, the figures of every fold's predictions on its speakers together."""
+    cells = {}
+    for name in corpora:
+        parts = [f["per_corpus"][name] for f in folds if name in f["per_corpus"]]
+        if parts:
+            targets = np.concatenate([p["targets"] for p in parts])
+            probs = np.concatenate([np.array(p["probs"]) for p in parts])
+            cells[f"si-{name}"] = corpus_figures(targets, probs, folds[0]["labels"]) | {
+                "row": "si", "held_out": name, "folds": len(parts)}
+    return cells
+
+
 def markdown(results: dict) -> str:
     # chance differs per cell: a row that never heard a class does not score it
     lines = ["| held-out corpus | " + " | ".join(
@@ -144,6 +187,10 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--rows", default="a,b,c")
     parser.add_argument("--corpora", default=",".join(CORPORA))
+    parser.add_argument("--report", action="store_true",
+                        help="only write the table of the cells finished so far")
+    parser.add_argument("--held-out", default="",
+                        help="the held-out corpora to run now (default: every one of --corpora)")
     parser.add_argument("--params", default=str(ROOT / "benchmarks/default_model_params.json"))
     parser.add_argument("--init", default=None,
                         help="default: the shared DeiT-Tiny (weights/deit-tiny-in1k)")
@@ -153,6 +200,8 @@ def main() -> None:
                              "same number of training steps whatever its data")
     parser.add_argument("--max-per-corpus", type=int, default=0,
                         help="train on at most N utterances of each corpus (0: all)")
+    parser.add_argument("--si-folds", type=int, default=5,
+                        help="speaker-grouped folds over the union (row si)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--device", default="auto")
@@ -162,36 +211,64 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     args.corpora = args.corpora.split(",")
+    held_out_now = args.held_out.split(",") if args.held_out else args.corpora
     args.init = args.init or str(args.shared / "weights/deit-tiny-in1k")
     rows = args.rows.split(",")
     needed = args.corpora + [n for n in ("ravdess", "emodb")
                              if "a" in rows and n not in args.corpora]
-    data = load_all(args.shared, needed)
-    cells_dir = args.work / "cells"
-    cells_dir.mkdir(parents=True, exist_ok=True)
-    results = {"rows": rows, "row_names": {r: ROWS[r] for r in rows}, "corpora": args.corpora,
-               "settings": {k: str(v) for k, v in vars(args).items()},
+    data = {} if args.report else load_all(args.shared, needed)
+    (args.work / "cells").mkdir(parents=True, exist_ok=True)
+    results = {"corpora": args.corpora,
+               "settings": {k: str(v) for k, v in vars(args).items()
+                            if k not in ("rows", "held_out")},
                "machine": f"{platform.machine()}, torch {torch.__version__}, "
-                          f"{'cuda' if torch.cuda.is_available() else 'cpu'}",
-               "cells": {}}
-    total = len(rows) * len(args.corpora)
+                          f"{'cuda' if torch.cuda.is_available() else 'cpu'}"}
+    if args.report:
+        write(results, args)
+        print(markdown(results))
+        return
+    loco_rows = [r for r in rows if r != "si"]
+    total = len(loco_rows) * len(held_out_now)
     # corpus by corpus, so that a stopped run leaves whole rows of the table
-    for done, (held_out, row) in enumerate(((c, r) for c in args.corpora for r in rows), 1):
-        kept = cells_dir / f"{row}-{held_out}-{cell_key(args, row, held_out)}.json"
-        if kept.is_file():
-            cell = json.loads(kept.read_text())
-        else:
+    for done, (held_out, row) in enumerate(((c, r) for c in held_out_now for r in loco_rows),
+                                           1):
+        kept = cell_path(args, row, held_out)
+        if not kept.is_file():
             print(f"[{done}/{total}] row {row}, held-out {held_out}: training", flush=True)
-            cell = run_cell(args, row, held_out, data)
-            kept.write_text(json.dumps(cell, indent=1))
-        results["cells"][f"{row}-{held_out}"] = cell
+            kept.write_text(json.dumps(run_cell(args, row, held_out, data), indent=1))
+        cell = json.loads(kept.read_text())
         print(f"[{done}/{total}] row {row}, held-out {held_out}: restricted UA "
               f"{100 * cell['ua_restricted']:.1f} (chance {100 * cell['chance']:.0f})",
               flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
-        (args.out / "transfer.md").write_text(markdown(results))
+        write(results, args)
+    for fold in range(1, args.si_folds + 1 if "si" in rows else 1):
+        kept = cell_path(args, "si", f"fold{fold}of{args.si_folds}")
+        if not kept.is_file():
+            print(f"[si {fold}/{args.si_folds}] training", flush=True)
+            kept.write_text(json.dumps(run_si_fold(args, fold, data)))
+        write(results, args)
     print(markdown(results))
+
+
+def cell_path(args: argparse.Namespace, row: str, held_out: str) -> Path:
+    return args.work / "cells" / f"{row}-{held_out}-{cell_key(args, row, held_out)}.json"
+
+
+def write(results: dict, args: argparse.Namespace) -> None:
+    """The table of every cell finished with these settings, whichever invocation ran it."""
+    cells = {f"{row}-{corpus}": json.loads(path.read_text())
+             for row in ("a", "b", "c") for corpus in args.corpora
+             if (path := cell_path(args, row, corpus)).is_file()}
+    folds = [json.loads(path.read_text()) for fold in range(1, args.si_folds + 1)
+             if (path := cell_path(args, "si", f"fold{fold}of{args.si_folds}")).is_file()]
+    cells.update(pool_si_folds(folds, args.corpora))
+    results.update(cells=cells, rows=[r for r in ROWS if any(c.startswith(f"{r}-")
+                                                             for c in cells)],
+                   si_folds_done=f"{len(folds)} of {args.si_folds}")
+    results["row_names"] = {r: ROWS[r] for r in results["rows"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
+    (args.out / "transfer.md").write_text(markdown(results))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """benchmarks/bench_ravdess.py keeps each finished (fold, row) so a stopped run resumes."""
 
 import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import load_benchmark
 
@@ -16,7 +18,8 @@ def bench():
 
 def bench_args(tmp_path: Path, **changes) -> argparse.Namespace:
     values = {"epochs": 6, "patience": 3, "trials": 3, "trial_epochs": 2, "seed": 0,
-              "precision": "bf16", "limit": 0, "work": tmp_path}
+              "precision": "bf16", "limit": 0, "work": tmp_path,
+              "recipe": str(ROOT / "benchmarks/default_model_params.json")}
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -37,3 +40,41 @@ def test_settings_digest_names_the_studies(bench, tmp_path):
         bench_args(tmp_path / "elsewhere"))
     assert bench.settings_digest(bench_args(tmp_path)) != bench.settings_digest(
         bench_args(tmp_path, trials=4))
+
+
+def test_rows_1_and_5_follow_the_recipe_file(bench, tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"lr": 0.0003, "epoch_size": 3000, "augment": {"channel_p": 0.5}}')
+    args = bench_args(tmp_path, recipe=str(recipe))
+    alone, extra = bench.recipe_config(args, "x"), bench.recipe_config(args, "x", True)
+    assert alone.lr == extra.lr == 0.0003 and alone.augment.channel_p == 0.5
+    assert alone.epochs == 6 and alone.patience == 3  # the benchmark's budget
+    # on RAVDESS alone an epoch is one pass; with the other corpora, the recipe's draw
+    assert alone.epoch_size == 0 and extra.epoch_size == 3000
+    assert bench.first_trial(alone)["lr"] == 0.0003
+    # a kept row 1 or 5 is not reused once the recipe changes; row 2 does not depend on it
+    for row in (1, 2, 5):
+        bench.save_cell(args, 1, row, {"metrics": {"ua": 0.5}})
+    recipe.write_text('{"lr": 0.0001}')
+    assert bench.load_cell(args, 1, 1) is None and bench.load_cell(args, 1, 5) is None
+    assert bench.load_cell(args, 1, 2) == {"metrics": {"ua": 0.5}}
+
+
+def test_rows_not_run_keep_their_committed_figures(bench, tmp_path):
+    labels = ["neutral", "angry"]
+    metrics = bench.classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), labels)
+    protocol = {"protocol": "p", "source": "s", "published_results_same_protocol": {}}
+    fold = {"metrics": metrics, "train_wall_s": 1.0}
+    first = bench_args(tmp_path, out=tmp_path, folds=[1], epochs=6)
+    bench.write_results({1: {"name": "row 1 then", "folds": {1: fold}},
+                         2: {"name": "row 2", "folds": {1: fold}}}, protocol, first, 1.0)
+    again = bench_args(tmp_path, out=tmp_path, folds=[1], epochs=16)
+    perfect = {**fold, "metrics": bench.classification_metrics(np.array([0, 1]),
+                                                               np.array([0, 1]), labels)}
+    bench.write_results({1: {"name": "row 1 now", "folds": {1: perfect}}}, protocol, again,
+                        1.0)
+    rows = json.loads((tmp_path / "ravdess_si.json").read_text())["rows"]
+    assert rows["2"]["name"] == "row 2" and rows["2"]["settings"]["epochs"] == 6
+    assert rows["1"]["name"] == "row 1 now" and rows["1"]["ua"] == 100.0
+    assert rows["1"]["settings"]["epochs"] == 16
+    assert "| row 2 | 1 | 75.0" in (tmp_path / "ravdess_si.md").read_text()

@@ -60,3 +60,21 @@ def test_the_table_marks_cells_not_run(bench):
                            "cells": {"c-kored": cell}})
     assert "| kored | not run |  | 60.0 / 55.0 (40.0), 50 | 70.0 |" in text
     assert "Row c" in text and "mean restricted UA 60.0 over 1" in text
+
+
+def test_the_speaker_independent_row_pools_every_fold_per_corpus(bench):
+    labels = ["neutral", "happy", "angry"]
+    folds = [{"labels": labels, "per_corpus": {
+                  "x": {"targets": [0, 2], "probs": [[0.1, 0.8, 0.15], [0.2, 0.1, 0.7]]}}},
+             {"labels": labels, "per_corpus": {
+                  "x": {"targets": [0, 2], "probs": [[0.3, 0.6, 0.1], [0.5, 0.1, 0.4]]},
+                  "y": {"targets": [1], "probs": [[0.2, 0.7, 0.1]]}}}]
+    cells = bench.pool_si_folds(folds, ["x", "y", "z"])
+    assert set(cells) == {"si-x", "si-y"} and cells["si-x"]["folds"] == 2
+    x = cells["si-x"]
+    assert x["n"] == 4 and x["classes"] == ["neutral", "angry"] and x["chance"] == 0.5
+    # restricted to neutral/angry: fold 1 says angry, angry; fold 2 neutral, neutral
+    assert x["ua_restricted"] == 0.5 and x["neutral_recall"] == 0.5
+    assert x["ua_open"] == 0.25  # both neutral utterances are "happy" when all labels count
+    assert cells["si-y"]["ua_restricted"] == 1.0
+    assert "| x |" in bench.markdown({"rows": ["si"], "corpora": ["x"], "cells": cells})

@@ -244,24 +244,30 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
 
 def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: int = 2) -> dict:
     """A model's figures on one corpus's held-out utterances (those with a label the model
-    knows): UA and macro-F1 `restricted` to the classes that corpus has (argmax over them
-    only, so a model is not punished for a class the corpus never uses) and `open` (over
-    all the model's labels), neutral recall, the restricted confusion and chance level."""
+    knows); see corpus_figures."""
     known = [u for u in utterances if u.label in model.labels]
     scored = score_utterances(model, known, workers=workers, cache_dir=cache_dir)
-    present = sorted(set(scored.targets.tolist()))
-    restricted = np.full_like(scored.probs, -np.inf)
-    restricted[:, present] = scored.probs[:, present]
-    closed = classification_metrics(scored.targets, restricted.argmax(1), model.labels)
-    opened = classification_metrics(scored.targets, scored.probs.argmax(1), model.labels)
+    return corpus_figures(scored.targets, scored.probs, model.labels) | {
+        "not_scored_labels": sorted({u.label for u in utterances} - set(model.labels))}
+
+
+def corpus_figures(targets: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    """Figures of utterance-level probabilities on one corpus: UA and macro-F1 `restricted`
+    to the classes that corpus has (argmax over them only, so a model is not punished for a
+    class the corpus never uses) and `open` (over all labels), neutral recall, the
+    restricted confusion and chance level."""
+    present = sorted(set(np.asarray(targets).tolist()))
+    restricted = np.full_like(probs, -np.inf)
+    restricted[:, present] = probs[:, present]
+    closed = classification_metrics(targets, restricted.argmax(1), labels)
+    opened = classification_metrics(targets, probs.argmax(1), labels)
     neutral = closed["per_class"].get("neutral", {})
-    return {"n": len(scored.targets), "classes": [model.labels[i] for i in present],
+    return {"n": len(targets), "classes": [labels[i] for i in present],
             "chance": 1 / len(present),
             "ua_restricted": closed["ua"], "macro_f1_restricted": closed["macro_f1"],
             "ua_open": opened["ua"], "macro_f1_open": opened["macro_f1"],
             "neutral_recall": neutral.get("recall") if neutral.get("support") else None,
-            "confusion_restricted": closed["confusion"], "labels": model.labels,
-            "not_scored_labels": sorted({u.label for u in utterances} - set(model.labels))}
+            "confusion_restricted": closed["confusion"], "labels": labels}
 
 
 def evaluate_model(model, split, out: str | Path, cache_dir=None, workers: int = 2,

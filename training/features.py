@@ -181,17 +181,21 @@ def utterance_clips(mel: torch.Tensor, frames: int, overlap: float = CLIP_OVERLA
 _LEVEL_QUANTILE = 0.9
 
 
+def clip_level(mels: torch.Tensor) -> torch.Tensor:
+    """Log power of a (..., n_mels, T) clip's loud frames: the 90th percentile of frame
+    energy, which ignores pauses."""
+    return torch.quantile(torch.logsumexp(mels, dim=-2), _LEVEL_QUANTILE, dim=-1)
+
+
 def equalize_level(mels: torch.Tensor) -> torch.Tensor:
     """Shift each (n_mels, T) log-mel so that its loud frames sit at 0 (log power).
 
     Recording level depends on the microphone, the handset, the line's gain control and
     the corpus (RAVDESS's neutral takes are 20 dB quieter than its angry ones), so the model
     must not read emotion from it. A gain is an additive constant in the log-mel domain,
-    which this removes exactly; the 90th percentile of frame energy ignores pauses.
+    which this removes exactly.
     """
-    frame_energy = torch.logsumexp(mels, dim=-2)
-    level = torch.quantile(frame_energy, _LEVEL_QUANTILE, dim=-1)
-    return mels - level[..., None, None]
+    return mels - clip_level(mels)[..., None, None]
 
 
 def level_relative(mels: torch.Tensor, config: MelConfig) -> torch.Tensor:
