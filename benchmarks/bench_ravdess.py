@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from callmood.training.cache import extract
+from callmood.training.checkpoint import has_checkpoint
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import (
     aggregate_folds,
@@ -120,7 +121,7 @@ def first_trial(base: TrainConfig) -> dict:
 def train_resumable(split, config: TrainConfig, out: Path, cache_dir):
     """train(), continuing from the checkpoint a stopped run left in `out`."""
     return train(split, config, out, label_map={}, cache_dir=cache_dir,
-                 resume=(out / "checkpoint" / "state.json").is_file())
+                 resume=has_checkpoint(out))
 
 
 def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
@@ -178,7 +179,7 @@ def extra_data_row(split, fold, args, extra: list) -> dict:
     result = train_resumable(with_extra, config, out, args.cache_dir)
     return {"metrics": result.test_metrics, "train_wall_s": round(time.time() - started, 1),
             "epochs_run": len(result.history), "best_epoch": result.best_epoch,
-            "train_utterances": len(with_extra.train), "model": load_model_folder(out)}
+            "train_utterances": len(with_extra.train)}
 
 
 def extra_corpora(shared: Path, labels: list[str]) -> list:
@@ -474,7 +475,6 @@ def run_cell(split, labels, fold, row, args) -> dict:
                 clips, model.mel.clip_seconds)
     elif row == 5:
         out = extra_data_row(split, fold, args, args.extra)
-        out.pop("model")
     elif row == 2:
         out = image_row(split, labels, args)
         predict, test_x = out.pop("predict"), out.pop("test_x")

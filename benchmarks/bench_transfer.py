@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from callmood.training.checkpoint import has_checkpoint
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import corpus_figures, held_out_corpus_metrics, score_utterances
 from callmood.training.labels import apply_mapping, parse_mapping
@@ -111,7 +112,7 @@ def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
     out = args.work / f"{row}-{held_out}"
     started = time.time()
     train(split, recipe(args, row), out, label_map=parse_mapping("calls", []),
-          cache_dir=args.cache_dir, resume=(out / "checkpoint" / "state.json").is_file())
+          cache_dir=args.cache_dir, resume=has_checkpoint(out))
     model = load_model_folder(out)
     return held_out_corpus_metrics(model, test, args.cache_dir, args.workers) | {
         "row": row, "held_out": held_out, "trained_on": train_names,
@@ -125,10 +126,10 @@ def run_si_fold(args, fold: int, data: dict[str, list]) -> dict:
     test speakers' utterance probabilities per corpus (pooled over the folds later)."""
     union = [u for n in args.corpora for u in subsample(data[n], args.max_per_corpus, args.seed)]
     split = make_split(union, fold=fold, n_folds=args.si_folds, seed=args.seed)
-    out = args.work / f"si-fold{fold}of{args.si_folds}"
+    out = args.work / f"si-{si_fold(args, fold)}"
     started = time.time()
     train(split, recipe(args, "si"), out, label_map=parse_mapping("calls", []),
-          cache_dir=args.cache_dir, resume=(out / "checkpoint" / "state.json").is_file())
+          cache_dir=args.cache_dir, resume=has_checkpoint(out))
     model = load_model_folder(out)
     per_corpus = {}
     for name in args.corpora:
@@ -143,6 +144,11 @@ def run_si_fold(args, fold: int, data: dict[str, list]) -> dict:
             "train_utterances": len(split.train), "per_corpus": per_corpus,
             "train_wall_s": round(time.time() - started, 1),
             "best_epoch": model.card.training["best_epoch"]}
+
+
+def si_fold(args: argparse.Namespace, fold: int) -> str:
+    """Row si's name for a fold, in its work folder and kept cell ("fold3of5")."""
+    return f"fold{fold}of{args.si_folds}"
 
 
 def pool_si_folds(folds: list[dict], corpora: list[str]) -> dict[str, dict]:
@@ -242,7 +248,7 @@ def main() -> None:
               flush=True)
         write(results, args)
     for fold in range(1, args.si_folds + 1 if "si" in rows else 1):
-        kept = cell_path(args, "si", f"fold{fold}of{args.si_folds}")
+        kept = cell_path(args, "si", si_fold(args, fold))
         if not kept.is_file():
             print(f"[si {fold}/{args.si_folds}] training", flush=True)
             kept.write_text(json.dumps(run_si_fold(args, fold, data)))
@@ -260,7 +266,7 @@ def write(results: dict, args: argparse.Namespace) -> None:
              for row in ("a", "b", "c") for corpus in args.corpora
              if (path := cell_path(args, row, corpus)).is_file()}
     folds = [json.loads(path.read_text()) for fold in range(1, args.si_folds + 1)
-             if (path := cell_path(args, "si", f"fold{fold}of{args.si_folds}")).is_file()]
+             if (path := cell_path(args, "si", si_fold(args, fold))).is_file()]
     cells.update(pool_si_folds(folds, args.corpora))
     results.update(cells=cells, rows=[r for r in ROWS if any(c.startswith(f"{r}-")
                                                              for c in cells)],

@@ -78,12 +78,12 @@ def level_only_ua(utterances, features: np.ndarray, labels: list[str], shared: P
     """Six-fold UA of a logistic regression on the level alone (balanced class weights)."""
     label_id = {label: i for i, label in enumerate(labels)}
     index = {u.path: i for i, u in enumerate(utterances)}
+    y = np.array([label_id[u.label] for u in utterances])
     per_fold = []
     for fold in range(1, 7):
         split = make_split(utterances, fold=fold, shared=shared)
         train = [index[u.path] for u in split.train + split.val]
         test = [index[u.path] for u in split.test]
-        y = np.array([label_id[u.label] for u in utterances])
         model = make_pipeline(StandardScaler(),
                               LogisticRegression(class_weight="balanced", max_iter=1000))
         model.fit(features[train], y[train])

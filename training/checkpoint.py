@@ -52,6 +52,11 @@ def checkpoint_dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / FOLDER
 
 
+def has_checkpoint(out_dir: str | Path) -> bool:
+    """Whether a stopped training left a checkpoint in `out_dir` to resume from."""
+    return (checkpoint_dir(out_dir) / STATE).is_file()
+
+
 def _optimizer_parts(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimiser state_dict into its tensors and a JSON-able rest."""
     tensors, plain = {}, {}

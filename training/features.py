@@ -191,9 +191,9 @@ def equalize_level(mels: torch.Tensor) -> torch.Tensor:
     """Shift each (n_mels, T) log-mel so that its loud frames sit at 0 (log power).
 
     Recording level depends on the microphone, the handset, the line's gain control and
-    the corpus (RAVDESS's neutral takes are 20 dB quieter than its angry ones), so the model
-    must not read emotion from it. A gain is an additive constant in the log-mel domain,
-    which this removes exactly.
+    the corpus (RAVDESS's angry takes are 16 dB louder than the same actor's neutral ones:
+    benchmarks/level_cue.py), so the model must not read emotion from it. A gain is an
+    additive constant in the log-mel domain, which this removes exactly.
     """
     return mels - clip_level(mels)[..., None, None]
 
