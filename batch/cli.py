@@ -49,8 +49,9 @@ def _cores() -> int:
               help="em: re-estimate the emotions' shares over the run's segments and correct "
                    "the probabilities for them (calls are written after the last file; "
                    "see README, Prior shift, for when it helps).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar [default: on a terminal].")
+@click.option("--progress/--no-progress", default=True,
+              help="Show progress (hours of audio, ETA): a bar on a terminal, a line every "
+                   "30 s in a log [default: on].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
           max_hours, file_minutes, batch_size, precision, backend, scheduler, prior_shift,

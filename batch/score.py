@@ -28,7 +28,6 @@ import joblib
 import numpy as np
 import pyarrow as pa
 import torch
-from tqdm import tqdm
 
 from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.batch.extract import extract_file
@@ -52,6 +51,7 @@ from callmood.batch.write import (
     part_path,
     partition_of,
 )
+from callmood.progress import progress as progress_bar
 from callmood.training.audio import AudioError, probe
 from callmood.training.calibration import adapt_priors
 from callmood.training.features import CLIP_OVERLAP
@@ -441,10 +441,10 @@ def _scored_live(manifest: dict[str, dict]) -> dict[str, dict]:
 
 
 def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig,
-                progress: bool | None = None) -> RunSummary:
+                progress: bool = True) -> RunSummary:
     """Score what is new or changed under `inputs` into the results folder `out`.
 
-    progress: show a progress bar (None: only on a terminal).
+    progress: show progress (a bar on a terminal, a line every 30 s in a log).
     """
     clock = time.perf_counter()
     started = _now()
@@ -474,10 +474,10 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
             todo = _claim_call_ids(todo, manifest, run)
             by_path = {call.path: call for call in todo}
             hours = {call.path: _audio_seconds(call.path) / 3600 for call in todo}
-            bar = tqdm(total=sum(hours.values()), unit="h", disable=None if progress is None
-                       else not progress, desc="scoring",
-                       bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} h "
-                                  "of audio [{elapsed}<{remaining}{postfix}]")
+            bar = progress_bar(total=sum(hours.values()), unit="h",
+                               disable=not progress, desc="scoring",
+                               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f}"
+                                          " h of audio [{elapsed}<{remaining}{postfix}]")
             held: list[FileOutcome] = []  # scored files, with prior_shift="em"
             with bar:
                 for done, outcome in enumerate(_outcomes(todo, model_dir, config), 1):

@@ -22,8 +22,9 @@ committed settings):
 
 writes benchmarks/results/ravdess_si.json, ravdess_si.md and the figures; rows not run in
 this invocation keep their committed figures, each with the settings it was made with. Each
-finished (fold, row) is kept in --work, and a stopped training resumes from its checkpoint,
-so a run that is stopped picks up where it was when started again with the same settings.
+finished (fold, row) is kept in --cells (committed), and a stopped training resumes from its
+checkpoint in --work, so a run that is stopped picks up where it was when started again with
+the same settings.
 Optuna studies live in benchmarks/results/optuna/ and are committed: a fresh clone resumes
 them (finished studies run no new trials; row 1 is then retrained with the chosen
 settings), --fresh deletes them and the kept results first.
@@ -411,14 +412,18 @@ def main() -> None:
                         help="start over: delete the (fold, row) results kept in --work and the "
                              "Optuna studies under --out")
     parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ravdess")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_ravdess",
+                        help="trainings in progress (checkpoints)")
+    parser.add_argument("--cells", type=Path, default=ROOT / "benchmarks/results/ravdess_cells",
+                        help="finished (fold, row) results, committed so a fresh clone "
+                             "reuses them")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     recipe = json.loads(Path(args.recipe).read_text())
     args.epochs = args.epochs or recipe.get("epochs", 16)
     args.patience = args.patience or recipe.get("patience", 6)
     if args.fresh:  # kept results and the studies' trials both go
-        shutil.rmtree(args.work / "cells", ignore_errors=True)
+        shutil.rmtree(args.cells, ignore_errors=True)
         shutil.rmtree(args.out / "optuna", ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -487,7 +492,7 @@ def run_cell(split, labels, fold, row, args) -> dict:
 
 
 def cell_path(args, fold: int, row: int) -> Path:
-    return args.work / "cells" / f"fold{fold}-row{row}.json"
+    return args.cells / f"fold{fold}-row{row}.json"
 
 
 def load_cell(args, fold: int, row: int) -> dict | None:

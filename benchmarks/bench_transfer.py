@@ -20,8 +20,9 @@ before its test.
         [--corpora ...] [--epochs N] [--epoch-size N] [--si-folds K] [--max-per-corpus N]
         [--device cuda] [--report]
 
-Resumable: each finished cell is kept in --work/cells/ (reused only with the same
-settings), and an unfinished training continues from its checkpoint. Writes
+Resumable: each finished cell is kept in --cells (default benchmarks/results/transfer_cells,
+committed, so a fresh clone reuses them; a cell is reused only with the same settings), and
+an unfinished training continues from its checkpoint in --work. Writes
 benchmarks/results/transfer.{json,md} with every cell finished so far, whichever
 invocation ran it (so rows can run side by side); --report only rewrites them.
 """
@@ -89,7 +90,9 @@ def recipe(args: argparse.Namespace, row: str) -> TrainConfig:
 
 def cell_key(args: argparse.Namespace, row: str, held_out: str) -> str:
     """`held_out`: a corpus, or for row si the fold ("fold3of5")."""
-    settings = {"row": row, "held_out": held_out, "config": recipe(args, row).to_dict(),
+    config = recipe(args, row).to_dict()
+    config["init"] = Path(config["init"]).name  # the same cell wherever the checkout lies
+    settings = {"row": row, "held_out": held_out, "config": config,
                 "max_per_corpus": args.max_per_corpus, "corpora": args.corpora}
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()
                         ).hexdigest()[:12]
@@ -213,7 +216,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_transfer")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_transfer",
+                        help="trainings in progress (checkpoints)")
+    parser.add_argument("--cells", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "transfer_cells",
+                        help="finished cells, one JSON each")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     args.corpora = args.corpora.split(",")
@@ -223,7 +230,7 @@ def main() -> None:
     needed = args.corpora + [n for n in ("ravdess", "emodb")
                              if "a" in rows and n not in args.corpora]
     data = {} if args.report else load_all(args.shared, needed)
-    (args.work / "cells").mkdir(parents=True, exist_ok=True)
+    args.cells.mkdir(parents=True, exist_ok=True)
     results = {"corpora": args.corpora,
                "settings": {k: str(v) for k, v in vars(args).items()
                             if k not in ("rows", "held_out")},
@@ -257,7 +264,7 @@ def main() -> None:
 
 
 def cell_path(args: argparse.Namespace, row: str, held_out: str) -> Path:
-    return args.work / "cells" / f"{row}-{held_out}-{cell_key(args, row, held_out)}.json"
+    return args.cells / f"{row}-{held_out}-{cell_key(args, row, held_out)}.json"
 
 
 def write(results: dict, args: argparse.Namespace) -> None:

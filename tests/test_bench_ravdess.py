@@ -18,7 +18,7 @@ def bench():
 
 def bench_args(tmp_path: Path, **changes) -> argparse.Namespace:
     values = {"epochs": 6, "patience": 3, "trials": 3, "trial_epochs": 2, "seed": 0,
-              "precision": "bf16", "limit": 0, "work": tmp_path,
+              "precision": "bf16", "limit": 0, "work": tmp_path, "cells": tmp_path / "cells",
               "recipe": str(ROOT / "benchmarks/default_model_params.json")}
     return argparse.Namespace(**{**values, **changes})
 

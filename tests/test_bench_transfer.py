@@ -42,6 +42,10 @@ def test_a_cell_is_kept_only_for_the_same_settings(bench):
     assert key != bench.cell_key(args(epoch_size=200), "c", "kored")
     assert key != bench.cell_key(args(max_per_corpus=100), "c", "kored")
     assert key != bench.cell_key(args(), "b", "kored")
+    # kept cells are committed: a clone elsewhere, with its shared folder elsewhere, reuses them
+    here, there = "/work/shared/weights/deit-tiny-in1k", "/tmp/x/shared/weights/deit-tiny-in1k"
+    assert bench.cell_key(args(init=here), "c", "kored") == bench.cell_key(args(init=there), "c",
+                                                                           "kored")
 
 
 def test_subsample_is_stratified_and_repeatable(bench):

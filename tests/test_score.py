@@ -193,11 +193,15 @@ def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls,
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, "-c", "from callmood.cli import main; main()",
                            "score", str(calls), "--out", str(out), "--model", model_dir,
-                           "--workers", "1", "--no-progress"],
+                           "--workers", "1"],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 1, done.stderr
     assert "2 calls scored" in done.stdout and "5 errors" in done.stdout
     assert "Traceback" not in done.stderr
+    # stderr is a pipe here, as a nightly job's log is: progress comes as whole lines
+    assert "\r" not in done.stderr
+    assert any("scoring: 100%" in line and "h of audio" in line
+               for line in done.stderr.splitlines()), done.stderr
     kinds = {os.path.basename(e["file"]): (e["error_kind"], e["message"])
              for e in rows(out, "errors")}
     assert kinds["pipe.wav"][0] == "not_a_file" and "FIFO" in kinds["pipe.wav"][1]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
+from callmood.progress import progress
 from callmood.training import channel as channels
 from callmood.training.audio import AudioError, load_mono
 from callmood.training.corpora.base import Utterance
@@ -207,7 +207,7 @@ def extract(utterances: list[Utterance], mel: MelConfig,
         results = Parallel(n_jobs=workers, return_as="generator")(
             delayed(_compute)(chunk, mel) for chunk in chunks)
         desc = "log-mel features" + (f" ({len(variants)} variants)" if len(variants) > 1 else "")
-        with tqdm(total=len(todo), desc=desc, unit="file", disable=None) as bar:
+        with progress(total=len(todo), desc=desc, unit="file") as bar:
             for outcomes in results:
                 failures += [error for error in outcomes if error is not None]
                 bar.update(len(outcomes))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import click
@@ -298,8 +297,8 @@ def predict(files, model_dir, fmt, threads):
     line {"file", "error_kind", "message"}) and make the exit status 1.
     """
     import torch
-    from tqdm import tqdm
 
+    from callmood.progress import progress
     from callmood.training.model_folder import default_model_dir, load_model_folder
     from callmood.training.predict import idle_cores, predict_files
 
@@ -313,8 +312,8 @@ def predict(files, model_dir, fmt, threads):
         _fail(err)
     failed = 0
     # rows are printed as each file is done; the bar (stderr, on a terminal) shows the rest
-    rows = tqdm(predict_files(model, files), total=len(files), unit="file", desc="predict",
-                disable=None if len(files) > 1 else True, file=sys.stderr)
+    rows = progress(predict_files(model, files), total=len(files), unit="file", desc="predict",
+                    disable=None if len(files) > 1 else True)
     if fmt == "table":
         click.echo("file\temotion\tconfidence\t" + "\t".join(model.labels))
     for row in rows:

@@ -26,6 +26,7 @@ import transformers
 from tqdm import tqdm
 
 import callmood
+from callmood.progress import progress
 from callmood.training.augment import AugmentConfig, spec_augment
 from callmood.training.cache import (
     CLEAN,
@@ -348,8 +349,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         model.train()
         order = epoch_order(targets, config.balance, generator, corpora, config.epoch_size)
         total_loss, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}/{config.epochs}",
-                   unit="batch", leave=False, disable=None)
+        bar = progress(range(0, len(order), config.batch_size),
+                       desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
         for start in bar:
             if plateau is None or epoch == 1:
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):

@@ -1,0 +1,47 @@
+"""Progress of long work: a live bar on a terminal, a plain dated line now and then in a log.
+
+tqdm redraws one line with carriage returns, so a nightly job writing to a log file either
+shows nothing (tqdm's own "only on a terminal") or one endless line. Off a terminal, `progress`
+keeps tqdm's figures (done/total, rate, elapsed<remaining) but writes them as whole lines, at
+most one per `log_every` seconds, which `tail -f` and a log collector read as they are.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+from tqdm import tqdm
+
+LOG_EVERY_S = 30.0
+
+
+class _LogLines:
+    """A stream for tqdm that turns each redraw into one finished, timestamped line."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress(iterable: Any = None, *, disable: bool | None = None, file: IO[str] | None = None,
+             log_every: float = LOG_EVERY_S, **kwargs: Any) -> tqdm:
+    """tqdm on `file` (default stderr): a bar on a terminal, lines every `log_every` s elsewhere.
+
+    disable: True shows nothing; None and False show progress wherever it goes.
+    """
+    stream = file or sys.stderr
+    if disable or stream.isatty():
+        return tqdm(iterable, file=stream, disable=bool(disable), **kwargs)
+    # the last update always prints, on close; leave=False would then erase nothing useful
+    kwargs.pop("leave", None)
+    return tqdm(iterable, file=_LogLines(stream), mininterval=log_every, maxinterval=log_every,
+                ascii=True, ncols=100, **kwargs)

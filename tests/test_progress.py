@@ -1,0 +1,32 @@
+"""Progress in a log file: whole timestamped lines, at most one per interval, always the last."""
+
+import io
+import re
+
+from callmood.progress import progress
+
+
+def test_off_a_terminal_progress_is_whole_timestamped_lines():
+    log = io.StringIO()  # not a terminal, as a nightly job's log file is not
+    for _ in progress(range(40), desc="log-mel features", unit="file", file=log, log_every=0):
+        pass
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert all(re.match(r"\d\d:\d\d:\d\d log-mel features: ", line) for line in lines), lines
+    assert "40/40" in lines[-1] and "100%" in lines[-1]
+
+
+def test_a_long_interval_keeps_the_log_short_but_still_ends_with_the_total():
+    log = io.StringIO()
+    with progress(total=1000, desc="scoring", file=log, log_every=3600) as bar:
+        for _ in range(1000):
+            bar.update(1)
+    lines = log.getvalue().splitlines()
+    assert len(lines) <= 2 and "1000/1000" in lines[-1]
+
+
+def test_disabled_progress_writes_nothing():
+    log = io.StringIO()
+    for _ in progress(range(5), file=log, disable=True):
+        pass
+    assert log.getvalue() == ""
