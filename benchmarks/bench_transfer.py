@@ -43,7 +43,7 @@ from callmood.training.checkpoint import has_checkpoint
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import corpus_figures, held_out_corpus_metrics, score_utterances
 from callmood.training.labels import apply_mapping, parse_mapping
-from callmood.training.model_folder import load_model_folder
+from callmood.training.model_folder import CARD, load_model_folder
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig, train
 
@@ -90,12 +90,27 @@ def recipe(args: argparse.Namespace, row: str) -> TrainConfig:
 
 def cell_key(args: argparse.Namespace, row: str, held_out: str) -> str:
     """`held_out`: a corpus, or for row si the fold ("fold3of5")."""
+    return _digest({"row": row, "held_out": held_out, "corpora": args.corpora,
+                    **_training_settings(args, row)})
+
+
+def _training_settings(args: argparse.Namespace, row: str) -> dict:
     config = recipe(args, row).to_dict()
     config["init"] = Path(config["init"]).name  # the same cell wherever the checkout lies
-    settings = {"row": row, "held_out": held_out, "config": config,
-                "max_per_corpus": args.max_per_corpus, "corpora": args.corpora}
+    return {"config": config, "max_per_corpus": args.max_per_corpus}
+
+
+def _digest(settings: dict) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()
                         ).hexdigest()[:12]
+
+
+def training_folder(args: argparse.Namespace, row: str, train_names: list[str]) -> Path:
+    """Where a cell's model trains: named by what it learns from, so that the cells of row a
+    that hold out ASED, nEMO, KorEmo, EMOVO or TESS (all trained on RAVDESS + EmoDB, with
+    validation speakers drawn from those two alone) share one training."""
+    key = _digest({"row": row, "trained_on": train_names, **_training_settings(args, row)})
+    return args.work / f"{row}-on-{'+'.join(train_names)}-{key}"
 
 
 def training_corpora(row: str, held_out: str, names: list[str]) -> list[str]:
@@ -112,14 +127,17 @@ def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
     test = data[held_out]
     split = make_split(train_utts + test, test_speakers=sorted({u.speaker for u in test}),
                        shared=args.shared, seed=args.seed)
-    out = args.work / f"{row}-{held_out}"
+    out = training_folder(args, row, train_names)
     started = time.time()
-    train(split, recipe(args, row), out, label_map=parse_mapping("calls", []),
-          cache_dir=args.cache_dir, resume=has_checkpoint(out))
+    trains = has_checkpoint(out) or not (out / CARD).is_file()
+    if trains:
+        train(split, recipe(args, row), out, label_map=parse_mapping("calls", []),
+              cache_dir=args.cache_dir, resume=has_checkpoint(out))
     model = load_model_folder(out)
     return held_out_corpus_metrics(model, test, args.cache_dir, args.workers) | {
         "row": row, "held_out": held_out, "trained_on": train_names,
         "train_utterances": len(split.train), "train_wall_s": round(time.time() - started, 1),
+        "training_shared_with_an_earlier_cell": not trains,
         "best_epoch": model.card.training["best_epoch"],
         "epochs_run": model.card.training["epochs_run"]}
 

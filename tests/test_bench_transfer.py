@@ -48,6 +48,18 @@ def test_a_cell_is_kept_only_for_the_same_settings(bench):
                                                                            "kored")
 
 
+def test_row_a_trains_once_for_every_corpus_it_does_not_learn_from(bench, tmp_path):
+    names = args().corpora
+    folder = {(row, held_out): bench.training_folder(
+                  args(work=tmp_path), row, bench.training_corpora(row, held_out, names))
+              for row in ("a", "c") for held_out in names}
+    assert len({folder["a", c] for c in ("ased", "nemo", "kored", "emovo", "tess")}) == 1
+    assert folder["a", "ravdess"] != folder["a", "emodb"] != folder["a", "ased"]
+    assert len({folder["c", c] for c in names}) == len(names)
+    assert folder["a", "ased"] != bench.training_folder(args(work=tmp_path, epochs=3), "a",
+                                                        ["ravdess", "emodb"])
+
+
 def test_subsample_is_stratified_and_repeatable(bench):
     utterances = [Utterance(f"{i}.wav", "neutral" if i < 80 else "angry", f"x:{i % 5}", "x")
                   for i in range(100)]
