@@ -134,12 +134,36 @@ def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
         train(split, recipe(args, row), out, label_map=parse_mapping("calls", []),
               cache_dir=args.cache_dir, resume=has_checkpoint(out))
     model = load_model_folder(out)
-    return held_out_corpus_metrics(model, test, args.cache_dir, args.workers) | {
+    cell = held_out_corpus_metrics(model, test, args.cache_dir, args.workers)
+    return add_channels(args, cell, model, test) | {
         "row": row, "held_out": held_out, "trained_on": train_names,
         "train_utterances": len(split.train), "train_wall_s": round(time.time() - started, 1),
         "training_shared_with_an_earlier_cell": not trains,
         "best_epoch": model.card.training["best_epoch"],
         "epochs_run": model.card.training["epochs_run"]}
+
+
+def add_channels(args, cell: dict, model, test: list) -> dict:
+    """The cell's figures with the held-out corpus heard through each of --channels too: a
+    call is not a studio take, and row a never heard a telephone line."""
+    channels = cell.setdefault("channels", {})
+    for name in args.channels:
+        if name not in channels:
+            figures = held_out_corpus_metrics(model, test, args.cache_dir, args.workers, name)
+            channels[name] = {k: v for k, v in figures.items() if k != "labels"}
+    return cell
+
+
+def complete_channels(args, row: str, held_out: str, cell: dict, data: dict) -> bool:
+    """Score a kept cell through the --channels it lacks, if its model is still here;
+    whether it changed."""
+    out = training_folder(args, row, training_corpora(row, held_out, args.corpora))
+    missing = [c for c in args.channels if c not in cell.get("channels", {})]
+    if not missing or has_checkpoint(out) or not (out / CARD).is_file():
+        return False
+    print(f"  scoring {held_out} through {', '.join(missing)}", flush=True)
+    add_channels(args, cell, load_model_folder(out), data[held_out])
+    return True
 
 
 def run_si_fold(args, fold: int, data: dict[str, list]) -> dict:
@@ -206,7 +230,39 @@ def markdown(results: dict) -> str:
         if done:
             lines.append(f"\nRow {r} ({ROWS[r]}): mean restricted UA "
                          f"{100 * np.mean(done):.1f} over {len(done)} held-out corpora.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + channel_table(results)) + "\n"
+
+
+def channel_table(results: dict) -> list[str]:
+    """Restricted UA of each cell with the held-out corpus clean and through each channel,
+    and per row the means over the corpora that have every condition."""
+    conditions = ["clean"] + sorted({name for c in results["cells"].values()
+                                     for name in c.get("channels", {})})
+    if len(conditions) == 1:
+        return []
+
+    def ua(cell: dict, condition: str) -> float | None:
+        figures = cell if condition == "clean" else cell.get("channels", {}).get(condition)
+        return None if figures is None else 100 * figures["ua_restricted"]
+
+    lines = ["", "Heard through a channel (restricted UA %, " + " / ".join(conditions) + "; "
+             "– where the cell's model was gone before the channel was added):", "",
+             "| held-out corpus | " + " | ".join(f"row {r}" for r in results["rows"]) + " |",
+             "| --- |" + " --- |" * len(results["rows"])]
+    for corpus in results["corpora"]:
+        row = []
+        for cell in (results["cells"].get(f"{r}-{corpus}") for r in results["rows"]):
+            row.append("" if cell is None else " / ".join(
+                "–" if (x := ua(cell, c)) is None else f"{x:.1f}" for c in conditions))
+        lines.append(f"| {corpus} | " + " | ".join(row) + " |")
+    means = []
+    for r in results["rows"]:
+        full = [[ua(cell, c) for c in conditions] for k, cell in results["cells"].items()
+                if k.startswith(f"{r}-") and all(ua(cell, c) is not None for c in conditions)]
+        means.append(" / ".join(f"{x:.1f}" for x in np.mean(full, axis=0)) +
+                     f" ({len(full)})" if full else "")
+    lines.append("| mean (corpora) | " + " | ".join(means) + " |")
+    return lines
 
 
 def main() -> None:
@@ -229,6 +285,9 @@ def main() -> None:
                         help="train on at most N utterances of each corpus (0: all)")
     parser.add_argument("--si-folds", type=int, default=5,
                         help="speaker-grouped folds over the union (row si)")
+    parser.add_argument("--channels", default="unseen_narrow",
+                        help="conditions of training/channel.py the held-out corpus is also "
+                             "heard through (unseen_*: outside every training range)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--device", default="auto")
@@ -242,6 +301,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     args.corpora = args.corpora.split(",")
+    args.channels = [c for c in args.channels.split(",") if c]
     held_out_now = args.held_out.split(",") if args.held_out else args.corpora
     args.init = args.init or str(args.shared / "weights/deit-tiny-in1k")
     rows = args.rows.split(",")
@@ -268,6 +328,8 @@ def main() -> None:
             print(f"[{done}/{total}] row {row}, held-out {held_out}: training", flush=True)
             kept.write_text(json.dumps(run_cell(args, row, held_out, data), indent=1))
         cell = json.loads(kept.read_text())
+        if complete_channels(args, row, held_out, cell, data):
+            kept.write_text(json.dumps(cell, indent=1))
         print(f"[{done}/{total}] row {row}, held-out {held_out}: restricted UA "
               f"{100 * cell['ua_restricted']:.1f} (chance {100 * cell['chance']:.0f})",
               flush=True)

@@ -94,3 +94,17 @@ def test_the_speaker_independent_row_pools_every_fold_per_corpus(bench):
     assert x["ua_open"] == 0.25  # both neutral utterances are "happy" when all labels count
     assert cells["si-y"]["ua_restricted"] == 1.0
     assert "| x |" in bench.markdown({"rows": ["si"], "corpora": ["x"], "cells": cells})
+
+
+def test_the_channel_table_shows_each_condition_and_means_over_complete_cells(bench):
+    def cell(clean, phone=None):
+        figures = {"classes": ["neutral", "angry"], "chance": 0.5, "ua_restricted": clean,
+                   "macro_f1_restricted": clean, "ua_open": clean, "neutral_recall": 0.5}
+        return figures | ({"channels": {"telephone": {"ua_restricted": phone}}} if phone else {})
+    results = {"rows": ["a", "c"], "corpora": ["x", "y"],
+               "cells": {"a-x": cell(0.6, 0.4), "c-x": cell(0.5, 0.5), "a-y": cell(0.7)}}
+    text = bench.markdown(results)
+    assert "clean / telephone" in text
+    assert "| x | 60.0 / 40.0 | 50.0 / 50.0 |" in text
+    assert "| y | 70.0 / – |  |" in text  # a cell kept from before the channel was added
+    assert "| mean (corpora) | 60.0 / 40.0 (1) | 50.0 / 50.0 (1) |" in text

@@ -246,11 +246,13 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
     return Scored(features.utterances, targets, probs, uncalibrated, features.failures)
 
 
-def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: int = 2) -> dict:
+def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: int = 2,
+                            channel: str = "clean") -> dict:
     """A model's figures on one corpus's held-out utterances (those with a label the model
-    knows); see corpus_figures."""
+    knows) heard through `channel`; see corpus_figures."""
     known = [u for u in utterances if u.label in model.labels]
-    scored = score_utterances(model, known, workers=workers, cache_dir=cache_dir)
+    scored = score_utterances(model, known, channel=channel, workers=workers,
+                              cache_dir=cache_dir)
     return corpus_figures(scored.targets, scored.probs, model.labels) | {
         "not_scored_labels": sorted({u.label for u in utterances} - set(model.labels))}
 
