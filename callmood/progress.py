@@ -32,6 +32,17 @@ class _LogLines:
         self.stream.flush()
 
 
+class _LogTqdm(tqdm):
+    """A postfix change waits for the next line instead of writing one of its own (tqdm's
+    default redraws at once, which in a log is a line per training batch)."""
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs: Any) -> None:
+        super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=False)
+
+
 def progress(iterable: Any = None, *, disable: bool | None = None, file: IO[str] | None = None,
              log_every: float = LOG_EVERY_S, **kwargs: Any) -> tqdm:
     """tqdm on `file` (default stderr): a bar on a terminal, lines every `log_every` s elsewhere.
@@ -43,5 +54,5 @@ def progress(iterable: Any = None, *, disable: bool | None = None, file: IO[str]
         return tqdm(iterable, file=stream, disable=bool(disable), **kwargs)
     # the last update always prints, on close; leave=False would then erase nothing useful
     kwargs.pop("leave", None)
-    return tqdm(iterable, file=_LogLines(stream), mininterval=log_every, maxinterval=log_every,
-                ascii=True, ncols=100, **kwargs)
+    return _LogTqdm(iterable, file=_LogLines(stream), mininterval=log_every,
+                    maxinterval=log_every, ascii=True, ncols=100, **kwargs)

@@ -30,3 +30,13 @@ def test_disabled_progress_writes_nothing():
     for _ in progress(range(5), file=log, disable=True):
         pass
     assert log.getvalue() == ""
+
+
+def test_a_changing_postfix_does_not_write_a_line_per_step():
+    log = io.StringIO()
+    bar = progress(range(200), desc="epoch 1/6", file=log, log_every=3600)
+    for step in bar:
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")  # as the training loop does per batch
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert len(lines) <= 2 and "200/200" in lines[-1] and "loss=" in lines[-1]
