@@ -255,13 +255,15 @@ def channel_table(results: dict) -> list[str]:
             row.append("" if cell is None else " / ".join(
                 "–" if (x := ua(cell, c)) is None else f"{x:.1f}" for c in conditions))
         lines.append(f"| {corpus} | " + " | ".join(row) + " |")
-    means = []
-    for r in results["rows"]:
-        full = [[ua(cell, c) for c in conditions] for k, cell in results["cells"].items()
-                if k.startswith(f"{r}-") and all(ua(cell, c) is not None for c in conditions)]
-        means.append(" / ".join(f"{x:.1f}" for x in np.mean(full, axis=0)) +
-                     f" ({len(full)})" if full else "")
-    lines.append("| mean (corpora) | " + " | ".join(means) + " |")
+    # rows compared on the same corpora: those where every row has every condition
+    common = [corpus for corpus in results["corpora"] if all(
+        (cell := results["cells"].get(f"{r}-{corpus}")) is not None
+        and all(ua(cell, c) is not None for c in conditions) for r in results["rows"])]
+    if common:
+        means = [" / ".join(f"{x:.1f}" for x in np.mean(
+            [[ua(results["cells"][f"{r}-{corpus}"], c) for c in conditions]
+             for corpus in common], axis=0)) for r in results["rows"]]
+        lines.append(f"| mean over {', '.join(common)} | " + " | ".join(means) + " |")
     return lines
 
 
