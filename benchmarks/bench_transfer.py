@@ -287,7 +287,7 @@ def main() -> None:
                         help="train on at most N utterances of each corpus (0: all)")
     parser.add_argument("--si-folds", type=int, default=5,
                         help="speaker-grouped folds over the union (row si)")
-    parser.add_argument("--channels", default="unseen_narrow",
+    parser.add_argument("--channels", default="telephone,unseen_narrow",
                         help="conditions of training/channel.py the held-out corpus is also "
                              "heard through (unseen_*: outside every training range)")
     parser.add_argument("--seed", type=int, default=0)
