@@ -113,6 +113,11 @@ def training_folder(args: argparse.Namespace, row: str, train_names: list[str]) 
     return args.work / f"{row}-on-{'+'.join(train_names)}-{key}"
 
 
+def has_finished_model(folder: Path) -> bool:
+    """Whether `folder` holds a finished training's model (not one still to resume)."""
+    return (folder / CARD).is_file() and not has_checkpoint(folder)
+
+
 def training_corpora(row: str, held_out: str, names: list[str]) -> list[str]:
     if row == "a":
         return [n for n in ("ravdess", "emodb") if n != held_out]
@@ -129,7 +134,7 @@ def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
                        shared=args.shared, seed=args.seed)
     out = training_folder(args, row, train_names)
     started = time.time()
-    trains = has_checkpoint(out) or not (out / CARD).is_file()
+    trains = not has_finished_model(out)
     if trains:
         train(split, recipe(args, row), out, label_map=parse_mapping("calls", []),
               cache_dir=args.cache_dir, resume=has_checkpoint(out))
@@ -159,7 +164,7 @@ def complete_channels(args, row: str, held_out: str, cell: dict, data: dict) -> 
     whether it changed."""
     out = training_folder(args, row, training_corpora(row, held_out, args.corpora))
     missing = [c for c in args.channels if c not in cell.get("channels", {})]
-    if not missing or has_checkpoint(out) or not (out / CARD).is_file():
+    if not missing or not has_finished_model(out):
         return False
     print(f"  scoring {held_out} through {', '.join(missing)}", flush=True)
     add_channels(args, cell, load_model_folder(out), data[held_out])

@@ -36,7 +36,6 @@ from callmood.training.evaluate import (  # noqa: E402
 )
 from callmood.training.features import level_relative  # noqa: E402
 from callmood.training.model_folder import (  # noqa: E402
-    CARD,
     load_model_folder,
     predict_logits,
     softmax,
@@ -61,7 +60,7 @@ def figures(model, mels: list[torch.Tensor], targets: np.ndarray) -> dict:
 def probe(args, row: str, held_out: str, data: dict) -> dict | None:
     names = bench_transfer.training_corpora(row, held_out, args.corpora)
     folder = bench_transfer.training_folder(args, row, names)
-    if not (folder / CARD).is_file():
+    if not bench_transfer.has_finished_model(folder):
         print(f"row {row}, held-out {held_out}: no model in {folder}", flush=True)
         return None
     model = load_model_folder(folder)
