@@ -29,17 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_transfer  # noqa: E402  (the cells' recipe, corpora and model folders)
 
 from callmood.training.cache import clean, extract  # noqa: E402
-from callmood.training.evaluate import (  # noqa: E402
-    corpus_figures,
-    mean_per_utterance,
-    utterance_clip_batch,
-)
+from callmood.training.evaluate import corpus_figures, model_probabilities  # noqa: E402
 from callmood.training.features import level_relative  # noqa: E402
-from callmood.training.model_folder import (  # noqa: E402
-    load_model_folder,
-    predict_logits,
-    softmax,
-)
+from callmood.training.model_folder import load_model_folder  # noqa: E402
 
 
 def mean_spectrum(mels: list[torch.Tensor], mel) -> torch.Tensor:
@@ -48,10 +40,7 @@ def mean_spectrum(mels: list[torch.Tensor], mel) -> torch.Tensor:
 
 
 def figures(model, mels: list[torch.Tensor], targets: np.ndarray) -> dict:
-    clips, owners = utterance_clip_batch(mels, model.mel.input_frames)
-    logits = predict_logits(model.model, clips, model.mel, model.norm)
-    probs = mean_per_utterance(softmax(logits, model.card.temperature), owners, len(mels))
-    f = corpus_figures(targets, probs, model.labels)
+    f = corpus_figures(targets, model_probabilities(model, mels)[0], model.labels)
     return {"ua_restricted": round(100 * f["ua_restricted"], 1),
             "neutral_recall": None if f["neutral_recall"] is None
             else round(100 * f["neutral_recall"], 1)}

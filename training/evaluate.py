@@ -223,7 +223,6 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
     """Probabilities of a LoadedModel for labelled utterances heard through `channel`, a
     condition of training/channel.py (babble is made from the other speakers given)."""
     from callmood.training.cache import babble_bank, condition, extract
-    from callmood.training.model_folder import predict_logits
 
     label_id = {label: i for i, label in enumerate(model.labels)}
     unknown = sorted({u.label for u in utterances} - set(label_id))
@@ -236,14 +235,21 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
     if not features.utterances:
         raise ValueError("no usable test audio")
     targets = np.array([label_id[u.label] for u in features.utterances])
-    mels = features.mels[variant.name]
-    # one forward pass gives both the calibrated and the raw probabilities
+    probs, uncalibrated = model_probabilities(model, features.mels[variant.name])
+    return Scored(features.utterances, targets, probs, uncalibrated, features.failures)
+
+
+def model_probabilities(model, mels: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A LoadedModel's utterance probabilities for log-mels: calibrated by the folder's
+    temperature, and the raw softmax too when a temperature is set (one forward pass)."""
+    from callmood.training.model_folder import predict_logits
+
     clips, owners = utterance_clip_batch(mels, model.mel.input_frames)
     logits = predict_logits(model.model, clips, model.mel, model.norm)
     probs = mean_per_utterance(softmax(logits, model.card.temperature), owners, len(mels))
     uncalibrated = mean_per_utterance(softmax(logits), owners, len(mels)) \
         if model.card.temperature != 1.0 else None
-    return Scored(features.utterances, targets, probs, uncalibrated, features.failures)
+    return probs, uncalibrated
 
 
 def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: int = 2,
