@@ -15,13 +15,21 @@ writes benchmarks/results/sample_calls.json and sample_calls_confusion.png. The 
 scored twice, without and with `--prior-shift em`, so both are reported. Per call, the
 customer negative share of the results is compared with the ground truth's (by speech
 time), and the escalation flags with the stories: 0002, 0005 and 0008 escalate; 0001,
-0007, 0009 and 0010 are calm.
+0007, 0009 and 0010 are calm. The mono call (0009) has no customer channel, so no
+customer share.
+
+Where the calls' errors come from: with --shared (default ../shared), the RAVDESS studio
+recordings the calls were made from are scored too, clean and whole, by the same model.
+The same utterances are then compared as recorded and as heard in the calls: an error
+already made on the studio recording is the model's; one made only in the call comes from
+the signal path (phone band, codec, line noise, segmentation, clip placement).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -30,7 +38,8 @@ import pandas as pd
 
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.dashboard import connect
-from callmood.training.evaluate import classification_metrics, plot_confusion
+from callmood.training.corpora.base import Utterance
+from callmood.training.evaluate import classification_metrics, plot_confusion, score_utterances
 from callmood.training.model_folder import default_model_dir, load_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +98,7 @@ def evaluate(segments: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
     shares = true_negative_share(truth)
     shown = calls.set_index("call_id").customer_negative_share
     per_call = {call: {"true": round(float(shares[call]), 3),
-                       "shown": round(float(shown.get(call, np.nan)), 3)}
+                       "shown": none_if_nan(shown.get(call, np.nan))}
                 for call in sorted(shares.index)}
     flagged = set(calls[calls.escalated].call_id)
     brief = ("wa", "ua", "macro_f1", "weighted_f1", "n")
@@ -106,11 +115,73 @@ def evaluate(segments: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
         "confusion_segments": segment_metrics["confusion"],
         "confusion_utterances": utterance_metrics["confusion"],
         "customer_negative_share": per_call,
-        "customer_negative_share_mean_abs_error": float(np.nanmean(
-            [abs(v["true"] - v["shown"]) for v in per_call.values()])),
+        "customer_negative_share_mean_abs_error": mean_abs_error(per_call, "shown"),
         "escalating_flagged": sorted(flagged & set(ESCALATING)),
         "calm_flagged": sorted(flagged & set(CALM)),
         "all_flagged": sorted(flagged),
+    }
+
+
+def none_if_nan(value) -> float | None:
+    """JSON has no NaN: a share that does not exist (a mono call has no customer) is null."""
+    return None if pd.isna(value) else round(float(value), 3)
+
+
+def mean_abs_error(per_call: dict, key: str) -> float:
+    """Mean |true - key| over the calls that have a `key` share."""
+    return float(np.mean([abs(v["true"] - v[key]) for v in per_call.values()
+                          if v[key] is not None]))
+
+
+def studio_attribution(model, truth: pd.DataFrame, segments: pd.DataFrame,
+                       ravdess: Path) -> dict:
+    """The calls' utterances scored on the studio recordings they were cut from, beside the
+    same utterances as the nightly job heard them in the calls (see the module docstring)."""
+    labels = model.labels
+    label_id = {label: i for i, label in enumerate(labels)}
+    known = truth[truth.emotion.isin(labels)]
+    sources = known.drop_duplicates("source")
+    scored = score_utterances(model, [
+        Utterance(str(ravdess / row.source), row.emotion, f"ravdess:{row.actor:02d}", "ravdess")
+        for row in sources.itertuples()])
+    by_path = {u.path: p for u, p in zip(scored.utterances, scored.probs.argmax(axis=1),
+                                         strict=True)}
+    studio = known.source.map(lambda source: by_path[str(ravdess / source)]).to_numpy()
+    matched = match_segments(segments, truth)
+    in_call = matched[matched.true_emotion.isin(labels)].groupby("utterance")[
+        [f"p_{label}" for label in labels]].mean()
+    call_pred = pd.Series(in_call.to_numpy().argmax(axis=1), index=in_call.index)
+    found = known.index.isin(call_pred.index)
+    y_true = known.emotion.map(label_id).to_numpy()[found]
+    y_studio, y_call = studio[found], call_pred.loc[known.index[found]].to_numpy()
+    studio_metrics = classification_metrics(y_true, y_studio, labels)
+    call_metrics = classification_metrics(y_true, y_call, labels)
+    negative = {label_id[label] for label in NEGATIVE if label in label_id}
+    customer = known.assign(seconds=known.end_s - known.start_s,
+                            studio_negative=[p in negative for p in studio])
+    customer = customer[customer.role == "customer"]
+    studio_share = (customer.seconds * customer.studio_negative).groupby(customer.call_id).sum() \
+        / customer.seconds.groupby(customer.call_id).sum()
+    # the calls whose customer the nightly job could tell apart, so both errors are comparable
+    stereo = set(segments[segments.role == "customer"].call_id)
+    per_call = {call: {"true": round(float(share), 3),
+                       "studio": none_if_nan(studio_share.get(call, np.nan))}
+                for call, share in true_negative_share(truth).items() if call in stereo}
+    studio_right, call_right = y_studio == y_true, y_call == y_true
+    return {
+        "utterances": int(found.sum()),
+        "studio": {k: studio_metrics[k] for k in ("wa", "ua", "macro_f1", "n")},
+        "in_call": {k: call_metrics[k] for k in ("wa", "ua", "macro_f1", "n")},
+        "studio_neutral_recall": studio_metrics["per_class"]["neutral"]["recall"],
+        "in_call_neutral_recall": call_metrics["per_class"]["neutral"]["recall"],
+        "same_prediction": float(np.mean(y_studio == y_call)),
+        "wrong_in_call": int((~call_right).sum()),
+        "wrong_in_call_and_studio": int((~call_right & ~studio_right).sum()),
+        "wrong_in_call_only": int((~call_right & studio_right).sum()),
+        "right_in_call_only": int((call_right & ~studio_right).sum()),
+        "studio_confusion": studio_metrics["confusion"],
+        "customer_negative_share_studio": per_call,
+        "customer_negative_share_studio_mean_abs_error": mean_abs_error(per_call, "studio"),
     }
 
 
@@ -119,6 +190,10 @@ def main() -> None:
     parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--calls", type=Path, default=ROOT / "sample_calls")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--shared", type=Path,
+                        default=Path(os.environ.get("CALLMOOD_SHARED", ROOT.parent / "shared")),
+                        help="the folder holding data/ravdess, for the studio comparison "
+                             "(skipped when it is missing)")
     args = parser.parse_args()
     model = load_model_folder(args.model)
     truth = pd.read_csv(args.calls / "ground_truth.csv")
@@ -135,6 +210,9 @@ def main() -> None:
             segments = con.sql("SELECT * FROM segments").df()
             calls = con.sql("SELECT * FROM calls").df()
         figures = evaluate(segments, calls, truth, model.labels)
+        ravdess = args.shared / "data" / "ravdess"
+        if prior_shift == "off" and ravdess.is_dir():
+            figures["studio_attribution"] = studio_attribution(model, truth, segments, ravdess)
         if summary.priors:
             figures["estimated_priors"] = summary.priors
         report[f"prior_shift_{prior_shift}"] = figures
@@ -151,6 +229,15 @@ def main() -> None:
               f"{100 * f['neutral_recall_utterances']:.1f}  negative share error "
               f"{100 * f['customer_negative_share_mean_abs_error']:.1f} points  escalated "
               f"{f['escalating_flagged']} calm flagged {f['calm_flagged']}")
+    studio = report["prior_shift_off"].get("studio_attribution")
+    if studio:
+        print(f"the same {studio['utterances']} utterances on their studio recordings: UA "
+              f"{100 * studio['studio']['ua']:.1f} (in the calls "
+              f"{100 * studio['in_call']['ua']:.1f}); of {studio['wrong_in_call']} wrong in "
+              f"the calls, {studio['wrong_in_call_and_studio']} are wrong in the studio too, "
+              f"{studio['wrong_in_call_only']} only in the calls; negative share error from "
+              f"studio predictions "
+              f"{100 * studio['customer_negative_share_studio_mean_abs_error']:.1f} points")
 
 
 if __name__ == "__main__":

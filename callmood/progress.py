@@ -54,5 +54,8 @@ def progress(iterable: Any = None, *, disable: bool | None = None, file: IO[str]
         return tqdm(iterable, file=stream, disable=bool(disable), **kwargs)
     # the last update always prints, on close; leave=False would then erase nothing useful
     kwargs.pop("leave", None)
+    # miniters=1: check the clock on every step. With tqdm's adaptive skipping, its monitor
+    # thread redraws a bar that has been quiet too long, from its last synced count, so the
+    # log got a stale line beside the current one.
     return _LogTqdm(iterable, file=_LogLines(stream), mininterval=log_every,
-                    maxinterval=log_every, ascii=True, ncols=100, **kwargs)
+                    maxinterval=log_every, miniters=1, ascii=True, ncols=100, **kwargs)

@@ -40,3 +40,26 @@ def test_a_changing_postfix_does_not_write_a_line_per_step():
     bar.close()
     lines = log.getvalue().splitlines()
     assert len(lines) <= 2 and "200/200" in lines[-1] and "loss=" in lines[-1]
+
+
+def test_a_bar_that_slows_down_never_logs_a_stale_count(monkeypatch):
+    """tqdm's monitor thread redraws a quiet bar; in a log that must not repeat an old count."""
+    import time
+
+    from callmood import progress as module
+
+    # a monitor of its own that looks every 50 ms (tqdm's looks every 10 s)
+    monkeypatch.setattr(module._LogTqdm, "monitor_interval", 0.05)
+    monkeypatch.setattr(module._LogTqdm, "monitor", None)
+    log = io.StringIO()
+    bar = progress(range(400), desc="epoch 1/6", file=log, log_every=0.2)
+    try:
+        for step in bar:
+            time.sleep(0.001 if step < 300 else 0.02)  # fast batches, then slow ones
+    finally:
+        if module._LogTqdm.monitor is not None:
+            module._LogTqdm.monitor.exit()
+    counts = [int(re.search(r"(\d+)/400", line).group(1))
+              for line in log.getvalue().splitlines()]
+    assert counts[-1] == 400 and len(counts) > 3
+    assert all(a < b for a, b in zip(counts, counts[1:], strict=False)), counts
