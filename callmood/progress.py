@@ -42,6 +42,13 @@ class _LogTqdm(tqdm):
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         super().set_postfix_str(s, refresh=False)
 
+    def close(self) -> None:
+        # tqdm writes the final count on close; when the last line already shows it, the
+        # log would end with the same line twice
+        if not self.disable and getattr(self, "last_print_n", None) == self.n:
+            self.leave = False
+        super().close()
+
 
 def progress(iterable: Any = None, *, disable: bool | None = None, file: IO[str] | None = None,
              log_every: float = LOG_EVERY_S, **kwargs: Any) -> tqdm:

@@ -14,6 +14,7 @@ def test_off_a_terminal_progress_is_whole_timestamped_lines():
     assert "\r" not in log.getvalue()
     assert all(re.match(r"\d\d:\d\d:\d\d log-mel features: ", line) for line in lines), lines
     assert "40/40" in lines[-1] and "100%" in lines[-1]
+    assert "40/40" not in lines[-2], "the final count is written once"
 
 
 def test_a_long_interval_keeps_the_log_short_but_still_ends_with_the_total():
