@@ -233,7 +233,8 @@ def markdown(results: dict) -> str:
         done = [results["cells"][f"{r}-{c}"]["ua_restricted"] for c in results["corpora"]
                 if f"{r}-{c}" in results["cells"]]
         if done:
-            lines.append(f"\nRow {r} ({ROWS[r]}): mean restricted UA "
+            folds = f", pooled over {results['si_folds_done']} folds" if r == "si" else ""
+            lines.append(f"\nRow {r} ({ROWS[r]}{folds}): mean restricted UA "
                          f"{100 * np.mean(done):.1f} over {len(done)} held-out corpora.")
     return "\n".join(lines + channel_table(results)) + "\n"
 
