@@ -244,6 +244,10 @@ def channel_table(results: dict) -> list[str]:
     and per row the means over the corpora that have every condition."""
     conditions = ["clean"] + sorted({name for c in results["cells"].values()
                                      for name in c.get("channels", {})})
+    # row si scores its folds clean only: a row that never heard a line has no column here
+    rows = [r for r in results["rows"] if any(
+        cell.get("channels") for key, cell in results["cells"].items()
+        if key.startswith(f"{r}-"))]
     if len(conditions) == 1:
         return []
 
@@ -253,22 +257,22 @@ def channel_table(results: dict) -> list[str]:
 
     lines = ["", "Heard through a channel (restricted UA %, " + " / ".join(conditions) + "; "
              "– where the cell's model was gone before the channel was added):", "",
-             "| held-out corpus | " + " | ".join(f"row {r}" for r in results["rows"]) + " |",
-             "| --- |" + " --- |" * len(results["rows"])]
+             "| held-out corpus | " + " | ".join(f"row {r}" for r in rows) + " |",
+             "| --- |" + " --- |" * len(rows)]
     for corpus in results["corpora"]:
         row = []
-        for cell in (results["cells"].get(f"{r}-{corpus}") for r in results["rows"]):
+        for cell in (results["cells"].get(f"{r}-{corpus}") for r in rows):
             row.append("" if cell is None else " / ".join(
                 "–" if (x := ua(cell, c)) is None else f"{x:.1f}" for c in conditions))
         lines.append(f"| {corpus} | " + " | ".join(row) + " |")
     # rows compared on the same corpora: those where every row has every condition
     common = [corpus for corpus in results["corpora"] if all(
         (cell := results["cells"].get(f"{r}-{corpus}")) is not None
-        and all(ua(cell, c) is not None for c in conditions) for r in results["rows"])]
+        and all(ua(cell, c) is not None for c in conditions) for r in rows)]
     if common:
         means = [" / ".join(f"{x:.1f}" for x in np.mean(
             [[ua(results["cells"][f"{r}-{corpus}"], c) for c in conditions]
-             for corpus in common], axis=0)) for r in results["rows"]]
+             for corpus in common], axis=0)) for r in rows]
         lines.append(f"| mean over {', '.join(common)} | " + " | ".join(means) + " |")
     return lines
 

@@ -103,9 +103,11 @@ def test_the_channel_table_shows_each_condition_and_means_over_complete_cells(be
         figures = {"classes": ["neutral", "angry"], "chance": 0.5, "ua_restricted": clean,
                    "macro_f1_restricted": clean, "ua_open": clean, "neutral_recall": 0.5}
         return figures | ({"channels": {"telephone": {"ua_restricted": phone}}} if phone else {})
-    results = {"rows": ["a", "c"], "corpora": ["x", "y"],
-               "cells": {"a-x": cell(0.6, 0.4), "c-x": cell(0.5, 0.5), "a-y": cell(0.7)}}
+    results = {"rows": ["a", "c", "si"], "corpora": ["x", "y"], "si_folds_done": "5 of 5",
+               "cells": {"a-x": cell(0.6, 0.4), "c-x": cell(0.5, 0.5), "a-y": cell(0.7),
+                         "si-x": cell(0.8), "si-y": cell(0.9)}}
     text = bench.markdown(results)
+    assert "| held-out corpus | row a | row c |\n" in text  # row si is scored clean only
     assert "clean / telephone" in text
     assert "| x | 60.0 / 40.0 | 50.0 / 50.0 |" in text
     assert "| y | 70.0 / – |  |" in text  # a cell kept from before the channel was added
