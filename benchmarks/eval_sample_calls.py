@@ -72,29 +72,41 @@ ESCALATING = ("call-0002", "call-0005", "call-0008")
 CALM = ("call-0001", "call-0007", "call-0009", "call-0010")
 
 
-def true_negative_share(truth: pd.DataFrame) -> pd.Series:
-    """Per call: the share of the customer's speech time whose true emotion is negative."""
-    customer = truth[truth.role == "customer"].assign(
-        seconds=lambda t: t.end_s - t.start_s,
-        negative=lambda t: t.emotion.isin(NEGATIVE))
+def customer_negative_share(utterances: pd.DataFrame, negative) -> pd.Series:
+    """Per call: the share of the customer's speech time in `utterances` (ground-truth rows)
+    that `negative` (one flag per row) marks."""
+    customer = utterances.assign(seconds=utterances.end_s - utterances.start_s,
+                                 negative=np.asarray(negative))
+    customer = customer[customer.role == "customer"]
     return customer.groupby("call_id").apply(
         lambda t: (t.seconds * t.negative).sum() / t.seconds.sum(), include_groups=False)
 
 
-def evaluate(segments: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
+def true_negative_share(truth: pd.DataFrame) -> pd.Series:
+    """Per call: the share of the customer's speech time whose true emotion is negative."""
+    return customer_negative_share(truth, truth.emotion.isin(NEGATIVE))
+
+
+def utterance_predictions(matched: pd.DataFrame, labels: list[str]) -> pd.Series:
+    """Per ground-truth utterance heard in the calls (indexed as the ground truth): the label
+    id that the mean probabilities of its matched segments choose."""
+    scored = matched[matched.true_emotion.isin(labels)]
+    probs = scored.groupby("utterance")[[f"p_{label}" for label in labels]].mean()
+    return pd.Series(probs.to_numpy().argmax(axis=1), index=probs.index)
+
+
+def evaluate(matched: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
              labels: list[str]) -> dict:
-    """Segment- and utterance-level figures, per-call negative share and escalation flags."""
-    matched = match_segments(segments, truth)
-    scored = matched[matched.true_emotion.notna() & matched.true_emotion.isin(labels)]
+    """Segment- and utterance-level figures, per-call negative share and escalation flags,
+    from the segments with their ground truth (match_segments)."""
+    scored = matched[matched.true_emotion.isin(labels)]
     label_id = {label: i for i, label in enumerate(labels)}
     y_true = scored.true_emotion.map(label_id).to_numpy()
     y_pred = scored.emotion.map(label_id).to_numpy()
     segment_metrics = classification_metrics(y_true, y_pred, labels)
-    prob_columns = [f"p_{label}" for label in labels]
-    per_utterance = scored.groupby("utterance")
-    utterance_pred = per_utterance[prob_columns].mean().to_numpy().argmax(axis=1)
-    utterance_true = per_utterance.true_emotion.first().map(label_id).to_numpy()
-    utterance_metrics = classification_metrics(utterance_true, utterance_pred, labels)
+    predicted = utterance_predictions(matched, labels)
+    utterance_true = truth.emotion.loc[predicted.index].map(label_id).to_numpy()
+    utterance_metrics = classification_metrics(utterance_true, predicted.to_numpy(), labels)
     shares = true_negative_share(truth)
     shown = calls.set_index("call_id").customer_negative_share
     per_call = {call: {"true": round(float(shares[call]), 3),
@@ -103,9 +115,9 @@ def evaluate(segments: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
     flagged = set(calls[calls.escalated].call_id)
     brief = ("wa", "ua", "macro_f1", "weighted_f1", "n")
     return {
-        "segments_total": int(len(segments)), "segments_matched": int(len(scored)),
+        "segments_total": int(len(matched)), "segments_matched": int(len(scored)),
         "utterances_in_ground_truth": int(len(truth)),
-        "utterances_found": int(per_utterance.ngroups),
+        "utterances_found": int(len(predicted)),
         "segments": {k: segment_metrics[k] for k in brief},
         "utterances": {k: utterance_metrics[k] for k in brief},
         "neutral_recall_utterances": utterance_metrics["per_class"]["neutral"]["recall"],
@@ -133,7 +145,7 @@ def mean_abs_error(per_call: dict, key: str) -> float:
                           if v[key] is not None]))
 
 
-def studio_attribution(model, truth: pd.DataFrame, segments: pd.DataFrame,
+def studio_attribution(model, truth: pd.DataFrame, matched: pd.DataFrame,
                        ravdess: Path) -> dict:
     """The calls' utterances scored on the studio recordings they were cut from, beside the
     same utterances as the nightly job heard them in the calls (see the module docstring)."""
@@ -147,23 +159,16 @@ def studio_attribution(model, truth: pd.DataFrame, segments: pd.DataFrame,
     by_path = {u.path: p for u, p in zip(scored.utterances, scored.probs.argmax(axis=1),
                                          strict=True)}
     studio = known.source.map(lambda source: by_path[str(ravdess / source)]).to_numpy()
-    matched = match_segments(segments, truth)
-    in_call = matched[matched.true_emotion.isin(labels)].groupby("utterance")[
-        [f"p_{label}" for label in labels]].mean()
-    call_pred = pd.Series(in_call.to_numpy().argmax(axis=1), index=in_call.index)
+    call_pred = utterance_predictions(matched, labels)
     found = known.index.isin(call_pred.index)
     y_true = known.emotion.map(label_id).to_numpy()[found]
     y_studio, y_call = studio[found], call_pred.loc[known.index[found]].to_numpy()
     studio_metrics = classification_metrics(y_true, y_studio, labels)
     call_metrics = classification_metrics(y_true, y_call, labels)
     negative = {label_id[label] for label in NEGATIVE if label in label_id}
-    customer = known.assign(seconds=known.end_s - known.start_s,
-                            studio_negative=[p in negative for p in studio])
-    customer = customer[customer.role == "customer"]
-    studio_share = (customer.seconds * customer.studio_negative).groupby(customer.call_id).sum() \
-        / customer.seconds.groupby(customer.call_id).sum()
+    studio_share = customer_negative_share(known, [p in negative for p in studio])
     # the calls whose customer the nightly job could tell apart, so both errors are comparable
-    stereo = set(segments[segments.role == "customer"].call_id)
+    stereo = set(matched[matched.role == "customer"].call_id)
     per_call = {call: {"true": round(float(share), 3),
                        "studio": none_if_nan(studio_share.get(call, np.nan))}
                 for call, share in true_negative_share(truth).items() if call in stereo}
@@ -209,10 +214,11 @@ def main() -> None:
             con = connect(results)
             segments = con.sql("SELECT * FROM segments").df()
             calls = con.sql("SELECT * FROM calls").df()
-        figures = evaluate(segments, calls, truth, model.labels)
+        matched = match_segments(segments, truth)
+        figures = evaluate(matched, calls, truth, model.labels)
         ravdess = args.shared / "data" / "ravdess"
         if prior_shift == "off" and ravdess.is_dir():
-            figures["studio_attribution"] = studio_attribution(model, truth, segments, ravdess)
+            figures["studio_attribution"] = studio_attribution(model, truth, matched, ravdess)
         if summary.priors:
             figures["estimated_priors"] = summary.priors
         report[f"prior_shift_{prior_shift}"] = figures
