@@ -2,17 +2,28 @@
 
 import json
 import logging
+import os
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from callmood.training.augment import AugmentConfig
-from callmood.training.cache import babble_bank, clean, condition, extract, training_channels
+from callmood.training.cache import (
+    CACHE_LIMIT_ENV,
+    babble_bank,
+    clean,
+    condition,
+    extract,
+    training_channels,
+)
 from callmood.training.channel import ChannelConfig
 from callmood.training.checkpoint import CheckpointError, read_run
 from callmood.training.corpora import ravdess
+from callmood.training.corpora.base import Utterance
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import utterance_probs
 from callmood.training.model_folder import load_model_folder
@@ -198,8 +209,6 @@ def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
 
 
 def test_feature_cache(cache_dir, write_wav, tiny_mel):
-    from callmood.training.corpora.base import Utterance
-
     paths = [write_wav(f"c/{i}.wav", seconds=0.3, freq=200.0 * (i + 1)) for i in range(3)]
     utterances = [Utterance(str(p), "happy", f"x:{i}", "x") for i, p in enumerate(paths)]
     variants = (clean(), condition("telephone"))
@@ -221,6 +230,41 @@ def test_feature_cache(cache_dir, write_wav, tiny_mel):
     assert len(list(cache_dir.rglob("*.npy"))) == 8
     with pytest.raises(ValueError, match="unknown"):
         condition("moon_landing")
+
+
+def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tiny_mel,
+                                                      monkeypatch):
+    paths = [write_wav(f"p/{i}.wav", seconds=0.3, freq=300.0 * (i + 1)) for i in range(2)]
+    utterances = [Utterance(str(p), "sad", f"x:{i}", "x") for i, p in enumerate(paths)]
+
+    def folders() -> dict[str, Path]:
+        return {f.name.split("-")[1] if "-" in f.name else f.name: f
+                for f in cache_dir.glob("*/*")}
+
+    extract(utterances, tiny_mel, variants=(condition("ulaw"),))
+    extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    hours = 3600.0
+    os.utime(folders()["ulaw"], (time.time() - 3 * hours,) * 2)
+    os.utime(folders()["alaw"], (time.time() - 2 * hours,) * 2)
+    folder_bytes = sum(f.stat().st_size for f in folders()["ulaw"].iterdir())
+    # room for two and a half folders: the third one pushes out the least recently used
+    monkeypatch.setenv(CACHE_LIMIT_ENV, str(2.5 * folder_bytes / 1e9))
+    extract(utterances, tiny_mel)
+    assert set(folders()) == {"alaw", "clean"}
+    # reading a folder marks it used; a folder used within the hour stays even over the limit
+    monkeypatch.setenv(CACHE_LIMIT_ENV, "1e-9")
+    again = extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    assert len(again.mels["condition:alaw"]) == 2 and set(folders()) == {"alaw", "clean"}
+    os.utime(folders()["clean"], (time.time() - 2 * hours,) * 2)
+    extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    assert set(folders()) == {"alaw"}
+    # 0 keeps everything; a setting that is not a size is named in the error
+    monkeypatch.setenv(CACHE_LIMIT_ENV, "0")
+    extract(utterances, tiny_mel)
+    assert set(folders()) == {"alaw", "clean"}
+    monkeypatch.setenv(CACHE_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match="CALLMOOD_CACHE_GB='lots'"):
+        extract(utterances, tiny_mel)
 
 
 def test_training_channels_are_drawn_once_per_file_and_cached(cache_dir, ravdess_subset,

@@ -10,6 +10,12 @@ channel (`condition(name)`), or through the k-th channel drawn for training
 (`training_channels`). A variant's folder name hashes everything that shapes it (the
 channel or the ranges drawn from, the seed, the babble talkers), and the draw for a file
 is seeded by that folder and the file's path, so a variant is the same on every run.
+
+Training variants differ per fold (each fold's babble comes from its own training
+speakers), so a benchmark adds gigabytes a fold. The cache is therefore kept under
+$CALLMOOD_CACHE_GB (default 40): after each extraction the least recently used variant
+folders are deleted; one used in the last hour is never touched, as another run may be
+reading it.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,10 +45,54 @@ CLEAN = "clean"
 BABBLE_TRACKS = 6  # babble tracks per bank, each of BABBLE_TALKERS other speakers
 BABBLE_TALKERS = 5
 _CHUNK = 16  # files per feature-extraction job
+CACHE_LIMIT_ENV = "CALLMOOD_CACHE_GB"
+DEFAULT_CACHE_LIMIT_GB = 40.0
+IN_USE_S = 3600.0  # a variant folder used this recently is never pruned
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CALLMOOD_CACHE", Path.home() / ".cache" / "callmood"))
+
+
+def cache_limit_bytes() -> int | None:
+    """The size the cache is pruned to ($CALLMOOD_CACHE_GB; 0 keeps everything)."""
+    raw = os.environ.get(CACHE_LIMIT_ENV, str(DEFAULT_CACHE_LIMIT_GB))
+    try:
+        gigabytes = float(raw)
+    except ValueError:
+        gigabytes = -1.0
+    if not gigabytes >= 0:
+        raise ValueError(f"{CACHE_LIMIT_ENV}={raw!r}: give the feature cache's size limit in "
+                         "GB, a number >= 0 (0 = no limit)")
+    return int(gigabytes * 1e9) or None
+
+
+def prune(root: Path, limit_bytes: int, keep: frozenset[Path] = frozenset()) -> list[Path]:
+    """Delete least recently used variant folders until `root` holds at most `limit_bytes`.
+
+    Folders in `keep` and folders used within IN_USE_S stay, even if the cache then
+    remains over the limit. Returns the deleted folders.
+    """
+    folders = [variant for settings in root.iterdir() if settings.is_dir()
+               for variant in settings.iterdir() if variant.is_dir()]
+    used = {folder: folder.stat().st_mtime for folder in folders}
+    sizes = {folder: sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+             for folder in folders}
+    total, removed, now = sum(sizes.values()), [], time.time()
+    for folder in sorted(folders, key=used.__getitem__):
+        if total <= limit_bytes:
+            break
+        if folder in keep or now - used[folder] < IN_USE_S:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= sizes[folder]
+        removed.append(folder)
+    if removed:
+        log.warning("feature cache %s: removed %d least recently used variant folders (%.1f GB), "
+                 "%.1f GB left (limit %s=%.1f)", root, len(removed),
+                 sum(sizes[f] for f in removed) / 1e9, total / 1e9, CACHE_LIMIT_ENV,
+                 limit_bytes / 1e9)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -186,9 +238,11 @@ def extract(utterances: list[Utterance], mel: MelConfig,
             workers: int = 1) -> Features:
     """Features for every utterance: cached ones are read, missing ones computed in parallel.
 
-    `variants` defaults to the clean audio alone; `mels` is keyed by variant name.
+    `variants` defaults to the clean audio alone; `mels` is keyed by variant name. The
+    cache is then pruned to its size limit, keeping the folders just used.
     """
     root = Path(cache_dir) if cache_dir else default_cache_dir()
+    limit = cache_limit_bytes()
     variants = tuple(variants) or (clean(),)
     failures, todo = [], []
     files = {}
@@ -217,4 +271,9 @@ def extract(utterances: list[Utterance], mel: MelConfig,
                      for u in kept] for v in variants}
     if failures:
         log.warning("skipped %d unusable audio files, e.g. %s", len(failures), failures[0])
+    in_use = frozenset(target.parent for u in kept for target in files[u.path].values())
+    for folder in in_use:
+        os.utime(folder)  # marks it recently used
+    if limit is not None and root.is_dir():
+        prune(root, limit, keep=in_use)
     return Features(kept, mels, failures)
