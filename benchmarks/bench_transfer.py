@@ -23,8 +23,9 @@ before its test.
 Resumable: each finished cell is kept in --cells (default benchmarks/results/transfer_cells,
 committed, so a fresh clone reuses them; a cell is reused only with the same settings), and
 an unfinished training continues from its checkpoint in --work. Writes
-benchmarks/results/transfer.{json,md} with every cell finished so far, whichever
-invocation ran it (so rows can run side by side); --report only rewrites them.
+benchmarks/results/transfer.{json,md} and a transfer_row_<row>_confusion.png per row with
+every cell finished so far, whichever invocation ran it (so rows can run side by side);
+--report only rewrites them.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ import torch
 
 from callmood.training.checkpoint import has_checkpoint
 from callmood.training.corpora.registry import load_corpus
-from callmood.training.evaluate import corpus_figures, held_out_corpus_metrics, score_utterances
+from callmood.training.evaluate import (
+    corpus_figures,
+    held_out_corpus_metrics,
+    plot_confusion_grid,
+    score_utterances,
+)
 from callmood.training.labels import apply_mapping, parse_mapping
 from callmood.training.model_folder import CARD, load_model_folder
 from callmood.training.splits import make_split
@@ -374,6 +380,22 @@ def write(results: dict, args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "transfer.md").write_text(markdown(results))
+    for row in results["rows"]:
+        plot_row_confusions(results, row, args.out / f"transfer_row_{row}_confusion.png")
+
+
+def plot_row_confusions(results: dict, row: str, path: Path) -> None:
+    """One row's held-out corpora, each over the classes it has (the restricted argmax)."""
+    panels = []
+    for corpus in results["corpora"]:
+        cell = results["cells"].get(f"{row}-{corpus}")
+        if cell is None:
+            continue
+        keep = [cell["labels"].index(label) for label in cell["classes"]]
+        confusion = np.array(cell["confusion_restricted"])[np.ix_(keep, keep)]
+        panels.append((confusion, cell["classes"], f"{corpus}: UA {100 * cell['ua_restricted']:.1f}"
+                       f" (chance {100 * cell['chance']:.0f}), n = {cell['n']}"))
+    plot_confusion_grid(panels, path, f"Row {row}: {results['row_names'][row]}; clean audio")
 
 
 if __name__ == "__main__":

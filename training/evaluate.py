@@ -90,29 +90,50 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
     }
 
 
-def plot_confusion(confusion: np.ndarray, labels: list[str], path: str | Path,
-                   title: str) -> None:
-    """Row-normalised confusion matrix with counts (or mean counts) in each cell."""
+def _draw_confusion(ax, confusion: np.ndarray, labels: list[str], title: str, width: int = 60):
+    """Row-normalised shares with the counts (or mean counts) in each cell, onto `ax`."""
     confusion = np.asarray(confusion, dtype=float)
     rows = confusion.sum(axis=1, keepdims=True)
     share = np.divide(confusion, rows, out=np.zeros_like(confusion), where=rows > 0)
-    size = 1.2 + 0.65 * len(labels)
-    fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted emotion")
     ax.set_ylabel("true emotion")
-    ax.set_title(textwrap.fill(title, 60), fontsize=9)
+    ax.set_title(textwrap.fill(title, width), fontsize=9)
     integral = np.allclose(confusion, confusion.round())
     for i in range(len(labels)):
         for j in range(len(labels)):
             text = f"{confusion[i, j]:.0f}" if integral else f"{confusion[i, j]:.1f}"
             ax.text(j, i, f"{share[i, j]:.0%}\n{text}", ha="center", va="center", fontsize=7,
                     color="white" if share[i, j] > 0.5 else "black")
+    return image
+
+
+def plot_confusion(confusion: np.ndarray, labels: list[str], path: str | Path,
+                   title: str) -> None:
+    """Row-normalised confusion matrix with counts (or mean counts) in each cell."""
+    size = 1.2 + 0.65 * len(labels)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size))
+    image = _draw_confusion(ax, confusion, labels, title)
     fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion_grid(panels: list[tuple[np.ndarray, list[str], str]], path: str | Path,
+                        title: str, columns: int = 4) -> None:
+    """Several confusion matrices (matrix, labels, panel title) side by side in one picture."""
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.6 * rows), squeeze=False)
+    for ax, (confusion, labels, panel_title) in zip(axes.flat, panels, strict=False):
+        _draw_confusion(ax, confusion, labels, panel_title, width=40)
+    for ax in axes.flat[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(textwrap.fill(title, 120), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
