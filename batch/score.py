@@ -58,6 +58,8 @@ from callmood.training.features import CLIP_OVERLAP
 from callmood.training.model_folder import LoadedModel, load_model_folder
 
 CONFIG = "score_config.json"
+# failures that say nothing about the recording: a re-score that fails so keeps its rows
+TRANSIENT_FAILURES = frozenset({"timeout", "internal", "permission"})
 
 
 @dataclass(frozen=True)
@@ -238,10 +240,17 @@ class _Run:
         self.started = started
         self.errors: list[dict] = []
         self.touched: set[tuple[str, str]] = set()  # (table, partition) to compact
+        self.moved_from: dict[str, str] = {}  # path -> the vanished path that had its call id
+
+    def _previous(self, call: CallFile) -> dict:
+        """The manifest entry whose rows this call's new ones replace: its own, or that of
+        the vanished file it was moved (or renamed) from."""
+        return (self.manifest.get(call.path)
+                or self.manifest.get(self.moved_from.get(call.path, "")) or {})
 
     def _replace_parts(self, call: CallFile, keep: list[str]) -> None:
         """Remove the call's previous rows, except from the files in `keep`."""
-        previous = self.manifest.get(call.path) or {}
+        previous = self._previous(call)
         for relative in previous.get("parts", []):
             if relative in keep:
                 continue
@@ -257,7 +266,7 @@ class _Run:
         meta = call.meta
         own = part_path(table, meta.call_date, digest(meta.call_id))
         folder = own.rsplit("/", 1)[0] + "/"
-        previous = self.manifest.get(call.path) or {}
+        previous = self._previous(call)
         for relative in previous.get("parts", []):
             if is_compacted(relative) and relative.startswith(folder):
                 self.store.replace_call_rows(relative, previous["meta"]["call_id"], rows)
@@ -274,10 +283,22 @@ class _Run:
         self.store.put_manifest(entry)
         self.manifest[call.path] = entry
         self.touched.update(partition_of(part) for part in parts)
+        if (old := self.moved_from.pop(call.path, None)) is not None:
+            self.manifest[old] = {**self.manifest[old], "status": "moved", "parts": [],
+                                  "moved_to": call.path}
+            self.store.put_manifest(self.manifest[old])
 
     def failed(self, call: CallFile, kind: str, message: str, sha256: str | None = None):
-        self._replace_parts(call, keep=[])
+        """An error row; the call's previous rows go, unless the failure says nothing about
+        the recording (a time-out, a crash, a permission) and it is the one scored before."""
         self._error_row(call.path, kind, message)
+        previous = self._previous(call)
+        if kind in TRANSIENT_FAILURES and previous.get("status") == "scored" \
+                and previous["size"] == call.size \
+                and (previous["sha256"] == sha256 if sha256
+                     else previous["mtime_ns"] == call.mtime_ns):
+            return  # its rows and manifest entry stand; a re-score can try again
+        self._replace_parts(call, keep=[])
         self._finish(call, sha256, "failed", [], {"error_kind": kind})
 
     def _error_row(self, path: str, kind: str, message: str) -> None:
@@ -353,10 +374,12 @@ def _claim_call_ids(todo: list[CallFile], manifest: dict[str, dict],
     kept = []
     for call in todo:
         owner = owners.get(call.meta.call_id)
-        if owner not in (None, call.path) and Path(owner).exists():
-            run.failed(call, "duplicate_call_id",
-                       f"call id {call.meta.call_id!r} is already used by {owner}")
-            continue
+        if owner not in (None, call.path):
+            if Path(owner).exists():
+                run.failed(call, "duplicate_call_id",
+                           f"call id {call.meta.call_id!r} is already used by {owner}")
+                continue
+            run.moved_from[call.path] = owner  # its rows are replaced when this one scores
         owners[call.meta.call_id] = call.path
         kept.append(call)
     return kept

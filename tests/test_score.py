@@ -404,3 +404,39 @@ def test_the_time_limit_stops_a_long_file_between_blocks(tmp_path, model_dir):
     started = time.monotonic()
     outcome = score_file(*args, time_limit_s=0.05)
     assert outcome.error_kind == "timeout" and time.monotonic() - started < 1.0
+
+
+def test_a_moved_recording_replaces_its_rows_instead_of_doubling_the_call(tmp_path, model_dir):
+    night = tmp_path / "in" / "2026-11-20"
+    for seed, name in enumerate(("0001.wav", "0002.wav")):
+        synthetic_call(night / name, DIALOGUE[:2], 9.0, seed=seed)
+    out = tmp_path / "results"
+    run([night], out, model_dir)  # the night's rows are merged into one compacted file
+    assert [p.name[:6] for p in (out / "calls" / "call_date=2026-11-20").iterdir()] == ["part-c"]
+    moved = tmp_path / "archive" / "2026-11-20" / "0001.wav"
+    moved.parent.mkdir(parents=True)
+    (night / "0001.wav").rename(moved)
+    summary = run([moved.parent], out, model_dir)
+    assert (summary.calls_scored, summary.files_failed) == (1, 0)
+    calls = sorted((c["call_id"], c["source_file"]) for c in rows(out, "calls"))
+    assert calls == [("2026-11-20/0001", str(moved)), ("2026-11-20/0002", str(night / "0002.wav"))]
+    assert {s["source_file"] for s in rows(out, "segments")
+            if s["call_id"] == "2026-11-20/0001"} == {str(moved)}
+    # the old path owns nothing any more: both files are unchanged on the next run
+    assert run([night, moved.parent], out, model_dir).files_unchanged == 2
+
+
+def test_a_re_score_that_times_out_keeps_the_rows_it_would_have_replaced(calls, tmp_path,
+                                                                          model_dir):
+    out = tmp_path / "results"
+    run([calls], out, model_dir)
+    before = sorted((s["call_id"], s["start_s"]) for s in rows(out, "segments"))
+    failed = run([calls], out, model_dir, rescore=True, file_minutes=1e-6)
+    assert (failed.calls_scored, failed.files_failed) == (0, 2)
+    assert {e["error_kind"] for e in rows(out, "errors")} == {"timeout"}
+    assert sorted((s["call_id"], s["start_s"]) for s in rows(out, "segments")) == before
+    assert len(rows(out, "calls")) == 2
+    # a failure that is about the recording drops its old rows: it no longer holds that audio
+    (calls / "nested" / "b.wav").write_bytes(b"not audio any more")
+    assert run([calls], out, model_dir).files_failed == 1
+    assert {c["call_id"] for c in rows(out, "calls")} == {"A-1"}
