@@ -239,10 +239,13 @@ def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tin
 
     def folders() -> dict[str, Path]:
         return {f.name.split("-")[1] if "-" in f.name else f.name: f
-                for f in cache_dir.glob("*/*")}
+                for f in cache_dir.glob("*/*") if f.parent.name != "not-the-cache"}
 
     extract(utterances, tiny_mel, variants=(condition("ulaw"),))
     extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    stranger = cache_dir / "not-the-cache" / "kept"  # a folder the cache did not make
+    stranger.mkdir(parents=True)
+    (stranger / "big.npy").write_bytes(bytes(10_000))
     hours = 3600.0
     os.utime(folders()["ulaw"], (time.time() - 3 * hours,) * 2)
     os.utime(folders()["alaw"], (time.time() - 2 * hours,) * 2)
@@ -257,7 +260,7 @@ def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tin
     assert len(again.mels["condition:alaw"]) == 2 and set(folders()) == {"alaw", "clean"}
     os.utime(folders()["clean"], (time.time() - 2 * hours,) * 2)
     extract(utterances, tiny_mel, variants=(condition("alaw"),))
-    assert set(folders()) == {"alaw"}
+    assert set(folders()) == {"alaw"} and (stranger / "big.npy").is_file()
     # 0 keeps everything; a setting that is not a size is named in the error
     monkeypatch.setenv(CACHE_LIMIT_ENV, "0")
     extract(utterances, tiny_mel)

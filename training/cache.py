@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ _CHUNK = 16  # files per feature-extraction job
 CACHE_LIMIT_ENV = "CALLMOOD_CACHE_GB"
 DEFAULT_CACHE_LIMIT_GB = 40.0
 IN_USE_S = 3600.0  # a variant folder used this recently is never pruned
+_SETTINGS_FOLDER = re.compile(r"[0-9a-f]{12}")  # only the cache's own folders are pruned
 
 
 def default_cache_dir() -> Path:
@@ -73,13 +75,18 @@ def prune(root: Path, limit_bytes: int, keep: frozenset[Path] = frozenset()) -> 
     Folders in `keep` and folders used within IN_USE_S stay, even if the cache then
     remains over the limit. Returns the deleted folders.
     """
-    folders = [variant for settings in root.iterdir() if settings.is_dir()
-               for variant in settings.iterdir() if variant.is_dir()]
-    used = {folder: folder.stat().st_mtime for folder in folders}
-    sizes = {folder: sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
-             for folder in folders}
+    used, sizes = {}, {}
+    for settings in root.iterdir() if root.is_dir() else []:
+        if not (settings.is_dir() and _SETTINGS_FOLDER.fullmatch(settings.name)):
+            continue
+        for folder in settings.iterdir():
+            try:  # another process may be pruning too
+                used[folder] = folder.stat().st_mtime
+                sizes[folder] = _folder_bytes(folder)
+            except (FileNotFoundError, NotADirectoryError):
+                used.pop(folder, None)
     total, removed, now = sum(sizes.values()), [], time.time()
-    for folder in sorted(folders, key=used.__getitem__):
+    for folder in sorted(used, key=used.__getitem__):
         if total <= limit_bytes:
             break
         if folder in keep or now - used[folder] < IN_USE_S:
@@ -88,11 +95,31 @@ def prune(root: Path, limit_bytes: int, keep: frozenset[Path] = frozenset()) -> 
         total -= sizes[folder]
         removed.append(folder)
     if removed:
-        log.warning("feature cache %s: removed %d least recently used variant folders (%.1f GB), "
-                 "%.1f GB left (limit %s=%.1f)", root, len(removed),
-                 sum(sizes[f] for f in removed) / 1e9, total / 1e9, CACHE_LIMIT_ENV,
-                 limit_bytes / 1e9)
+        log.warning("feature cache %s: removed %d least recently used variant folders "
+                    "(%.1f GB), %.1f GB left (limit %s=%.1f)", root, len(removed),
+                    sum(sizes[f] for f in removed) / 1e9, total / 1e9, CACHE_LIMIT_ENV,
+                    limit_bytes / 1e9)
     return removed
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes of the feature files in `folder`; a file another process renames or deletes
+    meanwhile is not counted."""
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                total += entry.stat().st_size if entry.name.endswith(".npy") else 0
+            except FileNotFoundError:
+                continue
+    return total
+
+
+def _mark_used(folders: set[Path]) -> None:
+    """Protects the folders from other processes' pruning for the next IN_USE_S."""
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.utime(folder)
 
 
 @dataclass(frozen=True)
@@ -256,6 +283,8 @@ def extract(utterances: list[Utterance], mel: MelConfig,
                    if not files[u.path][v.name].is_file()]
         if missing:
             todo.append((u, missing))
+    in_use = {target.parent for targets in files.values() for target in targets.values()}
+    _mark_used(in_use)
     if todo:
         chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
         results = Parallel(n_jobs=workers, return_as="generator")(
@@ -265,15 +294,14 @@ def extract(utterances: list[Utterance], mel: MelConfig,
             for outcomes in results:
                 failures += [error for error in outcomes if error is not None]
                 bar.update(len(outcomes))
+                _mark_used(in_use)  # an extraction may outlast IN_USE_S
     failed = {err.path for err in failures}
     kept = [u for u in utterances if u.path not in failed]
     mels = {v.name: [torch.from_numpy(np.load(files[u.path][v.name], allow_pickle=False))
                      for u in kept] for v in variants}
     if failures:
         log.warning("skipped %d unusable audio files, e.g. %s", len(failures), failures[0])
-    in_use = frozenset(target.parent for u in kept for target in files[u.path].values())
-    for folder in in_use:
-        os.utime(folder)  # marks it recently used
-    if limit is not None and root.is_dir():
-        prune(root, limit, keep=in_use)
+    _mark_used(in_use)
+    if limit is not None:
+        prune(root, limit, keep=frozenset(in_use))
     return Features(kept, mels, failures)
