@@ -74,12 +74,16 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
                      if weights.sum() > 0 else None)
             row[f"{role}_share_{label}"] = share
 
-    # without roles (mono, unknown channels) the whole call stands in for the customer
-    focus = roles == "customer" if (roles == "customer").any() else np.ones(len(roles), bool)
+    # a share of customer speech needs a known customer channel: None without one, since
+    # the agent's speech would dilute it
     shares = [row[f"customer_share_{label}"] for label in labels]
     row["customer_negative_share"] = (
         float(sum(s for s, neg in zip(shares, negative, strict=True) if neg))
         if shares and shares[0] is not None else None)
+
+    # the peak and the trend are still worth flagging without roles (mono, unknown
+    # channels): there the whole call stands in for the customer
+    focus = roles == "customer" if (roles == "customer").any() else np.ones(len(roles), bool)
 
     peak = {"peak_negative_emotion": None, "peak_negative_confidence": None,
             "peak_negative_at_s": None}
