@@ -92,9 +92,17 @@ def input_root(item: str) -> Path:
 
 
 def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
-               exclude: tuple[str, ...] = ()) -> list[tuple[Path, Path]]:
-    """(file, the input folder it was found under) for every audio file, sorted, no repeats."""
+               exclude: tuple[str, ...] = ()) -> tuple[list[tuple[Path, Path]], list[Rejected]]:
+    """(file, the input folder it was found under) for every audio file, sorted, no repeats;
+    and the folders below the inputs that could not be listed (their files would otherwise
+    be missed without a word)."""
     found: dict[Path, Path] = {}
+    unlisted: list[Rejected] = []
+
+    def cannot_list(err: OSError) -> None:
+        unlisted.append(Rejected(str(err.filename), "unreadable_folder",
+                                 f"folder cannot be listed ({err.strerror or err}); its "
+                                 "recordings are not scored: check its owner and mode"))
     for item in inputs:
         root = Path(item).resolve()
         if root.is_file():
@@ -102,14 +110,14 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
             continue
         if not root.is_dir():
             raise ScanError(f"{item}: no such file or folder")
-        for folder, dirs, files in os.walk(root):
+        for folder, dirs, files in os.walk(root, onerror=cannot_list):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
                 path = Path(folder) / name
                 relative = path.relative_to(root).as_posix()
                 if _matches(relative, include) and not _matches(relative, exclude):
                     found.setdefault(path, root)
-    return sorted(found.items())
+    return sorted(found.items()), unlisted
 
 
 def read_sidecar(csv_path: Path) -> tuple[dict[Path, dict], list[Rejected]]:
@@ -251,8 +259,8 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
          ) -> tuple[list[CallFile], list[Rejected]]:
     """Every audio file under the inputs, with its metadata, and the matching paths that
     are not regular files (links followed)."""
-    found = find_audio(inputs, include, exclude)
-    rejected = [r for r in (regular_file(path) for path, _ in found) if r is not None]
+    found, rejected = find_audio(inputs, include, exclude)
+    rejected += [r for r in (regular_file(path) for path, _ in found) if r is not None]
     bad = {r.path for r in rejected}
     files = [(path, root) for path, root in found if str(path) not in bad]
     sidecars: dict[Path, dict] = {}
@@ -266,7 +274,14 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
         sidecars.update(rows)
         rejected += problems
     names = call_names(files)
-    return [describe(path, names[path], sidecars.get(path)) for path, _ in files], rejected
+    calls = []
+    for path, _ in files:
+        try:
+            calls.append(describe(path, names[path], sidecars.get(path)))
+        except OSError as err:  # removed (e.g. by a retention job) since it was listed
+            rejected.append(Rejected(str(path), "missing", f"removed during the scan "
+                                                           f"({err.strerror or err})"))
+    return calls, rejected
 
 
 def file_sha256(path: str) -> str:

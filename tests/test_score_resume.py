@@ -101,14 +101,15 @@ def test_a_killed_run_leaves_no_workers_behind(tmp_path):
     assert not [w for w in workers if alive(w)]
 
 
-def test_an_unreadable_file_is_a_permission_error_and_is_tried_again(tmp_path):
+def test_unreadable_files_and_folders_are_error_rows_and_are_tried_again(tmp_path):
     """Run as a user who cannot read the file: root without the capabilities that let it
     ignore file modes (setpriv drops them), so the test means the same as root or not."""
     model = make_model_folder(tmp_path / "model")
     folder, out = tmp_path / "calls", tmp_path / "results"
-    for name in ("open", "closed"):
+    for name in ("open", "closed", "locked/inside"):
         synthetic_call(folder / f"{name}.wav", DIALOGUE, 13.0, seed=len(name))
     (folder / "closed.wav").chmod(0)
+    (folder / "locked").chmod(0)
     command = [CALLMOOD, "score", str(folder), "--out", str(out), "--model", str(model),
                "--workers", "1", "--no-progress"]
     if os.geteuid() == 0:
@@ -118,11 +119,12 @@ def test_an_unreadable_file_is_a_permission_error_and_is_tried_again(tmp_path):
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == 1, first.stdout + first.stderr
     errors = ds.dataset(out / "errors", partitioning="hive").to_table().to_pylist()
-    assert [(Path(e["file"]).name, e["error_kind"]) for e in errors] == [
-        ("closed.wav", "permission")]
-    assert "owner and mode" in errors[0]["message"]
+    assert sorted((Path(e["file"]).name, e["error_kind"]) for e in errors) == [
+        ("closed.wav", "permission"), ("locked", "unreadable_folder")]
+    assert all("owner and mode" in e["message"] for e in errors)
 
-    (folder / "closed.wav").chmod(0o644)  # fixed: the next run scores it
+    (folder / "closed.wav").chmod(0o644)  # fixed: the next run scores both
+    (folder / "locked").chmod(0o755)
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
-    assert second.stdout.startswith("1 calls scored")
+    assert second.stdout.startswith("2 calls scored")
