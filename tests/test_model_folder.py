@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY_LABELS
 
-from callmood.training.features import Normalization, model_input
+from callmood.training.features import Normalization, log_mel, model_input
 from callmood.training.model import build_model
 from callmood.training.model_folder import (
     DEFAULT_VALENCE,
@@ -71,10 +71,10 @@ def test_round_trip_gives_identical_predictions(tmp_path, tiny_mel):
     assert len(loaded.version) == 12
 
 
-def test_predict_waveforms(tiny_model_dir, tiny_mel):
+def test_predict_mels(tiny_model_dir, tiny_mel):
     loaded = load_model_folder(tiny_model_dir)
     clips = np.random.default_rng(0).uniform(-0.3, 0.3, (3, tiny_mel.clip_samples))
-    probs = loaded.predict_waveforms(clips.astype(np.float32))
+    probs = loaded.predict_mels(log_mel(clips.astype(np.float32), tiny_mel))
     assert probs.shape == (3, len(TINY_LABELS))
     np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
     assert loaded.predict_mels(torch.zeros(0, 64, 160)).shape == (0, 4)

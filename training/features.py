@@ -129,8 +129,9 @@ def window_starts(length: int, window: int, overlap: float, min_windows: int = 1
 
     The first window starts at 0 and the last ends at `length`, with at least
     `min_windows` windows; a length of at most one window gives the single start 0. Used
-    in frames for utterances (evaluation, predict) and in samples for the speech regions
-    of calls (batch), so both cut alike.
+    in frames for utterances (evaluation, predict). Calls' speech regions are cut by
+    batch.segment with at least this overlap, but from the region's start on, so that live
+    scoring cuts the same clips as the nightly job.
     """
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
 from callmood.training.calibration import softmax
-from callmood.training.features import MelConfig, Normalization, log_mel, model_input
+from callmood.training.features import MelConfig, Normalization, model_input
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -109,10 +109,6 @@ class LoadedModel:
         """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities."""
         return predict_probabilities(self.model, mels, self.mel, self.norm, batch_size,
                                      temperature=self.card.temperature)
-
-    def predict_waveforms(self, clips: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        """(N, clip_samples) audio at the model rate -> (N, labels) probabilities."""
-        return self.predict_mels(log_mel(clips, self.mel), batch_size)
 
 
 def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: MelConfig,

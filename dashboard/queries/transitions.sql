@@ -4,7 +4,7 @@
 -- params: min_confidence float = 0
 WITH ordered AS (
     SELECT role,
-           lag(emotion) OVER (PARTITION BY call_id, role ORDER BY start_s) AS from_emotion,
+           lag(emotion) OVER (PARTITION BY call_id, channel ORDER BY start_s) AS from_emotion,
            emotion AS to_emotion
     FROM filtered_segments($date_from, $date_to, $queue, $agent, $role, $emotion, $min_confidence)
 ),
