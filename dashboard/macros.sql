@@ -4,14 +4,18 @@
 -- "any". Call-level filters (dates, queue, agent) select calls; an emotion keeps the
 -- calls that have at least one segment with that emotion (of the role, if one is given,
 -- at or above the minimum confidence). Segment-level filters (role, minimum confidence)
--- then select the segments of those calls.
+-- then select the segments of those calls. Dates are days in the connection's time zone
+-- (call_date); the conditions on utc_date, a day wider, only let DuckDB skip the files of
+-- UTC days that cannot hold such calls.
 
 CREATE MACRO filtered_calls(f_date_from, f_date_to, f_queue, f_agent, f_role, f_emotion,
                             f_min_confidence) AS TABLE
 SELECT c.*
 FROM calls AS c
-WHERE (f_date_from IS NULL OR c.call_date >= CAST(f_date_from AS DATE))
-  AND (f_date_to IS NULL OR c.call_date <= CAST(f_date_to AS DATE))
+WHERE (f_date_from IS NULL OR (c.call_date >= CAST(f_date_from AS DATE)
+                              AND c.utc_date >= CAST(f_date_from AS DATE) - 1))
+  AND (f_date_to IS NULL OR (c.call_date <= CAST(f_date_to AS DATE)
+                            AND c.utc_date <= CAST(f_date_to AS DATE) + 1))
   AND (f_queue IS NULL OR c.queue = f_queue)
   AND (f_agent IS NULL OR c.agent_id = f_agent)
   AND (f_emotion IS NULL OR c.call_id IN (
@@ -20,8 +24,8 @@ WHERE (f_date_from IS NULL OR c.call_date >= CAST(f_date_from AS DATE))
         WHERE s.emotion = f_emotion
           AND (f_role IS NULL OR s.role = f_role)
           AND s.confidence >= coalesce(f_min_confidence, 0)
-          AND (f_date_from IS NULL OR s.call_date >= CAST(f_date_from AS DATE))
-          AND (f_date_to IS NULL OR s.call_date <= CAST(f_date_to AS DATE))));
+          AND (f_date_from IS NULL OR s.utc_date >= CAST(f_date_from AS DATE) - 1)
+          AND (f_date_to IS NULL OR s.utc_date <= CAST(f_date_to AS DATE) + 1)));
 
 -- Segments of the filtered calls, with their duration and whether the emotion is negative
 -- (emotion_labels.negative: labels.json's valence, or the default negative set).
@@ -34,8 +38,8 @@ FROM segments AS s
 LEFT JOIN emotion_labels AS l ON l.label = s.emotion
 WHERE (f_role IS NULL OR s.role = f_role)
   AND s.confidence >= coalesce(f_min_confidence, 0)
-  AND (f_date_from IS NULL OR s.call_date >= CAST(f_date_from AS DATE))
-  AND (f_date_to IS NULL OR s.call_date <= CAST(f_date_to AS DATE))
+  AND (f_date_from IS NULL OR s.utc_date >= CAST(f_date_from AS DATE) - 1)
+  AND (f_date_to IS NULL OR s.utc_date <= CAST(f_date_to AS DATE) + 1)
   AND s.call_id IN (
         SELECT call_id
         FROM filtered_calls(f_date_from, f_date_to, f_queue, f_agent, f_role, f_emotion,

@@ -178,7 +178,21 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
         if not present[table]:
             schema = empty[table].append(pa.field(PARTITION_KEYS[table], pa.date32()))
             con.execute(_empty_view_sql(con, table, schema))
+    _local_days(con)
     return info
+
+
+def _local_days(con: duckdb.DuckDBPyConnection) -> None:
+    """`call_date` becomes the call's day in the connection's time zone: a call at 20:00 in
+    New York is on that day's bar, not the next (the files are partitioned by UTC day,
+    kept as `utc_date`, which date filters also use, with a day's margin, to skip files)."""
+    con.execute("ALTER VIEW calls RENAME TO calls_by_utc_day")
+    con.execute("ALTER VIEW segments RENAME TO segments_by_utc_day")
+    con.execute("CREATE VIEW calls AS SELECT * REPLACE (CAST(started_at AS DATE) AS call_date), "
+                "call_date AS utc_date FROM calls_by_utc_day")
+    con.execute("CREATE VIEW segments AS SELECT s.* REPLACE (coalesce(c.call_date, s.call_date) "
+                "AS call_date), s.call_date AS utc_date FROM segments_by_utc_day AS s "
+                "LEFT JOIN (SELECT call_id, call_date FROM calls) AS c ON c.call_id = s.call_id")
 
 
 def _create_label_table(con: duckdb.DuckDBPyConnection, info: LabelInfo) -> None:

@@ -135,6 +135,23 @@ def test_times_in_a_call_centre_time_zone(sample_results):
         connect(sample_results, timezone="Mars/Olympus")
 
 
+def test_days_are_the_call_centre_s_days(sample_results):
+    """At UTC+14 the 14:30 UTC call of 2 March starts at 04:30 on 3 March: it counts on
+    that day's bar, and a filter on that day finds it and its segments."""
+    far_east = connect(sample_results, timezone="Pacific/Kiritimati")
+    try:
+        daily = q(far_east, "daily_negative")
+        assert [(f"{d:%m-%d}", n) for d, n in zip(daily.call_date, daily.calls, strict=True)] \
+            == [("03-02", 1), ("03-03", 2), ("03-10", 2)]
+        one_day = q(far_east, "calls_list", date_from="2026-03-03", date_to="2026-03-03")
+        assert sorted(one_day.call_id) == ["c2", "c3"]
+        # c2's 40 s and c3's 30 s of scored speech, though c2's files are on 2 March (UTC)
+        speech = q(far_east, "emotion_share", date_from="2026-03-03", date_to="2026-03-03")
+        assert speech.speech_s.sum() == pytest.approx(70.0)
+    finally:
+        far_east.close()
+
+
 def test_overview_and_filters(con):
     row = q(con, "overview").iloc[0]
     assert row.calls == 5 and row.escalated_calls == 2 and row.agents == 2
