@@ -25,9 +25,10 @@ this invocation keep their committed figures, each with the settings it was made
 finished (fold, row) is kept in --cells (committed), and a stopped training resumes from its
 checkpoint in --work, so a run that is stopped picks up where it was when started again with
 the same settings.
-Optuna studies live in benchmarks/results/optuna/ and are committed: a fresh clone resumes
-them (finished studies run no new trials; row 1 is then retrained with the chosen
-settings), --fresh deletes them and the kept results first.
+With --trials N, row 1's Optuna studies live in benchmarks/results/optuna/ and are
+committed: a fresh clone resumes them (a finished study runs no new trials, and when trials
+run the full schedule its best trial's model is row 1's model); --fresh deletes them and
+the kept results first.
 """
 
 from __future__ import annotations
@@ -561,6 +562,12 @@ def write_results(results, protocol, args, wall_s) -> None:
     (args.out / "ravdess_si.md").write_text(markdown_table(report))
 
 
+def _spread(row: dict, key: str) -> str:
+    """Mean ± standard deviation over the folds run; a single fold has no spread to show."""
+    many = len(row["folds_run"]) > 1
+    return f"{row[key]:.1f}" + (f" ± {row[key + '_std']:.1f}" if many else "")
+
+
 def markdown_table(report) -> str:
     lines = ["| system | folds | UA % | WA % | macro-F1 % | weighted-F1 % | "
              "train (+ tuning) s/fold | CPU × real time |",
@@ -569,8 +576,8 @@ def markdown_table(report) -> str:
         tp = row.get("throughput_cpu", {}).get("x_real_time", "")
         tune = f" (+ {row['mean_tune_wall_s']:.0f})" if row["mean_tune_wall_s"] else ""
         lines.append(f"| {row['name']} | {','.join(map(str, row['folds_run']))} | "
-                     f"{row['ua']:.1f} ± {row['ua_std']:.1f} | {row['wa']:.1f} ± "
-                     f"{row['wa_std']:.1f} | {row['macro_f1']:.1f} ± {row['macro_f1_std']:.1f} | "
+                     f"{_spread(row, 'ua')} | {_spread(row, 'wa')} | "
+                     f"{_spread(row, 'macro_f1')} | "
                      f"{row['weighted_f1']:.1f} | {row['mean_train_wall_s']:.0f}"
                      f"{tune} | {tp} |")
     for name, figures in report["published_same_protocol_not_rerun"].items():
