@@ -12,10 +12,7 @@ call at a time, as results arrive.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -56,6 +53,7 @@ from callmood.training.audio import AudioError, probe
 from callmood.training.calibration import adapt_priors
 from callmood.training.features import CLIP_OVERLAP
 from callmood.training.model_folder import LoadedModel, load_model_folder
+from callmood.workers import workers_die_with_this_process
 
 CONFIG = "score_config.json"
 # failures that say nothing about the recording: a re-score that fails so keeps its rows
@@ -127,18 +125,6 @@ def cached_model(model_dir: str) -> LoadedModel:
         if key not in _MODELS:
             _MODELS[key] = load_model_folder(key)
         return _MODELS[key]
-
-
-def die_with(parent_pid: int) -> None:
-    """The loky workers' initializer: have the kernel kill this worker when the run's
-    process `parent_pid` dies (Linux), so that a killed run leaves no workers behind to
-    compete with the next one."""
-    if not sys.platform.startswith("linux"):
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the run died before this worker got here
-        os._exit(1)
 
 
 class FileTimeout(BaseException):
@@ -402,9 +388,7 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
         with client, joblib.parallel_config(backend="dask"):
             yield from joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs)
         return
-    # every worker, as it starts, asks to die with this process (also the idle ones)
-    with joblib.parallel_config(backend="loky", initializer=die_with,
-                                initargs=(os.getpid(),)):
+    with workers_die_with_this_process():
         yield from joblib.Parallel(n_jobs=config.workers,
                                    return_as="generator_unordered")(jobs)
 

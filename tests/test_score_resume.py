@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call
+from processes import kill_once_workers_run, still_alive_after
 
 CALLMOOD = str(Path(sys.executable).parent / "callmood")
 
@@ -55,26 +56,6 @@ def test_kill_and_resume(tmp_path):
     assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
 
 
-def children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:  # fields: state, ppid, ...
-            found.add(int(stat.parent.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def test_a_killed_run_leaves_no_workers_behind(tmp_path):
     model = make_model_folder(tmp_path / "model")
     folder = tmp_path / "calls"
@@ -84,21 +65,8 @@ def test_a_killed_run_leaves_no_workers_behind(tmp_path):
     process = subprocess.Popen([CALLMOOD, "score", str(folder), "--out", str(out), "--model",
                                 str(model), "--workers", "2", "--no-progress"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while len(workers := {w for w in children(process.pid) if alive(w)}) < 3 \
-            and time.monotonic() < deadline:  # 2 loky workers and the resource tracker
-        assert process.poll() is None
-        time.sleep(0.01)
-    time.sleep(1.0)  # the workers are up, maybe still idle or importing
-    workers |= {w for w in children(process.pid) if alive(w)}
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    # a worker killed before its initializer ran exits when it gets there, after importing
-    # the scoring code: seconds, or tens of seconds on a loaded machine
-    deadline = time.monotonic() + 60
-    while any(alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [w for w in workers if alive(w)]
+    workers = kill_once_workers_run(process, 3)  # 2 loky workers and the resource tracker
+    assert not still_alive_after(workers)
 
 
 def test_unreadable_files_and_folders_are_error_rows_and_are_tried_again(tmp_path):

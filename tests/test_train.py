@@ -3,6 +3,8 @@
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from processes import kill_once_workers_run, still_alive_after
 
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import (
@@ -268,6 +271,27 @@ def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tin
     monkeypatch.setenv(CACHE_LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match="CALLMOOD_CACHE_GB='lots'"):
         extract(utterances, tiny_mel)
+
+
+EXTRACT_SCRIPT = """
+import sys
+from callmood.training.cache import condition, extract
+from callmood.training.corpora.base import Utterance
+from callmood.training.features import MelConfig
+utterances = [Utterance(p, "sad", f"x:{i}", "x") for i, p in enumerate(sys.argv[1:])]
+extract(utterances, MelConfig(), (condition("gsm"), condition("reverb")), workers=2)
+"""
+
+
+def test_a_killed_feature_extraction_leaves_no_workers_behind(cache_dir, write_wav):
+    """A training stopped with kill -9 during its feature extraction had left two workers
+    computing features for minutes, slowing whatever ran next."""
+    paths = [write_wav(f"k/{i}.wav", seconds=20.0, freq=150.0 + 10 * i) for i in range(48)]
+    process = subprocess.Popen([sys.executable, "-c", EXTRACT_SCRIPT, *map(str, paths)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = kill_once_workers_run(process, 3)  # 2 loky workers and the resource tracker
+    assert not still_alive_after(workers)
+    assert len(list(cache_dir.rglob("*.npy"))) < 2 * len(paths)  # killed before the end
 
 
 def test_training_channels_are_drawn_once_per_file_and_cached(cache_dir, ravdess_subset,

@@ -39,6 +39,7 @@ from callmood.training import channel as channels
 from callmood.training.audio import AudioError, load_mono
 from callmood.training.corpora.base import Utterance
 from callmood.training.features import MelConfig, log_mel
+from callmood.workers import workers_die_with_this_process
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +288,11 @@ def extract(utterances: list[Utterance], mel: MelConfig,
     _mark_used(in_use)
     if todo:
         chunks = [todo[i:i + _CHUNK] for i in range(0, len(todo), _CHUNK)]
-        results = Parallel(n_jobs=workers, return_as="generator")(
-            delayed(_compute)(chunk, mel) for chunk in chunks)
         desc = "log-mel features" + (f" ({len(variants)} variants)" if len(variants) > 1 else "")
-        with progress(total=len(todo), desc=desc, unit="file") as bar:
+        with workers_die_with_this_process(), \
+                progress(total=len(todo), desc=desc, unit="file") as bar:
+            results = Parallel(n_jobs=workers, return_as="generator")(
+                delayed(_compute)(chunk, mel) for chunk in chunks)
             for outcomes in results:
                 failures += [error for error in outcomes if error is not None]
                 bar.update(len(outcomes))
