@@ -231,8 +231,10 @@ class _Run:
     def _previous(self, call: CallFile) -> dict:
         """The manifest entry whose rows this call's new ones replace: its own, or that of
         the vanished file it was moved (or renamed) from."""
-        return (self.manifest.get(call.path)
-                or self.manifest.get(self.moved_from.get(call.path, "")) or {})
+        own = self.manifest.get(call.path) or {}
+        if own.get("parts") or call.path not in self.moved_from:
+            return own
+        return self.manifest.get(self.moved_from[call.path]) or {}  # own: none, or failed
 
     def _replace_parts(self, call: CallFile, keep: list[str]) -> None:
         """Remove the call's previous rows, except from the files in `keep`."""

@@ -415,6 +415,8 @@ def test_a_moved_recording_replaces_its_rows_instead_of_doubling_the_call(tmp_pa
     assert [p.name[:6] for p in (out / "calls" / "call_date=2026-11-20").iterdir()] == ["part-c"]
     moved = tmp_path / "archive" / "2026-11-20" / "0001.wav"
     moved.parent.mkdir(parents=True)
+    moved.write_bytes(b"half copied")  # seen while the move was under way: it fails
+    assert run([moved.parent], out, model_dir).files_failed == 1
     (night / "0001.wav").rename(moved)
     summary = run([moved.parent], out, model_dir)
     assert (summary.calls_scored, summary.files_failed) == (1, 0)
