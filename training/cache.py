@@ -70,11 +70,11 @@ def cache_limit_bytes() -> int | None:
     return int(gigabytes * 1e9) or None
 
 
-def prune(root: Path, limit_bytes: int, keep: frozenset[Path] = frozenset()) -> list[Path]:
+def prune(root: Path, limit_bytes: int) -> list[Path]:
     """Delete least recently used variant folders until `root` holds at most `limit_bytes`.
 
-    Folders in `keep` and folders used within IN_USE_S stay, even if the cache then
-    remains over the limit. Returns the deleted folders.
+    Folders used within IN_USE_S (this extraction's among them) stay, even if the cache
+    then remains over the limit. Returns the deleted folders.
     """
     used, sizes = {}, {}
     for settings in root.iterdir() if root.is_dir() else []:
@@ -90,7 +90,7 @@ def prune(root: Path, limit_bytes: int, keep: frozenset[Path] = frozenset()) -> 
     for folder in sorted(used, key=used.__getitem__):
         if total <= limit_bytes:
             break
-        if folder in keep or now - used[folder] < IN_USE_S:
+        if now - used[folder] < IN_USE_S:
             continue
         shutil.rmtree(folder, ignore_errors=True)
         total -= sizes[folder]
@@ -305,5 +305,5 @@ def extract(utterances: list[Utterance], mel: MelConfig,
         log.warning("skipped %d unusable audio files, e.g. %s", len(failures), failures[0])
     _mark_used(in_use)
     if limit is not None:
-        prune(root, limit, keep=frozenset(in_use))
+        prune(root, limit)
     return Features(kept, mels, failures)
