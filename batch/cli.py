@@ -60,7 +60,9 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metad
 
     Finds audio files recursively, scores the speech of each channel with the model and
     writes the segments, calls and errors tables. Only new or changed files are scored.
-    Exits with status 1 if any file could not be scored (see the errors table).
+    Exits with status 1 if any file could not be scored (see the errors table); a sidecar
+    problem is an errors row too, but its calls score with default metadata, so it alone
+    does not fail the run.
     """
     from callmood.batch.scan import AUDIO_PATTERNS, ScanError
     from callmood.batch.score import ScoreConfig, score_calls

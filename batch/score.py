@@ -197,6 +197,7 @@ class RunSummary:
     files_unchanged: int = 0
     calls_scored: int = 0
     files_failed: int = 0
+    metadata_problems: int = 0  # sidecar faults: error rows, but the calls score anyway
     audio_s: float = 0.0
     segments: int = 0
     wall_s: float = 0.0
@@ -205,7 +206,8 @@ class RunSummary:
     def line(self) -> str:
         speed = self.audio_s / self.wall_s if self.wall_s else 0.0
         return (f"{self.calls_scored} calls scored ({self.audio_s / 3600:.2f} h of audio, "
-                f"{self.segments} segments), {self.files_failed} errors, "
+                f"{self.segments} segments), {self.files_failed} files failed, "
+                f"{self.metadata_problems} metadata problems, "
                 f"{self.files_unchanged} unchanged files skipped; {self.wall_s:.1f} s wall, "
                 f"{speed:.0f}x real time") + (
             "; class priors of the night: " + ", ".join(
@@ -280,6 +282,7 @@ class _Run:
         """An error row; the call's previous rows go, unless the failure says nothing about
         the recording (a time-out, a crash, a permission) and it is the one scored before."""
         self._error_row(call.path, kind, message)
+        self.summary.files_failed += 1
         previous = self._previous(call)
         if kind in TRANSIENT_FAILURES and previous.get("status") == "scored" \
                 and previous["size"] == call.size \
@@ -295,12 +298,16 @@ class _Run:
         errors = pa.Table.from_pylist(self.errors, schema=ERRORS_SCHEMA)
         self.store.write_table(part_path("errors", self.started.date().isoformat(),
                                          self.summary.run_id), errors)
-        self.summary.files_failed += 1
 
     def rejected(self, item: Rejected) -> None:
-        """A path that is no recording: an error row, no manifest entry (looked at again
-        next run, in case it has become a file)."""
+        """A path that is no recording, or a sidecar fault: an error row, no manifest entry
+        (looked at again next run, in case it has become a file or the sidecar was fixed).
+        A sidecar fault is no failed file: its calls score with default metadata."""
         self._error_row(item.path, item.kind, item.message)
+        if item.kind == "metadata":
+            self.summary.metadata_problems += 1
+        else:
+            self.summary.files_failed += 1
 
     def scored(self, call: CallFile, outcome: FileOutcome) -> None:
         labels, meta = self.model.labels, call.meta
