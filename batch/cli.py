@@ -30,6 +30,11 @@ def _cores() -> int:
 @click.option("--metadata", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Extra metadata CSV (columns file, call_id, agent_id, queue, started_at, "
                    "customer_channel); calls.csv beside the audio is read anyway.")
+@click.option("--source-timezone", envvar="CALLMOOD_SOURCE_TIMEZONE", default="UTC",
+              show_default=True, metavar="ZONE",
+              help="The recorders' time zone (IANA name, e.g. Europe/Berlin; or "
+                   "$CALLMOOD_SOURCE_TIMEZONE): times in file names and sidecar times "
+                   "without an offset are local times there. Results hold UTC.")
 @click.option("--max-hours", type=click.FloatRange(min=0, min_open=True), default=6.0,
               show_default=True, help="Longer files are recorded as errors.")
 @click.option("--file-minutes", type=click.FloatRange(min=0, min_open=True), default=60.0,
@@ -54,8 +59,8 @@ def _cores() -> int:
                    "30 s in a log [default: on].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
-          max_hours, file_minutes, batch_size, precision, backend, scheduler, prior_shift,
-          progress):
+          source_timezone, max_hours, file_minutes, batch_size, precision, backend, scheduler,
+          prior_shift, progress):
     """Score recorded calls under INPUT... into Parquet under --out.
 
     Finds audio files recursively, scores the speech of each channel with the model and
@@ -81,7 +86,8 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metad
                              max_hours=max_hours, file_minutes=file_minutes,
                              rescore=rescore,
                              include=include or AUDIO_PATTERNS, exclude=exclude,
-                             metadata=metadata, prior_shift=prior_shift)
+                             metadata=metadata, source_timezone=source_timezone,
+                             prior_shift=prior_shift)
         summary = score_calls(list(inputs), out, model_dir, config, progress=progress)
     except (ValueError, ScanError, ResultsError, ModelFolderError) as err:
         raise click.ClickException(str(err)) from None

@@ -9,7 +9,9 @@ folder's own path (see ``call_path``): ``in/2026-11-20/0001.wav`` is the call
 ``0001.wav`` are two calls. The extension is left out of the id unless another file
 differs only by it (``x.wav`` and ``x.mp3`` are the calls ``x.wav`` and ``x.mp3``). The
 start time is a date written in that path (``2026-11-20``, ``20261120_143000``,
-``2026/11/20/``), or else the file's mtime.
+``2026/11/20/``), or else the file's mtime. Times written without an offset (in paths,
+and sidecar times such as ``2026-11-20 09:30``) are read in the recorders' zone
+(``source_zone``, UTC unless the run says otherwise) and stored in UTC.
 
 The manifest (one entry per scored or failed file, see write.ResultsStore) remembers each
 file's size, mtime, content hash and metadata, so a nightly run only scores what is new
@@ -25,9 +27,10 @@ import io
 import os
 import re
 import stat
+import zoneinfo
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
 AUDIO_PATTERNS = ("*.wav", "*.flac", "*.ogg", "*.oga", "*.opus", "*.mp3")
@@ -120,11 +123,30 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     return sorted(found.items()), unlisted
 
 
-def read_sidecar(csv_path: Path) -> tuple[dict[Path, dict], list[Rejected]]:
+def source_zone(name: str) -> tzinfo:
+    """The zone that times written without an offset are read in (an IANA name)."""
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ScanError(f"unknown time zone {name!r}: give an IANA name such as "
+                        "Europe/Berlin or America/New_York") from None
+
+
+def parse_time(text: str, zone: tzinfo) -> datetime:
+    """An ISO 8601 time in UTC; without an offset it is a time in `zone`. Raises
+    ValueError."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (value.replace(tzinfo=zone) if value.tzinfo is None else value) \
+        .astimezone(timezone.utc)
+
+
+def read_sidecar(csv_path: Path, zone: tzinfo = timezone.utc,
+                 ) -> tuple[dict[Path, dict], list[Rejected]]:
     """Rows of a metadata CSV keyed by the absolute path of their audio file, and its
-    problems. A bad value costs only that field (the call falls back to the path and the
-    file's time), a bad row only that row, an unreadable sidecar only its metadata: the
-    calls are scored either way, and each problem names the sidecar, the line and the field.
+    problems; times without an offset are read in `zone`. A bad value costs only that field
+    (the call falls back to the path and the file's time), a bad row only that row, an
+    unreadable sidecar only its metadata: the calls are scored either way, and each problem
+    names the sidecar, the line and the field.
     """
     problems: list[Rejected] = []
 
@@ -164,26 +186,24 @@ def read_sidecar(csv_path: Path) -> tuple[dict[Path, dict], list[Rejected]]:
         values = {k: (row.get(k) or "").strip() or None for k in METADATA_COLUMNS}
         for field, check in (("started_at", _check_time), ("customer_channel", _check_channel)):
             if values[field] is not None:
-                values[field], error = check(values[field])
+                values[field], error = check(values[field], zone)
                 if error:
                     problem(first, f"field {field}: {error}; the call uses its default")
         rows[path] = {**values, "line": first}
     return rows, problems
 
 
-def _check_time(text: str) -> tuple[datetime | None, str | None]:
+def _check_time(text: str, zone: tzinfo) -> tuple[datetime | None, str | None]:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        value = parse_time(text, zone)
     except ValueError:
         return None, f"{text!r} is not an ISO 8601 time"
-    value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else \
-        value.astimezone(timezone.utc)
     if not 1970 <= value.year <= 2100:
         return None, f"{text!r} lies outside 1970-2100"
     return value, None
 
 
-def _check_channel(text: str) -> tuple[int | None, str | None]:
+def _check_channel(text: str, zone: tzinfo) -> tuple[int | None, str | None]:
     try:
         channel = int(text)
     except ValueError:
@@ -193,13 +213,13 @@ def _check_channel(text: str) -> tuple[int | None, str | None]:
     return channel, None
 
 
-def _time_from_path(relative: str) -> datetime | None:
+def _time_from_path(relative: str, zone: tzinfo) -> datetime | None:
     match = _DATE_IN_PATH.search(relative)
     if not match:
         return None
     parts = [int(g) if g else 0 for g in match.groups()]
     try:
-        return datetime(*parts, tzinfo=timezone.utc)
+        return datetime(*parts, tzinfo=zone).astimezone(timezone.utc)
     except ValueError:
         return None
 
@@ -216,12 +236,14 @@ def call_path(path: Path, root: Path) -> str:
     return f"{root.as_posix()[dates[-1].start():]}/{relative}" if dates else relative
 
 
-def describe(path: Path, name: str, sidecar: dict | None) -> CallFile:
+def describe(path: Path, name: str, sidecar: dict | None,
+             zone: tzinfo = timezone.utc) -> CallFile:
     """The call's metadata: sidecar values first, then defaults from its `name` (its
-    call_path, extension kept only where needed to tell files apart) and mtime."""
+    call_path, extension kept only where needed to tell files apart, a time in it read in
+    `zone`) and mtime."""
     stat_result = path.stat()
     sidecar = sidecar or {}
-    started_at = (sidecar.get("started_at") or _time_from_path(name)
+    started_at = (sidecar.get("started_at") or _time_from_path(name, zone)
                   or datetime.fromtimestamp(stat_result.st_mtime, timezone.utc))
     meta = CallMeta(sidecar.get("call_id") or name, sidecar.get("agent_id"),
                     sidecar.get("queue"), started_at, sidecar.get("customer_channel"))
@@ -256,9 +278,9 @@ def regular_file(path: Path) -> Rejected | None:
 
 def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
          exclude: tuple[str, ...] = (), metadata: tuple[str, ...] = (),
-         ) -> tuple[list[CallFile], list[Rejected]]:
-    """Every audio file under the inputs, with its metadata, and the matching paths that
-    are not regular files (links followed)."""
+         zone: tzinfo = timezone.utc) -> tuple[list[CallFile], list[Rejected]]:
+    """Every audio file under the inputs, with its metadata (times without an offset read
+    in `zone`), and the matching paths that are not regular files (links followed)."""
     found, rejected = find_audio(inputs, include, exclude)
     rejected += [r for r in (regular_file(path) for path, _ in found) if r is not None]
     bad = {r.path for r in rejected}
@@ -270,14 +292,14 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     for csv_path in sorted(csvs) + [Path(m).resolve() for m in metadata]:
         if not csv_path.is_file():
             raise ScanError(f"{csv_path}: metadata file not found")
-        rows, problems = read_sidecar(csv_path)
+        rows, problems = read_sidecar(csv_path, zone)
         sidecars.update(rows)
         rejected += problems
     names = call_names(files)
     calls = []
     for path, _ in files:
         try:
-            calls.append(describe(path, names[path], sidecars.get(path)))
+            calls.append(describe(path, names[path], sidecars.get(path), zone))
         except OSError as err:  # removed (e.g. by a retention job) since it was listed
             rejected.append(Rejected(str(path), "missing", f"removed during the scan "
                                                            f"({err.strerror or err})"))

@@ -36,6 +36,7 @@ from callmood.batch.scan import (
     input_root,
     is_unchanged,
     scan,
+    source_zone,
 )
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.segment import VadConfig
@@ -76,6 +77,9 @@ class ScoreConfig:
     include: tuple[str, ...] = AUDIO_PATTERNS
     exclude: tuple[str, ...] = ()
     metadata: tuple[str, ...] = ()
+    # the recorders' zone: times in paths and sidecar times without an offset are local
+    # times there (IANA name); results hold UTC
+    source_timezone: str = "UTC"
     # "em": re-estimate the class priors over the run's segments (Saerens et al., 2002) and
     # correct the probabilities for them; the run then writes its calls after the last file
     prior_shift: str = "off"  # off | em
@@ -91,6 +95,7 @@ class ScoreConfig:
             raise ValueError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         if self.backend == "dask" and not self.scheduler:
             raise ValueError("the dask backend needs a scheduler address")
+        source_zone(self.source_timezone)  # ScanError (a ValueError) names a bad zone
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.workers < 1 or self.batch_size < 1 or self.max_hours <= 0 \
@@ -466,7 +471,8 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     started = _now()
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
-    files, rejected = scan(inputs, config.include, config.exclude, config.metadata)
+    files, rejected = scan(inputs, config.include, config.exclude, config.metadata,
+                           source_zone(config.source_timezone))
     summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
                          len(files) + len(rejected))
     store = ResultsStore(out)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from callmood.batch.call_summary import EscalationConfig
-from callmood.batch.scan import CallMeta
+from callmood.batch.scan import CallMeta, parse_time
 from callmood.batch.score import ScoreConfig, write_live_call
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import ResultsError
@@ -198,11 +198,9 @@ def _meta(call_id: str, agent_id, queue, started_at, customer_channel) -> CallMe
     when = datetime.now(timezone.utc)
     if started_at:
         try:
-            when = datetime.fromisoformat(str(started_at).replace("Z", "+00:00"))
+            when = parse_time(str(started_at), timezone.utc)
         except ValueError:
             raise StreamError(f"started_at {started_at!r} is not an ISO 8601 time") from None
-        when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None \
-            else when.astimezone(timezone.utc)
     channel = None if customer_channel is None else int(customer_channel)
     return CallMeta(call_id, None if agent_id is None else str(agent_id),
                     None if queue is None else str(queue), when, channel)

@@ -15,7 +15,7 @@ import soundfile as sf
 from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
 from click.testing import CliRunner
 
-from callmood.batch.scan import call_path
+from callmood.batch.scan import call_path, scan, source_zone
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.batch.score import ScoreConfig, score_calls, score_file
 from callmood.batch.segment import VadConfig
@@ -373,6 +373,35 @@ def test_call_ids_are_unique_across_dated_folders_however_they_are_scanned(tmp_p
         str((nights / d).resolve()) for d in ("", "2026-11-20", "2026-11-21"))
     assert call_path(nights / "2026/11/22/a.wav", nights / "2026/11/22") == "2026/11/22/a.wav"
     assert call_path(nights / "x" / "a.wav", nights) == "x/a.wav"
+
+
+def test_times_without_an_offset_are_local_times_of_the_source_timezone(tmp_path,
+                                                                        model_dir):
+    """A recorder in Berlin writes local times into its file names; they used to be taken
+    as UTC, which put a call at 00:30 local on the previous day's dashboard bar."""
+    folder = tmp_path / "calls"
+    for name in ("20261123_003000.wav", "20260701_120000.wav", "a.wav", "b.wav"):
+        synthetic_call(folder / name, DIALOGUE[:2], 9.0, seed=len(name))
+    (folder / "calls.csv").write_text("file,call_id,started_at\n"
+                                      "a.wav,A,2026-11-23 09:30\n"  # local
+                                      "b.wav,B,2026-11-23T09:30:00Z\n")  # as written
+    berlin = {c.meta.call_id: c.meta.started_at.isoformat()
+              for c in scan([str(folder)], zone=source_zone("Europe/Berlin"))[0]}
+    assert berlin == {"20261123_003000": "2026-11-22T23:30:00+00:00",
+                      "20260701_120000": "2026-07-01T10:00:00+00:00",  # summer time
+                      "A": "2026-11-23T08:30:00+00:00", "B": "2026-11-23T09:30:00+00:00"}
+    out = tmp_path / "results"
+    result = CliRunner().invoke(main, ["score", str(folder), "--out", str(out), "--model",
+                                       model_dir, "-j", "1", "--no-progress",
+                                       "--source-timezone", "Europe/Berlin"])
+    assert result.exit_code == 0, result.output
+    calls = {r["call_id"]: r for r in rows(out, "calls")}
+    assert str(calls["20261123_003000"]["call_date"]) == "2026-11-22"  # UTC day files
+    assert calls["A"]["started_at"].isoformat().startswith("2026-11-23T08:30")
+    wrong = CliRunner().invoke(main, ["score", str(folder), "--out", str(out), "--model",
+                                      model_dir, "--source-timezone", "Berlin"])
+    assert wrong.exit_code == 1 and "unknown time zone 'Berlin'" in wrong.output
+    assert "Traceback" not in wrong.output
 
 
 def test_files_differing_only_by_extension_are_two_calls_judged_on_their_own(tmp_path,
