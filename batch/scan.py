@@ -62,6 +62,10 @@ class CallMeta:
     def as_json(self) -> dict:
         return {**asdict(self), "started_at": self.started_at.isoformat()}
 
+    @classmethod
+    def from_json(cls, value: dict) -> CallMeta:
+        return cls(**{**value, "started_at": datetime.fromisoformat(value["started_at"])})
+
 
 @dataclass(frozen=True)
 class Rejected:

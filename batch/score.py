@@ -42,6 +42,7 @@ from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segm
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import (
     LABELS,
+    ResultsBusy,
     ResultsError,
     ResultsStore,
     digest,
@@ -440,19 +441,72 @@ LIVE = "live:"  # manifest key prefix of a call scored live (it has no file yet)
 
 
 def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
-                    config: ScoreConfig, wait_s: float = 900.0) -> None:
+                    config: ScoreConfig, wait_s: float = 5.0) -> bool:
     """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
-    its recording, when it arrives with the same call id, is not scored again. Waits up
-    to `wait_s` for a nightly run that holds the results folder."""
+    its recording, when it arrives with the same call id, is not scored again.
+
+    The call is spooled first, then written with the other spooled calls if the results
+    folder is free within `wait_s`; True if it was. A nightly run holds the folder for
+    hours: then the call waits in the spool for the next holder (this server's retry, or
+    the nightly run itself before it lets go), and a crash meanwhile loses nothing.
+    """
+    ResultsStore(out).spool(meta.call_id, {
+        "model": [model.name, model.version], "meta": meta.as_json(),
+        "duration_s": outcome.duration_s, "channels": outcome.channels,
+        "speech": outcome.speech, "windows": outcome.windows,
+        "probs": outcome.probs.tolist()})
+    return flush_live_spool(out, model, config, wait_s)
+
+
+def flush_live_spool(out: str, model: LoadedModel, config: ScoreConfig,
+                     wait_s: float = 0.0) -> bool:
+    """Write the spooled calls of this model if the results folder is free within
+    `wait_s`; False if another process holds it."""
     store = ResultsStore(out)
-    path = LIVE + meta.call_id
-    with store.lock(wait_s):
-        claim_labels(store, model)
-        entry = store.manifest_entry(path)
-        started = _now()
-        run = _Run(store, model, config, {path: entry} if entry else {},
-                   RunSummary(f"live-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"), started)
-        run.scored(CallFile(path, 0, 0, meta), outcome)
+    try:
+        with store.lock(wait_s):
+            write_spooled_calls(store, model, config)
+    except ResultsBusy:
+        return False
+    return True
+
+
+def write_spooled_calls(store: ResultsStore, model: LoadedModel, config: ScoreConfig,
+                        manifest: dict[str, dict] | None = None) -> set[tuple[str, str]]:
+    """Write the spooled live calls that this model scored (another model version's wait
+    for it) and empty the spool of them; returns the partitions written to. Call it holding
+    the store's lock. A call whose recording has been scored meanwhile is not written (the
+    recording's rows stand): the nightly run, which has the whole `manifest`, checks that;
+    the live server does not read it (tens of thousands of files), as a call that ends
+    after the night let go has no recording yet."""
+    spooled = {relative: value for relative, value in store.spooled().items()
+               if value["model"] == [model.name, model.version]}
+    if not spooled:
+        return set()
+    claim_labels(store, model)
+    if manifest is None:
+        manifest = {path: entry for path in (LIVE + v["meta"]["call_id"]
+                                             for v in spooled.values())
+                    if (entry := store.manifest_entry(path))}
+    recorded = {e["meta"]["call_id"] for path, e in manifest.items()
+                if not path.startswith(LIVE) and e["status"] == "scored"}
+    started = _now()
+    run = _Run(store, model, config, manifest,
+               RunSummary(f"live-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"), started)
+    for relative, value in spooled.items():
+        meta = CallMeta.from_json(value["meta"])
+        path = LIVE + meta.call_id
+        if meta.call_id in recorded:
+            run.rejected(Rejected(path, "superseded", "scored live after its recording had "
+                                                      "been scored; the recording's rows stand"))
+        else:
+            run.scored(CallFile(path, 0, 0, meta), FileOutcome(
+                path, duration_s=value["duration_s"], channels=value["channels"],
+                speech=[tuple(s) for s in value["speech"]],
+                windows=[tuple(w) for w in value["windows"]],
+                probs=np.asarray(value["probs"], np.float32)))
+        store.delete(relative)
+    return run.touched
 
 
 def _scored_live(manifest: dict[str, dict]) -> dict[str, dict]:
@@ -483,6 +537,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
         store.add_input_roots([str(input_root(item)) for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
+        write_spooled_calls(store, model, config, manifest)
         live = _scored_live(manifest)
         todo = [call for call in files if call.meta.call_id not in live
                 and (config.rescore or not is_unchanged(call, manifest.get(call.path)))]
@@ -516,9 +571,11 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 summary.priors = shift_priors(held, model.labels)
                 for outcome in held:
                     run.scored(by_path[outcome.path], outcome)
-            # a day's live calls are merged too, with whatever this run added to it
+            # a day's live calls are merged too, with whatever this run added to it, and
+            # so are those that ended during the run (spooled: the run held the folder)
             live_parts = {partition_of(part) for e in live.values() for part in e["parts"]
                           if not is_compacted(part)}
+            live_parts |= write_spooled_calls(store, model, config, run.manifest)
             store.compact(run.touched | live_parts, run.manifest)
             status = "finished"
         except Exception as err:

@@ -18,6 +18,10 @@ Re-scoring a call whose rows sit in a compacted file rewrites that file with the
 old rows replaced by its new ones in one atomic write, so neither a reader nor a later
 run can see the call missing or twice.
 
+A call scored live is first spooled (``_live_spool/<hash of the call id>.json``) and
+then written by whoever holds the folder next (see batch.score.write_spooled_calls), so a
+nightly run holding the lock for hours delays it but does not lose it.
+
 ``--out`` may be any fsspec URL; the lock that keeps two runs apart needs a local folder.
 """
 
@@ -45,6 +49,7 @@ MANIFEST = "_manifest"
 LABELS = "labels.json"
 LOCK = ".lock"
 JOURNAL = "_compaction.json"
+SPOOL = "_live_spool"
 # every input folder ever scored into these results: the dashboard plays only files in them
 INPUTS = "inputs.json"
 _TMP = ".tmp-"
@@ -52,6 +57,10 @@ _TMP = ".tmp-"
 
 class ResultsError(RuntimeError):
     """The results folder cannot be used for this run (locked, or other labels)."""
+
+
+class ResultsBusy(ResultsError):
+    """Another process holds the results folder's lock."""
 
 
 def digest(text: str, length: int = 16) -> str:
@@ -140,23 +149,37 @@ class ResultsStore:
             self.fs.rm(path)
         return len(leftovers)
 
-    def manifest(self) -> dict[str, dict]:
-        """Manifest entries of every finished file, keyed by the file's path."""
-        folder = self._path(MANIFEST)
-        if not self.fs.exists(folder):
+    def _json_files(self, folder: str) -> dict[str, dict]:
+        """The finished JSON files in `folder`, by their path relative to the root."""
+        listed = self._path(folder)
+        if not self.fs.exists(listed):
             return {}
-        entries = {}
-        for path in self.fs.ls(folder, detail=False):
+        prefix = self.root.rstrip("/") + "/"
+        found = {}
+        for path in sorted(self.fs.ls(listed, detail=False)):
             if path.endswith(".json") and not path.rsplit("/", 1)[-1].startswith(_TMP):
                 with self.fs.open(path, "rb") as f:
-                    entry = json.loads(f.read())
-                entries[entry["path"]] = entry
-        return entries
+                    found[path[len(prefix):]] = json.loads(f.read())
+        return found
+
+    def manifest(self) -> dict[str, dict]:
+        """Manifest entries of every finished file, keyed by the file's path."""
+        return {entry["path"]: entry for entry in self._json_files(MANIFEST).values()}
 
     def add_input_roots(self, roots: list[str]) -> None:
         known = (self.read_json(INPUTS) or {}).get("roots", [])
         if not set(roots) <= set(known):
             self.write_json(INPUTS, {"roots": sorted(set(known) | set(roots))})
+
+    def spool(self, key: str, value: dict) -> None:
+        """Add `value` to the spool; files sort in the order they were spooled, and a
+        second value for the same key is a file of its own (none is overwritten while a
+        writer reads the spool)."""
+        self.write_json(f"{SPOOL}/{time.time_ns():020d}-{digest(key)}.json", value)
+
+    def spooled(self) -> dict[str, dict]:
+        """The spooled values, by their file's path relative to the root (for delete)."""
+        return self._json_files(SPOOL)
 
     def manifest_entry(self, path: str) -> dict | None:
         return self.read_json(f"{MANIFEST}/{digest(path)}.json")
@@ -243,7 +266,7 @@ class ResultsStore:
                         continue
                     f.seek(0)
                     holder = f.read().strip() or "another process"
-                    raise ResultsError(f"{self.url} is being written by another `callmood` "
+                    raise ResultsBusy(f"{self.url} is being written by another `callmood` "
                                        f"process ({holder}); wait for it to finish or use "
                                        "another --out") from None
             f.truncate(0)

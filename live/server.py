@@ -14,8 +14,10 @@ Events go back as JSON text messages: ``segment`` per scored speech segment, ``a
 when the escalation rule fires, ``summary`` after ``stop``, ``error`` for a message that
 cannot be used (the connection stays open for the next one). When a call stops or its
 connection drops, its segments and calls row are written to ``--results`` with the
-nightly job's writer (batch.score.write_live_call). Several calls can stream at once;
-the model runs in a pool of threads, one torch thread each.
+nightly job's writer (batch.score.write_live_call); while a nightly run holds the results
+folder, finished calls wait in its spool and a retry every RETRY_S writes them once it is
+free. Several calls can stream at once; the model runs in a pool of threads, one torch
+thread each.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from datetime import datetime, timezone
 
 from callmood.batch.call_summary import EscalationConfig
 from callmood.batch.scan import CallMeta, parse_time
-from callmood.batch.score import ScoreConfig, write_live_call
+from callmood.batch.score import ScoreConfig, flush_live_spool, write_live_call
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import ResultsError
 from callmood.live.stream import StreamError, StreamScorer, decode
@@ -42,6 +44,7 @@ from callmood.training.model_folder import LoadedModel
 log = logging.getLogger("callmood.live")
 TRACKS = {"outbound": 0, "inbound": 1}  # agent, customer
 MAX_MESSAGE_BYTES = 1 << 20
+RETRY_S = 10.0  # how often spooled calls are written while the results folder is busy
 
 
 @dataclass
@@ -61,7 +64,7 @@ class LiveServer:
         self.vad, self.escalation = vad or VadConfig(), escalation or EscalationConfig()
         self.pool = ThreadPoolExecutor(threads or len(os.sched_getaffinity(0)),
                                        initializer=_one_torch_thread)
-        self.written: list[str] = []  # call ids written to the results, in order
+        self.config = ScoreConfig(vad=self.vad, escalation=self.escalation)
 
     async def serve(self, host: str, port: int) -> None:
         """Serve until SIGTERM or SIGINT; then close every connection, which finishes and
@@ -72,6 +75,7 @@ class LiveServer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        retry = asyncio.create_task(self._retry_spool()) if self.results else None
         async with serve(self.handle, host, port, max_size=MAX_MESSAGE_BYTES) as server:
             log.info("listening on ws://%s:%d", host, port)
             await stop.wait()
@@ -79,6 +83,23 @@ class LiveServer:
             server.close()
             await server.wait_closed()
         self.pool.shutdown(wait=True)
+        if retry is not None:
+            retry.cancel()
+            if not await loop.run_in_executor(None, flush_live_spool, self.results,
+                                              self.model, self.config, RETRY_S):
+                log.warning("the results folder is busy: finished calls wait in its "
+                            "_live_spool/ for the nightly run or the next live server")
+
+    async def _retry_spool(self) -> None:
+        """Write the calls that ended while another process held the results folder."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(RETRY_S)
+            try:
+                await loop.run_in_executor(None, flush_live_spool, self.results,
+                                           self.model, self.config)
+            except (ResultsError, OSError) as err:
+                log.error("spooled calls not written: %s", err)
 
     async def handle(self, websocket) -> None:
         """One connection: calls one after another, events back as they happen."""
@@ -173,16 +194,18 @@ class LiveServer:
         loop = asyncio.get_running_loop()
         events = await loop.run_in_executor(self.pool, call.scorer.finish)
         if self.results and call.scorer.windows:
-            config = ScoreConfig(vad=self.vad, escalation=self.escalation)
+            call_id = call.scorer.call.call_id
             try:
-                await loop.run_in_executor(self.pool, write_live_call, self.results,
-                                           self.model, call.scorer.call,
-                                           call.scorer.outcome(), config)
+                written = await loop.run_in_executor(
+                    self.pool, write_live_call, self.results, self.model, call.scorer.call,
+                    call.scorer.outcome(), self.config)
             except (ResultsError, OSError) as err:
-                log.error("call %s not written: %s", call.scorer.call.call_id, err)
+                log.error("call %s not written: %s", call_id, err)
                 return events + [{"type": "error", "message": f"not written to the "
                                                               f"results: {err}"}]
-            self.written.append(call.scorer.call.call_id)
+            if not written:
+                log.info("call %s spooled: the results folder is busy (a nightly run?); "
+                         "it is written once the folder is free", call_id)
         return events
 
 

@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 from websockets.sync.client import connect
 
+from callmood.batch.write import ResultsStore
 from callmood.dashboard.results_db import connect as open_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,6 +194,23 @@ def test_a_dropped_connection_keeps_what_was_scored(server):
     # every segment the client was sent is in the results, and the audio heard after it
     assert rows and rows[0][1] >= 3
     assert rows[0][0] >= max(e["end_s"] for e in events if e["type"] == "segment")
+
+
+def test_a_call_that_ends_during_a_nightly_run_is_written_once_the_run_lets_go(server):
+    """It used to hold a scoring thread for up to 15 minutes, then be dropped."""
+    url, results = server
+    spool = results / "_live_spool"
+    with ResultsStore(str(results)).lock():  # as a nightly run holds the results
+        half_a_call(url, "busy-night")  # then the line drops: the call ends
+        deadline = time.monotonic() + 30
+        while not list(spool.glob("*.json")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(list(spool.glob("*.json"))) == 1
+        with open_results(results) as con:
+            assert con.sql("SELECT * FROM calls WHERE call_id = 'busy-night'").fetchall() == []
+    rows = written(results, "busy-night")  # the server's retry, within RETRY_S
+    assert rows and rows[0][1] >= 3
+    assert list(spool.glob("*.json")) == []
 
 
 def test_stopping_the_server_writes_the_calls_in_progress(tmp_path):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -15,9 +16,16 @@ import soundfile as sf
 from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
 from click.testing import CliRunner
 
-from callmood.batch.scan import call_path, scan, source_zone
+from callmood.batch.scan import CallMeta, call_path, scan, source_zone
 from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
-from callmood.batch.score import ScoreConfig, score_calls, score_file
+from callmood.batch.score import (
+    ScoreConfig,
+    cached_model,
+    flush_live_spool,
+    score_calls,
+    score_file,
+    write_live_call,
+)
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import ResultsStore
 from callmood.cli import main
@@ -196,7 +204,7 @@ def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls,
                            "--workers", "1"],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 1, done.stderr
-    assert "2 calls scored" in done.stdout and "5 errors" in done.stdout
+    assert "2 calls scored" in done.stdout and "5 files failed" in done.stdout
     assert "Traceback" not in done.stderr
     # stderr is a pipe here, as a nightly job's log is: progress comes as whole lines
     assert "\r" not in done.stderr
@@ -476,3 +484,44 @@ def test_a_re_score_that_times_out_keeps_the_rows_it_would_have_replaced(calls, 
     (calls / "nested" / "b.wav").write_bytes(b"not audio any more")
     assert run([calls], out, model_dir).files_failed == 1
     assert {c["call_id"] for c in rows(out, "calls")} == {"A-1"}
+
+
+def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(calls,
+                                                                               tmp_path,
+                                                                               model_dir):
+    """A live call used to wait up to 15 minutes for a nightly run (which holds the results
+    for hours), then was dropped. Now it waits in the spool and the next holder writes it:
+    the nightly run itself before it lets go, or the live server's retry."""
+    out = str(tmp_path / "results")
+    model = cached_model(model_dir)
+    outcome = score_file(str(calls / "nested" / "b.wav"), model_dir, VadConfig(), 0.25,
+                         3600.0, 4)
+    started = datetime(2026, 11, 20, 15, tzinfo=timezone.utc)
+    store = ResultsStore(out)
+    with store.lock():  # a nightly run is under way
+        for call_id in ("live-1", "A-1"):  # A-1 is also a.wav's id in its sidecar
+            assert not write_live_call(out, model, CallMeta(call_id, "ag7", None, started, 1),
+                                       outcome, ScoreConfig(), wait_s=0)
+    assert len(store.spooled()) == 2 and not (tmp_path / "results" / "calls").exists()
+    summary = run([calls], out, model_dir)  # the next night writes them first...
+    assert summary.calls_scored == 1  # ... so a.wav counts as scored live, nested/b scores
+    assert not store.spooled()
+    written = {r["call_id"]: r for r in rows(out, "calls")}
+    assert set(written) == {"live-1", "A-1", "nested/b"}
+    assert written["live-1"]["n_segments"] == len(outcome.windows) > 0
+    assert written["live-1"]["source_file"] == "live:live-1"
+    # the live server's retry writes what ended after the night let go
+    with store.lock():
+        write_live_call(out, model, CallMeta("live-2", None, None, started, None), outcome,
+                        ScoreConfig(), wait_s=0)
+    assert flush_live_spool(out, model, ScoreConfig()) and not store.spooled()
+    assert "live-2" in {r["call_id"] for r in rows(out, "calls")}
+    # a live call whose recording a night has scored does not replace the recording's rows
+    with store.lock():
+        write_live_call(out, model, CallMeta("nested/b", None, None, started, None),
+                        outcome, ScoreConfig(), wait_s=0)
+    assert run([calls], out, model_dir).calls_scored == 0
+    assert not store.spooled()
+    assert [r["source_file"] for r in rows(out, "calls") if r["call_id"] == "nested/b"] == [
+        str(calls / "nested" / "b.wav")]
+    assert [e["error_kind"] for e in rows(out, "errors")] == ["superseded"]
