@@ -15,7 +15,8 @@ and sidecar times such as ``2026-11-20 09:30``) are read in the recorders' zone
 
 The manifest (one entry per scored or failed file, see write.ResultsStore) remembers each
 file's size, mtime, content hash and metadata, so a nightly run only scores what is new
-or changed.
+or changed (known_unchanged); a recording dated by its mtime keeps the date it was scored
+with while its content is the same (dated_as_scored).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import re
 import stat
 import zoneinfo
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
@@ -82,6 +83,9 @@ class CallFile:
     size: int
     mtime_ns: int
     meta: CallMeta
+    # no time in its sidecar or path: meta.started_at is the file's mtime, which a copy
+    # (cp without -p, a restore) moves although the call is the same
+    dated_by_mtime: bool = False
 
 
 def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
@@ -247,11 +251,13 @@ def describe(path: Path, name: str, sidecar: dict | None,
     `zone`) and mtime."""
     stat_result = path.stat()
     sidecar = sidecar or {}
-    started_at = (sidecar.get("started_at") or _time_from_path(name, zone)
-                  or datetime.fromtimestamp(stat_result.st_mtime, timezone.utc))
+    started_at = sidecar.get("started_at") or _time_from_path(name, zone)
     meta = CallMeta(sidecar.get("call_id") or name, sidecar.get("agent_id"),
-                    sidecar.get("queue"), started_at, sidecar.get("customer_channel"))
-    return CallFile(str(path), stat_result.st_size, stat_result.st_mtime_ns, meta)
+                    sidecar.get("queue"),
+                    started_at or datetime.fromtimestamp(stat_result.st_mtime, timezone.utc),
+                    sidecar.get("customer_channel"))
+    return CallFile(str(path), stat_result.st_size, stat_result.st_mtime_ns, meta,
+                    dated_by_mtime=started_at is None)
 
 
 def call_names(files: list[tuple[Path, Path]]) -> dict[Path, str]:
@@ -318,19 +324,33 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def is_unchanged(call: CallFile, entry: dict | None) -> bool:
-    """True when the manifest entry describes this file's content and metadata, and the
-    file was scored: a file that failed (still being copied in, unreadable) is tried again.
+def dated_as_scored(call: CallFile, entry: dict) -> CallFile:
+    """The call with the start time `entry` (its manifest entry, or its moved file's) has
+    for it, if its own comes from its mtime: a copied recording stays on its day."""
+    if not call.dated_by_mtime:
+        return call
+    return replace(call, meta=replace(
+        call.meta, started_at=datetime.fromisoformat(entry["meta"]["started_at"])))
+
+
+def known_unchanged(call: CallFile, entry: dict | None) -> CallFile | None:
+    """The call as its manifest entry describes it, if the entry is of this content and
+    metadata and the file was scored; None if it is to be scored (new, changed, or failed
+    before: it may have been still copying in).
 
     Size and mtime decide quickly; a file whose mtime alone moved (copied, touched) is
-    compared by content hash.
+    compared by content hash and comes back with its new mtime, for the manifest to
+    remember (the next night need not read it again). A file dated by its mtime keeps the
+    start time it was scored with.
     """
-    if entry is None or entry.get("status") == "failed" or entry["size"] != call.size \
-            or entry["meta"] != call.meta.as_json():
-        return False
+    if entry is None or entry.get("status") != "scored" or entry["size"] != call.size:
+        return None
+    call = dated_as_scored(call, entry)
+    if entry["meta"] != call.meta.as_json():
+        return None
     if entry["mtime_ns"] == call.mtime_ns:
-        return True
+        return call
     try:
-        return entry["sha256"] == file_sha256(call.path)
+        return call if entry["sha256"] == file_sha256(call.path) else None
     except OSError:  # unreadable now: the worker says why
-        return False
+        return None

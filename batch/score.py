@@ -33,8 +33,9 @@ from callmood.batch.scan import (
     CallFile,
     CallMeta,
     Rejected,
+    dated_as_scored,
     input_root,
-    is_unchanged,
+    known_unchanged,
     scan,
     source_zone,
 )
@@ -316,6 +317,9 @@ class _Run:
             self.summary.files_failed += 1
 
     def scored(self, call: CallFile, outcome: FileOutcome) -> None:
+        previous = self._previous(call)
+        if previous.get("status") == "scored" and previous["sha256"] == outcome.sha256:
+            call = dated_as_scored(call, previous)  # the same recording, copied or moved
         labels, meta = self.model.labels, call.meta
         roles = roles_for(outcome.channels, meta.customer_channel)
         order = sorted(range(len(outcome.windows)),
@@ -365,6 +369,24 @@ class _Run:
                "status": status}
         self.store.write_table(part_path("runs", self.started.date().isoformat(), s.run_id),
                                pa.Table.from_pylist([row], schema=RUNS_SCHEMA))
+
+
+def _to_score(files: list[CallFile], manifest: dict[str, dict], live: dict[str, dict],
+              store: ResultsStore, rescore: bool) -> list[CallFile]:
+    """The files that are new or changed (all with `rescore`), leaving out recordings of
+    calls scored live. A file whose mtime alone moved gets it recorded in the manifest."""
+    todo = []
+    for call in files:
+        if call.meta.call_id in live:
+            continue
+        entry = manifest.get(call.path)
+        known = None if rescore else known_unchanged(call, entry)
+        if known is None:
+            todo.append(call)
+        elif known.mtime_ns != entry["mtime_ns"]:  # copied or touched, same content
+            manifest[call.path] = {**entry, "mtime_ns": known.mtime_ns}
+            store.put_manifest(manifest[call.path])
+    return todo
 
 
 def _claim_call_ids(todo: list[CallFile], manifest: dict[str, dict],
@@ -539,8 +561,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
         store.finish_compaction(manifest)
         write_spooled_calls(store, model, config, manifest)
         live = _scored_live(manifest)
-        todo = [call for call in files if call.meta.call_id not in live
-                and (config.rescore or not is_unchanged(call, manifest.get(call.path)))]
+        todo = _to_score(files, manifest, live, store, config.rescore)
         summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
         run = _Run(store, model, config, manifest, summary, started)
         run.record_run(0.0, "running")  # stays so if the run is killed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -525,3 +526,34 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     assert [r["source_file"] for r in rows(out, "calls") if r["call_id"] == "nested/b"] == [
         str(calls / "nested" / "b.wav")]
     assert [e["error_kind"] for e in rows(out, "errors")] == ["superseded"]
+
+
+def test_a_copied_recording_dated_by_its_mtime_stays_on_its_day(tmp_path, model_dir):
+    """Copying an archive without keeping times (cp without -p, a restore) used to score
+    every recording that has no date in its path or sidecar again, under the copy's date."""
+    first = tmp_path / "disk1" / "calls"
+    for seed, name in enumerate(("x.wav", "y.wav")):
+        synthetic_call(first / name, DIALOGUE[:2], 9.0, seed=seed)
+        os.utime(first / name, (1.7636e9, 1.7636e9))  # 2025-11-20 UTC
+    out = tmp_path / "results"
+    assert run([first], out, model_dir).calls_scored == 2
+    copy = first / "x.copy"
+    shutil.copyfile(first / "x.wav", copy)  # a new mtime, the same content
+    copy.replace(first / "x.wav")
+    summary = run([first], out, model_dir)
+    assert (summary.calls_scored, summary.files_unchanged) == (0, 2)
+    entry = ResultsStore(str(out)).manifest_entry(str(first / "x.wav"))
+    assert entry["mtime_ns"] == (first / "x.wav").stat().st_mtime_ns  # not hashed again
+    # moved to another disk: scored again under its new path, on its old day
+    second = tmp_path / "disk2" / "calls"
+    shutil.copytree(first, second)
+    shutil.rmtree(first)
+    assert run([second], out, model_dir).calls_scored == 2
+    days = sorted((c["call_id"], str(c["call_date"]), c["source_file"])
+                  for c in rows(out, "calls"))
+    assert days == [("x", "2025-11-20", str(second / "x.wav")),
+                    ("y", "2025-11-20", str(second / "y.wav"))]
+    # new content is a new recording: its mtime dates it
+    synthetic_call(second / "x.wav", DIALOGUE[:2], 9.0, seed=7)
+    assert run([second], out, model_dir).calls_scored == 1
+    assert {c["call_id"]: str(c["call_date"]) for c in rows(out, "calls")}["x"] != "2025-11-20"
