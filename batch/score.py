@@ -460,6 +460,7 @@ def claim_labels(store: ResultsStore, model: LoadedModel) -> None:
 
 
 LIVE = "live:"  # manifest key prefix of a call scored live (it has no file yet)
+LIVE_WRITE_S = 10.0  # a nightly run waits this long for a live server writing its calls
 
 
 def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
@@ -485,6 +486,8 @@ def flush_live_spool(out: str, model: LoadedModel, config: ScoreConfig,
     """Write the spooled calls of this model if the results folder is free within
     `wait_s`; False if another process holds it."""
     store = ResultsStore(out)
+    if not store.spooled_files():  # checked without the lock, which a night may want
+        return True
     try:
         with store.lock(wait_s):
             write_spooled_calls(store, model, config)
@@ -552,7 +555,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
                          len(files) + len(rejected))
     store = ResultsStore(out)
-    with store.lock():
+    with store.lock(LIVE_WRITE_S):
         store.remove_leftovers()
         claim_labels(store, model)
         store.write_json(CONFIG, asdict(config))

@@ -149,18 +149,19 @@ class ResultsStore:
             self.fs.rm(path)
         return len(leftovers)
 
-    def _json_files(self, folder: str) -> dict[str, dict]:
-        """The finished JSON files in `folder`, by their path relative to the root."""
+    def _json_names(self, folder: str) -> list[str]:
+        """The finished JSON files in `folder`, sorted, as paths relative to the root."""
         listed = self._path(folder)
         if not self.fs.exists(listed):
-            return {}
+            return []
         prefix = self.root.rstrip("/") + "/"
-        found = {}
-        for path in sorted(self.fs.ls(listed, detail=False)):
-            if path.endswith(".json") and not path.rsplit("/", 1)[-1].startswith(_TMP):
-                with self.fs.open(path, "rb") as f:
-                    found[path[len(prefix):]] = json.loads(f.read())
-        return found
+        return [path[len(prefix):] for path in sorted(self.fs.ls(listed, detail=False))
+                if path.endswith(".json") and not path.rsplit("/", 1)[-1].startswith(_TMP)]
+
+    def _json_files(self, folder: str) -> dict[str, dict]:
+        """The finished JSON files in `folder`, by their path relative to the root."""
+        return {relative: value for relative in self._json_names(folder)
+                if (value := self.read_json(relative)) is not None}
 
     def manifest(self) -> dict[str, dict]:
         """Manifest entries of every finished file, keyed by the file's path."""
@@ -180,6 +181,9 @@ class ResultsStore:
     def spooled(self) -> dict[str, dict]:
         """The spooled values, by their file's path relative to the root (for delete)."""
         return self._json_files(SPOOL)
+
+    def spooled_files(self) -> list[str]:
+        return self._json_names(SPOOL)
 
     def manifest_entry(self, path: str) -> dict | None:
         return self.read_json(f"{MANIFEST}/{digest(path)}.json")
