@@ -225,12 +225,29 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@dataclass(frozen=True)
+class ModelStamp:
+    """What the results record of the model that scored a call. A spooled live call keeps
+    the stamp of the model that scored it, whichever process writes it."""
+
+    name: str
+    version: str
+    labels: list[str]
+    valence: dict[str, int]
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> ModelStamp:
+        return cls(model.name, model.version, list(model.labels), dict(model.card.valence))
+
+
 class _Run:
     """Writes the outcome of each file as it arrives."""
 
-    def __init__(self, store: ResultsStore, model: LoadedModel, config: ScoreConfig,
+    def __init__(self, store: ResultsStore, stamp: ModelStamp | None, config: ScoreConfig,
                  manifest: dict[str, dict], summary: RunSummary, started: datetime):
-        self.store, self.model, self.config = store, model, config
+        # stamp: the nightly run's model; None when writing spooled live calls, which
+        # each bring their own
+        self.store, self.stamp, self.config = store, stamp, config
         self.manifest, self.summary = manifest, summary
         self.started = started
         self.errors: list[dict] = []
@@ -316,18 +333,21 @@ class _Run:
         else:
             self.summary.files_failed += 1
 
-    def scored(self, call: CallFile, outcome: FileOutcome) -> None:
+    def scored(self, call: CallFile, outcome: FileOutcome,
+               stamp: ModelStamp | None = None) -> None:
+        stamp = stamp or self.stamp
         previous = self._previous(call)
-        if previous.get("status") == "scored" and previous["sha256"] == outcome.sha256:
+        if previous.get("status") == "scored" and previous["sha256"] == outcome.sha256 \
+                and not self.config.rescore:
             call = dated_as_scored(call, previous)  # the same recording, copied or moved
-        labels, meta = self.model.labels, call.meta
+        labels, meta = stamp.labels, call.meta
         roles = roles_for(outcome.channels, meta.customer_channel)
         order = sorted(range(len(outcome.windows)),
                        key=lambda i: (outcome.windows[i][1], outcome.windows[i][0]))
         windows = [outcome.windows[i] for i in order]
         probs = outcome.probs[order]
         scored_at = _now()
-        tail = {"model_name": self.model.name, "model_version": self.model.version,
+        tail = {"model_name": stamp.name, "model_version": stamp.version,
                 "scored_at": scored_at}
         n = len(windows)
         segments = {
@@ -340,7 +360,7 @@ class _Run:
             **{k: [v] * n for k, v in tail.items()},
         }
         summary = summarize_call(
-            labels, self.model.card.valence, outcome.duration_s,
+            labels, stamp.valence, outcome.duration_s,
             [(roles[c], s, e) for c, s, e in outcome.speech],
             [(roles[c], s, e) for c, s, e in windows], probs, self.config.escalation)
         call_row = {"call_id": meta.call_id, "source_file": call.path,
@@ -355,7 +375,7 @@ class _Run:
                      [call_row], schema=calls_schema(labels)))]
         self._replace_parts(call, keep=parts)
         self._finish(call, outcome.sha256, "scored", parts,
-                     {"model_version": self.model.version})
+                     {"model_version": stamp.version})
         self.summary.calls_scored += 1
         self.summary.segments += n
         self.summary.audio_s += outcome.duration_s
@@ -365,7 +385,7 @@ class _Run:
         row = {"run_id": s.run_id, "started_at": self.started, "finished_at": _now(),
                "files_scored": s.calls_scored, "files_failed": s.files_failed,
                "audio_hours": s.audio_s / 3600, "segments": s.segments, "wall_s": wall_s,
-               "model_name": self.model.name, "model_version": self.model.version,
+               "model_name": self.stamp.name, "model_version": self.stamp.version,
                "status": status}
         self.store.write_table(part_path("runs", self.started.date().isoformat(), s.run_id),
                                pa.Table.from_pylist([row], schema=RUNS_SCHEMA))
@@ -449,87 +469,109 @@ def _audio_seconds(path: str) -> float:
         return 0.0
 
 
-def claim_labels(store: ResultsStore, model: LoadedModel) -> None:
-    """Refuse a results folder that holds another label set; record this model's."""
+def check_labels(store: ResultsStore, stamp: ModelStamp) -> None:
+    """Refuse a results folder that holds another label set."""
     known = store.read_json(LABELS)
-    if known and known["labels"] != model.labels:
+    if known and known["labels"] != stamp.labels:
         raise ResultsError(f"{store.url} holds scores for the labels {known['labels']}, but "
-                           f"this model has {model.labels}; use another --out")
-    store.write_json(LABELS, {"labels": model.labels, "valence": model.card.valence,
-                              "model_name": model.name, "model_version": model.version})
+                           f"the model {stamp.name} {stamp.version} has {stamp.labels}; use "
+                           "another results folder")
+
+
+def claim_labels(store: ResultsStore, stamp: ModelStamp) -> None:
+    """check_labels, then record this model's labels as the folder's."""
+    check_labels(store, stamp)
+    store.write_json(LABELS, {"labels": stamp.labels, "valence": stamp.valence,
+                              "model_name": stamp.name, "model_version": stamp.version})
 
 
 LIVE = "live:"  # manifest key prefix of a call scored live (it has no file yet)
 LIVE_WRITE_S = 10.0  # a nightly run waits this long for a live server writing its calls
+LIVE_CHUNK = 50  # spooled calls a live server writes per hold of the lock (about a second)
 
 
 def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
-                    config: ScoreConfig, wait_s: float = 5.0) -> bool:
+                    config: ScoreConfig) -> bool:
     """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
     its recording, when it arrives with the same call id, is not scored again.
 
     The call is spooled first, then written with the other spooled calls if the results
-    folder is free within `wait_s`; True if it was. A nightly run holds the folder for
-    hours: then the call waits in the spool for the next holder (this server's retry, or
-    the nightly run itself before it lets go), and a crash meanwhile loses nothing.
+    folder is free; True if it was. A nightly run holds the folder for hours: then the
+    call waits in the spool for the next holder (the live server's retry, or the nightly
+    run itself before it lets go), and a crash meanwhile loses nothing. A folder that holds
+    another label set is refused at once (ResultsError), before anything is spooled.
     """
-    ResultsStore(out).spool(meta.call_id, {
-        "model": [model.name, model.version], "meta": meta.as_json(),
+    store, stamp = ResultsStore(out), ModelStamp.of(model)
+    check_labels(store, stamp)
+    store.spool(meta.call_id, {
+        "model": asdict(stamp), "meta": meta.as_json(),
         "duration_s": outcome.duration_s, "channels": outcome.channels,
         "speech": outcome.speech, "windows": outcome.windows,
         "probs": outcome.probs.tolist()})
-    return flush_live_spool(out, model, config, wait_s)
+    return flush_live_spool(out, config)
 
 
-def flush_live_spool(out: str, model: LoadedModel, config: ScoreConfig,
-                     wait_s: float = 0.0) -> bool:
-    """Write the spooled calls of this model if the results folder is free within
+def flush_live_spool(out: str, config: ScoreConfig, wait_s: float = 0.0) -> bool:
+    """Write the spooled calls, LIVE_CHUNK per hold of the lock (a nightly run that starts
+    meanwhile waits LIVE_WRITE_S at most), while the results folder is free within
     `wait_s`; False if another process holds it."""
     store = ResultsStore(out)
-    if not store.spooled_files():  # checked without the lock, which a night may want
-        return True
-    try:
-        with store.lock(wait_s):
-            write_spooled_calls(store, model, config)
-    except ResultsBusy:
-        return False
+    while store.spooled_files():  # looked at without the lock, which a night may want
+        try:
+            with store.lock(wait_s):
+                write_spooled_calls(store, config, limit=LIVE_CHUNK)
+        except ResultsBusy:
+            return False
     return True
 
 
-def write_spooled_calls(store: ResultsStore, model: LoadedModel, config: ScoreConfig,
-                        manifest: dict[str, dict] | None = None) -> set[tuple[str, str]]:
-    """Write the spooled live calls that this model scored (another model version's wait
-    for it) and empty the spool of them; returns the partitions written to. Call it holding
-    the store's lock. A call whose recording has been scored meanwhile is not written (the
-    recording's rows stand): the nightly run, which has the whole `manifest`, checks that;
-    the live server does not read it (tens of thousands of files), as a call that ends
-    after the night let go has no recording yet."""
-    spooled = {relative: value for relative, value in store.spooled().items()
-               if value["model"] == [model.name, model.version]}
-    if not spooled:
-        return set()
-    claim_labels(store, model)
-    if manifest is None:
-        manifest = {path: entry for path in (LIVE + v["meta"]["call_id"]
-                                             for v in spooled.values())
-                    if (entry := store.manifest_entry(path))}
-    recorded = {e["meta"]["call_id"] for path, e in manifest.items()
-                if not path.startswith(LIVE) and e["status"] == "scored"}
+def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, FileOutcome]:
+    meta = CallMeta.from_json(value["meta"])
+    path = LIVE + meta.call_id
+    return ModelStamp(**value["model"]), CallFile(path, 0, 0, meta), FileOutcome(
+        path, duration_s=float(value["duration_s"]), channels=int(value["channels"]),
+        speech=[tuple(s) for s in value["speech"]],
+        windows=[tuple(w) for w in value["windows"]],
+        probs=np.asarray(value["probs"], np.float32).reshape(len(value["windows"]), -1))
+
+
+def write_spooled_calls(store: ResultsStore, config: ScoreConfig,
+                        manifest: dict[str, dict] | None = None,
+                        limit: int | None = None) -> set[tuple[str, str]]:
+    """Write the spooled live calls (the first `limit`), each stamped with the model that
+    scored it, and empty the spool of them; returns the partitions written to. Call it
+    holding the store's lock.
+
+    A call whose recording has been scored meanwhile is not written (the recording's rows
+    stand): the nightly run, which has the whole `manifest`, checks that; the live server
+    does not read it (tens of thousands of files), as a call that ends after the night let
+    go has no recording yet. A spool file that cannot be read, or holds another label set
+    than the folder, is set aside in _live_spool/rejected/ with an errors row.
+    """
+    names = store.spooled_files()[:limit]
     started = _now()
-    run = _Run(store, model, config, manifest,
+    run = _Run(store, None, config, {} if manifest is None else manifest,
                RunSummary(f"live-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"), started)
-    for relative, value in spooled.items():
-        meta = CallMeta.from_json(value["meta"])
-        path = LIVE + meta.call_id
-        if meta.call_id in recorded:
-            run.rejected(Rejected(path, "superseded", "scored live after its recording had "
-                                                      "been scored; the recording's rows stand"))
+    recorded = {e["meta"]["call_id"] for path, e in run.manifest.items()
+                if not path.startswith(LIVE) and e["status"] == "scored"}
+    for relative in names:
+        try:
+            stamp, call, outcome = _spooled_call(store.read_json(relative))
+            check_labels(store, stamp)
+            if store.read_json(LABELS) is None:  # only live calls so far
+                claim_labels(store, stamp)
+        except (ValueError, KeyError, TypeError, ResultsError) as err:
+            aside = store.set_aside(relative)
+            run.rejected(Rejected(aside, "spool", f"spooled live call not written ({err}); "
+                                                  "set aside"))
+            continue
+        if call.meta.call_id in recorded:
+            run.rejected(Rejected(call.path, "superseded", "scored live after its "
+                                  "recording had been scored; the recording's rows stand"))
         else:
-            run.scored(CallFile(path, 0, 0, meta), FileOutcome(
-                path, duration_s=value["duration_s"], channels=value["channels"],
-                speech=[tuple(s) for s in value["speech"]],
-                windows=[tuple(w) for w in value["windows"]],
-                probs=np.asarray(value["probs"], np.float32)))
+            if manifest is None and (entry := store.manifest_entry(call.path)):
+                run.manifest[call.path] = entry  # its rows from an earlier stream go
+            run.scored(call, outcome, stamp)
         store.delete(relative)
     return run.touched
 
@@ -550,6 +592,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     started = _now()
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
+    stamp = ModelStamp.of(model)
     files, rejected = scan(inputs, config.include, config.exclude, config.metadata,
                            source_zone(config.source_timezone))
     summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
@@ -557,16 +600,16 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     store = ResultsStore(out)
     with store.lock(LIVE_WRITE_S):
         store.remove_leftovers()
-        claim_labels(store, model)
+        claim_labels(store, stamp)
         store.write_json(CONFIG, asdict(config))
         store.add_input_roots([str(input_root(item)) for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
-        write_spooled_calls(store, model, config, manifest)
+        write_spooled_calls(store, config, manifest)
         live = _scored_live(manifest)
         todo = _to_score(files, manifest, live, store, config.rescore)
         summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
-        run = _Run(store, model, config, manifest, summary, started)
+        run = _Run(store, stamp, config, manifest, summary, started)
         run.record_run(0.0, "running")  # stays so if the run is killed
         status = "failed: interrupted"
         for item in rejected:
@@ -599,7 +642,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
             # so are those that ended during the run (spooled: the run held the folder)
             live_parts = {partition_of(part) for e in live.values() for part in e["parts"]
                           if not is_compacted(part)}
-            live_parts |= write_spooled_calls(store, model, config, run.manifest)
+            live_parts |= write_spooled_calls(store, config, run.manifest)
             store.compact(run.touched | live_parts, run.manifest)
             status = "finished"
         except Exception as err:

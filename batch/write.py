@@ -142,11 +142,15 @@ class ResultsStore:
             self.fs.rm(self._path(relative))
 
     def remove_leftovers(self) -> int:
-        """Delete temporary files a killed run left behind; returns how many."""
+        """Delete temporary files a killed run left behind; returns how many. The spool's
+        are left alone: live servers write there without the lock (one may be renaming
+        its file into place right now)."""
+        spool = self._path(SPOOL) + "/"
         leftovers = [p for p in self.fs.find(self.root)
-                     if p.rsplit("/", 1)[-1].startswith(_TMP)]
+                     if p.rsplit("/", 1)[-1].startswith(_TMP) and not p.startswith(spool)]
         for path in leftovers:
-            self.fs.rm(path)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(path)
         return len(leftovers)
 
     def _json_names(self, folder: str) -> list[str]:
@@ -184,6 +188,14 @@ class ResultsStore:
 
     def spooled_files(self) -> list[str]:
         return self._json_names(SPOOL)
+
+    def set_aside(self, relative: str) -> str:
+        """Move a spool file that cannot be written into _live_spool/rejected/; returns
+        its new path (relative to the root)."""
+        aside = f"{SPOOL}/rejected/{relative.rsplit('/', 1)[-1]}"
+        self.fs.makedirs(self._path(f"{SPOOL}/rejected"), exist_ok=True)
+        self.fs.mv(self._path(relative), self._path(aside))
+        return aside
 
     def manifest_entry(self, path: str) -> dict | None:
         return self.read_json(f"{MANIFEST}/{digest(path)}.json")

@@ -15,7 +15,11 @@ import click
               help="results folder to add each finished call to, as `score` does")
 @click.option("--threads", type=click.IntRange(min=1),
               help="calls scored at the same moment (default: the cores)")
-def live(model_dir, host, port, results, threads):
+@click.option("--source-timezone", envvar="CALLMOOD_SOURCE_TIMEZONE", default="UTC",
+              show_default=True, metavar="ZONE",
+              help="zone of a start message's started_at written without an offset (IANA "
+                   "name), as for `score`")
+def live(model_dir, host, port, results, threads, source_timezone):
     """Score calls while they happen, over a WebSocket (ws://HOST:PORT).
 
     Send callmood's protocol (a JSON start, binary audio, a JSON stop) or a telephony
@@ -25,15 +29,17 @@ def live(model_dir, host, port, results, threads):
     import asyncio
     import logging
 
+    from callmood.batch.scan import source_zone
     from callmood.live.server import LiveServer
     from callmood.training.model_folder import default_model_dir, load_model_folder
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         model = load_model_folder(model_dir or default_model_dir())
-    except (ValueError, OSError) as err:
+        zone = source_zone(source_timezone)
+    except (ValueError, OSError) as err:  # a bad zone is a ScanError, a ValueError
         raise click.ClickException(str(err)) from None
-    server = LiveServer(model, results, threads=threads)
+    server = LiveServer(model, results, threads=threads, source_zone=zone)
     click.echo(f"callmood live: ws://{host}:{port} (model {model.name}"
                + (f", results into {results})" if results else ")"), err=True)
     try:

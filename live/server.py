@@ -31,7 +31,7 @@ import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 
 from callmood.batch.call_summary import EscalationConfig
 from callmood.batch.scan import CallMeta, parse_time
@@ -59,8 +59,9 @@ class LiveServer:
 
     def __init__(self, model: LoadedModel, results: str | None = None,
                  vad: VadConfig | None = None, escalation: EscalationConfig | None = None,
-                 threads: int | None = None):
-        self.model, self.results = model, results
+                 threads: int | None = None, source_zone: tzinfo = timezone.utc):
+        # source_zone: the zone of a start message's started_at written without an offset
+        self.model, self.results, self.source_zone = model, results, source_zone
         self.vad, self.escalation = vad or VadConfig(), escalation or EscalationConfig()
         self.pool = ThreadPoolExecutor(threads or len(os.sched_getaffinity(0)),
                                        initializer=_one_torch_thread)
@@ -86,7 +87,7 @@ class LiveServer:
         if retry is not None:
             retry.cancel()
             if not await loop.run_in_executor(None, flush_live_spool, self.results,
-                                              self.model, self.config, RETRY_S):
+                                              self.config, RETRY_S):
                 log.warning("the results folder is busy: finished calls wait in its "
                             "_live_spool/ for the nightly run or the next live server")
 
@@ -96,10 +97,9 @@ class LiveServer:
         while True:
             await asyncio.sleep(RETRY_S)
             try:
-                await loop.run_in_executor(None, flush_live_spool, self.results,
-                                           self.model, self.config)
-            except (ResultsError, OSError) as err:
-                log.error("spooled calls not written: %s", err)
+                await loop.run_in_executor(None, flush_live_spool, self.results, self.config)
+            except Exception:  # the retry must outlive any one failure
+                log.exception("spooled calls not written")
 
     async def handle(self, websocket) -> None:
         """One connection: calls one after another, events back as they happen."""
@@ -164,7 +164,8 @@ class LiveServer:
     def _start(self, data: dict) -> _Call:
         try:
             meta = _meta(str(data["call_id"]), data.get("agent_id"), data.get("queue"),
-                         data.get("started_at"), data.get("customer_channel"))
+                         data.get("started_at"), data.get("customer_channel"),
+                         self.source_zone)
             channels, rate = int(data.get("channels", 1)), int(data["sample_rate"])
         except (KeyError, TypeError, ValueError) as err:
             raise StreamError(f"start needs call_id and sample_rate ({err})") from None
@@ -183,7 +184,7 @@ class LiveServer:
         if not call_id:
             raise StreamError("start has no call id (customParameters.call_id or callSid)")
         meta = _meta(str(call_id), params.get("agent_id"), params.get("queue"), None,
-                     TRACKS["inbound"])
+                     TRACKS["inbound"], self.source_zone)
         return _Call(self._scorer(meta, 2, 8000), "media")
 
     def _scorer(self, meta: CallMeta, channels: int, rate: int) -> StreamScorer:
@@ -215,13 +216,14 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _meta(call_id: str, agent_id, queue, started_at, customer_channel) -> CallMeta:
+def _meta(call_id: str, agent_id, queue, started_at, customer_channel,
+          zone: tzinfo) -> CallMeta:
     if not call_id.strip():
         raise StreamError("call_id is empty")
     when = datetime.now(timezone.utc)
     if started_at:
         try:
-            when = parse_time(str(started_at), timezone.utc)
+            when = parse_time(str(started_at), zone)
         except ValueError:
             raise StreamError(f"started_at {started_at!r} is not an ISO 8601 time") from None
     channel = None if customer_channel is None else int(customer_channel)

@@ -502,7 +502,7 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     with store.lock():  # a nightly run is under way
         for call_id in ("live-1", "A-1"):  # A-1 is also a.wav's id in its sidecar
             assert not write_live_call(out, model, CallMeta(call_id, "ag7", None, started, 1),
-                                       outcome, ScoreConfig(), wait_s=0)
+                                       outcome, ScoreConfig())
     assert len(store.spooled()) == 2 and not (tmp_path / "results" / "calls").exists()
     summary = run([calls], out, model_dir)  # the next night writes them first...
     assert summary.calls_scored == 1  # ... so a.wav counts as scored live, nested/b scores
@@ -514,13 +514,13 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     # the live server's retry writes what ended after the night let go
     with store.lock():
         write_live_call(out, model, CallMeta("live-2", None, None, started, None), outcome,
-                        ScoreConfig(), wait_s=0)
-    assert flush_live_spool(out, model, ScoreConfig()) and not store.spooled()
+                        ScoreConfig())
+    assert flush_live_spool(out, ScoreConfig()) and not store.spooled()
     assert "live-2" in {r["call_id"] for r in rows(out, "calls")}
     # a live call whose recording a night has scored does not replace the recording's rows
     with store.lock():
         write_live_call(out, model, CallMeta("nested/b", None, None, started, None),
-                        outcome, ScoreConfig(), wait_s=0)
+                        outcome, ScoreConfig())
     assert run([calls], out, model_dir).calls_scored == 0
     assert not store.spooled()
     assert [r["source_file"] for r in rows(out, "calls") if r["call_id"] == "nested/b"] == [
@@ -553,7 +553,41 @@ def test_a_copied_recording_dated_by_its_mtime_stays_on_its_day(tmp_path, model_
                   for c in rows(out, "calls"))
     assert days == [("x", "2025-11-20", str(second / "x.wav")),
                     ("y", "2025-11-20", str(second / "y.wav"))]
+    # --rescore takes the date from the file again (a wrong mtime fixed with touch -d)
+    os.utime(second / "y.wav", (1.7637e9, 1.7637e9))  # 2025-11-21 UTC
+    assert run([second], out, model_dir).calls_scored == 0
+    assert run([second], out, model_dir, rescore=True).calls_scored == 2
+    assert {c["call_id"]: str(c["call_date"]) for c in rows(out, "calls")}["y"] == "2025-11-21"
     # new content is a new recording: its mtime dates it
     synthetic_call(second / "x.wav", DIALOGUE[:2], 9.0, seed=7)
     assert run([second], out, model_dir).calls_scored == 1
     assert {c["call_id"]: str(c["call_date"]) for c in rows(out, "calls")}["x"] != "2025-11-20"
+
+
+def test_the_spool_keeps_each_calls_model_and_sets_aside_what_it_cannot_write(
+        calls, tmp_path, model_dir):
+    out = tmp_path / "results"
+    other = cached_model(str(make_model_folder(tmp_path / "model-v2", seed=1)))
+    outcome = score_file(str(calls / "a.wav"), model_dir, VadConfig(), 0.25, 3600.0, 4)
+    started = datetime(2026, 11, 20, 15, tzinfo=timezone.utc)
+    store = ResultsStore(str(out))
+    with store.lock():  # scored live by another model version while a night runs
+        write_live_call(str(out), other, CallMeta("v2", None, None, started, 1), outcome,
+                        ScoreConfig())
+    spool = out / "_live_spool"
+    [good] = spool.glob("*.json")
+    value = json.loads(good.read_text())
+    (spool / "0-other-labels.json").write_text(json.dumps(
+        {**value, "model": {**value["model"], "labels": ["calm", "upset"]}}))
+    (spool / "1-broken.json").write_text('{"model": ')
+    (spool / ".tmp-2-being-written.json.0a1b2c3d").write_text("{")  # a live server's rename
+    run([calls], out, model_dir)  # the night's model is v1
+    written = {r["call_id"]: r for r in rows(out, "calls")}
+    assert written["v2"]["model_version"] == other.version != cached_model(model_dir).version
+    assert written["A-1"]["model_version"] == cached_model(model_dir).version
+    assert sorted(p.name for p in (spool / "rejected").iterdir()) == ["0-other-labels.json",
+                                                                      "1-broken.json"]
+    errors = [e for e in rows(out, "errors") if e["error_kind"] == "spool"]
+    assert len(errors) == 2 and all("set aside" in e["message"] for e in errors)
+    assert any("labels" in e["message"] for e in errors)
+    assert (spool / ".tmp-2-being-written.json.0a1b2c3d").exists()
