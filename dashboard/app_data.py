@@ -101,16 +101,26 @@ def _day(value) -> dt.date | None:
     return None if pd.isna(value) else pd.Timestamp(value).date()
 
 
+def _follow_the_data(key: str, default) -> None:
+    """Give the widget `key` the value `default` unless the user chose another: a range
+    nobody touched grows with each nightly run, in a dashboard left open overnight (a
+    keyed widget keeps its old value when only its default changes)."""
+    state, shown = st.session_state, f"_default_{key}"
+    if key not in state or (shown in state and tuple(state[key]) == tuple(state[shown])):
+        state[key] = default
+    state[shown] = default
+
+
 def sidebar_filters() -> None:
     # A click-through from another page asked for these; set before the widgets exist.
     for key, value in st.session_state.pop(_PENDING, {}).items():
         st.session_state[key] = value
     opts = options()
     first, last = _day(opts.first_day), _day(opts.last_day)
+    _follow_the_data("f_dates", (first, last) if first else ())
     with st.sidebar:
         st.header("Filters")
-        st.date_input("Date range", value=(first, last) if first else (), key="f_dates",
-                      format="YYYY-MM-DD")
+        st.date_input("Date range", key="f_dates", format="YYYY-MM-DD")
         st.selectbox("Queue", list(opts.queues), index=None, placeholder="All queues",
                      key="f_queue")
         st.selectbox("Agent", list(opts.agents), index=None, placeholder="All agents",

@@ -3,10 +3,11 @@ results folder."""
 
 import datetime as dt
 import os
+import shutil
 from pathlib import Path
 
 import pytest
-from dashboard_data import write_audio
+from dashboard_data import write_audio, write_call
 from streamlit.testing.v1 import AppTest
 
 from callmood.dashboard import app_data
@@ -67,6 +68,26 @@ def test_overview_figures_and_filters(app, sample_results):
 
     at.radio(key="trend_grain").set_value("week")
     rerun(at)
+
+
+def test_a_dashboard_left_open_shows_the_new_nights_days(app, sample_results, tmp_path):
+    """A keyed date input kept yesterday's range when a nightly run added a day, so a
+    dashboard left open overnight hid every new day until someone reloaded it."""
+    results = tmp_path / "results"
+    shutil.copytree(sample_results, results)
+    at = app(results)
+    write_call(results, "c6", (dt.datetime(2026, 3, 12, 9, tzinfo=dt.timezone.utc), "A1",
+                               "billing", 10.0, False, None, [("customer", 0, 5, "sad", 0.9)]))
+    rerun(at)
+    assert at.sidebar.date_input[0].value == (dt.date(2026, 3, 2), dt.date(2026, 3, 12))
+    assert metrics(at)["Calls"] == "6"
+    # a range the user chose stays chosen
+    at.sidebar.date_input(key="f_dates").set_value((dt.date(2026, 3, 2), dt.date(2026, 3, 3)))
+    assert metrics(rerun(at))["Calls"] == "3"
+    write_call(results, "c7", (dt.datetime(2026, 3, 13, 9, tzinfo=dt.timezone.utc), "A1",
+                               "billing", 10.0, False, None, [("customer", 0, 5, "sad", 0.9)]))
+    rerun(at)
+    assert at.sidebar.date_input[0].value == (dt.date(2026, 3, 2), dt.date(2026, 3, 3))
 
 
 def test_times_in_the_chosen_time_zone(app, sample_results, monkeypatch):

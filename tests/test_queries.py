@@ -56,6 +56,14 @@ def test_daily_negative(con):
     assert list(df.negative_share) == pytest.approx([0.5, 1.0, 0.0])
     billing = q(con, "daily_negative", queue="billing")
     assert list(billing.negative_share) == pytest.approx([1 / 3, 0.0])
+    # the emotion filter is of the chosen role, as on the rest of the overview page: the
+    # customer was happy in c4 and c5 only (the agent of c2 was happy too, which used to
+    # put 2026-03-02 on the chart)
+    happy = q(con, "daily_negative", role="customer", emotion="happy")
+    assert list(happy.call_date.dt.date) == [D(2026, 3, 9)] and list(happy.calls) == [2]
+    assert list(happy.negative_share) == pytest.approx([0.0])
+    assert q(con, "overview", role="customer", emotion="happy").calls[0] == 2
+    assert q(con, "daily_negative", role="agent").negative_share.notna().all()
 
 
 def test_labels_json_valence_overrides_the_default(tmp_path):
