@@ -7,11 +7,18 @@ from callmood.dashboard import app_data, charts
 from callmood.dashboard.app_data import pct
 from callmood.dashboard.audio import input_roots, read_audio
 
+LISTED = 500  # calls in the picker
+
 st.title("Call explorer")
-calls = app_data.query("calls_list").set_index("call_id", drop=False)
+# ?call=ID (a shared link or a click-through) is listed wherever it ranks among the calls
+calls = app_data.query("calls_list", limit=LISTED, call_id=st.query_params.get("call"))
+calls = calls.set_index("call_id", drop=False)
 if calls.empty:
     st.info(app_data.NO_CALLS)
     st.stop()
+if calls.matching_calls.iloc[0] > LISTED:
+    st.caption(f"The newest {LISTED} of {calls.matching_calls.iloc[0]} matching calls are "
+               "listed; narrow the filters to find an older one.")
 
 
 def describe(call_id: str) -> str:
@@ -26,6 +33,8 @@ def describe(call_id: str) -> str:
 requested = st.query_params.get("call")
 if requested in calls.index and st.session_state.get("_explorer_url_call") != requested:
     st.session_state["explorer_call"] = requested
+elif requested and requested not in calls.index:
+    st.warning(f"Call {requested!r} does not match the filters; showing another.")
 if st.session_state.get("explorer_call") not in calls.index:
     st.session_state.pop("explorer_call", None)  # not among the filtered calls
 call_id = st.selectbox("Call", list(calls.index), format_func=describe, key="explorer_call")

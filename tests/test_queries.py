@@ -182,6 +182,9 @@ def test_emotion_share_and_trend(con):
 
 def test_calls_list_segments_runs_and_options(con):
     assert list(q(con, "calls_list").call_id) == ["c5", "c4", "c3", "c2", "c1"]
+    # a call asked for by id (a click-through, a shared link) is listed wherever it ranks
+    cut = q(con, "calls_list", limit=2, call_id="c1")
+    assert list(cut.call_id) == ["c5", "c4", "c1"] and set(cut.matching_calls) == {5}
     segments = q(con, "call_segments", call_id="c1", role="customer")
     assert list(segments.start_s) == [10, 20, 40]
     assert list(segments.negative) == [False, True, False]
