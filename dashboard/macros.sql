@@ -1,7 +1,8 @@
 -- Filter macros shared by the canned queries (dashboard/queries/*.sql).
 --
 -- Every canned query takes the same dashboard filters, bound as parameters; NULL means
--- "any". Call-level filters (dates, queue, agent) select calls; an emotion keeps the
+-- "any", and the agent or queue '(none)' means the calls without one (the agents and
+-- queues tables list them under that name). Call-level filters (dates, queue, agent) select calls; an emotion keeps the
 -- calls that have at least one segment with that emotion (of the role, if one is given,
 -- at or above the minimum confidence). Segment-level filters (role, minimum confidence)
 -- then select the segments of those calls. Dates are days in the connection's time zone
@@ -16,8 +17,8 @@ WHERE (f_date_from IS NULL OR (c.call_date >= CAST(f_date_from AS DATE)
                               AND c.utc_date >= CAST(f_date_from AS DATE) - 1))
   AND (f_date_to IS NULL OR (c.call_date <= CAST(f_date_to AS DATE)
                             AND c.utc_date <= CAST(f_date_to AS DATE) + 1))
-  AND (f_queue IS NULL OR c.queue = f_queue)
-  AND (f_agent IS NULL OR c.agent_id = f_agent)
+  AND (f_queue IS NULL OR coalesce(c.queue, '(none)') = f_queue)
+  AND (f_agent IS NULL OR coalesce(c.agent_id, '(none)') = f_agent)
   AND (f_emotion IS NULL OR c.call_id IN (
         SELECT s.call_id
         FROM segments AS s

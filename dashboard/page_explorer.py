@@ -42,8 +42,8 @@ st.query_params["call"] = st.session_state["_explorer_url_call"] = call_id
 call = calls.loc[call_id]
 
 cols = st.columns(6)
-cols[0].metric("Agent", call.agent_id or "–")
-cols[1].metric("Queue", call.queue or "–")
+cols[0].metric("Agent", "–" if pd.isna(call.agent_id) else call.agent_id)
+cols[1].metric("Queue", "–" if pd.isna(call.queue) else call.queue)
 cols[2].metric("Duration", f"{call.duration_s:.0f} s")
 cols[3].metric("Customer negative", pct(call.customer_negative_share))
 cols[4].metric("Escalated", "yes" if call.escalated else "no")

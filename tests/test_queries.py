@@ -2,6 +2,7 @@
 
 import datetime as dt
 import re
+import shutil
 
 import pytest
 from dashboard_data import CALLS, LABELS, write_call, write_labels_json
@@ -90,6 +91,24 @@ def test_agents_with_trend_vs_previous_period(con):
     assert df.loc["A2", "negative_share_change"] == pytest.approx(0 - 2 / 3)
     assert df.loc["A2", "escalation_rate_change"] == pytest.approx(-1.0)
     assert list(df.loc["A1", "daily_negative_share"]) == pytest.approx([1.0, 0.0])
+
+
+def test_calls_without_an_agent_or_queue_can_be_picked(sample_results, tmp_path):
+    """Their row in the agents and queues tables used to open every call when clicked
+    (its NaN was no filter value), and no filter could pick them."""
+    root = tmp_path / "results"
+    shutil.copytree(sample_results, root)
+    write_call(root, "c6", (dt.datetime(2026, 3, 9, 16, tzinfo=dt.timezone.utc), None, None,
+                            10.0, False, None, [("customer", 0, 5, "sad", 0.9)]))
+    with connect(root) as con:
+        options = q(con, "filter_options").iloc[0]
+        assert list(options.agents) == ["(none)", "A1", "A2"]
+        assert list(options.queues) == ["(none)", "billing", "support"]
+        assert q(con, "agents").set_index("agent_id").loc["(none)", "calls"] == 1
+        assert q(con, "queues").set_index("queue").loc["(none)", "calls"] == 1
+        assert list(q(con, "calls_list", agent="(none)").call_id) == ["c6"]
+        assert list(q(con, "calls_list", queue="(none)").call_id) == ["c6"]
+        assert len(q(con, "calls_list", agent="A1")) == 3
 
 
 def test_queues(con):

@@ -1,5 +1,5 @@
 -- name: agents
--- description: Per-agent table: calls, audio hours, customer-negative share (weighted by customer speech), escalation rate, the change of both vs the previous period of equal length, and the daily customer-negative share (for sparklines).
+-- description: Per-agent table ('(none)': the calls without an agent): calls, audio hours, customer-negative share (weighted by customer speech), escalation rate, the change of both vs the previous period of equal length, and the daily customer-negative share (for sparklines).
 -- params: date_from date, date_to date, queue text, agent text, role text, emotion text,
 -- params: min_confidence float = 0
 WITH bounds AS (
@@ -37,7 +37,7 @@ daily AS (
     )
     GROUP BY agent_id
 )
-SELECT cur.agent_id,
+SELECT coalesce(cur.agent_id, '(none)') AS agent_id,
        cur.calls,
        cur.audio_hours,
        cur.customer_negative_share,
@@ -52,4 +52,4 @@ LEFT JOIN per_period AS prev
        ON prev.agent_id IS NOT DISTINCT FROM cur.agent_id AND prev.period = 'previous'
 LEFT JOIN daily AS d ON d.agent_id IS NOT DISTINCT FROM cur.agent_id
 WHERE cur.period = 'current'
-ORDER BY cur.calls DESC, cur.agent_id;
+ORDER BY cur.calls DESC, 1;

@@ -1,5 +1,5 @@
 -- name: queues
--- description: Queue comparison: calls, agents, audio hours, mean call length, customer-negative share, escalation rate and the daily customer-negative share per queue.
+-- description: Queue comparison: calls, agents, audio hours, mean call length, customer-negative share, escalation rate and the daily customer-negative share per queue ('(none)': the calls without one).
 -- params: date_from date, date_to date, queue text, agent text, role text, emotion text,
 -- params: min_confidence float = 0
 WITH selected AS (
@@ -16,7 +16,7 @@ daily AS (
     )
     GROUP BY queue
 )
-SELECT s.queue,
+SELECT coalesce(s.queue, '(none)') AS queue,
        count(*) AS calls,
        count(DISTINCT s.agent_id) AS agents,
        sum(s.duration_s) / 3600 AS audio_hours,
@@ -28,4 +28,4 @@ SELECT s.queue,
 FROM selected AS s
 LEFT JOIN daily AS d ON d.queue IS NOT DISTINCT FROM s.queue
 GROUP BY s.queue
-ORDER BY calls DESC, s.queue;
+ORDER BY calls DESC, 1;
