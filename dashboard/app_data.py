@@ -131,7 +131,11 @@ def sidebar_filters() -> None:
                      key="f_emotion", help="Keep the calls with at least one segment of "
                      "this emotion (of the chosen role, at the minimum confidence).")
         st.slider("Minimum confidence", 0.0, 1.0, 0.0, 0.05, key="f_min_confidence",
-                  help="Ignore segments scored below this confidence.")
+                  help="Ignore segments scored below this confidence: in the emotion "
+                       "filter, the emotion shares, the daily negative share and the "
+                       "timeline. Per-call figures (a call's negative share, escalation; "
+                       "the headline, agents and queues) are the nightly job's, over all "
+                       "of the call's segments.")
 
 
 def open_page(page: str, call: str | None = None, **filter_values) -> None:
