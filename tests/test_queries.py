@@ -197,6 +197,8 @@ def test_emotion_share_and_trend(con):
     assert list(week.period.dt.date.unique()) == [D(2026, 3, 2), D(2026, 3, 9)]
     first = week[week.period.dt.date == D(2026, 3, 2)].set_index("emotion").share
     assert first["angry"] == pytest.approx(40 / 80)
+    with pytest.raises(Exception, match="grain must be day or week, not month"):
+        q(con, "emotion_trend", grain="month")  # used to give daily figures silently
 
 
 def test_calls_list_segments_runs_and_options(con):

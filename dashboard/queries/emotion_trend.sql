@@ -4,8 +4,9 @@
 -- params: min_confidence float = 0
 -- params: grain text = day
 WITH bucketed AS (
-    SELECT CASE WHEN $grain = 'week' THEN date_trunc('week', call_date)::DATE
-                ELSE call_date END AS period,
+    SELECT CASE $grain WHEN 'week' THEN date_trunc('week', call_date)::DATE
+                       WHEN 'day' THEN call_date
+                       ELSE error('grain must be day or week, not ' || $grain) END AS period,
            role, emotion, duration_s
     FROM filtered_segments($date_from, $date_to, $queue, $agent, $role, $emotion, $min_confidence)
 )
