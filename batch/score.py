@@ -508,20 +508,24 @@ def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileO
         "duration_s": outcome.duration_s, "channels": outcome.channels,
         "speech": outcome.speech, "windows": outcome.windows,
         "probs": outcome.probs.tolist()})
-    return flush_live_spool(out, config)
+    return flush_live_spool(out, config, chunks=1)  # a backlog is the retry's work
 
 
-def flush_live_spool(out: str, config: ScoreConfig, wait_s: float = 0.0) -> bool:
-    """Write the spooled calls, LIVE_CHUNK per hold of the lock (a nightly run that starts
-    meanwhile waits LIVE_WRITE_S at most), while the results folder is free within
-    `wait_s`; False if another process holds it."""
+def flush_live_spool(out: str, config: ScoreConfig, wait_s: float = 0.0,
+                     chunks: int | None = None) -> bool:
+    """Write the spooled calls (at most `chunks` times LIVE_CHUNK), LIVE_CHUNK per hold of
+    the lock (a nightly run that starts meanwhile waits LIVE_WRITE_S at most), while the
+    results folder is free within `wait_s`; False if another process holds it."""
     store = ResultsStore(out)
-    while store.spooled_files():  # looked at without the lock, which a night may want
+    done = 0
+    # the spool is looked at without the lock, which a night may want
+    while store.spooled_files() and (chunks is None or done < chunks):
         try:
             with store.lock(wait_s):
                 write_spooled_calls(store, config, limit=LIVE_CHUNK)
         except ResultsBusy:
             return False
+        done += 1
     return True
 
 

@@ -60,6 +60,7 @@ class LevelMeter:
         self.samples = 0
         self._tail = np.zeros(0, np.float32)
         self._levels: list[np.ndarray] = []
+        self.first_frame = 0  # frames forgotten (forget_before): levels() starts here
 
     def add(self, block: np.ndarray) -> None:
         self.samples += len(block)
@@ -70,11 +71,23 @@ class LevelMeter:
         self._tail = x[n * self.frame:]
 
     def levels(self) -> np.ndarray:
-        return np.concatenate(self._levels) if self._levels else np.zeros(0)
+        """The levels of the frames from first_frame on."""
+        if len(self._levels) > 1:  # joined once, not on every call
+            self._levels = [np.concatenate(self._levels)]
+        return self._levels[0] if self._levels else np.zeros(0)
+
+    def forget_before(self, frame: int) -> None:
+        """Drop the levels of the frames before `frame`: a stream keeps only those it
+        still reads, so an hours-long live call costs no more per second than a short one."""
+        levels = self.levels()
+        drop = min(max(0, frame - self.first_frame), len(levels))
+        if drop:
+            self._levels, self.first_frame = [levels[drop:]], self.first_frame + drop
 
     def regions(self) -> list[tuple[int, int]]:
         """Speech regions as (start, end) sample indices, in order."""
-        return speech_regions(self.levels(), self.vad, self.rate, self.samples)
+        return speech_regions(self.levels(), self.vad, self.rate, self.samples,
+                              first_frame=self.first_frame)
 
 
 def noise_threshold(levels: np.ndarray, vad: VadConfig) -> float:

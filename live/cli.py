@@ -30,6 +30,7 @@ def live(model_dir, host, port, results, threads, source_timezone):
     import logging
 
     from callmood.batch.scan import source_zone
+    from callmood.batch.write import ResultsError
     from callmood.live.server import LiveServer
     from callmood.training.model_folder import default_model_dir, load_model_folder
 
@@ -39,7 +40,10 @@ def live(model_dir, host, port, results, threads, source_timezone):
         zone = source_zone(source_timezone)
     except (ValueError, OSError) as err:  # a bad zone is a ScanError, a ValueError
         raise click.ClickException(str(err)) from None
-    server = LiveServer(model, results, threads=threads, source_zone=zone)
+    try:
+        server = LiveServer(model, results, threads=threads, source_zone=zone)
+    except ResultsError as err:
+        raise click.ClickException(str(err)) from None
     click.echo(f"callmood live: ws://{host}:{port} (model {model.name}"
                + (f", results into {results})" if results else ")"), err=True)
     try:

@@ -35,10 +35,16 @@ from datetime import datetime, timezone, tzinfo
 
 from callmood.batch.call_summary import EscalationConfig
 from callmood.batch.scan import CallMeta, parse_time
-from callmood.batch.score import ScoreConfig, flush_live_spool, write_live_call
+from callmood.batch.score import (
+    ModelStamp,
+    ScoreConfig,
+    check_labels,
+    flush_live_spool,
+    write_live_call,
+)
 from callmood.batch.segment import VadConfig
-from callmood.batch.write import ResultsError
-from callmood.live.stream import StreamError, StreamScorer, decode
+from callmood.batch.write import ResultsError, ResultsStore
+from callmood.live.stream import StreamError, StreamScorer, decode, frame_bytes
 from callmood.training.model_folder import LoadedModel
 
 log = logging.getLogger("callmood.live")
@@ -52,6 +58,7 @@ class _Call:
     scorer: StreamScorer
     protocol: str  # callmood | media
     encoding: str = "mulaw"
+    partial: bytes = b""  # a frame split across binary messages: its first bytes
 
 
 class LiveServer:
@@ -66,6 +73,8 @@ class LiveServer:
         self.pool = ThreadPoolExecutor(threads or len(os.sched_getaffinity(0)),
                                        initializer=_one_torch_thread)
         self.config = ScoreConfig(vad=self.vad, escalation=self.escalation)
+        if results:  # refused now, not at the end of every call (ResultsError)
+            check_labels(ResultsStore(results), ModelStamp.of(model))
 
     async def serve(self, host: str, port: int) -> None:
         """Serve until SIGTERM or SIGINT; then close every connection, which finishes and
@@ -129,7 +138,11 @@ class LiveServer:
         if isinstance(message, bytes):
             if call is None or call.protocol != "callmood":
                 raise StreamError("audio before a start message")
-            audio = decode(message, call.encoding, len(call.scorer.channels))
+            data = call.partial + message
+            whole = len(data) - len(data) % frame_bytes(call.encoding,
+                                                          len(call.scorer.channels))
+            call.partial = data[whole:]
+            audio = decode(data[:whole], call.encoding, len(call.scorer.channels))
             return call, await run(self.pool, call.scorer.feed, audio)
         try:
             data = json.loads(message)
@@ -147,6 +160,9 @@ class LiveServer:
         if call is None:
             raise StreamError(f"{kind!r} before a start message")
         if kind == "media":
+            if call.protocol != "media":
+                raise StreamError("a media event in a callmood-protocol call; send its "
+                                  "audio as binary messages")
             media = data.get("media") or {}
             if media.get("track", "inbound") not in TRACKS:
                 raise StreamError(f"unknown track {media.get('track')!r}")
@@ -166,9 +182,13 @@ class LiveServer:
             meta = _meta(str(data["call_id"]), data.get("agent_id"), data.get("queue"),
                          data.get("started_at"), data.get("customer_channel"),
                          self.source_zone)
-            channels, rate = int(data.get("channels", 1)), int(data["sample_rate"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise StreamError(f"start needs call_id and sample_rate ({err})") from None
+            channels = _whole_number(data.get("channels", 1), "channels")
+            rate = _whole_number(data["sample_rate"], "sample_rate")
+        except KeyError as err:
+            raise StreamError(f"start needs call_id and sample_rate (no {err})") from None
+        if meta.customer_channel is not None and not 0 <= meta.customer_channel < channels:
+            raise StreamError(f"customer_channel {meta.customer_channel} is not one of the "
+                              f"{channels} channel(s)")
         encoding = data.get("encoding", "pcm16")
         decode(b"", encoding, channels)  # an unknown encoding is refused now
         return _Call(self._scorer(meta, channels, rate), "callmood", encoding)
@@ -210,6 +230,12 @@ class LiveServer:
         return events
 
 
+def _whole_number(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StreamError(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
 def _one_torch_thread() -> None:
     import torch
 
@@ -226,6 +252,7 @@ def _meta(call_id: str, agent_id, queue, started_at, customer_channel,
             when = parse_time(str(started_at), zone)
         except ValueError:
             raise StreamError(f"started_at {started_at!r} is not an ISO 8601 time") from None
-    channel = None if customer_channel is None else int(customer_channel)
+    channel = None if customer_channel is None \
+        else _whole_number(customer_channel, "customer_channel")
     return CallMeta(call_id, None if agent_id is None else str(agent_id),
                     None if queue is None else str(queue), when, channel)

@@ -45,12 +45,16 @@ class StreamError(ValueError):
     """Audio or a message that cannot be used; the message says why."""
 
 
-def decode(payload: bytes, encoding: str, channels: int) -> np.ndarray:
-    """(channels, samples) float32 of raw interleaved `pcm16` (little-endian) or `mulaw`."""
+def frame_bytes(encoding: str, channels: int) -> int:
+    """Bytes of one sample of every channel."""
     if encoding not in ENCODINGS:
         raise StreamError(f"unknown encoding {encoding!r}; choose one of {sorted(ENCODINGS)}")
-    width = 2 if encoding == "pcm16" else 1
-    if len(payload) % (width * channels):
+    return (2 if encoding == "pcm16" else 1) * channels
+
+
+def decode(payload: bytes, encoding: str, channels: int) -> np.ndarray:
+    """(channels, samples) float32 of raw interleaved `pcm16` (little-endian) or `mulaw`."""
+    if len(payload) % frame_bytes(encoding, channels):
         raise StreamError(f"{len(payload)} bytes are not whole {encoding} frames of "
                           f"{channels} channel(s)")
     if not payload:
@@ -150,12 +154,12 @@ class StreamScorer:
             return []
         ch.pending_s = 0.0
         rate = self.model.mel.sample_rate
-        levels = ch.meter.levels()
+        levels, first = ch.meter.levels(), ch.meter.first_frame  # levels[0] is frame first
         if len(levels) == 0:
             return []
-        recent = levels[-int(NOISE_WINDOW_S / self.vad.frame_s):]
-        regions = speech_regions(levels[ch.done_frame:], self.vad, rate, ch.samples,
-                                 noise_threshold(recent, self.vad), ch.done_frame)
+        window = int(NOISE_WINDOW_S / self.vad.frame_s)
+        regions = speech_regions(levels[ch.done_frame - first:], self.vad, rate, ch.samples,
+                                 noise_threshold(levels[-window:], self.vad), ch.done_frame)
         pause = round(self.vad.min_silence_s * rate)  # >= the clips' lookahead
         out = []
         for a, b in regions:
@@ -177,9 +181,12 @@ class StreamScorer:
             ch.done_frame = -(-b // ch.meter.frame)
             ch.next_window = ch.covered = None
         if not regions:  # silence: what is older than the shortest speech plus a pause
-            settled = len(levels) - int((self.vad.min_speech_s + self.vad.min_silence_s)
-                                        / self.vad.frame_s) - 1
+            settled = first + len(levels) - int((self.vad.min_speech_s
+                                                 + self.vad.min_silence_s)
+                                                / self.vad.frame_s) - 1
             ch.done_frame = max(ch.done_frame, settled)
+        # later steps read the noise window and the frames from done_frame on, no more
+        ch.meter.forget_before(min(ch.done_frame, first + len(levels) - window))
         return self._cut(ch, out)
 
     def _cut(self, ch: _Channel, windows: list[tuple]) -> list[tuple]:

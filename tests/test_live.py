@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as dt
 import json
 import socket
 import subprocess
@@ -15,10 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call
 from websockets.sync.client import connect
 
+from callmood.batch.scan import CallMeta
+from callmood.batch.segment import LevelMeter, VadConfig
 from callmood.batch.write import ResultsStore
 from callmood.dashboard.results_db import connect as open_results
+from callmood.live import stream as live_stream
+from callmood.live.stream import StreamScorer
+from callmood.training.model_folder import load_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 with open(ROOT / "sample_calls" / "calls.csv") as f:
@@ -135,6 +142,17 @@ def test_both_protocols_alerts_errors_and_results(server):
         ws.send(json.dumps({"type": "start", "call_id": "x", "sample_rate": 8000,
                             "encoding": "opus"}))
         assert "unknown encoding" in json.loads(ws.recv(timeout=30))["message"]
+        for start, expected in (({"channels": 2, "customer_channel": 5}, "customer_channel 5"),
+                                ({"sample_rate": 8000.5}, "whole number"),
+                                ({"customer_channel": "one"}, "whole number")):
+            ws.send(json.dumps({"type": "start", "call_id": "x", "sample_rate": 8000,
+                                **start}))
+            assert expected in json.loads(ws.recv(timeout=30))["message"]
+        ws.send(json.dumps({"type": "start", "call_id": "x", "sample_rate": 8000}))
+        ws.send(json.dumps({"event": "media", "media": {"track": "inbound", "payload": ""}}))
+        assert "callmood-protocol call" in json.loads(ws.recv(timeout=30))["message"]
+        ws.send(json.dumps({"type": "stop"}))
+        assert receive_until(ws, "summary")[-1]["segments"] == 0
 
     with connect(url) as ws:
         calm = stream_media(ws, "call-0001")
@@ -157,6 +175,38 @@ def test_both_protocols_alerts_errors_and_results(server):
     with open_results(results) as con:
         ids = [r[0] for r in con.sql("SELECT call_id FROM calls").fetchall()]
         assert len(ids) == len(set(ids)) == 12
+
+
+def test_a_frame_split_across_messages_is_joined(server):
+    """Audio after an odd-sized binary message used to be refused and dropped, which
+    shifted every later segment of the call."""
+    url, _ = server
+    audio, rate = call_audio("call-0003")
+    data = audio.astype("<i2").tobytes()
+    segments = {}
+    for call_id, step in (("aligned", rate * 4), ("split", 999)):  # 999: not 4-byte frames
+        with connect(url) as ws:
+            ws.send(json.dumps({"type": "start", "call_id": call_id, "sample_rate": rate,
+                                "encoding": "pcm16", "channels": 2, "customer_channel": 1}))
+            for i in range(0, len(data), step):
+                ws.send(data[i:i + step])
+            ws.send(json.dumps({"type": "stop"}))
+            events = receive_until(ws, "summary")
+        assert not [e for e in events if e["type"] == "error"]
+        segments[call_id] = [(e["channel"], e["start_s"], e["end_s"]) for e in events
+                             if e["type"] == "segment"]
+    assert segments["split"] == segments["aligned"] and len(segments["split"]) >= 8
+
+
+def test_a_results_folder_of_another_label_set_is_refused_at_start(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "labels.json").write_text(json.dumps({"labels": ["calm", "upset"]}))
+    started = subprocess.run([CALLMOOD, "live", "--port", str(free_port()), "--results",
+                              str(results)], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 1
+    assert "holds scores for the labels ['calm', 'upset']" in started.stderr
+    assert "Traceback" not in started.stderr
 
 
 def half_a_call(url: str, call_id: str) -> list[dict]:
@@ -231,3 +281,33 @@ def test_stopping_the_server_writes_the_calls_in_progress(tmp_path):
         process.kill()
     rows = written(tmp_path / "results", "ongoing")
     assert rows and rows[0][1] >= 3
+
+
+def test_a_long_stream_keeps_a_bounded_level_history_and_the_same_windows(tmp_path,
+                                                                          monkeypatch):
+    """The live VAD kept every frame level of the call and re-joined them ten times a
+    second per channel: memory and CPU per second grew with the call's length. It now
+    forgets what it no longer reads, which changes no window."""
+    model = load_model_folder(str(make_model_folder(tmp_path / "model")))
+    monkeypatch.setattr(live_stream, "NOISE_WINDOW_S", 20.0)  # 300 s: a long test
+    turns = [(c, s + k * 13, e + k * 13) for k in range(8) for c, s, e in DIALOGUE]
+    synthetic_call(tmp_path / "long.wav", turns, 104.0, rate=8000)
+    audio, rate = sf.read(tmp_path / "long.wav", dtype="float32", always_2d=True)
+
+    def stream() -> tuple[list, StreamScorer]:
+        scorer = StreamScorer(model, CallMeta("long", None, None, dt.datetime.now(dt.UTC),
+                                              1), 2, rate)
+        kept = []
+        for i in range(0, len(audio), rate // 2):
+            scorer.feed(audio[i:i + rate // 2].T)
+            kept.append(max(len(ch.meter.levels()) for ch in scorer.channels))
+        scorer.finish()
+        return kept, scorer
+
+    kept, bounded = stream()
+    frames = (20.0 + 13) / VadConfig().frame_s  # the noise window and an open region
+    assert max(kept) <= frames < len(audio) / rate / VadConfig().frame_s / 3
+    monkeypatch.setattr(LevelMeter, "forget_before", lambda self, frame: None)
+    _, unbounded = stream()
+    assert bounded.windows == unbounded.windows and len(bounded.windows) > 20
+    assert np.array_equal(np.array(bounded.probs), np.array(unbounded.probs))
