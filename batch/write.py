@@ -182,11 +182,8 @@ class ResultsStore:
         writer reads the spool)."""
         self.write_json(f"{SPOOL}/{time.time_ns():020d}-{digest(key)}.json", value)
 
-    def spooled(self) -> dict[str, dict]:
-        """The spooled values, by their file's path relative to the root (for delete)."""
-        return self._json_files(SPOOL)
-
     def spooled_files(self) -> list[str]:
+        """The spool's files, oldest first, as paths relative to the root."""
         return self._json_names(SPOOL)
 
     def set_aside(self, relative: str) -> str:

@@ -503,10 +503,10 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
         for call_id in ("live-1", "A-1"):  # A-1 is also a.wav's id in its sidecar
             assert not write_live_call(out, model, CallMeta(call_id, "ag7", None, started, 1),
                                        outcome, ScoreConfig())
-    assert len(store.spooled()) == 2 and not (tmp_path / "results" / "calls").exists()
+    assert len(store.spooled_files()) == 2 and not (tmp_path / "results" / "calls").exists()
     summary = run([calls], out, model_dir)  # the next night writes them first...
     assert summary.calls_scored == 1  # ... so a.wav counts as scored live, nested/b scores
-    assert not store.spooled()
+    assert not store.spooled_files()
     written = {r["call_id"]: r for r in rows(out, "calls")}
     assert set(written) == {"live-1", "A-1", "nested/b"}
     assert written["live-1"]["n_segments"] == len(outcome.windows) > 0
@@ -515,14 +515,14 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     with store.lock():
         write_live_call(out, model, CallMeta("live-2", None, None, started, None), outcome,
                         ScoreConfig())
-    assert flush_live_spool(out, ScoreConfig()) and not store.spooled()
+    assert flush_live_spool(out, ScoreConfig()) and not store.spooled_files()
     assert "live-2" in {r["call_id"] for r in rows(out, "calls")}
     # a live call whose recording a night has scored does not replace the recording's rows
     with store.lock():
         write_live_call(out, model, CallMeta("nested/b", None, None, started, None),
                         outcome, ScoreConfig())
     assert run([calls], out, model_dir).calls_scored == 0
-    assert not store.spooled()
+    assert not store.spooled_files()
     assert [r["source_file"] for r in rows(out, "calls") if r["call_id"] == "nested/b"] == [
         str(calls / "nested" / "b.wav")]
     assert [e["error_kind"] for e in rows(out, "errors")] == ["superseded"]
