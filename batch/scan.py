@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import functools
 import hashlib
 import io
 import os
@@ -192,9 +193,10 @@ def read_sidecar(csv_path: Path, zone: tzinfo = timezone.utc,
             problem(first, f"field file: {row['file']!r} names no recording here")
             continue
         values = {k: (row.get(k) or "").strip() or None for k in METADATA_COLUMNS}
-        for field, check in (("started_at", _check_time), ("customer_channel", _check_channel)):
+        for field, check in (("started_at", functools.partial(_check_time, zone=zone)),
+                             ("customer_channel", _check_channel)):
             if values[field] is not None:
-                values[field], error = check(values[field], zone)
+                values[field], error = check(values[field])
                 if error:
                     problem(first, f"field {field}: {error}; the call uses its default")
         rows[path] = {**values, "line": first}
@@ -211,7 +213,7 @@ def _check_time(text: str, zone: tzinfo) -> tuple[datetime | None, str | None]:
     return value, None
 
 
-def _check_channel(text: str, zone: tzinfo) -> tuple[int | None, str | None]:
+def _check_channel(text: str) -> tuple[int | None, str | None]:
     try:
         channel = int(text)
     except ValueError:

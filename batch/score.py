@@ -469,13 +469,14 @@ def _audio_seconds(path: str) -> float:
         return 0.0
 
 
-def check_labels(store: ResultsStore, stamp: ModelStamp) -> None:
-    """Refuse a results folder that holds another label set."""
+def check_labels(store: ResultsStore, stamp: ModelStamp) -> bool:
+    """Refuse a results folder that holds another label set; False if it holds none yet."""
     known = store.read_json(LABELS)
     if known and known["labels"] != stamp.labels:
         raise ResultsError(f"{store.url} holds scores for the labels {known['labels']}, but "
                            f"the model {stamp.name} {stamp.version} has {stamp.labels}; use "
                            "another results folder")
+    return bool(known)
 
 
 def claim_labels(store: ResultsStore, stamp: ModelStamp) -> None:
@@ -561,8 +562,7 @@ def write_spooled_calls(store: ResultsStore, config: ScoreConfig,
     for relative in names:
         try:
             stamp, call, outcome = _spooled_call(store.read_json(relative))
-            check_labels(store, stamp)
-            if store.read_json(LABELS) is None:  # only live calls so far
+            if not check_labels(store, stamp):  # only live calls so far
                 claim_labels(store, stamp)
         except (ValueError, KeyError, TypeError, ResultsError) as err:
             aside = store.set_aside(relative)
