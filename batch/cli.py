@@ -27,6 +27,9 @@ def _cores() -> int:
               help="Only files matching (name, or path below INPUT if it has a '/'); "
                    "repeatable [default: common audio extensions].")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching files.")
+@click.option("--follow-links", is_flag=True,
+              help="Score links to files, and walk links to folders, outside the inputs "
+                   "(refused as error rows otherwise).")
 @click.option("--metadata", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Extra metadata CSV (columns file, call_id, agent_id, queue, started_at, "
                    "customer_channel); calls.csv beside the audio is read anyway.")
@@ -58,7 +61,7 @@ def _cores() -> int:
               help="Show progress (hours of audio, ETA): a bar on a terminal, a line every "
                    "30 s in a log [default: on].")
 @click.pass_context
-def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metadata,
+def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follow_links, metadata,
           source_timezone, max_hours, file_minutes, batch_size, precision, backend, scheduler,
           prior_shift, progress):
     """Score recorded calls under INPUT... into Parquet under --out.
@@ -86,6 +89,7 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, metad
                              max_hours=max_hours, file_minutes=file_minutes,
                              rescore=rescore,
                              include=include or AUDIO_PATTERNS, exclude=exclude,
+                             follow_links=follow_links,
                              metadata=metadata, source_timezone=source_timezone,
                              prior_shift=prior_shift)
         summary = score_calls(list(inputs), out, model_dir, config, progress=progress)

@@ -17,7 +17,7 @@ import torch
 
 from callmood.batch.scan import file_sha256
 from callmood.batch.segment import LevelMeter, VadConfig, clip_start, plan_windows, window_mels
-from callmood.training.audio import AudioError, check_peak, read_blocks
+from callmood.training.audio import AudioError, check_length, check_peak, probe, read_blocks
 from callmood.training.features import MelConfig, log_mel
 
 BLOCK_S = 60.0
@@ -72,6 +72,7 @@ class Extracted:
 def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
                  max_seconds: float | None, block_s: float = BLOCK_S) -> Extracted:
     """Raises AudioError for files that cannot be scored (unreadable, silent, no speech)."""
+    check_length(probe(path), max_seconds)  # the header first: a huge file is not hashed
     sha = file_sha256(path)
     meters: list[LevelMeter] = []
     peak = 0.0

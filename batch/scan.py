@@ -31,7 +31,7 @@ import re
 import stat
 import zoneinfo
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
@@ -103,33 +103,106 @@ def input_root(item: str) -> Path:
     return path.parent if path.is_file() else path
 
 
-def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
-               exclude: tuple[str, ...] = ()) -> tuple[list[tuple[Path, Path]], list[Rejected]]:
-    """(file, the input folder it was found under) for every audio file, sorted, no repeats;
-    and the folders below the inputs that could not be listed (their files would otherwise
-    be missed without a word)."""
-    found: dict[Path, Path] = {}
-    unlisted: list[Rejected] = []
+def shown(path: str | Path) -> str:
+    """A path as text that any table or terminal takes: bytes of a file name that are not
+    UTF-8 (Linux names are bytes) are written as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
-    def cannot_list(err: OSError) -> None:
-        unlisted.append(Rejected(str(err.filename), "unreadable_folder",
-                                 f"folder cannot be listed ({err.strerror or err}); its "
-                                 "recordings are not scored: check its owner and mode"))
+
+def _inside(path: str | Path, roots: list[Path]) -> bool:
+    return any(Path(path).is_relative_to(root) for root in roots)
+
+
+@dataclass
+class Found:
+    """What walking the inputs found: the recordings (each with the input folder it was
+    found under), the paths that cannot be scored, and the hidden recordings skipped."""
+
+    files: dict[Path, Path] = field(default_factory=dict)
+    rejected: list[Rejected] = field(default_factory=list)
+    hidden: int = 0
+
+
+def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
+               exclude: tuple[str, ...] = (), follow_links: bool = False) -> Found:
+    """Every audio file under the inputs, sorted, no repeats, found by these rules:
+
+    - a name starting with '.' (file or folder) is hidden, e.g. an upload in progress: its
+      recordings are counted, not scored;
+    - a link whose target lies under an input folder is scored where it is (a file) or
+      left to the walk that reaches its target (a folder);
+    - a link whose target lies elsewhere is refused as an error row (`outside_link`), unless
+      `follow_links`: then a file link is scored and a folder link walked (each real
+      folder once, so a link loop ends);
+    - a name that is not UTF-8 is refused (`bad_name`): results hold text;
+    - a folder that cannot be listed is an error row (`unreadable_folder`), not a silent gap.
+    """
+    found = Found()
+    roots = [input_root(item) for item in inputs]
+
+    def matches(relative: str) -> bool:
+        return _matches(relative, include) and not _matches(relative, exclude)
+
+    def reject(path: Path, kind: str, message: str) -> None:
+        found.rejected.append(Rejected(shown(path), kind, message))
+
     for item in inputs:
         root = Path(item).resolve()
         if root.is_file():
-            found.setdefault(root, input_root(item))
+            found.files.setdefault(root, input_root(item))
             continue
         if not root.is_dir():
-            raise ScanError(f"{item}: no such file or folder")
-        for folder, dirs, files in os.walk(root, onerror=cannot_list):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for name in files:
-                path = Path(folder) / name
+            raise ScanError(f"{shown(item)}: no such file or folder")
+        walked = {root}
+        folders = [root]
+        while folders:
+            folder = folders.pop()
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+            except OSError as err:
+                reject(folder, "unreadable_folder",
+                       f"folder cannot be listed ({err.strerror or err}); its recordings "
+                       "are not scored: check its owner and mode")
+                continue
+            for entry in entries:
+                path = Path(entry.path)
                 relative = path.relative_to(root).as_posix()
-                if _matches(relative, include) and not _matches(relative, exclude):
-                    found.setdefault(path, root)
-    return sorted(found.items()), unlisted
+                try:
+                    is_folder = entry.is_dir()  # links followed
+                except OSError:  # a link loop: regular_file says so
+                    is_folder = False
+                if entry.name.startswith("."):
+                    found.hidden += _count_matches(path, root, matches) if is_folder \
+                        else matches(relative)
+                    continue
+                if not is_folder and not matches(relative):
+                    continue
+                if entry.is_symlink():
+                    target = os.path.realpath(path)
+                    if not _inside(target, roots) and not follow_links:
+                        reject(path, "outside_link",
+                               f"a link to {shown(target)}, outside the input folders; not "
+                               "followed (give the target as an input, or --follow-links)")
+                        continue
+                    if is_folder and _inside(target, roots):
+                        continue  # its files are found where they are
+                if is_folder:
+                    if (real := Path(os.path.realpath(path))) not in walked:
+                        walked.add(real)
+                        folders.append(path)
+                elif shown(path) != str(path):
+                    reject(path, "bad_name", "the file name is not UTF-8 text; rename the "
+                                             "file to score it")
+                else:
+                    found.files.setdefault(path, root)
+    found.files = dict(sorted(found.files.items()))
+    return found
+
+
+def _count_matches(folder: Path, root: Path, matches) -> int:
+    """Matching files below a hidden folder (links not followed)."""
+    return sum(matches((Path(dirpath) / name).relative_to(root).as_posix())
+               for dirpath, _, names in os.walk(folder) for name in names)
 
 
 def source_zone(name: str) -> tzinfo:
@@ -141,29 +214,47 @@ def source_zone(name: str) -> tzinfo:
                         "Europe/Berlin or America/New_York") from None
 
 
+YEARS = (1970, 2100)  # the times a call can have; anything else is a typo or a bad clock
+
+
 def parse_time(text: str, zone: tzinfo) -> datetime:
     """An ISO 8601 time in UTC; without an offset it is a time in `zone`. Raises
-    ValueError."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    ValueError, with a message naming the value, for text that is no time or a time
+    outside YEARS (checked before the conversion to UTC, which overflows at the ends of
+    the calendar)."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time") from None
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"{text!r} lies outside {YEARS[0]}-{YEARS[1]}")
     return (value.replace(tzinfo=zone) if value.tzinfo is None else value) \
         .astimezone(timezone.utc)
 
 
-def read_sidecar(csv_path: Path, zone: tzinfo = timezone.utc,
+MAX_VALUE = 1000  # characters of a metadata value; a longer one is a mistake, not an id
+MAX_SIDECAR_BYTES = 256 << 20
+
+
+def read_sidecar(csv_path: Path, roots: list[Path], zone: tzinfo = timezone.utc,
                  ) -> tuple[dict[Path, dict], list[Rejected]]:
-    """Rows of a metadata CSV keyed by the absolute path of their audio file, and its
-    problems; times without an offset are read in `zone`. A bad value costs only that field
-    (the call falls back to the path and the file's time), a bad row only that row, an
-    unreadable sidecar only its metadata: the calls are scored either way, and each problem
-    names the sidecar, the line and the field.
+    """Rows of a metadata CSV keyed by the absolute path of their audio file, which must
+    lie under one of the input folders `roots`, and its problems; times without an offset
+    are read in `zone`. A bad value costs only that field (the call falls back to the path
+    and the file's time), a bad row only that row, an unreadable sidecar only its metadata:
+    the calls are scored either way, and each problem names the sidecar, the line and the
+    field.
     """
     problems: list[Rejected] = []
 
     def problem(line: int | None, message: str) -> None:
         where = f"line {line}: " if line else ""
-        problems.append(Rejected(str(csv_path), "metadata", f"{where}{message}"))
+        problems.append(Rejected(shown(csv_path), "metadata", f"{where}{message}"))
 
     try:
+        if csv_path.stat().st_size > MAX_SIDECAR_BYTES:
+            problem(None, f"larger than {MAX_SIDECAR_BYTES >> 20} MB; its metadata is ignored")
+            return {}, problems
         text = csv_path.read_bytes().decode("utf-8-sig")  # a byte-order mark is no column
     except UnicodeDecodeError as err:
         problem(None, f"not UTF-8 text ({err.reason} at byte {err.start}); its metadata is "
@@ -173,54 +264,94 @@ def read_sidecar(csv_path: Path, zone: tzinfo = timezone.utc,
         problem(None, f"cannot be read ({err.strerror or err})")
         return {}, problems
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "file" not in reader.fieldnames:
-        problem(1, "a metadata CSV needs a 'file' column; its metadata is ignored")
+    try:
+        columns = reader.fieldnames
+    except csv.Error as err:
+        columns, reason = None, f" ({err})"
+    else:
+        reason = ""
+    if not columns or "file" not in columns:
+        problem(1, f"a metadata CSV needs a 'file' column{reason}; its metadata is ignored")
         return {}, problems
     rows: dict[Path, dict] = {}
+    rows_iter = iter(reader)
     line = 1
-    for row in reader:
-        first, line = line + 1, reader.line_num
+    while True:
+        first = line + 1
+        try:
+            row = next(rows_iter)
+        except StopIteration:
+            break
+        except csv.Error as err:  # a field over the csv module's limit (128 KiB)
+            problem(first, f"unreadable row ({err}); it is ignored")
+            line = first
+            continue
+        line = reader.line_num
         if line > first or None in row or any("\n" in (v or "") for v in row.values()
                                               if isinstance(v, str)):
             problem(first, "malformed row (an unterminated quote or extra fields); "
                            f"lines {first}-{line} are ignored")
             continue
-        if not (row.get("file") or "").strip():
-            problem(first, "field file is empty; the row is ignored")
-            continue
-        path = (csv_path.parent / row["file"].strip()).resolve()
-        if not path.is_file():
-            problem(first, f"field file: {row['file']!r} names no recording here")
+        name = (row.get("file") or "").strip()
+        path, error = _sidecar_file(csv_path, name, roots)
+        if error or path in rows:
+            error = error or f"{_short(name)!r} is already described on line " \
+                             f"{rows[path]['line']}"  # the first description stands
+            problem(first, f"field file: {error}; the row is ignored")
             continue
         values = {k: (row.get(k) or "").strip() or None for k in METADATA_COLUMNS}
-        for field, check in (("started_at", functools.partial(_check_time, zone=zone)),
-                             ("customer_channel", _check_channel)):
-            if values[field] is not None:
-                values[field], error = check(values[field])
+        for column, check in (("started_at", functools.partial(_check_time, zone=zone)),
+                              ("customer_channel", _check_channel),
+                              *((k, _check_text) for k in ("call_id", "agent_id", "queue"))):
+            if values[column] is not None:
+                values[column], error = check(values[column])
                 if error:
-                    problem(first, f"field {field}: {error}; the call uses its default")
+                    problem(first, f"field {column}: {error}; the call uses its default")
         rows[path] = {**values, "line": first}
     return rows, problems
 
 
+def _sidecar_file(csv_path: Path, name: str, roots: list[Path]) -> tuple[Path | None, str]:
+    """The recording a sidecar row names (relative to the CSV), or why it names none. A
+    name outside the input folders is refused whether or not it exists, so a sidecar
+    cannot probe the file system."""
+    if not name:
+        return None, "empty"
+    if "\0" in name or len(name) > 4096:
+        return None, f"{_short(name)!r} is no file name (a NUL byte, or over 4096 characters)"
+    path = Path(os.path.normpath(csv_path.parent / name))
+    if not _inside(path, roots):
+        return None, f"{_short(name)!r} lies outside the input folders"
+    try:
+        if path.is_file():
+            return path, ""
+    except OSError:  # a name too long for the file system, a loop of links
+        pass
+    return None, f"{_short(name)!r} names no recording here"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _check_text(text: str) -> tuple[str | None, str | None]:
+    if len(text) > MAX_VALUE:
+        return None, f"{_short(text)!r} is longer than {MAX_VALUE} characters"
+    return text, None
+
+
 def _check_time(text: str, zone: tzinfo) -> tuple[datetime | None, str | None]:
     try:
-        value = parse_time(text, zone)
-    except ValueError:
-        return None, f"{text!r} is not an ISO 8601 time"
-    if not 1970 <= value.year <= 2100:
-        return None, f"{text!r} lies outside 1970-2100"
-    return value, None
+        return parse_time(text, zone), None
+    except ValueError as err:
+        return None, str(err)
 
 
 def _check_channel(text: str) -> tuple[int | None, str | None]:
-    try:
-        channel = int(text)
-    except ValueError:
-        return None, f"{text!r} is not a channel number"
-    if not 0 <= channel < 256:
-        return None, f"{text!r} is not a channel number (0-255)"
-    return channel, None
+    # ASCII digits only: int() also reads other scripts' digits ('١' is 1)
+    if not (text.isascii() and text.isdigit()) or int(text) >= 256:
+        return None, f"{_short(text)!r} is not a channel number (0-255)"
+    return int(text), None
 
 
 def _time_from_path(relative: str, zone: tzinfo) -> datetime | None:
@@ -250,16 +381,30 @@ def describe(path: Path, name: str, sidecar: dict | None,
              zone: tzinfo = timezone.utc) -> CallFile:
     """The call's metadata: sidecar values first, then defaults from its `name` (its
     call_path, extension kept only where needed to tell files apart, a time in it read in
-    `zone`) and mtime."""
+    `zone`) and mtime. Raises ValueError for a call dated by an mtime outside YEARS (a
+    broken clock, or `touch -d`), OSError for a file gone since the scan listed it."""
     stat_result = path.stat()
     sidecar = sidecar or {}
     started_at = sidecar.get("started_at") or _time_from_path(name, zone)
+    dated_by_mtime = started_at is None
+    if dated_by_mtime:
+        started_at = _file_time(stat_result.st_mtime)
     meta = CallMeta(sidecar.get("call_id") or name, sidecar.get("agent_id"),
-                    sidecar.get("queue"),
-                    started_at or datetime.fromtimestamp(stat_result.st_mtime, timezone.utc),
-                    sidecar.get("customer_channel"))
+                    sidecar.get("queue"), started_at, sidecar.get("customer_channel"))
     return CallFile(str(path), stat_result.st_size, stat_result.st_mtime_ns, meta,
-                    dated_by_mtime=started_at is None)
+                    dated_by_mtime=dated_by_mtime)
+
+
+def _file_time(mtime: float) -> datetime:
+    try:
+        value = datetime.fromtimestamp(mtime, timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        value = None
+    if value is None or not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"dated only by its modification time, which lies outside "
+                         f"{YEARS[0]}-{YEARS[1]}: give it a started_at in calls.csv or fix "
+                         "the file's time")
+    return value
 
 
 def call_names(files: list[tuple[Path, Path]]) -> dict[Path, str]:
@@ -290,23 +435,35 @@ def regular_file(path: Path) -> Rejected | None:
 
 def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
          exclude: tuple[str, ...] = (), metadata: tuple[str, ...] = (),
-         zone: tzinfo = timezone.utc) -> tuple[list[CallFile], list[Rejected]]:
-    """Every audio file under the inputs, with its metadata (times without an offset read
-    in `zone`), and the matching paths that are not regular files (links followed)."""
-    found, rejected = find_audio(inputs, include, exclude)
-    rejected += [r for r in (regular_file(path) for path, _ in found) if r is not None]
+         zone: tzinfo = timezone.utc, follow_links: bool = False,
+         ) -> tuple[list[CallFile], list[Rejected], int]:
+    """Every audio file under the inputs (see find_audio for which), with its metadata
+    (times without an offset read in `zone`); the matching paths that cannot be scored and
+    the sidecar problems; and how many hidden recordings were skipped."""
+    found = find_audio(inputs, include, exclude, follow_links)
+    rejected = found.rejected
+    rejected += [r for r in (regular_file(path) for path in found.files) if r is not None]
     bad = {r.path for r in rejected}
-    files = [(path, root) for path, root in found if str(path) not in bad]
+    files = [(path, root) for path, root in found.files.items() if str(path) not in bad]
+    roots = sorted(set(found.files.values()) | {input_root(item) for item in inputs})
     sidecars: dict[Path, dict] = {}
     csvs = {folder / SIDECAR for path, root in files
             for folder in [path.parent, *path.parent.parents]
             if folder.is_relative_to(root) and (folder / SIDECAR).is_file()}
     for csv_path in sorted(csvs) + [Path(m).resolve() for m in metadata]:
         if not csv_path.is_file():
-            raise ScanError(f"{csv_path}: metadata file not found")
-        rows, problems = read_sidecar(csv_path, zone)
-        sidecars.update(rows)
+            raise ScanError(f"{shown(csv_path)}: metadata file not found")
+        rows, problems = read_sidecar(csv_path, roots, zone)
         rejected += problems
+        for path, row in rows.items():
+            if path in sidecars:  # the first description of a file stands
+                first = sidecars[path]
+                rejected.append(Rejected(shown(csv_path), "metadata", (
+                    f"line {row['line']}: field file: {shown(path)} is already described "
+                    f"on line {first['line']} of {shown(first['sidecar'])}; the row is "
+                    "ignored")))
+            else:
+                sidecars[path] = {**row, "sidecar": csv_path}
     names = call_names(files)
     calls = []
     for path, _ in files:
@@ -315,7 +472,9 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
         except OSError as err:  # removed (e.g. by a retention job) since it was listed
             rejected.append(Rejected(str(path), "missing", f"removed during the scan "
                                                            f"({err.strerror or err})"))
-    return calls, rejected
+        except ValueError as err:
+            rejected.append(Rejected(str(path), "bad_time", str(err)))
+    return calls, rejected, found.hidden
 
 
 def file_sha256(path: str) -> str:

@@ -52,7 +52,7 @@ from callmood.batch.write import (
     partition_of,
 )
 from callmood.progress import progress as progress_bar
-from callmood.training.audio import AudioError, probe
+from callmood.training.audio import AudioError, probe, unreadable_by_user
 from callmood.training.calibration import adapt_priors
 from callmood.training.features import CLIP_OVERLAP
 from callmood.training.model_folder import LoadedModel, load_model_folder
@@ -79,6 +79,7 @@ class ScoreConfig:
     include: tuple[str, ...] = AUDIO_PATTERNS
     exclude: tuple[str, ...] = ()
     metadata: tuple[str, ...] = ()
+    follow_links: bool = False  # links to files and folders outside the inputs
     # the recorders' zone: times in paths and sidecar times without an offset are local
     # times there (IANA name); results hold UTC
     source_timezone: str = "UTC"
@@ -189,10 +190,12 @@ def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                            found.windows, probs)
     except AudioError as err:
         return FileOutcome(path, error_kind=err.kind, error=err.detail)
+    except FileNotFoundError:
+        return FileOutcome(path, error_kind="missing",
+                           error="removed while it was being scored")
     except PermissionError as err:
-        return FileOutcome(path, error_kind="permission",
-                           error=f"cannot be read by this user ({err.strerror}); check the "
-                                 "file's owner and mode. It is tried again next run")
+        refused = unreadable_by_user(path, err)
+        return FileOutcome(path, error_kind=refused.kind, error=refused.detail)
     except Exception as err:  # a bug or resource problem on one file: record it, go on
         return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
 
@@ -205,6 +208,7 @@ class RunSummary:
     calls_scored: int = 0
     files_failed: int = 0
     metadata_problems: int = 0  # sidecar faults: error rows, but the calls score anyway
+    hidden_skipped: int = 0  # recordings named or filed under '.', e.g. uploads in progress
     audio_s: float = 0.0
     segments: int = 0
     wall_s: float = 0.0
@@ -215,7 +219,9 @@ class RunSummary:
         return (f"{self.calls_scored} calls scored ({self.audio_s / 3600:.2f} h of audio, "
                 f"{self.segments} segments), {self.files_failed} files failed, "
                 f"{self.metadata_problems} metadata problems, "
-                f"{self.files_unchanged} unchanged files skipped; {self.wall_s:.1f} s wall, "
+                f"{self.files_unchanged} unchanged files skipped"
+                + (f", {self.hidden_skipped} hidden files skipped" if self.hidden_skipped
+                   else "") + f"; {self.wall_s:.1f} s wall, "
                 f"{speed:.0f}x real time") + (
             "; class priors of the night: " + ", ".join(
                 f"{k} {v:.0%}" for k, v in self.priors.items()) if self.priors else "")
@@ -262,31 +268,37 @@ class _Run:
             return own
         return self.manifest.get(self.moved_from[call.path]) or {}  # own: none, or failed
 
-    def _replace_parts(self, call: CallFile, keep: list[str]) -> None:
-        """Remove the call's previous rows, except from the files in `keep`."""
+    def _replace_parts(self, call: CallFile, keep: list[str]) -> list[str]:
+        """Remove the call's previous rows, except from the files in `keep`; returns the
+        compacted files that still hold them. Those are files of a partition `keep` has
+        rows of the same call in: the new rows supersede the old there (readers take a
+        call's newest version, and the end-of-run compaction drops the older), so a day's
+        file is rewritten once per run, not once per re-scored call."""
         previous = self._previous(call)
+        superseded = {partition_of(part) for part in keep} \
+            if previous.get("meta", {}).get("call_id") == call.meta.call_id else set()
+        still = []
         for relative in previous.get("parts", []):
             if relative in keep:
                 continue
-            if is_compacted(relative):  # shared with other calls: drop only this call's rows
-                self.store.replace_call_rows(relative, previous["meta"]["call_id"])
-            else:
+            if not is_compacted(relative):
                 self.store.delete(relative)
+            elif partition_of(relative) in superseded:
+                still.append(relative)
+            else:  # shared with other calls: drop only this call's rows
+                self.store.replace_call_rows(relative, previous["meta"]["call_id"])
+        return still
 
-    def _write_rows(self, call: CallFile, table: str, rows: pa.Table) -> str:
-        """Write a call's rows of one table; returns the file that holds them. Where its
-        previous rows sit in a compacted file of the same partition, they are swapped there
-        in one write: a re-score never shows the call missing or twice."""
-        meta = call.meta
-        own = part_path(table, meta.call_date, digest(meta.call_id))
-        folder = own.rsplit("/", 1)[0] + "/"
-        previous = self._previous(call)
-        for relative in previous.get("parts", []):
-            if is_compacted(relative) and relative.startswith(folder):
-                self.store.replace_call_rows(relative, previous["meta"]["call_id"], rows)
-                return relative
-        self.store.write_table(own, rows)
-        return own
+    def _begin(self, call: CallFile, parts: list[str]) -> None:
+        """Mark the call as being written, before its new rows: a run killed before the
+        call is finished (its segments written, its calls row not, or only some of a
+        re-score's) leaves it `writing`, and the next run scores it again."""
+        entry = {**self._previous(call), "path": call.path, "status": "writing",
+                 "run_id": self.summary.run_id}
+        entry.setdefault("meta", call.meta.as_json())
+        entry["parts"] = list(dict.fromkeys([*entry.get("parts", []), *parts]))
+        self.store.put_manifest(entry)
+        self.manifest[call.path] = entry
 
     def _finish(self, call: CallFile, sha256: str | None, status: str, parts: list[str],
                 detail: dict) -> None:
@@ -342,6 +354,12 @@ class _Run:
             call = dated_as_scored(call, previous)  # the same recording, copied or moved
         labels, meta = stamp.labels, call.meta
         roles = roles_for(outcome.channels, meta.customer_channel)
+        customer_channel = meta.customer_channel if "customer" in roles else None
+        if meta.customer_channel is not None and customer_channel is None:
+            self.rejected(Rejected(call.path, "metadata", (
+                f"customer_channel {meta.customer_channel}, but the recording has "
+                f"{outcome.channels} channel{'s' * (outcome.channels != 1)}: its channels "
+                "are scored without agent and customer roles")))
         order = sorted(range(len(outcome.windows)),
                        key=lambda i: (outcome.windows[i][1], outcome.windows[i][0]))
         windows = [outcome.windows[i] for i in order]
@@ -365,15 +383,18 @@ class _Run:
             [(roles[c], s, e) for c, s, e in windows], probs, self.config.escalation)
         call_row = {"call_id": meta.call_id, "source_file": call.path,
                     "agent_id": meta.agent_id, "queue": meta.queue,
-                    "started_at": meta.started_at, "customer_channel": meta.customer_channel,
+                    "started_at": meta.started_at, "customer_channel": customer_channel,
                     "duration_s": outcome.duration_s, "n_segments": n, **summary, **tail}
-        # new rows first, then the old ones go: a kill in between leaves the call twice
-        # only where its date changed, and its changed metadata has the next run redo it
-        parts = [self._write_rows(call, "segments", pa.Table.from_pydict(
-                     segments, schema=segments_schema(labels))),
-                 self._write_rows(call, "calls", pa.Table.from_pylist(
-                     [call_row], schema=calls_schema(labels)))]
-        self._replace_parts(call, keep=parts)
+        # the segments first, then the calls row, which readers take as the commit of the
+        # call's version (scored_at): they show a call whole or not at all (results_db)
+        parts = [part_path(table, meta.call_date, digest(meta.call_id))
+                 for table in ("segments", "calls")]
+        self._begin(call, parts)
+        self.store.write_table(parts[0], pa.Table.from_pydict(
+            segments, schema=segments_schema(labels)))
+        self.store.write_table(parts[1], pa.Table.from_pylist(
+            [call_row], schema=calls_schema(labels)))
+        parts += self._replace_parts(call, keep=parts)
         self._finish(call, outcome.sha256, "scored", parts,
                      {"model_version": stamp.version})
         self.summary.calls_scored += 1
@@ -413,7 +434,7 @@ def _claim_call_ids(todo: list[CallFile], manifest: dict[str, dict],
                     run: _Run) -> list[CallFile]:
     """Drop (as errors) files whose call id already belongs to another existing file."""
     owners = {e["meta"]["call_id"]: path for path, e in manifest.items()
-              if e["status"] == "scored"}
+              if e["status"] in ("scored", "writing")}
     kept = []
     for call in todo:
         owner = owners.get(call.meta.call_id)
@@ -597,10 +618,10 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
     stamp = ModelStamp.of(model)
-    files, rejected = scan(inputs, config.include, config.exclude, config.metadata,
-                           source_zone(config.source_timezone))
+    files, rejected, hidden = scan(inputs, config.include, config.exclude, config.metadata,
+                                   source_zone(config.source_timezone), config.follow_links)
     summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
-                         len(files) + len(rejected))
+                         len(files) + len(rejected), hidden_skipped=hidden)
     store = ResultsStore(out)
     with store.lock(LIVE_WRITE_S):
         store.remove_leftovers()
@@ -642,12 +663,13 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 summary.priors = shift_priors(held, model.labels)
                 for outcome in held:
                     run.scored(by_path[outcome.path], outcome)
-            # a day's live calls are merged too, with whatever this run added to it, and
-            # so are those that ended during the run (spooled: the run held the folder)
-            live_parts = {partition_of(part) for e in live.values() for part in e["parts"]
-                          if not is_compacted(part)}
-            live_parts |= write_spooled_calls(store, config, run.manifest)
-            store.compact(run.touched | live_parts, run.manifest)
+            # merged too: the days of calls whose files no run merged yet (scored live, or
+            # by a run killed before its compaction), and of live calls that ended during
+            # the run (spooled: the run held the folder)
+            loose = {partition_of(part) for entry in run.manifest.values()
+                     for part in entry.get("parts", []) if not is_compacted(part)}
+            loose |= write_spooled_calls(store, config, run.manifest)
+            store.compact(run.touched | loose, run.manifest)
             status = "finished"
         except Exception as err:
             status = f"failed: {type(err).__name__}: {err}"

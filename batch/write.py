@@ -38,6 +38,7 @@ import uuid
 from collections.abc import Iterator
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -93,6 +94,23 @@ def live_parts(listed: list[str], journals: list[dict | None]) -> list[str]:
     return [p for p in listed if p not in skipped]
 
 
+def newest_rows(table: pa.Table, committed: pa.Table | None = None) -> pa.Table:
+    """Each call's rows of its newest version (the greatest scored_at), in their order: a
+    re-scored call's rows supersede its older ones in the same partition until compaction
+    drops those. With `committed` (the (call_id, scored_at) of a partition's calls rows),
+    the versions of segments that no calls row commits (a run killed between the two
+    writes) are dropped first."""
+    rows = table.append_column("_row", pa.array(np.arange(table.num_rows)))
+    if committed is not None:
+        versions = committed.select(["call_id", "scored_at"]) \
+            .group_by(["call_id", "scored_at"]).aggregate([])
+        rows = rows.join(versions, ["call_id", "scored_at"], join_type="left semi")
+    newest = rows.group_by("call_id").aggregate([("scored_at", "max")])
+    rows = rows.join(newest, "call_id")
+    kept = rows.filter(pc.equal(rows["scored_at"], rows["scored_at_max"]))["_row"]
+    return table.take(np.sort(kept.to_numpy()))
+
+
 class ResultsStore:
     def __init__(self, url: str):
         self.url = url
@@ -123,9 +141,9 @@ class ResultsStore:
         pq.write_table(table, buffer, compression="zstd")
         self._write_bytes(relative, buffer.getvalue())
 
-    def read_table(self, relative: str) -> pa.Table:
+    def read_table(self, relative: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open(self._path(relative), "rb") as f:
-            return pq.read_table(f)
+            return pq.read_table(f, columns=columns)
 
     def write_json(self, relative: str, value: dict) -> None:
         self._write_bytes(relative, (json.dumps(value, indent=2) + "\n").encode())
@@ -233,23 +251,32 @@ class ResultsStore:
         if not plan:
             return 0
         self.write_json(JOURNAL, {"plan": plan})
-        for step in plan:
-            merged = pa.concat_tables([self.read_table(m) for m in step["members"]],
-                                      promote_options="default")
-            self.write_table(step["compact"], merged)
         self.finish_compaction(manifest)
         return sum(len(step["members"]) for step in plan)
 
     def finish_compaction(self, manifest: dict[str, dict]) -> None:
-        """Point manifest entries at the merged files, then delete the merged members.
+        """Carry out the journal's merges: write each merged file not written yet (each
+        call's newest rows of its members), point manifest entries at it, then delete the
+        members.
 
-        Idempotent, so it also completes the compaction of a run killed half-way.
+        Idempotent, so it also completes the compaction of a run killed half-way (members
+        are deleted only once every merged file is written).
         """
         journal = self.read_json(JOURNAL)
         if journal is None:
             return
+        for step in journal["plan"]:
+            if not self.fs.exists(self._path(step["compact"])):
+                merged = pa.concat_tables([self.read_table(m) for m in step["members"]],
+                                          promote_options="default")
+                table, partition = partition_of(step["compact"])
+                committed = pa.concat_tables(
+                    [self.read_table(p, ["call_id", "scored_at"])
+                     for p in self.list_parts("calls", partition)]
+                ) if table == "segments" else None
+                self.write_table(step["compact"], newest_rows(merged, committed))
         moved = {member: step["compact"] for step in journal["plan"]
-                 if self.fs.exists(self._path(step["compact"])) for member in step["members"]}
+                 for member in step["members"]}
         for entry in manifest.values():
             parts = entry.get("parts", [])
             if any(p in moved for p in parts):

@@ -38,7 +38,7 @@ SEGMENTS_PER_CALL = 20
 OUT_JSON = Path(__file__).parent / "results" / "queries.json"
 
 
-def generate(root: Path, n_calls: int, seed: int = 0) -> int:
+def generate(root: Path, n_calls: int, seed: int = 0, compacted: bool = True) -> int:
     """Write the results set; returns the number of segments."""
     rng = np.random.default_rng(seed)
     start = dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)
@@ -115,7 +115,11 @@ def generate(root: Path, n_calls: int, seed: int = 0) -> int:
         for name, table, days in (("segments", segs, seg_day), ("calls", calls, call_day)):
             lo, hi = np.searchsorted(days, [d, d + 1])
             (root / name / part).mkdir(parents=True, exist_ok=True)
-            pq.write_table(table.slice(lo, hi - lo), root / name / part / "part-0.parquet")
+            # named as the nightly compaction names a day's file (readers then trust it to
+            # hold committed rows only); otherwise readers pick each call's committed rows
+            pq.write_table(table.slice(lo, hi - lo),
+                           root / name / part / ("part-c0.parquet" if compacted
+                                                 else "part-0.parquet"))
         run_start = start + dt.timedelta(days=int(d) + 1, hours=2)
         run = {"run_id": f"run{d:03d}", "started_at": run_start,
                "finished_at": run_start + dt.timedelta(minutes=30),
@@ -146,6 +150,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="results folder to write (default: a temp dir)")
     parser.add_argument("--calls", type=int, default=50_000)
+    parser.add_argument("--uncompacted", action="store_true",
+                        help="files not named as compacted: the layout of a run under way "
+                             "or killed, where readers check each call's version")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--json", type=Path, default=OUT_JSON)
     parser.add_argument("--timezone", default="UTC",
@@ -155,7 +162,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp) / "results"
         t0 = time.perf_counter()
-        n_segments = generate(root, args.calls)
+        n_segments = generate(root, args.calls, compacted=not args.uncompacted)
         generate_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         con = connect(root, timezone=args.timezone)
@@ -184,6 +191,7 @@ def main() -> None:
         "data": {"calls": args.calls, "segments": n_segments, "days": DAYS,
                  "labels": LABELS, "generate_s": round(generate_s, 2)},
         "timezone": args.timezone,
+        "layout": "uncompacted" if args.uncompacted else "compacted",
         "connect_s": round(connect_s, 4),
         "repeat": args.repeat,
         "filtered_params": {k: str(v) for k, v in filtered.items()},

@@ -15,11 +15,11 @@ if not path:
 try:
     results = app_data.open_results(path)
 except ResultsError as exc:
-    st.error(str(exc))
+    st.error(f"Cannot open the results: {app_data.literal(exc)}")
     st.stop()
 
 app_data.sidebar_filters()
-st.sidebar.caption(f"Results: `{results.path}`")
+st.sidebar.caption(f"Results: {app_data.literal(results.path)}")
 page = st.navigation([
     st.Page(app_data.PAGES["overview"], title="Overview", default=True),
     st.Page(app_data.PAGES["agents"], title="Agents and queues", url_path="agents"),

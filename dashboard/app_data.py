@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -146,3 +147,17 @@ def open_page(page: str, call: str | None = None, **filter_values) -> None:
 
 def pct(value) -> str:
     return "–" if value is None or pd.isna(value) else f"{100 * value:.0f}%"
+
+
+def literal(value) -> str:
+    """`value` as Markdown that shows its exact text: a code span, on one line.
+
+    Streamlit renders Markdown in alerts, captions, metric values and tooltips, and call
+    ids, agents, queues, file names and error texts come from URLs and from sidecar CSVs
+    anyone can write: raw, "[Sign in](https://…)" would be a live link and "![x](…)" an
+    image request. Backslash escapes are not enough (Streamlit still links a bare
+    https://… or www.… address); nothing in a code span is parsed.
+    """
+    text = " ".join(str(value).splitlines())
+    fence = "`" * (1 + max(map(len, re.findall("`+", text)), default=0))
+    return f"{fence} {text} {fence}"  # one space of padding each side is not shown

@@ -28,17 +28,23 @@ _timezone_option = click.option(
 @click.argument("sql", required=False)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
               help="Output format.")
+@click.option("--csv-raw", is_flag=True,
+              help="With --format csv: write text cells as they are. By default a text "
+                   "cell starting with =, +, -, @, a tab or a carriage return gets a "
+                   "leading ' so that a spreadsheet shows it instead of running it as a "
+                   "formula (agent ids, queues and call ids come from sidecar CSVs).")
 @click.option("--list", "list_only", is_flag=True, help="Show the views and the canned queries.")
 @click.option("--summary", is_flag=True, help="Print a short summary of the results.")
 @click.option("--canned", metavar="NAME", help="Run a canned query (see --list).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the canned query, e.g. --param date_from=2026-03-01.")
 @_timezone_option
-def query(results, sql, fmt, list_only, summary, canned, params, timezone):
+def query(results, sql, fmt, csv_raw, list_only, summary, canned, params, timezone):
     """Run read-only SQL over the Parquet results in RESULTS.
 
     The views segments, calls, errors and runs are defined, plus the emotion_labels
     table and the filtered_calls / filtered_segments macros. Only SELECT statements run.
+    CSV output neutralises spreadsheet formulas in text cells (see --csv-raw).
     """
     from callmood.dashboard import query_cli
 
@@ -47,9 +53,12 @@ def query(results, sql, fmt, list_only, summary, canned, params, timezone):
         raise click.UsageError("give exactly one of SQL, --list, --summary or --canned NAME")
     if params and not canned:
         raise click.UsageError("--param goes with --canned")
+    if csv_raw and fmt != "csv":
+        raise click.UsageError("--csv-raw goes with --format csv")
     try:
-        text = query_cli.run(results, sql=sql, fmt=fmt, list_only=list_only, summary=summary,
-                             canned=canned, params=_parse_params(params), timezone=timezone)
+        text = query_cli.run(results, sql=sql, fmt=fmt, csv_raw=csv_raw, list_only=list_only,
+                             summary=summary, canned=canned, params=_parse_params(params),
+                             timezone=timezone)
     except query_cli.USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text)

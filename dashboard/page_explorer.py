@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from callmood.dashboard import app_data, charts
-from callmood.dashboard.app_data import pct
+from callmood.dashboard.app_data import literal, pct
 from callmood.dashboard.audio import input_roots, read_audio
 
 LISTED = 500  # calls in the picker
@@ -29,12 +29,12 @@ def describe(call_id: str) -> str:
 
 
 # ?call=ID (a shared link or a click-through) picks the call, once; the URL then follows
-# the selection.
+# the selection. Values from the URL or the data go into Markdown only through literal().
 requested = st.query_params.get("call")
 if requested in calls.index and st.session_state.get("_explorer_url_call") != requested:
     st.session_state["explorer_call"] = requested
 elif requested and requested not in calls.index:
-    st.warning(f"Call {requested!r} does not match the filters; showing another.")
+    st.warning(f"Call {literal(requested)} does not match the filters; showing another.")
 if st.session_state.get("explorer_call") not in calls.index:
     st.session_state.pop("explorer_call", None)  # not among the filtered calls
 call_id = st.selectbox("Call", list(calls.index), format_func=describe, key="explorer_call")
@@ -42,13 +42,13 @@ st.query_params["call"] = st.session_state["_explorer_url_call"] = call_id
 call = calls.loc[call_id]
 
 cols = st.columns(6)
-cols[0].metric("Agent", "–" if pd.isna(call.agent_id) else call.agent_id)
-cols[1].metric("Queue", "–" if pd.isna(call.queue) else call.queue)
+cols[0].metric("Agent", "–" if pd.isna(call.agent_id) else literal(call.agent_id))
+cols[1].metric("Queue", "–" if pd.isna(call.queue) else literal(call.queue))
 cols[2].metric("Duration", f"{call.duration_s:.0f} s")
 cols[3].metric("Customer negative", pct(call.customer_negative_share))
 cols[4].metric("Escalated", "yes" if call.escalated else "no")
 cols[5].metric("Peak negative", "–" if pd.isna(call.peak_negative_emotion)
-               else f"{call.peak_negative_emotion} {call.peak_negative_confidence:.2f}")
+               else f"{literal(call.peak_negative_emotion)} {call.peak_negative_confidence:.2f}")
 
 segments = app_data.query("call_segments", call_id=call_id)
 labels = list(app_data.options().emotions)

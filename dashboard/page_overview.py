@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from callmood.dashboard import app_data, charts
-from callmood.dashboard.app_data import pct
+from callmood.dashboard.app_data import literal, pct
 
 st.title("Overview")
 runs = app_data.query("run_status", filtered=False).iloc[0]
@@ -20,7 +20,7 @@ unfinished = not (pd.isna(runs.last_run_status) or runs.last_run_status == "fini
 cols[4].metric("Last run", "never" if pd.isna(runs.last_run_finished_at)
                else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} {app_data.timezone()}",
                delta="did not finish" if unfinished else None, delta_color="inverse",
-               help=f"status: {runs.last_run_status}" if unfinished else None)
+               help=f"status: {literal(runs.last_run_status)}" if unfinished else None)
 cols[5].metric("Errors", int(runs.errors),
                help=f"{int(runs.last_run_errors)} in the last run, {int(runs.errors)} in all")
 

@@ -16,11 +16,39 @@ from callmood.dashboard.results_db import (
 from callmood.dashboard.summary import summarize
 
 USER_ERRORS = (ResultsError, ReadOnlyError, QueryError, duckdb.Error)
+# a spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def format_frame(df: pd.DataFrame, fmt: str) -> str:
+def _text_columns(df: pd.DataFrame) -> list[int]:
+    """Positions (a query may repeat a name) of the columns that can hold text."""
+    return [i for i, dtype in enumerate(df.dtypes) if dtype.kind == "O"]  # and str dtypes
+
+
+def neutralise_formulas(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a ' before every text cell that starts with FORMULA_STARTS, so that a
+    spreadsheet shows it instead of running it; numbers (-3.5) stay numbers."""
+    out = df.copy()
+    for i in _text_columns(df):
+        out.isetitem(i, df.iloc[:, i].map(
+            lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v))
+    return out
+
+
+def to_csv(df: pd.DataFrame, raw: bool = False) -> str:
+    """CSV with formulas neutralised unless `raw`. A cell holding a CR must be quoted, or
+    readers end the row there (and a formula after it starts a cell); Python before
+    3.11.9 quotes it only when the line ends hold a CR too (CPython gh-67044)."""
+    df = df if raw else neutralise_formulas(df)
+    has_cr = any(df.iloc[:, i].map(lambda v: isinstance(v, str) and "\r" in v).any()
+                 for i in _text_columns(df))
+    ending = "\r\n" if has_cr else "\n"
+    return df.to_csv(index=False, lineterminator=ending).removesuffix(ending)
+
+
+def format_frame(df: pd.DataFrame, fmt: str, csv_raw: bool = False) -> str:
     if fmt == "csv":
-        return df.to_csv(index=False).rstrip("\n")
+        return to_csv(df, csv_raw)
     if fmt == "json":
         return df.to_json(orient="records", date_format="iso", indent=2)
     if df.empty:
@@ -44,8 +72,8 @@ def describe(con: duckdb.DuckDBPyConnection) -> str:
     return "\n".join(lines)
 
 
-def run(results, *, sql=None, fmt="table", list_only=False, summary=False, canned=None,
-        params=None, timezone=None) -> str:
+def run(results, *, sql=None, fmt="table", csv_raw=False, list_only=False, summary=False,
+        canned=None, params=None, timezone=None) -> str:
     con = connect(results, read_only=True, timezone=timezone)
     try:
         if list_only:
@@ -53,6 +81,6 @@ def run(results, *, sql=None, fmt="table", list_only=False, summary=False, canne
         if summary:
             return summarize(con)
         df = run_canned(con, canned, params) if canned else run_sql(con, sql)
-        return format_frame(df, fmt)
+        return format_frame(df, fmt, csv_raw)
     finally:
         con.close()

@@ -32,7 +32,7 @@ from callmood.batch.schema import (
     calls_schema,
     segments_schema,
 )
-from callmood.batch.write import JOURNAL, live_parts
+from callmood.batch.write import JOURNAL, is_compacted, live_parts
 
 # Used when the results folder has no labels.json (written by the batch job from the
 # model folder's valence map).
@@ -144,25 +144,52 @@ def _empty_view_sql(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema
     return f"CREATE VIEW {name} AS SELECT {cols} WHERE false"
 
 
+# A call's rows are a version (their scored_at), and its calls row commits it: the batch
+# job writes a call's segments first, and a re-scored call's new rows sit beside its old
+# ones until the night's compaction. A partition whose files a compaction merged into one
+# holds only each call's newest committed version (batch.write.newest_rows); in any other
+# (a run under way, or killed) readers take each call's newest committed version, whole,
+# and nothing of a call not committed yet. (By day as well as call id, so that date
+# filters still skip files; a call whose day changed is rewritten at once.)
+COMMITTED = {
+    "calls": "SELECT * FROM {files} QUALIFY row_number() OVER ("
+             "PARTITION BY call_date, call_id ORDER BY scored_at DESC) = 1",
+    "segments": "SELECT s.* FROM {files} AS s SEMI JOIN calls AS c "
+                "ON s.call_id = c.call_id AND s.scored_at = c.scored_at",
+}
+
+
+def _read_sql(table: str, files: list[Path]) -> str:
+    listed = "[" + ", ".join(_sql_string(str(p)) for p in files) + "]"
+    return (f"read_parquet({listed}, hive_partitioning = true, union_by_name = true, "
+            f"hive_types = {{'{PARTITION_KEYS[table]}': DATE}})")
+
+
+def _table_sql(table: str, files: list[Path]) -> str:
+    """The query a table's view runs over its files (see COMMITTED)."""
+    if table not in COMMITTED:
+        return f"SELECT * FROM {_read_sql(table, files)}"
+    by_partition: dict[Path, list[Path]] = {}
+    for path in files:
+        by_partition.setdefault(path.parent, []).append(path)
+    merged = [p for ps in by_partition.values() if len(ps) == 1 and is_compacted(ps[0].name)
+              for p in ps]
+    others = [p for p in files if p not in set(merged)]
+    branches = ([f"SELECT * FROM {_read_sql(table, merged)}"] if merged else []) + \
+        ([f"({COMMITTED[table].format(files=_read_sql(table, others))})"] if others else [])
+    return " UNION ALL BY NAME ".join(branches)
+
+
 def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
-    # Labels decide the empty schemas, so look at segments (then calls) first.
     files = {t: parquet_files(root, t) for t in TABLES}
-    present = {t: bool(files[t]) for t in TABLES}
-    for table in TABLES:
-        if present[table]:
-            key = PARTITION_KEYS[table]
-            listed = "[" + ", ".join(_sql_string(str(p)) for p in files[table]) + "]"
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet({listed}, "
-                f"hive_partitioning = true, union_by_name = true, "
-                f"hive_types = {{'{key}': DATE}})"
-            )
-    if present["segments"]:
-        columns = con.sql("SELECT * FROM segments").columns
-    elif present["calls"]:
+    sources = {t: f"({_table_sql(t, files[t])})" for t in TABLES if files[t]}
+    # Labels decide the empty schemas, so look at segments (then calls) first.
+    if files["segments"]:
+        columns = con.sql(f"SELECT * FROM {_read_sql('segments', files['segments'])}").columns
+    elif files["calls"]:
         columns = [
             "p_" + c.removeprefix("customer_share_")
-            for c in con.sql("SELECT * FROM calls").columns
+            for c in con.sql(f"SELECT * FROM {_read_sql('calls', files['calls'])}").columns
             if c.startswith("customer_share_")
         ]
     else:
@@ -174,8 +201,10 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
         "errors": ERRORS_SCHEMA,
         "runs": RUNS_SCHEMA,
     }
-    for table in TABLES:
-        if not present[table]:
+    for table in sorted(TABLES, key=lambda t: t == "segments"):  # segments read calls
+        if table in sources:
+            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {sources[table]}")
+        else:
             schema = empty[table].append(pa.field(PARTITION_KEYS[table], pa.date32()))
             con.execute(_empty_view_sql(con, table, schema))
     _local_days(con)

@@ -12,7 +12,10 @@ Two ways in, told apart by the first message of a call:
 
 Events go back as JSON text messages: ``segment`` per scored speech segment, ``alert``
 when the escalation rule fires, ``summary`` after ``stop``, ``error`` for a message that
-cannot be used (the connection stays open for the next one). When a call stops or its
+cannot be used (the connection stays open for the next one): every field the server
+reads is checked, and the error names the field; a call id already streaming to this
+server is refused. Clients only get the server's own words (StreamError): anything else
+that fails on a message is logged and answered with INTERNAL_ERROR. When a call stops or its
 connection drops, its segments and calls row are written to ``--results`` with the
 nightly job's writer (batch.score.write_live_call); while a nightly run holds the results
 folder, finished calls wait in its spool and a retry every RETRY_S writes them once it is
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import os
@@ -51,6 +53,8 @@ log = logging.getLogger("callmood.live")
 TRACKS = {"outbound": 0, "inbound": 1}  # agent, customer
 MAX_MESSAGE_BYTES = 1 << 20
 RETRY_S = 10.0  # how often spooled calls are written while the results folder is busy
+# the answer to a message that failed other than by a StreamError: its text is for the log
+INTERNAL_ERROR = "the server failed on this message (its log says why); it was not used"
 
 
 @dataclass
@@ -73,6 +77,7 @@ class LiveServer:
         self.pool = ThreadPoolExecutor(threads or len(os.sched_getaffinity(0)),
                                        initializer=_one_torch_thread)
         self.config = ScoreConfig(vad=self.vad, escalation=self.escalation)
+        self.streaming: set[str] = set()  # call ids in progress, on every connection
         if results:  # refused now, not at the end of every call (ResultsError)
             check_labels(ResultsStore(results), ModelStamp.of(model))
 
@@ -121,9 +126,9 @@ class LiveServer:
                     call, events = await self._on_message(call, message)
                 except StreamError as err:
                     events = [{"type": "error", "message": str(err)}]
-                except Exception as err:  # a bug on one message must not end the others
+                except Exception:  # a bug on one message must not end the others
                     log.exception("message failed")
-                    events = [{"type": "error", "message": f"{type(err).__name__}: {err}"}]
+                    events = [{"type": "error", "message": INTERNAL_ERROR}]
                 for event in events:
                     await websocket.send(json.dumps(event))
         except ConnectionClosed:
@@ -136,8 +141,11 @@ class LiveServer:
                           ) -> tuple[_Call | None, list[dict]]:
         run = asyncio.get_running_loop().run_in_executor
         if isinstance(message, bytes):
-            if call is None or call.protocol != "callmood":
+            if call is None:
                 raise StreamError("audio before a start message")
+            if call.protocol != "callmood":
+                raise StreamError("a binary message in a media-stream call: its audio comes "
+                                  "as base64 in JSON media events")
             data = call.partial + message
             whole = len(data) - len(data) % frame_bytes(call.encoding,
                                                           len(call.scorer.channels))
@@ -148,70 +156,84 @@ class LiveServer:
             data = json.loads(message)
         except ValueError:
             raise StreamError(f"not JSON: {message[:80]!r}") from None
+        except RecursionError:
+            raise StreamError("JSON nested too deeply") from None
         if not isinstance(data, dict):
             raise StreamError("a message must be a JSON object")
-        kind = data.get("type") or data.get("event")
+        media_stream = "event" in data and "type" not in data  # callmood's have a type
+        kind = _field(data, "event" if media_stream else "type", str)
         if kind == "start":
             if call is not None:
-                raise StreamError(f"call {call.scorer.call.call_id!r} has not stopped")
-            return (self._start_media(data) if "event" in data else self._start(data)), []
+                raise StreamError(f"call {call.scorer.call.call_id!r:.80} has not stopped")
+            return (self._start_media(data) if media_stream else self._start(data)), []
         if kind in ("connected", "mark", "dtmf"):
             return call, []
         if call is None:
-            raise StreamError(f"{kind!r} before a start message")
+            raise StreamError(f"{kind!r:.80} before a start message")
         if kind == "media":
             if call.protocol != "media":
                 raise StreamError("a media event in a callmood-protocol call; send its "
                                   "audio as binary messages")
-            media = data.get("media") or {}
-            if media.get("track", "inbound") not in TRACKS:
-                raise StreamError(f"unknown track {media.get('track')!r}")
-            try:
-                payload = base64.b64decode(media.get("payload", ""), validate=True)
-            except (binascii.Error, TypeError):
-                raise StreamError("media payload is not base64") from None
+            track = _field(data, "media.track", str, "inbound")
+            if track not in TRACKS:
+                raise StreamError(f"media.track must be one of {sorted(TRACKS)}, "
+                                  f"got {track!r:.80}")
+            try:  # ValueError: text that is not ASCII
+                payload = base64.b64decode(_field(data, "media.payload", str, ""),
+                                           validate=True)
+            except ValueError:
+                raise StreamError("media.payload is not base64") from None
             audio = decode(payload, "mulaw", 1)[0]
-            return call, await run(self.pool, call.scorer.feed_channel,
-                                   TRACKS[media.get("track", "inbound")], audio)
+            return call, await run(self.pool, call.scorer.feed_channel, TRACKS[track], audio)
         if kind == "stop":
             return None, await self._finish(call)
-        raise StreamError(f"unknown message {kind!r}")
+        raise StreamError(f"unknown message {kind!r:.80}")
 
     def _start(self, data: dict) -> _Call:
-        try:
-            meta = _meta(str(data["call_id"]), data.get("agent_id"), data.get("queue"),
-                         data.get("started_at"), data.get("customer_channel"),
-                         self.source_zone)
-            channels = _whole_number(data.get("channels", 1), "channels")
-            rate = _whole_number(data["sample_rate"], "sample_rate")
-        except KeyError as err:
-            raise StreamError(f"start needs call_id and sample_rate (no {err})") from None
-        if meta.customer_channel is not None and not 0 <= meta.customer_channel < channels:
-            raise StreamError(f"customer_channel {meta.customer_channel} is not one of the "
-                              f"{channels} channel(s)")
-        encoding = data.get("encoding", "pcm16")
-        decode(b"", encoding, channels)  # an unknown encoding is refused now
+        meta = _meta(_field(data, "call_id", str), _field(data, "agent_id", str, None),
+                     _field(data, "queue", str, None), _field(data, "started_at", str, None),
+                     _field(data, "customer_channel", int, None), self.source_zone)
+        channels = _field(data, "channels", int, 1)
+        rate = _field(data, "sample_rate", int)
+        encoding = _field(data, "encoding", str, "pcm16")
+        frame_bytes(encoding, 1)  # an unknown encoding is refused now
         return _Call(self._scorer(meta, channels, rate), "callmood", encoding)
 
     def _start_media(self, data: dict) -> _Call:
-        start = data.get("start") or {}
-        params = start.get("customParameters") or {}
-        fmt = start.get("mediaFormat") or {}
-        if fmt.get("encoding", "audio/x-mulaw") != "audio/x-mulaw" \
-                or int(fmt.get("sampleRate", 8000)) != 8000:
-            raise StreamError(f"media format {fmt} is not 8 kHz mu-law")
-        call_id = params.get("call_id") or start.get("callSid") or data.get("streamSid")
+        encoding = _field(data, "start.mediaFormat.encoding", str, "audio/x-mulaw")
+        rate = _field(data, "start.mediaFormat.sampleRate", int, 8000)
+        if (encoding, rate) != ("audio/x-mulaw", 8000):
+            raise StreamError(f"start.mediaFormat must be 8 kHz mu-law (audio/x-mulaw), got "
+                              f"{encoding!r:.80} at {rate} Hz")
+        call_id = _field(data, "start.customParameters.call_id", str, None) \
+            or _field(data, "start.callSid", str, None) or _field(data, "streamSid", str, None)
         if not call_id:
             raise StreamError("start has no call id (customParameters.call_id or callSid)")
-        meta = _meta(str(call_id), params.get("agent_id"), params.get("queue"), None,
+        meta = _meta(call_id, _field(data, "start.customParameters.agent_id", str, None),
+                     _field(data, "start.customParameters.queue", str, None), None,
                      TRACKS["inbound"], self.source_zone)
         return _Call(self._scorer(meta, 2, 8000), "media")
 
     def _scorer(self, meta: CallMeta, channels: int, rate: int) -> StreamScorer:
-        return StreamScorer(self.model, meta, channels, rate, self.vad,
-                            escalation=self.escalation)
+        """The call's scorer, its id then streaming until `_finish`: a second stream of a
+        call in progress would write one call twice, or lose one of them."""
+        if meta.call_id in self.streaming:
+            raise StreamError(f"call {meta.call_id!r:.80} is already streaming to this "
+                              "server; a call id can stream once at a time")
+        scorer = StreamScorer(self.model, meta, channels, rate, self.vad,
+                              escalation=self.escalation)
+        self.streaming.add(meta.call_id)
+        return scorer
 
     async def _finish(self, call: _Call) -> list[dict]:
+        """End the call (score the rest, write it); then its call id may stream again."""
+        call_id = call.scorer.call.call_id
+        try:
+            return await self._finish_and_write(call)
+        finally:
+            self.streaming.discard(call_id)
+
+    async def _finish_and_write(self, call: _Call) -> list[dict]:
         loop = asyncio.get_running_loop()
         events = await loop.run_in_executor(self.pool, call.scorer.finish)
         if self.results and call.scorer.windows:
@@ -220,19 +242,36 @@ class LiveServer:
                 written = await loop.run_in_executor(
                     self.pool, write_live_call, self.results, self.model, call.scorer.call,
                     call.scorer.outcome(), self.config)
-            except (ResultsError, OSError) as err:
+            except (ResultsError, OSError) as err:  # its text names the server's files
                 log.error("call %s not written: %s", call_id, err)
-                return events + [{"type": "error", "message": f"not written to the "
-                                                              f"results: {err}"}]
+                return events + [{"type": "error", "message": "the call was not written to "
+                                  "the results (the server's log says why)"}]
             if not written:
                 log.info("call %s spooled: the results folder is busy (a nightly run?); "
                          "it is written once the folder is free", call_id)
         return events
 
 
-def _whole_number(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise StreamError(f"{name} must be a whole number, got {value!r}")
+_REQUIRED = object()
+_KINDS = {str: "a string", int: "a whole number"}
+
+
+def _field(message: dict, path: str, kind: type, default=_REQUIRED):
+    """The value at `path` of a message ("start.mediaFormat.sampleRate": keys of nested
+    objects), checked to be a `kind` (str or int, not a bool); `default` where it, or an
+    object on its way, is absent or null. Raises StreamError naming the field."""
+    value, keys = message, path.split(".")
+    for depth, key in enumerate(keys):
+        if not isinstance(value, dict):
+            raise StreamError(f"{'.'.join(keys[:depth])} must be a JSON object, "
+                              f"got {value!r:.80}")
+        value = value.get(key)
+        if value is None:
+            if default is _REQUIRED:
+                raise StreamError(f"{path} is missing")
+            return default
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise StreamError(f"{path} must be {_KINDS[kind]}, got {value!r:.80}")
     return value
 
 
@@ -242,17 +281,14 @@ def _one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _meta(call_id: str, agent_id, queue, started_at, customer_channel,
-          zone: tzinfo) -> CallMeta:
+def _meta(call_id: str, agent_id: str | None, queue: str | None, started_at: str | None,
+          customer_channel: int | None, zone: tzinfo) -> CallMeta:
     if not call_id.strip():
         raise StreamError("call_id is empty")
     when = datetime.now(timezone.utc)
     if started_at:
         try:
-            when = parse_time(str(started_at), zone)
-        except ValueError:
-            raise StreamError(f"started_at {started_at!r} is not an ISO 8601 time") from None
-    channel = None if customer_channel is None \
-        else _whole_number(customer_channel, "customer_channel")
-    return CallMeta(call_id, None if agent_id is None else str(agent_id),
-                    None if queue is None else str(queue), when, channel)
+            when = parse_time(started_at, zone)
+        except ValueError as err:
+            raise StreamError(f"started_at: {err}") from None
+    return CallMeta(call_id, agent_id, queue, when, customer_channel)

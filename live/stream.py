@@ -93,6 +93,9 @@ class StreamScorer:
             raise StreamError(f"channels must be 1 to 8, got {channels}")
         if not 4000 <= sample_rate <= 192000:
             raise StreamError(f"sample rate must be 4000 to 192000 Hz, got {sample_rate}")
+        if call.customer_channel is not None and not 0 <= call.customer_channel < channels:
+            raise StreamError(f"customer_channel {call.customer_channel} is not one of the "
+                              f"{channels} channel(s)")
         self.model, self.call = model, call
         self.rate, self.vad = sample_rate, vad or VadConfig()
         self.escalation = escalation or EscalationConfig()

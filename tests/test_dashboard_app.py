@@ -135,7 +135,8 @@ def test_call_explorer(app, sample_results):
     call.select("c1")
     rerun(at)
     shown = metrics(at)
-    assert (shown["Agent"], shown["Queue"], shown["Duration"]) == ("A1", "billing", "60 s")
+    assert (shown["Agent"], shown["Queue"], shown["Duration"]) == ("` A1 `", "` billing `",
+                                                                   "60 s")
     assert shown["Customer negative"] == "33%"
     assert len(charts(at)) == 1 and "Time in call (s)" in charts(at)[0]
     assert len(at.get("audio")) == 1 and not at.warning
@@ -151,6 +152,31 @@ def test_call_explorer(app, sample_results):
     assert any(c.value.endswith(".wav") for c in at.code), [c.value for c in at.code]
     assert metrics(at)["Escalated"] == "yes"
     assert at.query_params["call"] == "c2"
+
+
+LINK = "[Session expired - click to sign in again](https://evil.example/login)"
+IMAGE = "![x](https://evil.example/pixel.png?`q`)"
+
+
+def test_values_from_the_url_and_the_data_render_as_text(app, sample_results, tmp_path,
+                                                         monkeypatch):
+    """`?call=` went into st.warning as Markdown: a live link, or an image request, in
+    the page; agents and queues from sidecar CSVs went into metric values the same way."""
+    results = tmp_path / "results"
+    shutil.copytree(sample_results, results)
+    write_call(results, "c6", (dt.datetime(2026, 3, 9, 15, tzinfo=dt.timezone.utc), LINK,
+                               IMAGE, 10.0, False, None, [("customer", 0, 5, "sad", 0.9)]))
+    monkeypatch.setenv(app_data.RESULTS_ENV, str(results))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["call"] = LINK
+    at.run()
+    rerun(at.switch_page("page_explorer.py"))
+    # a code span: Streamlit shows its text as it is, no link, image or autolink
+    assert at.warning[0].value == f"Call ` {LINK} ` does not match the filters; showing another."
+    assert at.selectbox(key="explorer_call").value == "c6"  # the newest call
+    shown = metrics(at)
+    assert (shown["Agent"], shown["Queue"]) == (f"` {LINK} `", f"`` {IMAGE} ``")
+    assert shown["Peak negative"] == "` sad ` 0.90"
 
 
 def test_escalated_call_opens_in_the_explorer(app, sample_results):

@@ -7,6 +7,7 @@ import base64
 import csv
 import datetime as dt
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -311,3 +312,97 @@ def test_a_long_stream_keeps_a_bounded_level_history_and_the_same_windows(tmp_pa
     _, unbounded = stream()
     assert bounded.windows == unbounded.windows and len(bounded.windows) > 20
     assert np.array_equal(np.array(bounded.probs), np.array(unbounded.probs))
+
+
+def error_for(ws, message: dict | str | bytes) -> str:
+    """Send one message (a dict as JSON; text or bytes as they are); the error it got."""
+    ws.send(json.dumps(message) if isinstance(message, dict) else message)
+    event = json.loads(ws.recv(timeout=30))
+    assert event["type"] == "error", event
+    return event["message"]
+
+
+def start(**fields) -> dict:
+    return {"type": "start", "call_id": "x", "sample_rate": 8000, **fields}
+
+
+def media_start(**start_fields) -> dict:
+    return {"event": "start", "streamSid": "MZ1", "start": {"callSid": "CA1", **start_fields}}
+
+
+RAW_EXCEPTION = re.compile(r"\b[A-Z]\w*(Error|Exception)\b|Traceback")
+
+
+def test_every_field_of_a_bad_message_is_named_in_a_clear_error(server):
+    """Bad fields used to come back as raw Python errors (ZeroDivisionError for 0
+    channels, "negative dimensions", AttributeError, "unhashable type")."""
+    url, _ = server
+    bad = [
+        (start(channels=0), "channels"), (start(channels=-1), "channels"),
+        (start(channels=2.0), "channels"), (start(encoding=["pcm16"]), "encoding"),
+        (start(call_id=["x"]), "call_id"), (start(call_id=None), "call_id"),
+        (start(sample_rate="8000"), "sample_rate"), (start(sample_rate=0), "sample rate"),
+        (start(agent_id={"id": 1}), "agent_id"), (start(queue=[1]), "queue"),
+        (start(started_at=20260301), "started_at"),
+        (start(started_at="10000-01-01T00:00:00"), "started_at"),
+        (start(channels=2, customer_channel=True), "customer_channel"),
+        ({"event": "start", "start": "x"}, "start"),
+        (media_start(customParameters=[1]), "start.customParameters"),
+        (media_start(customParameters={"call_id": 7}), "start.customParameters.call_id"),
+        (media_start(callSid=["CA1"]), "start.callSid"),
+        (media_start(mediaFormat="x"), "start.mediaFormat"),
+        (media_start(mediaFormat={"sampleRate": "8000"}), "start.mediaFormat.sampleRate"),
+        (media_start(mediaFormat={"sampleRate": 16000}), "start.mediaFormat"),
+        ({"type": ["start"]}, "type"), ({"nothing": 1}, "type"),
+        ("[" * 100_000 + "]" * 100_000, "nested"),
+    ]
+    with connect(url) as ws:
+        for message, field in bad:
+            text = error_for(ws, message)
+            assert field in text and not RAW_EXCEPTION.search(text), (message, text)
+
+        # a media-stream call: its audio comes as base64 in JSON media events
+        ws.send(json.dumps(media_start()))
+        for message, field in (
+                ({"event": "media", "media": "x"}, "media"),
+                ({"event": "media", "media": {"track": ["inbound"]}}, "media.track"),
+                ({"event": "media", "media": {"track": "sideways"}}, "media.track"),
+                ({"event": "media", "media": {"payload": 5}}, "media.payload"),
+                ({"event": "media", "media": {"payload": "é"}}, "base64"),
+                (b"\x00\x01", "base64")):
+            text = error_for(ws, message)
+            assert field in text and not RAW_EXCEPTION.search(text), (message, text)
+        assert "JSON media events" in error_for(ws, b"\x00\x01")
+        ws.send(json.dumps({"event": "stop"}))
+        assert receive_until(ws, "summary")[-1]["call_id"] == "CA1"
+
+
+def test_a_call_id_already_streaming_is_refused(server):
+    """Two streams with the same call_id were both accepted, and one call was lost."""
+    url, _ = server
+    with connect(url) as first, connect(url) as second:
+        first.send(json.dumps(start(call_id="twice")))
+        assert "has not stopped" in error_for(first, start(call_id="twice"))  # it started
+        text = error_for(second, start(call_id="twice"))
+        assert "'twice'" in text and "already" in text
+        text = error_for(second, media_start(customParameters={"call_id": "twice"}))
+        assert "'twice'" in text and "already" in text
+        assert "before a start" in error_for(second, b"\x00\x01")  # nothing was started
+        first.send(json.dumps({"type": "stop"}))
+        receive_until(first, "summary")
+        # once the first call has ended, the id is free again
+        second.send(json.dumps(start(call_id="twice")))
+        second.send(json.dumps({"type": "stop"}))
+        assert receive_until(second, "summary")[-1]["call_id"] == "twice"
+    with connect(url) as dropped:  # a dropped connection frees its call id too
+        dropped.send(json.dumps(start(call_id="back")))
+        assert "has not stopped" in error_for(dropped, start(call_id="back"))
+    with connect(url) as again:
+        deadline = time.monotonic() + 30  # the server finishes the dropped call first
+        # channels=0: refused either way, so this probe never starts a call
+        while "already" in error_for(again, start(call_id="back", channels=0)):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        again.send(json.dumps(start(call_id="back")))
+        again.send(json.dumps({"type": "stop"}))
+        assert receive_until(again, "summary")[-1]["call_id"] == "back"

@@ -1,8 +1,13 @@
 """`callmood query` through click's CliRunner."""
 
+import csv
+import datetime as dt
+import io
 import json
+import shutil
 
 from click.testing import CliRunner
+from dashboard_data import write_call
 
 from callmood.cli import main
 
@@ -71,3 +76,35 @@ def test_errors_are_clear(sample_results, tmp_path):
     assert "Traceback" not in missing.output
     assert invoke(sample_results).exit_code == 2  # nothing asked
     assert "Catalog Error" in invoke(sample_results, "SELECT * FROM nope").output
+
+
+def test_csv_neutralises_spreadsheet_formulas(sample_results, tmp_path):
+    """Formulas in sidecar values (an agent id, a queue, a call id) went verbatim into
+    CSV, for a spreadsheet to run. Text cells starting with = + - @ tab or CR now get a
+    leading ' (numbers stay numbers); --csv-raw writes them as they are."""
+    results = tmp_path / "results"
+    shutil.copytree(sample_results, results)
+    cells = ["+SUM(1,2)", "=cmd|' /C calc'!A0", '=HYPERLINK("https://evil.example","x")']
+    write_call(results, cells[0], (dt.datetime(2026, 3, 9, 16, tzinfo=dt.timezone.utc),
+                                   cells[1], cells[2], 10.0, False, -3.5,
+                                   [("customer", 0, 5, "sad", 0.9)]))
+    sql = ("SELECT call_id, agent_id, queue, escalation_slope, '@x' AS a, chr(9) || 'x' AS t, "
+           "chr(13) || 'x' AS r, '-1' AS m, 'a' || chr(13) || '=b' AS cr, 'a=b' AS plain "
+           "FROM calls WHERE escalation_slope < -1")
+    raw = [*cells, "-3.5", "@x", "\tx", "\rx", "-1", "a\r=b", "a=b"]
+
+    def rows(*options):
+        result = invoke(results, sql, "--format", "csv", *options)
+        assert result.exit_code == 0, result.output
+        return list(csv.reader(io.StringIO(result.output)))
+
+    header, *neutralised = rows()
+    assert header[:4] == ["call_id", "agent_id", "queue", "escalation_slope"]
+    # one row: a CR inside a cell stays inside it (quoted), so "=b" starts no cell
+    assert neutralised == [["'" + c for c in cells]
+                           + ["-3.5", "'@x", "'\tx", "'\rx", "'-1", "a\r=b", "a=b"]]
+    assert rows("--csv-raw")[1:] == [raw]
+    assert [*json.loads(invoke(results, sql, "--format", "json").output)[0].values()] == \
+        [*raw[:3], -3.5, *raw[4:]]  # JSON is read as data, never run
+    misused = invoke(results, sql, "--csv-raw")
+    assert misused.exit_code == 2 and "--csv-raw goes with --format csv" in misused.output

@@ -191,7 +191,8 @@ def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls,
                                                                            model_dir):
     """A FIFO or a link to /dev/zero used to hang the run (hashed before any check); a
     dangling or looping link named *.wav ended it in the scan. A real `callmood score`
-    process, with a time limit so that a hang fails the test instead of blocking it."""
+    process, with a time limit so that a hang fails the test instead of blocking it; links
+    outside the inputs followed (--follow-links), so /dev/zero is reached and refused."""
     odd = calls / "odd"
     odd.mkdir()
     os.mkfifo(odd / "pipe.wav")
@@ -202,7 +203,7 @@ def test_fifos_devices_and_broken_links_become_error_rows_without_hanging(calls,
     out = tmp_path / "results"
     done = subprocess.run([sys.executable, "-c", "from callmood.cli import main; main()",
                            "score", str(calls), "--out", str(out), "--model", model_dir,
-                           "--workers", "1"],
+                           "--workers", "1", "--follow-links"],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 1, done.stderr
     assert "2 calls scored" in done.stdout and "5 files failed" in done.stdout

@@ -44,6 +44,11 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def unreadable_by_user(path: str | Path, err: PermissionError) -> AudioError:
+    return AudioError(path, "permission", f"cannot be read by this user ({err.strerror}); "
+                      "check the file's owner and mode. It is tried again next run")
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Read the header only; raises AudioError for missing, non-audio or empty files."""
     path = Path(path)
@@ -51,6 +56,10 @@ def probe(path: str | Path) -> AudioInfo:
         raise AudioError(path, "missing", "file not found")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty", "file is empty (0 bytes)")
+    try:
+        open(path, "rb").close()
+    except PermissionError as err:
+        raise unreadable_by_user(path, err) from None
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -60,6 +69,11 @@ def probe(path: str | Path) -> AudioInfo:
     check_wav_complete(path)
     return AudioInfo(str(path), info.samplerate, info.channels, info.frames, info.format,
                      info.subtype)
+
+
+# the data size a recorder writes while it streams a WAV whose length it cannot know yet;
+# libsndfile then reads to the end of the file
+STREAMED_SIZE = 0xFFFFFFFF
 
 
 def check_wav_complete(path: str | Path) -> None:
@@ -77,6 +91,8 @@ def check_wav_complete(path: str | Path) -> None:
                 return
             chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
             if chunk == b"data":
+                if length == STREAMED_SIZE:
+                    return
                 declared, present = length, size - f.tell()
                 if present < declared:
                     raise AudioError(path, "truncated",
@@ -86,7 +102,7 @@ def check_wav_complete(path: str | Path) -> None:
             f.seek(length + length % 2, os.SEEK_CUR)
 
 
-def _check_length(info: AudioInfo, max_seconds: float | None) -> None:
+def check_length(info: AudioInfo, max_seconds: float | None) -> None:
     if max_seconds is not None and info.duration_s > max_seconds:
         raise AudioError(info.path, "too_long",
                          f"{info.duration_s / 3600:.1f} h of audio exceeds the limit of "
@@ -102,7 +118,7 @@ def read_channels(path: str | Path, max_seconds: float | None = None,
                   ) -> tuple[np.ndarray, int]:
     """Decode every channel: float32 array of shape (channels, samples) and the sample rate."""
     info = probe(path)
-    _check_length(info, max_seconds)
+    check_length(info, max_seconds)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
@@ -120,7 +136,7 @@ def read_blocks(path: str | Path, sample_rate: int, block_seconds: float,
     resample(*read_channels(path)) (soxr resamples a stream as it does a whole array);
     the errors are those of read_channels."""
     info = probe(path)
-    _check_length(info, max_seconds)
+    check_length(info, max_seconds)
     decoded = 0
     try:
         with sf.SoundFile(str(path)) as f:
