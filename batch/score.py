@@ -55,12 +55,12 @@ from callmood.progress import progress as progress_bar
 from callmood.training.audio import AudioError, probe, unreadable_by_user
 from callmood.training.calibration import adapt_priors
 from callmood.training.features import CLIP_OVERLAP
-from callmood.training.model_folder import LoadedModel, load_model_folder
+from callmood.training.model_folder import LoadedModel, ModelOutputError, load_model_folder
 from callmood.workers import workers_die_with_this_process
 
 CONFIG = "score_config.json"
 # failures that say nothing about the recording: a re-score that fails so keeps its rows
-TRANSIENT_FAILURES = frozenset({"timeout", "internal", "permission"})
+TRANSIENT_FAILURES = frozenset({"timeout", "internal", "permission", "model"})
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                                     for mels in found.mel_batches(model.mel, batch_size)])
         return FileOutcome(path, found.sha256, found.duration_s, found.channels, found.speech,
                            found.windows, probs)
-    except AudioError as err:
+    except (AudioError, ModelOutputError) as err:
         return FileOutcome(path, error_kind=err.kind, error=err.detail)
     except FileNotFoundError:
         return FileOutcome(path, error_kind="missing",

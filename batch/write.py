@@ -14,9 +14,13 @@ run killed half-way is completed by the next one, so rows are never lost or kept
 Readers take the journal into account (``live_parts``): while a merged file and its
 members are both on disk, they open only the merged file.
 
-Re-scoring a call whose rows sit in a compacted file rewrites that file with the call's
-old rows replaced by its new ones in one atomic write, so neither a reader nor a later
-run can see the call missing or twice.
+A call's rows are a version, told by their ``scored_at``; its calls row, written after
+its segments, commits it. A re-scored call's new rows go to its own file beside its old
+ones in the day's compacted file; readers take each call's newest committed version
+(dashboard/results_db.py), and the compaction keeps only that (``newest_rows``), so a
+compacted day holds committed rows only and is rewritten once per run, not once per
+re-scored call. Rows a re-score cannot supersede (a call that now fails, or moved to
+another day or call id) are removed from the compacted file at once.
 
 A call scored live is first spooled (``_live_spool/<hash of the call id>.json``) and
 then written by whoever holds the folder next (see batch.score.write_spooled_calls), so a

@@ -47,7 +47,7 @@ from callmood.batch.score import (
 from callmood.batch.segment import VadConfig
 from callmood.batch.write import ResultsError, ResultsStore
 from callmood.live.stream import StreamError, StreamScorer, decode, frame_bytes
-from callmood.training.model_folder import LoadedModel
+from callmood.training.model_folder import LoadedModel, ModelOutputError
 
 log = logging.getLogger("callmood.live")
 TRACKS = {"outbound": 0, "inbound": 1}  # agent, customer
@@ -126,6 +126,9 @@ class LiveServer:
                     call, events = await self._on_message(call, message)
                 except StreamError as err:
                     events = [{"type": "error", "message": str(err)}]
+                except ModelOutputError as err:  # the server's model is broken, not the call
+                    log.error("%s", err.detail)
+                    events = [{"type": "error", "message": err.detail}]
                 except Exception:  # a bug on one message must not end the others
                     log.exception("message failed")
                     events = [{"type": "error", "message": INTERNAL_ERROR}]

@@ -9,11 +9,28 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import reprlib
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 
 import numpy as np
 import torch
+
+# Sane limits of the mel settings, far above any speech model's (callmood's: 16 kHz, n_fft
+# 400, 128 mels, 304 frames of 10 ms; Whisper's: 30-s clips): a stranger's
+# preprocessor_config.json must not make scoring allocate gigabytes (n_fft 2**30) or
+# build a model for a 24576 x 24576 input.
+MEL_LIMITS = {"sample_rate": 192_000, "n_fft": 4096, "win_length": 4096, "hop_length": 4096,
+              "n_mels": 512, "input_frames": 4096}
+MAX_FRAMES_PER_SECOND = 1000  # a hop of at least 1 ms; predict takes a whole file's log-mel
+MAX_CLIP_SECONDS = 30.0
+
+
+def is_finite_number(value: object) -> bool:
+    """A real, finite number (not a bool, a string, NaN or inf), e.g. from a JSON file."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -39,12 +56,27 @@ class MelConfig:
     level_floor_db: float | None = 80.0
 
     def __post_init__(self):
+        for name, limit in MEL_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                raise ValueError(f"{name} must be a positive integer of at most {limit}, got "
+                                 f"{reprlib.repr(value)}")
         if self.win_length > self.n_fft:
             raise ValueError("win_length must not exceed n_fft")
+        if self.sample_rate / self.hop_length > MAX_FRAMES_PER_SECOND:
+            raise ValueError(f"hop_length {self.hop_length} gives more than "
+                             f"{MAX_FRAMES_PER_SECOND} frames per second")
+        if self.clip_seconds > MAX_CLIP_SECONDS:
+            raise ValueError(f"input_frames x hop_length make a clip of {self.clip_seconds:g} "
+                             f"s, longer than {MAX_CLIP_SECONDS:g} s")
+        for name in ("f_min", "f_max", "log_floor", "level_floor_db"):
+            value = getattr(self, name)
+            if not (is_finite_number(value) or name == "level_floor_db" and value is None):
+                raise ValueError(f"{name} must be a finite number, got {reprlib.repr(value)}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got {self}")
-        if self.input_frames < 1 or self.n_mels < 1:
-            raise ValueError("input_frames and n_mels must be positive")
+        if self.log_floor <= 0:
+            raise ValueError(f"log_floor must be > 0, got {self.log_floor}")
 
     @property
     def clip_samples(self) -> int:
@@ -223,6 +255,11 @@ class Normalization:
 
     mean: float = 0.0
     std: float = 1.0
+
+    def __post_init__(self):
+        if not is_finite_number(self.mean) or not is_finite_number(self.std) or self.std <= 0:
+            raise ValueError("normalization needs a finite mean and a finite std > 0, got "
+                             f"mean {reprlib.repr(self.mean)}, std {reprlib.repr(self.std)}")
 
     def apply(self, mel: torch.Tensor) -> torch.Tensor:
         return (mel - self.mean) / (2.0 * self.std)

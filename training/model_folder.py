@@ -6,16 +6,26 @@
     callmood.json             label mapping, valence, training data, metrics, seed, versions
 
 Loading reads only these files: no pickle (`torch.load`), no remote code, no Hub access.
+A folder from a stranger is checked before anything is built from it: each file must be
+a regular file of bounded size, every size the config names must be the weights' own and
+within sane limits, and the weights and statistics must be finite; what fails is one
+line naming the file and the problem.
 Batch scoring needs nothing from training but this module and features.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import reprlib
+import stat
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -24,13 +34,21 @@ from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
 from callmood.training.calibration import softmax
-from callmood.training.features import MelConfig, Normalization, model_input
+from callmood.training.features import MelConfig, Normalization, is_finite_number, model_input
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 PREPROCESSOR = "preprocessor_config.json"
 CARD = "callmood.json"
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+# Sane limits of a model folder. The bundled model's JSON files are under 10 kB and its
+# weights 22 MB; a ViT-Base (86 M parameters) is 350 MB.
+MAX_JSON_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 2 << 30
+MAX_LABELS = 1000
+MAX_LAYERS = 64
+MAX_NAME_LENGTH = 200  # the name goes into every scored row
 
 # Sign of each emotion for "negative emotion" figures; labels not listed count as 0.
 DEFAULT_VALENCE = {"angry": -1, "sad": -1, "fearful": -1, "disgust": -1, "happy": 1,
@@ -39,6 +57,19 @@ DEFAULT_VALENCE = {"angry": -1, "sad": -1, "fearful": -1, "disgust": -1, "happy"
 
 class ModelFolderError(ValueError):
     """A model folder that is missing files, unsafe or inconsistent."""
+
+
+class ModelOutputError(ValueError):
+    """The model gave non-finite scores (NaN or inf): the model is broken, not the audio.
+
+    `kind` and `detail` as in AudioError, so that a caller records both the same way.
+    """
+
+    kind = "model"
+
+    def __init__(self, detail: str):
+        self.detail = detail
+        super().__init__(detail)
 
 
 @dataclass
@@ -54,6 +85,24 @@ class ModelCard:
     # {"temperature": T, ...}: logits are divided by T before the softmax (training's
     # calibration step); folders without it give the raw softmax
     calibration: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Check what scoring reads, so that a bad card fails to load, not every file."""
+        if not isinstance(self.name, str) or not 0 < len(self.name) <= MAX_NAME_LENGTH:
+            raise ValueError(f"name must be a string of 1 to {MAX_NAME_LENGTH} characters, "
+                             f"got {reprlib.repr(self.name)}")
+        if not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels):
+            raise ValueError(f"labels must be a list of strings, got {reprlib.repr(self.labels)}")
+        if not isinstance(self.valence, dict) \
+                or not all(v in (-1, 0, 1) and not isinstance(v, bool)
+                           for v in self.valence.values()):
+            raise ValueError("valence must map labels to -1, 0 or 1, got "
+                             f"{reprlib.repr(self.valence)}")
+        temperature = self.calibration.get("temperature", 1.0) \
+            if isinstance(self.calibration, dict) else None
+        if not is_finite_number(temperature) or temperature <= 0:
+            raise ValueError("calibration temperature must be a finite number > 0, got "
+                             f"{reprlib.repr(temperature)}")
 
     @property
     def temperature(self) -> float:
@@ -106,9 +155,17 @@ class LoadedModel:
         return self.card.name
 
     def predict_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities."""
-        return predict_probabilities(self.model, mels, self.mel, self.norm, batch_size,
-                                     temperature=self.card.temperature)
+        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities.
+
+        Raises ModelOutputError rather than return NaN or inf (finite weights can still
+        overflow), which would leave as NaN confidences and invalid JSON.
+        """
+        probs = predict_probabilities(self.model, mels, self.mel, self.norm, batch_size,
+                                      temperature=self.card.temperature)
+        if not np.isfinite(probs).all():
+            raise ModelOutputError(f"model {self.name} ({self.version}) gave non-finite "
+                                   "scores (NaN or inf): the model is broken, not the audio")
+        return probs
 
 
 def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: MelConfig,
@@ -130,65 +187,150 @@ def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: M
     return path
 
 
+def _brief(value: object, limit: int = 200) -> str:
+    """str(value) on one line, cut to `limit` characters: a stranger's value inside an
+    error (a megabyte-long name, a million labels) must not make a megabyte-long line."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_FILE_KINDS = {"d": "a directory", "c": "a character device", "b": "a block device",
+               "p": "a FIFO", "s": "a socket"}
+
+
+def _open_model_file(path: Path, max_bytes: int) -> BinaryIO:
+    """`path` opened for reading, if it is a regular file of at most `max_bytes`.
+
+    Checked before opening: a link to /dev/zero never ends and a FIFO blocks open() for
+    ever. The open is non-blocking, so that a file swapped for a FIFO after the check
+    does not block either. OSError (a missing file too) is left to the caller.
+    """
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        kind = _FILE_KINDS.get(stat.filemode(info.st_mode)[0], "a special file")
+        raise ModelFolderError(f"{path}: not a regular file ({kind})")
+    if info.st_size > max_bytes:
+        raise ModelFolderError(f"{path}: {info.st_size:,} bytes, more than the "
+                               f"{max_bytes:,} allowed for {path.name}")
+    return open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+
+
 def _read_json(path: Path) -> dict:
+    """A JSON object from one of the folder's files, read with a size cap."""
     try:
-        return json.loads(path.read_text())
+        with _open_model_file(path, MAX_JSON_BYTES) as f:
+            data = f.read(MAX_JSON_BYTES)
     except FileNotFoundError:
         raise ModelFolderError(f"{path.parent}: not a callmood model folder ({path.name} "
                                "is missing)") from None
-    except json.JSONDecodeError as err:
-        raise ModelFolderError(f"{path}: invalid JSON ({err})") from None
+    except OSError as err:
+        raise ModelFolderError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        values = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ModelFolderError(f"{path}: not UTF-8 text ({err.reason} at byte "
+                               f"{err.start})") from None
+    except (ValueError, RecursionError) as err:  # also a 5,000-digit number, deep nesting
+        raise ModelFolderError(f"{path}: invalid JSON ({_brief(err)})") from None
+    if not isinstance(values, dict):
+        raise ModelFolderError(f"{path}: must hold a JSON object, not a "
+                               f"{type(values).__name__}")
+    return values
 
 
-def weights_version(path: Path) -> str:
+@contextlib.contextmanager
+def _blame(path: Path) -> Iterator[None]:
+    """Turn a bad value's error, raised while the values of `path` are read, into a
+    ModelFolderError that names the file."""
+    try:
+        yield
+    except KeyError as err:
+        raise ModelFolderError(f"{path}: no {_brief(err)} entry") from None
+    except (TypeError, ValueError) as err:
+        raise ModelFolderError(f"{path}: {_brief(err)}") from None
+
+
+def _vit_config(path: Path, values: dict) -> ViTConfig:
+    """config.json's values -> ViTConfig, labels checked first: ViTConfig makes a label
+    for each of num_labels classes (10**8 of them would fill memory)."""
+    if values.get("model_type") != "vit":
+        raise ModelFolderError(f"{path}: model_type must be 'vit', got "
+                               f"{reprlib.repr(values.get('model_type'))}")
+    id2label = values.get("id2label")
+    if not isinstance(id2label, dict) or not 1 <= len(id2label) <= MAX_LABELS \
+            or set(id2label) != {str(i) for i in range(len(id2label))}:
+        raise ModelFolderError(f"{path}: id2label must number 1 to {MAX_LABELS} labels "
+                               f"from 0, got {reprlib.repr(id2label)}")
+    if values.get("num_labels", len(id2label)) != len(id2label):
+        raise ModelFolderError(f"{path}: num_labels {reprlib.repr(values['num_labels'])} "
+                               f"differs from the {len(id2label)} labels of id2label")
+    try:
+        return ViTConfig.from_dict(values)
+    except Exception as err:  # transformers checks types its own way, with its own errors
+        raise ModelFolderError(f"{path}: {_brief(err)}") from None
+
+
+def weights_version(weights: BinaryIO) -> str:
+    """sha256 prefix of an open weights file."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: weights.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()[:12]
 
 
 def load_model_folder(path: str | Path) -> LoadedModel:
-    """Load a model folder written by save_model_folder: safetensors + JSON only."""
+    """Load a model folder written by save_model_folder: safetensors + JSON only, each
+    file and value checked before anything is built from them."""
     path = Path(path)
     if not path.is_dir():
         raise ModelFolderError(f"{path}: model folder not found")
     weights = path / WEIGHTS
-    if not weights.is_file():
+    try:
+        with _open_model_file(weights, MAX_WEIGHTS_BYTES) as f:
+            version = weights_version(f)
+    except FileNotFoundError:
         pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
-        hint = (f" (found {pickles}: pickled weights are refused because loading them can "
-                "run code)") if pickles else ""
-        raise ModelFolderError(f"{path}: {WEIGHTS} is missing{hint}")
+        hint = (f" (found {reprlib.repr(pickles)}: pickled weights are refused because "
+                "loading them can run code)") if pickles else ""
+        raise ModelFolderError(f"{path}: {WEIGHTS} is missing{hint}") from None
+    except OSError as err:
+        raise ModelFolderError(f"{weights}: cannot be read ({err.strerror})") from None
     config_dict = _read_json(path / CONFIG)
-    if config_dict.get("model_type") != "vit":
-        raise ModelFolderError(f"{path}/{CONFIG}: model_type must be 'vit', got "
-                               f"{config_dict.get('model_type')!r}")
     preprocessor = _read_json(path / PREPROCESSOR)
     card_dict = _read_json(path / CARD)
-    try:
+    with _blame(path / PREPROCESSOR):
         # folders written before level_floor_db existed used the absolute floor
         mel = MelConfig.from_dict({"level_floor_db": None, **preprocessor["mel"]})
         norm = Normalization(**preprocessor["normalization"])
+    with _blame(path / CARD):
         card = ModelCard(**card_dict)
-        config = ViTConfig.from_dict(config_dict)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ModelFolderError(f"{path}: inconsistent model folder ({err})") from None
+    config = _vit_config(path / CONFIG, config_dict)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     if labels != card.labels:
-        raise ModelFolderError(f"{path}: {CARD} labels {card.labels} differ from "
-                               f"{CONFIG} labels {labels}")
-    if tuple(config.image_size) != (mel.n_mels, mel.input_frames):
-        raise ModelFolderError(f"{path}: image_size {config.image_size} does not match the "
-                               f"mel settings ({mel.n_mels} x {mel.input_frames})")
+        raise ModelFolderError(f"{path}: {CARD} labels {reprlib.repr(card.labels)} differ "
+                               f"from {CONFIG} labels {reprlib.repr(labels)}")
+    size = config.image_size
+    if (tuple(size) if isinstance(size, list | tuple) else (size, size)) \
+            != (mel.n_mels, mel.input_frames):
+        raise ModelFolderError(f"{path / CONFIG}: image_size {reprlib.repr(size)} does not "
+                               f"match the mel settings of {PREPROCESSOR} ({mel.n_mels} x "
+                               f"{mel.input_frames})")
     check_config_against_weights(config, weights)
     warn_about_ignored(path, config_dict)
     model = ViTForImageClassification(config)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except (RuntimeError, OSError) as err:
-        raise ModelFolderError(f"{weights}: weights do not match {CONFIG} ({err})") from None
+        raise ModelFolderError(f"{weights}: weights do not match {CONFIG} "
+                               f"({_brief(err)})") from None
+    # after the load, so that values that overflow float32 on the way in count too
+    broken = [name for name, tensor in model.state_dict().items()
+              if not torch.isfinite(tensor).all()]
+    if broken:
+        raise ModelFolderError(f"{weights}: NaN or infinite values in {len(broken)} "
+                               f"tensor(s): {_brief(', '.join(broken))}")
     model.eval()
-    return LoadedModel(model, mel, norm, card, weights_version(weights))
+    return LoadedModel(model, mel, norm, card, version)
 
 
 class IgnoredModelFiles(UserWarning):
@@ -210,27 +352,46 @@ def warn_about_ignored(path: Path, config_dict: dict) -> None:
 
 def check_config_against_weights(config: ViTConfig, weights: Path) -> None:
     """Refuse, before building anything, a config whose sizes the weights do not have
-    (e.g. 100,000 layers would exhaust memory) or a weights file that is no safetensors
-    file (e.g. a pickle renamed model.safetensors)."""
+    (100,000 layers, or a 2**20 x 2**20 image, would exhaust memory) or a weights file
+    that is no safetensors file (e.g. a pickle renamed model.safetensors).
+
+    The main sizes are compared by name first, for a readable message; then every tensor
+    of the model built on the meta device (shapes only, no memory).
+    """
     try:
         with safe_open(str(weights), "pt") as f:
             shapes = {key: tuple(f.get_slice(key).get_shape())
                       for key in f.keys()}  # noqa: SIM118 (a safe_open handle, no dict)
     except (SafetensorError, OSError) as err:
-        raise ModelFolderError(f"{weights}: not a safetensors file ({err}); callmood loads "
-                               "no other format (a pickle could run code)") from None
-    layers = {int(key.split(".")[2]) for key in shapes if key.startswith("vit.layers.")}
+        raise ModelFolderError(f"{weights}: not a safetensors file ({_brief(err)}); callmood "
+                               "loads no other format (a pickle could run code)") from None
+    layers = {key.split(".")[2] for key in shapes if key.startswith("vit.layers.")}
+    if len(layers) > MAX_LAYERS:
+        raise ModelFolderError(f"{weights}: {len(layers)} layers, more than the "
+                               f"{MAX_LAYERS} callmood loads")
     expected = {"layers": (config.num_hidden_layers, len(layers)),
                 "hidden_size": (config.hidden_size,
                                 shapes.get("vit.embeddings.cls_token", (0, 0, None))[-1]),
                 "intermediate_size": (config.intermediate_size,
                                       shapes.get("vit.layers.0.mlp.fc1.weight", (None,))[0]),
                 "labels": (config.num_labels, shapes.get("classifier.bias", (None,))[0])}
-    wrong = [f"{name} {said} in {CONFIG}, {found} in the weights"
+    wrong = [f"{name} {reprlib.repr(said)} in {CONFIG}, {found} in the weights"
              for name, (said, found) in expected.items() if said != found]
+    if not wrong:
+        try:
+            with torch.device("meta"):
+                skeleton = ViTForImageClassification(config)
+        except Exception as err:  # a stranger's config can upset transformers in many ways
+            raise ModelFolderError(f"{weights.parent / CONFIG}: no ViT can be built from it "
+                                   f"({_brief(err)})") from None
+        built = {key: tuple(tensor.shape) for key, tensor in skeleton.state_dict().items()}
+        wrong = [f"{key} {built.get(key, 'absent')} in {CONFIG}, "
+                 f"{shapes.get(key, 'absent')} in the weights"
+                 for key in sorted(built.keys() | shapes.keys())
+                 if built.get(key) != shapes.get(key)]
     if wrong:
         raise ModelFolderError(f"{weights.parent}: {CONFIG} does not describe the weights: "
-                               + "; ".join(wrong))
+                               + _brief("; ".join(wrong), 400))
 
 
 def default_model_dir() -> Path:

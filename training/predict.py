@@ -9,7 +9,7 @@ import numpy as np
 
 from callmood.training.audio import AudioError, load_mono
 from callmood.training.features import log_mel, utterance_clips
-from callmood.training.model_folder import LoadedModel
+from callmood.training.model_folder import LoadedModel, ModelOutputError
 
 
 def idle_cores() -> int:
@@ -22,7 +22,7 @@ def idle_cores() -> int:
 
 def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
     """One dict per file, as each is done: emotion, confidence, probabilities, or an
-    `error` message.
+    `error` message and its `error_kind` (the audio's, or "model" for non-finite scores).
 
     The clips are those evaluation scores an utterance on (features.utterance_clips): a
     file shorter than the clip is repeated to fill it, a longer one is covered by clips
@@ -31,11 +31,11 @@ def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
     for path in files:
         try:
             waveform = load_mono(path, model.mel.sample_rate)
-        except AudioError as err:
-            yield {"file": str(path), "error": str(err), "error_kind": err.kind}
+            clips = utterance_clips(log_mel(waveform, model.mel), model.mel.input_frames)
+            probs = model.predict_mels(clips).mean(axis=0)
+        except (AudioError, ModelOutputError) as err:
+            yield {"file": str(path), "error": f"{path}: {err.detail}", "error_kind": err.kind}
             continue
-        clips = utterance_clips(log_mel(waveform, model.mel), model.mel.input_frames)
-        probs = model.predict_mels(clips).mean(axis=0)
         best = int(np.argmax(probs))
         yield {"file": str(path), "emotion": model.labels[best],
                "confidence": float(probs[best]), "clips": len(clips),
