@@ -345,6 +345,7 @@ def test_every_field_of_a_bad_message_is_named_in_a_clear_error(server):
         (start(agent_id={"id": 1}), "agent_id"), (start(queue=[1]), "queue"),
         (start(started_at=20260301), "started_at"),
         (start(started_at="10000-01-01T00:00:00"), "started_at"),
+        (start(started_at="2300-01-01T00:00:00Z"), "outside 1970-2100"),
         (start(channels=2, customer_channel=True), "customer_channel"),
         ({"event": "start", "start": "x"}, "start"),
         (media_start(customParameters=[1]), "start.customParameters"),
