@@ -74,8 +74,8 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follo
     """
     from callmood.batch.scan import AUDIO_PATTERNS, ScanError
     from callmood.batch.score import ScoreConfig, score_calls
-    from callmood.batch.write import ResultsError
-    from callmood.training.model_folder import ModelFolderError
+    from callmood.model.folder import ModelFolderError
+    from callmood.results.store import ResultsError
 
     if model_dir is None:
         if not DEFAULT_MODEL.is_dir():

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.batch.scan import file_sha256
-from callmood.batch.segment import LevelMeter, VadConfig, clip_start, plan_windows, window_mels
-from callmood.training.audio import AudioError, check_length, check_peak, probe, read_blocks
-from callmood.training.features import MelConfig, log_mel
+from callmood.batch.ledger import file_sha256
+from callmood.signal.audio import AudioError, check_length, check_peak, probe, read_blocks
+from callmood.signal.features import MelConfig, log_mel
+from callmood.signal.segment import LevelMeter, VadConfig, clip_start, plan_windows, window_mels
 
 BLOCK_S = 60.0
 

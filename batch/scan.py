@@ -13,10 +13,7 @@ start time is a date written in that path (``2026-11-20``, ``20261120_143000``,
 and sidecar times such as ``2026-11-20 09:30``) are read in the recorders' zone
 (``source_zone``, UTC unless the run says otherwise) and stored in UTC.
 
-The manifest (one entry per scored or failed file, see write.ResultsStore) remembers each
-file's size, mtime, content hash and metadata, so a nightly run only scores what is new
-or changed (known_unchanged); a recording dated by its mtime keeps the date it was scored
-with while its content is the same (dated_as_scored).
+What is new or changed since the last run is the ledger's business (batch/ledger.py).
 """
 
 from __future__ import annotations
@@ -24,20 +21,27 @@ from __future__ import annotations
 import csv
 import fnmatch
 import functools
-import hashlib
 import io
 import os
 import re
 import stat
-import zoneinfo
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 
+from callmood.results.meta import YEARS, CallMeta, parse_time
+from callmood.results.writer import CallFile, Rejected
+
 AUDIO_PATTERNS = ("*.wav", "*.flac", "*.ogg", "*.oga", "*.opus", "*.mp3")
+
+
 SIDECAR = "calls.csv"
+
+
 METADATA_COLUMNS = ("call_id", "agent_id", "queue", "started_at", "customer_channel")
+
+
 _DATE_IN_PATH = re.compile(
     r"(?<!\d)(20\d\d)[-_/]?(0[1-9]|1[0-2])[-_/]?(0[1-9]|[12]\d|3[01])"
     r"(?:[T_-]?([01]\d|2[0-3])[-:]?([0-5]\d)[-:]?([0-5]\d))?(?!\d)")
@@ -45,48 +49,6 @@ _DATE_IN_PATH = re.compile(
 
 class ScanError(ValueError):
     """Inputs or metadata that cannot be used; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class CallMeta:
-    """What is known about a call before it is scored."""
-
-    call_id: str
-    agent_id: str | None
-    queue: str | None
-    started_at: datetime  # UTC
-    customer_channel: int | None
-
-    @property
-    def call_date(self) -> str:
-        return self.started_at.date().isoformat()
-
-    def as_json(self) -> dict:
-        return {**asdict(self), "started_at": self.started_at.isoformat()}
-
-    @classmethod
-    def from_json(cls, value: dict) -> CallMeta:
-        return cls(**{**value, "started_at": datetime.fromisoformat(value["started_at"])})
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A path under the inputs that cannot be a recording; it becomes an error row."""
-
-    path: str
-    kind: str  # broken_link | not_a_file | metadata (then path is the sidecar)
-    message: str
-
-
-@dataclass(frozen=True)
-class CallFile:
-    path: str  # absolute
-    size: int
-    mtime_ns: int
-    meta: CallMeta
-    # no time in its sidecar or path: meta.started_at is the file's mtime, which a copy
-    # (cp without -p, a restore) moves although the call is the same
-    dated_by_mtime: bool = False
 
 
 def _matches(relative: str, patterns: tuple[str, ...]) -> bool:
@@ -205,34 +167,9 @@ def _count_matches(folder: Path, root: Path, matches) -> int:
                for dirpath, _, names in os.walk(folder) for name in names)
 
 
-def source_zone(name: str) -> tzinfo:
-    """The zone that times written without an offset are read in (an IANA name)."""
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ScanError(f"unknown time zone {name!r}: give an IANA name such as "
-                        "Europe/Berlin or America/New_York") from None
-
-
-YEARS = (1970, 2100)  # the times a call can have; anything else is a typo or a bad clock
-
-
-def parse_time(text: str, zone: tzinfo) -> datetime:
-    """An ISO 8601 time in UTC; without an offset it is a time in `zone`. Raises
-    ValueError, with a message naming the value, for text that is no time or a time
-    outside YEARS (checked before the conversion to UTC, which overflows at the ends of
-    the calendar)."""
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time") from None
-    if not YEARS[0] <= value.year <= YEARS[1]:
-        raise ValueError(f"{text!r} lies outside {YEARS[0]}-{YEARS[1]}")
-    return (value.replace(tzinfo=zone) if value.tzinfo is None else value) \
-        .astimezone(timezone.utc)
-
-
 MAX_VALUE = 1000  # characters of a metadata value; a longer one is a mistake, not an id
+
+
 MAX_SIDECAR_BYTES = 256 << 20
 
 
@@ -475,43 +412,3 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
         except ValueError as err:
             rejected.append(Rejected(str(path), "bad_time", str(err)))
     return calls, rejected, found.hidden
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def dated_as_scored(call: CallFile, entry: dict) -> CallFile:
-    """The call with the start time `entry` (its manifest entry, or its moved file's) has
-    for it, if its own comes from its mtime: a copied recording stays on its day."""
-    if not call.dated_by_mtime:
-        return call
-    return replace(call, meta=replace(
-        call.meta, started_at=datetime.fromisoformat(entry["meta"]["started_at"])))
-
-
-def known_unchanged(call: CallFile, entry: dict | None) -> CallFile | None:
-    """The call as its manifest entry describes it, if the entry is of this content and
-    metadata and the file was scored; None if it is to be scored (new, changed, or failed
-    before: it may have been still copying in).
-
-    Size and mtime decide quickly; a file whose mtime alone moved (copied, touched) is
-    compared by content hash and comes back with its new mtime, for the manifest to
-    remember (the next night need not read it again). A file dated by its mtime keeps the
-    start time it was scored with.
-    """
-    if entry is None or entry.get("status") != "scored" or entry["size"] != call.size:
-        return None
-    call = dated_as_scored(call, entry)
-    if entry["meta"] != call.meta.as_json():
-        return None
-    if entry["mtime_ns"] == call.mtime_ns:
-        return call
-    try:
-        return call if entry["sha256"] == file_sha256(call.path) else None
-    except OSError:  # unreadable now: the worker says why
-        return None

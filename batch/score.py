@@ -11,56 +11,39 @@ call at a time, as results arrive.
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import joblib
 import numpy as np
-import pyarrow as pa
-import torch
 
-from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
-from callmood.batch.extract import extract_file
-from callmood.batch.scan import (
-    AUDIO_PATTERNS,
-    CallFile,
-    CallMeta,
-    Rejected,
-    dated_as_scored,
-    input_root,
-    known_unchanged,
-    scan,
-    source_zone,
-)
-from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
-from callmood.batch.segment import VadConfig
-from callmood.batch.write import (
-    LABELS,
-    ResultsBusy,
-    ResultsError,
-    ResultsStore,
-    digest,
-    is_compacted,
-    part_path,
-    partition_of,
-)
+from callmood.batch.ledger import claim_call_ids, to_score
+from callmood.batch.scan import AUDIO_PATTERNS, CallFile, input_root, scan
+from callmood.batch.worker import cached_model, score_file
+from callmood.model.calibration import adapt_priors
 from callmood.progress import progress as progress_bar
-from callmood.training.audio import AudioError, probe, unreadable_by_user
-from callmood.training.calibration import adapt_priors
-from callmood.training.features import CLIP_OVERLAP
-from callmood.training.model_folder import LoadedModel, ModelOutputError, load_model_folder
+from callmood.results.call_summary import EscalationConfig
+from callmood.results.meta import source_zone
+from callmood.results.store import ResultsError, ResultsStore, is_compacted, partition_of
+from callmood.results.writer import (
+    LIVE_WRITE_S,
+    CallWriter,
+    FileOutcome,
+    ModelStamp,
+    RunSummary,
+    claim_labels,
+    now,
+    scored_live,
+    write_spooled_calls,
+)
+from callmood.signal.audio import AudioError, probe
+from callmood.signal.features import CLIP_OVERLAP
+from callmood.signal.segment import VadConfig
 from callmood.workers import workers_die_with_this_process
 
 CONFIG = "score_config.json"
-# failures that say nothing about the recording: a re-score that fails so keeps its rows
-TRANSIENT_FAILURES = frozenset({"timeout", "internal", "permission", "model"})
 
 
 @dataclass(frozen=True)
@@ -98,355 +81,13 @@ class ScoreConfig:
             raise ValueError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         if self.backend == "dask" and not self.scheduler:
             raise ValueError("the dask backend needs a scheduler address")
-        source_zone(self.source_timezone)  # ScanError (a ValueError) names a bad zone
+        source_zone(self.source_timezone)  # a ValueError naming a bad zone
         if not 0 <= self.overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.workers < 1 or self.batch_size < 1 or self.max_hours <= 0 \
                 or self.file_minutes <= 0:
             raise ValueError("workers, batch size, max hours and file minutes must be "
                              "positive")
-
-
-@dataclass
-class FileOutcome:
-    """What a worker sends back: the scored windows of one file, or why it failed."""
-
-    path: str
-    sha256: str | None = None
-    duration_s: float = 0.0
-    channels: int = 0
-    speech: list[tuple[int, float, float]] = field(default_factory=list)
-    windows: list[tuple[int, float, float]] = field(default_factory=list)
-    probs: np.ndarray | None = None
-    error_kind: str | None = None
-    error: str | None = None
-
-
-_MODELS: dict[str, LoadedModel] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def cached_model(model_dir: str) -> LoadedModel:
-    """The model folder, loaded once per process (workers are reused across files)."""
-    key = str(Path(model_dir).resolve())
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model_folder(key)
-        return _MODELS[key]
-
-
-class FileTimeout(BaseException):
-    """Not an Exception, so that no `except Exception` on the way swallows it."""
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise FileTimeout in this thread after `seconds` (it takes effect between the
-    blocks a file is decoded and scored in). Only the main thread of a process can set
-    the alarm; elsewhere (a Dask worker thread) there is no limit."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise FileTimeout
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
-               max_seconds: float, batch_size: int, precision: str = "fp32",
-               time_limit_s: float | None = None) -> FileOutcome:
-    """The worker task; never raises, so one bad file cannot stop the run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with time_limit(time_limit_s):
-            return _score_file(path, model_dir, vad, overlap, max_seconds, batch_size,
-                               precision)
-    except FileTimeout:
-        return FileOutcome(path, error_kind="timeout",
-                           error=f"not done within the limit of {time_limit_s / 60:g} min "
-                                 "per file (--file-minutes); the run went on without it")
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
-                max_seconds: float, batch_size: int, precision: str) -> FileOutcome:
-    try:
-        model = cached_model(model_dir)
-        found = extract_file(path, model.mel, vad, overlap, max_seconds)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            probs = np.concatenate([model.predict_mels(mels, batch_size)
-                                    for mels in found.mel_batches(model.mel, batch_size)])
-        return FileOutcome(path, found.sha256, found.duration_s, found.channels, found.speech,
-                           found.windows, probs)
-    except (AudioError, ModelOutputError) as err:
-        return FileOutcome(path, error_kind=err.kind, error=err.detail)
-    except FileNotFoundError:
-        return FileOutcome(path, error_kind="missing",
-                           error="removed while it was being scored")
-    except PermissionError as err:
-        refused = unreadable_by_user(path, err)
-        return FileOutcome(path, error_kind=refused.kind, error=refused.detail)
-    except Exception as err:  # a bug or resource problem on one file: record it, go on
-        return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    files_found: int = 0
-    files_unchanged: int = 0
-    calls_scored: int = 0
-    files_failed: int = 0
-    metadata_problems: int = 0  # sidecar faults: error rows, but the calls score anyway
-    hidden_skipped: int = 0  # recordings named or filed under '.', e.g. uploads in progress
-    audio_s: float = 0.0
-    segments: int = 0
-    wall_s: float = 0.0
-    priors: dict[str, float] | None = None  # estimated by prior_shift="em"
-
-    def line(self) -> str:
-        speed = self.audio_s / self.wall_s if self.wall_s else 0.0
-        return (f"{self.calls_scored} calls scored ({self.audio_s / 3600:.2f} h of audio, "
-                f"{self.segments} segments), {self.files_failed} files failed, "
-                f"{self.metadata_problems} metadata problems, "
-                f"{self.files_unchanged} unchanged files skipped"
-                + (f", {self.hidden_skipped} hidden files skipped" if self.hidden_skipped
-                   else "") + f"; {self.wall_s:.1f} s wall, "
-                f"{speed:.0f}x real time") + (
-            "; class priors of the night: " + ", ".join(
-                f"{k} {v:.0%}" for k, v in self.priors.items()) if self.priors else "")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class ModelStamp:
-    """What the results record of the model that scored a call. A spooled live call keeps
-    the stamp of the model that scored it, whichever process writes it."""
-
-    name: str
-    version: str
-    labels: list[str]
-    valence: dict[str, int]
-
-    @classmethod
-    def of(cls, model: LoadedModel) -> ModelStamp:
-        return cls(model.name, model.version, list(model.labels), dict(model.card.valence))
-
-
-class _Run:
-    """Writes the outcome of each file as it arrives."""
-
-    def __init__(self, store: ResultsStore, stamp: ModelStamp | None, config: ScoreConfig,
-                 manifest: dict[str, dict], summary: RunSummary, started: datetime):
-        # stamp: the nightly run's model; None when writing spooled live calls, which
-        # each bring their own
-        self.store, self.stamp, self.config = store, stamp, config
-        self.manifest, self.summary = manifest, summary
-        self.started = started
-        self.errors: list[dict] = []
-        self.touched: set[tuple[str, str]] = set()  # (table, partition) to compact
-        self.moved_from: dict[str, str] = {}  # path -> the vanished path that had its call id
-
-    def _previous(self, call: CallFile) -> dict:
-        """The manifest entry whose rows this call's new ones replace: its own, or that of
-        the vanished file it was moved (or renamed) from."""
-        own = self.manifest.get(call.path) or {}
-        if own.get("parts") or call.path not in self.moved_from:
-            return own
-        return self.manifest.get(self.moved_from[call.path]) or {}  # own: none, or failed
-
-    def _replace_parts(self, call: CallFile, keep: list[str]) -> list[str]:
-        """Remove the call's previous rows, except from the files in `keep`; returns the
-        compacted files that still hold them. Those are files of a partition `keep` has
-        rows of the same call in: the new rows supersede the old there (readers take a
-        call's newest version, and the end-of-run compaction drops the older), so a day's
-        file is rewritten once per run, not once per re-scored call."""
-        previous = self._previous(call)
-        superseded = {partition_of(part) for part in keep} \
-            if previous.get("meta", {}).get("call_id") == call.meta.call_id else set()
-        still = []
-        for relative in previous.get("parts", []):
-            if relative in keep:
-                continue
-            if not is_compacted(relative):
-                self.store.delete(relative)
-            elif partition_of(relative) in superseded:
-                still.append(relative)
-            else:  # shared with other calls: drop only this call's rows
-                self.store.replace_call_rows(relative, previous["meta"]["call_id"])
-        return still
-
-    def _begin(self, call: CallFile, parts: list[str]) -> None:
-        """Mark the call as being written, before its new rows: a run killed before the
-        call is finished (its segments written, its calls row not, or only some of a
-        re-score's) leaves it `writing`, and the next run scores it again."""
-        entry = {**self._previous(call), "path": call.path, "status": "writing",
-                 "run_id": self.summary.run_id}
-        entry.setdefault("meta", call.meta.as_json())
-        entry["parts"] = list(dict.fromkeys([*entry.get("parts", []), *parts]))
-        self.store.put_manifest(entry)
-        self.manifest[call.path] = entry
-
-    def _finish(self, call: CallFile, sha256: str | None, status: str, parts: list[str],
-                detail: dict) -> None:
-        entry = {"path": call.path, "size": call.size, "mtime_ns": call.mtime_ns,
-                 "sha256": sha256, "meta": call.meta.as_json(), "status": status,
-                 "parts": parts, "run_id": self.summary.run_id,
-                 "done_at": _now().isoformat(), **detail}
-        self.store.put_manifest(entry)
-        self.manifest[call.path] = entry
-        self.touched.update(partition_of(part) for part in parts)
-        if (old := self.moved_from.pop(call.path, None)) is not None:
-            self.manifest[old] = {**self.manifest[old], "status": "moved", "parts": [],
-                                  "moved_to": call.path}
-            self.store.put_manifest(self.manifest[old])
-
-    def failed(self, call: CallFile, kind: str, message: str, sha256: str | None = None):
-        """An error row; the call's previous rows go, unless the failure says nothing about
-        the recording (a time-out, a crash, a permission) and it is the one scored before."""
-        self._error_row(call.path, kind, message)
-        self.summary.files_failed += 1
-        previous = self._previous(call)
-        if kind in TRANSIENT_FAILURES and previous.get("status") == "scored" \
-                and previous["size"] == call.size \
-                and (previous["sha256"] == sha256 if sha256
-                     else previous["mtime_ns"] == call.mtime_ns):
-            return  # its rows and manifest entry stand; a re-score can try again
-        self._replace_parts(call, keep=[])
-        self._finish(call, sha256, "failed", [], {"error_kind": kind})
-
-    def _error_row(self, path: str, kind: str, message: str) -> None:
-        self.errors.append({"file": path, "error_kind": kind, "message": message,
-                            "occurred_at": _now(), "run_id": self.summary.run_id})
-        errors = pa.Table.from_pylist(self.errors, schema=ERRORS_SCHEMA)
-        self.store.write_table(part_path("errors", self.started.date().isoformat(),
-                                         self.summary.run_id), errors)
-
-    def rejected(self, item: Rejected) -> None:
-        """A path that is no recording, or a sidecar fault: an error row, no manifest entry
-        (looked at again next run, in case it has become a file or the sidecar was fixed).
-        A sidecar fault is no failed file: its calls score with default metadata."""
-        self._error_row(item.path, item.kind, item.message)
-        if item.kind == "metadata":
-            self.summary.metadata_problems += 1
-        else:
-            self.summary.files_failed += 1
-
-    def scored(self, call: CallFile, outcome: FileOutcome,
-               stamp: ModelStamp | None = None) -> None:
-        stamp = stamp or self.stamp
-        previous = self._previous(call)
-        if previous.get("status") == "scored" and previous["sha256"] == outcome.sha256 \
-                and not self.config.rescore:
-            call = dated_as_scored(call, previous)  # the same recording, copied or moved
-        labels, meta = stamp.labels, call.meta
-        roles = roles_for(outcome.channels, meta.customer_channel)
-        customer_channel = meta.customer_channel if "customer" in roles else None
-        if meta.customer_channel is not None and customer_channel is None:
-            self.rejected(Rejected(call.path, "metadata", (
-                f"customer_channel {meta.customer_channel}, but the recording has "
-                f"{outcome.channels} channel{'s' * (outcome.channels != 1)}: its channels "
-                "are scored without agent and customer roles")))
-        order = sorted(range(len(outcome.windows)),
-                       key=lambda i: (outcome.windows[i][1], outcome.windows[i][0]))
-        windows = [outcome.windows[i] for i in order]
-        probs = outcome.probs[order]
-        scored_at = _now()
-        tail = {"model_name": stamp.name, "model_version": stamp.version,
-                "scored_at": scored_at}
-        n = len(windows)
-        segments = {
-            "call_id": [meta.call_id] * n, "source_file": [call.path] * n,
-            "channel": [c for c, _, _ in windows], "role": [roles[c] for c, _, _ in windows],
-            "start_s": [s for _, s, _ in windows], "end_s": [e for _, _, e in windows],
-            "emotion": [labels[i] for i in probs.argmax(axis=1)],
-            "confidence": probs.max(axis=1),
-            **{f"p_{label}": probs[:, i] for i, label in enumerate(labels)},
-            **{k: [v] * n for k, v in tail.items()},
-        }
-        summary = summarize_call(
-            labels, stamp.valence, outcome.duration_s,
-            [(roles[c], s, e) for c, s, e in outcome.speech],
-            [(roles[c], s, e) for c, s, e in windows], probs, self.config.escalation)
-        call_row = {"call_id": meta.call_id, "source_file": call.path,
-                    "agent_id": meta.agent_id, "queue": meta.queue,
-                    "started_at": meta.started_at, "customer_channel": customer_channel,
-                    "duration_s": outcome.duration_s, "n_segments": n, **summary, **tail}
-        # the segments first, then the calls row, which readers take as the commit of the
-        # call's version (scored_at): they show a call whole or not at all (results_db)
-        parts = [part_path(table, meta.call_date, digest(meta.call_id))
-                 for table in ("segments", "calls")]
-        self._begin(call, parts)
-        self.store.write_table(parts[0], pa.Table.from_pydict(
-            segments, schema=segments_schema(labels)))
-        self.store.write_table(parts[1], pa.Table.from_pylist(
-            [call_row], schema=calls_schema(labels)))
-        parts += self._replace_parts(call, keep=parts)
-        self._finish(call, outcome.sha256, "scored", parts,
-                     {"model_version": stamp.version})
-        self.summary.calls_scored += 1
-        self.summary.segments += n
-        self.summary.audio_s += outcome.duration_s
-
-    def record_run(self, wall_s: float, status: str) -> None:
-        s = self.summary
-        row = {"run_id": s.run_id, "started_at": self.started, "finished_at": _now(),
-               "files_scored": s.calls_scored, "files_failed": s.files_failed,
-               "audio_hours": s.audio_s / 3600, "segments": s.segments, "wall_s": wall_s,
-               "model_name": self.stamp.name, "model_version": self.stamp.version,
-               "status": status}
-        self.store.write_table(part_path("runs", self.started.date().isoformat(), s.run_id),
-                               pa.Table.from_pylist([row], schema=RUNS_SCHEMA))
-
-
-def _to_score(files: list[CallFile], manifest: dict[str, dict], live: dict[str, dict],
-              store: ResultsStore, rescore: bool) -> list[CallFile]:
-    """The files that are new or changed (all with `rescore`), leaving out recordings of
-    calls scored live. A file whose mtime alone moved gets it recorded in the manifest."""
-    todo = []
-    for call in files:
-        if call.meta.call_id in live:
-            continue
-        entry = manifest.get(call.path)
-        known = None if rescore else known_unchanged(call, entry)
-        if known is None:
-            todo.append(call)
-        elif known.mtime_ns != entry["mtime_ns"]:  # copied or touched, same content
-            manifest[call.path] = {**entry, "mtime_ns": known.mtime_ns}
-            store.put_manifest(manifest[call.path])
-    return todo
-
-
-def _claim_call_ids(todo: list[CallFile], manifest: dict[str, dict],
-                    run: _Run) -> list[CallFile]:
-    """Drop (as errors) files whose call id already belongs to another existing file."""
-    owners = {e["meta"]["call_id"]: path for path, e in manifest.items()
-              if e["status"] in ("scored", "writing")}
-    kept = []
-    for call in todo:
-        owner = owners.get(call.meta.call_id)
-        if owner not in (None, call.path):
-            if Path(owner).exists():
-                run.failed(call, "duplicate_call_id",
-                           f"call id {call.meta.call_id!r} is already used by {owner}")
-                continue
-            run.moved_from[call.path] = owner  # its rows are replaced when this one scores
-        owners[call.meta.call_id] = call.path
-        kept.append(call)
-    return kept
 
 
 def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
@@ -490,123 +131,6 @@ def _audio_seconds(path: str) -> float:
         return 0.0
 
 
-def check_labels(store: ResultsStore, stamp: ModelStamp) -> bool:
-    """Refuse a results folder that holds another label set; False if it holds none yet."""
-    known = store.read_json(LABELS)
-    if known and known["labels"] != stamp.labels:
-        raise ResultsError(f"{store.url} holds scores for the labels {known['labels']}, but "
-                           f"the model {stamp.name} {stamp.version} has {stamp.labels}; use "
-                           "another results folder")
-    return bool(known)
-
-
-def claim_labels(store: ResultsStore, stamp: ModelStamp) -> None:
-    """check_labels, then record this model's labels as the folder's."""
-    check_labels(store, stamp)
-    store.write_json(LABELS, {"labels": stamp.labels, "valence": stamp.valence,
-                              "model_name": stamp.name, "model_version": stamp.version})
-
-
-LIVE = "live:"  # manifest key prefix of a call scored live (it has no file yet)
-LIVE_WRITE_S = 10.0  # a nightly run waits this long for a live server writing its calls
-LIVE_CHUNK = 50  # spooled calls a live server writes per hold of the lock (about a second)
-
-
-def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
-                    config: ScoreConfig) -> bool:
-    """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
-    its recording, when it arrives with the same call id, is not scored again.
-
-    The call is spooled first, then written with the other spooled calls if the results
-    folder is free; True if it was. A nightly run holds the folder for hours: then the
-    call waits in the spool for the next holder (the live server's retry, or the nightly
-    run itself before it lets go), and a crash meanwhile loses nothing. A folder that holds
-    another label set is refused at once (ResultsError), before anything is spooled.
-    """
-    store, stamp = ResultsStore(out), ModelStamp.of(model)
-    check_labels(store, stamp)
-    store.spool(meta.call_id, {
-        "model": asdict(stamp), "meta": meta.as_json(),
-        "duration_s": outcome.duration_s, "channels": outcome.channels,
-        "speech": outcome.speech, "windows": outcome.windows,
-        "probs": outcome.probs.tolist()})
-    return flush_live_spool(out, config, chunks=1)  # a backlog is the retry's work
-
-
-def flush_live_spool(out: str, config: ScoreConfig, wait_s: float = 0.0,
-                     chunks: int | None = None) -> bool:
-    """Write the spooled calls (at most `chunks` times LIVE_CHUNK), LIVE_CHUNK per hold of
-    the lock (a nightly run that starts meanwhile waits LIVE_WRITE_S at most), while the
-    results folder is free within `wait_s`; False if another process holds it."""
-    store = ResultsStore(out)
-    done = 0
-    # the spool is looked at without the lock, which a night may want
-    while store.spooled_files() and (chunks is None or done < chunks):
-        try:
-            with store.lock(wait_s):
-                write_spooled_calls(store, config, limit=LIVE_CHUNK)
-        except ResultsBusy:
-            return False
-        done += 1
-    return True
-
-
-def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, FileOutcome]:
-    meta = CallMeta.from_json(value["meta"])
-    path = LIVE + meta.call_id
-    return ModelStamp(**value["model"]), CallFile(path, 0, 0, meta), FileOutcome(
-        path, duration_s=float(value["duration_s"]), channels=int(value["channels"]),
-        speech=[tuple(s) for s in value["speech"]],
-        windows=[tuple(w) for w in value["windows"]],
-        probs=np.asarray(value["probs"], np.float32).reshape(len(value["windows"]), -1))
-
-
-def write_spooled_calls(store: ResultsStore, config: ScoreConfig,
-                        manifest: dict[str, dict] | None = None,
-                        limit: int | None = None) -> set[tuple[str, str]]:
-    """Write the spooled live calls (the first `limit`), each stamped with the model that
-    scored it, and empty the spool of them; returns the partitions written to. Call it
-    holding the store's lock.
-
-    A call whose recording has been scored meanwhile is not written (the recording's rows
-    stand): the nightly run, which has the whole `manifest`, checks that; the live server
-    does not read it (tens of thousands of files), as a call that ends after the night let
-    go has no recording yet. A spool file that cannot be read, or holds another label set
-    than the folder, is set aside in _live_spool/rejected/ with an errors row.
-    """
-    names = store.spooled_files()[:limit]
-    started = _now()
-    run = _Run(store, None, config, {} if manifest is None else manifest,
-               RunSummary(f"live-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"), started)
-    recorded = {e["meta"]["call_id"] for path, e in run.manifest.items()
-                if not path.startswith(LIVE) and e["status"] == "scored"}
-    for relative in names:
-        try:
-            stamp, call, outcome = _spooled_call(store.read_json(relative))
-            if not check_labels(store, stamp):  # only live calls so far
-                claim_labels(store, stamp)
-        except (ValueError, KeyError, TypeError, ResultsError) as err:
-            aside = store.set_aside(relative)
-            run.rejected(Rejected(aside, "spool", f"spooled live call not written ({err}); "
-                                                  "set aside"))
-            continue
-        if call.meta.call_id in recorded:
-            run.rejected(Rejected(call.path, "superseded", "scored live after its "
-                                  "recording had been scored; the recording's rows stand"))
-        else:
-            if manifest is None and (entry := store.manifest_entry(call.path)):
-                run.manifest[call.path] = entry  # its rows from an earlier stream go
-            run.scored(call, outcome, stamp)
-        store.delete(relative)
-    return run.touched
-
-
-def _scored_live(manifest: dict[str, dict]) -> dict[str, dict]:
-    """Manifest entries of live calls, by call id."""
-    return {e["meta"]["call_id"]: e for path, e in manifest.items()
-            if path.startswith(LIVE) and e["status"] == "scored"}
-
-
 def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig,
                 progress: bool = True) -> RunSummary:
     """Score what is new or changed under `inputs` into the results folder `out`.
@@ -614,7 +138,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     progress: show progress (a bar on a terminal, a line every 30 s in a log).
     """
     clock = time.perf_counter()
-    started = _now()
+    started = now()
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
     stamp = ModelStamp.of(model)
@@ -630,17 +154,18 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
         store.add_input_roots([str(input_root(item)) for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
-        write_spooled_calls(store, config, manifest)
-        live = _scored_live(manifest)
-        todo = _to_score(files, manifest, live, store, config.rescore)
+        write_spooled_calls(store, config.escalation, manifest)
+        live = scored_live(manifest)
+        todo = to_score(files, manifest, live, store, config.rescore)
         summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
-        run = _Run(store, stamp, config, manifest, summary, started)
-        run.record_run(0.0, "running")  # stays so if the run is killed
+        run = CallWriter(store, stamp, config.escalation, manifest, summary, started,
+                         config.rescore)
+        run.write_run(0.0, "running")  # stays so if the run is killed
         status = "failed: interrupted"
         for item in rejected:
-            run.rejected(item)
+            run.write_rejected(item)
         try:
-            todo = _claim_call_ids(todo, manifest, run)
+            todo = claim_call_ids(todo, manifest, run)
             by_path = {call.path: call for call in todo}
             hours = {call.path: _audio_seconds(call.path) / 3600 for call in todo}
             bar = progress_bar(total=sum(hours.values()), unit="h",
@@ -652,23 +177,24 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                 for done, outcome in enumerate(_outcomes(todo, model_dir, config), 1):
                     call = by_path[outcome.path]
                     if outcome.error_kind:
-                        run.failed(call, outcome.error_kind, outcome.error, outcome.sha256)
+                        run.write_failed(call, outcome.error_kind, outcome.error,
+                                         outcome.sha256)
                     elif config.prior_shift == "em":
                         held.append(outcome)
                     else:
-                        run.scored(call, outcome)
+                        run.write_scored(call, outcome)
                     bar.set_postfix_str(f"files {done}/{len(todo)}", refresh=False)
                     bar.update(hours[call.path])
             if held:
                 summary.priors = shift_priors(held, model.labels)
                 for outcome in held:
-                    run.scored(by_path[outcome.path], outcome)
+                    run.write_scored(by_path[outcome.path], outcome)
             # merged too: the days of calls whose files no run merged yet (scored live, or
             # by a run killed before its compaction), and of live calls that ended during
             # the run (spooled: the run held the folder)
             loose = {partition_of(part) for entry in run.manifest.values()
                      for part in entry.get("parts", []) if not is_compacted(part)}
-            loose |= write_spooled_calls(store, config, run.manifest)
+            loose |= write_spooled_calls(store, config.escalation, run.manifest)
             store.compact(run.touched | loose, run.manifest)
             status = "finished"
         except Exception as err:
@@ -676,5 +202,5 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
             raise
         finally:
             summary.wall_s = time.perf_counter() - clock
-            run.record_run(summary.wall_s, status)
+            run.write_run(summary.wall_s, status)
     return summary

@@ -48,7 +48,7 @@ from callmood.batch.scan import CallMeta
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.dashboard import connect
 from callmood.live.stream import StreamScorer
-from callmood.training.model_folder import default_model_dir, load_model_folder
+from callmood.model.folder import default_model_dir, load_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = ROOT / "sample_calls"

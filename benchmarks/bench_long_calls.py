@@ -1,7 +1,7 @@
 """Peak memory of one worker scoring one long call: 10 minutes, 2 hours, 6 hours.
 
 Each call is the sample calls (8 kHz stereo mu-law) played end to end until it reaches
-its length, written block by block. Each is scored by batch.score.score_file (decode,
+its length, written block by block. Each is scored by batch.worker.score_file (decode,
 VAD, log-mels, model; the work of one `callmood score` worker) in a fresh process, whose
 peak resident memory (ru_maxrss) and wall time are recorded. Peak memory should not grow
 with the length of the call.
@@ -25,7 +25,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from callmood.training.model_folder import default_model_dir
+from callmood.model.folder import default_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,8 +51,8 @@ def write_long_call(path: Path, hours: float) -> None:
 
 def score_in_a_fresh_process(path: Path, model: str) -> dict:
     """score_file on one call in a child process: its wall time and peak RSS."""
-    code = ("import sys, json, resource; from callmood.batch.score import score_file; "
-            "from callmood.batch.segment import VadConfig; "
+    code = ("import sys, json, resource; from callmood.batch.worker import score_file; "
+            "from callmood.signal.segment import VadConfig; "
             "o = score_file(sys.argv[1], sys.argv[2], VadConfig(), 0.25, 86400.0, 32); "
             "print(json.dumps({'error': o.error, 'windows': len(o.windows), "
             "'duration_s': o.duration_s, "

@@ -34,8 +34,8 @@ import torch
 steps["import torch"] = time.perf_counter() - t; t = time.perf_counter()
 from transformers import ViTForImageClassification
 steps["import transformers ViT"] = time.perf_counter() - t; t = time.perf_counter()
-from callmood.training.model_folder import default_model_dir, load_model_folder
-from callmood.training.predict import predict_files
+from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.model.predict import predict_files
 model = load_model_folder(default_model_dir())
 steps["load the model folder"] = time.perf_counter() - t; t = time.perf_counter()
 list(predict_files(model, [sys.argv[1]]))

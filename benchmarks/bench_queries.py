@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_queries.py [--out DIR] [--calls 50000] [--repeat 7]
 
 Generates calls with ~20 segments each (>= 1,000,000 segments for 50,000 calls) over
-60 days, written in the hive layout of batch/schema.py (one file per day and table),
+60 days, written in the hive layout of callmood/results/schema.py (one file per day and table),
 then runs every canned query `--repeat` times, without and with a typical dashboard
 filter (a 14-day range and one queue), and writes benchmarks/results/queries.json.
 """
@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.dashboard.canned import load_queries, run_canned
 from callmood.dashboard.results_db import connect
+from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 
 LABELS = ["neutral", "happy", "angry", "sad", "fearful", "disgust", "surprised"]
 NEGATIVE = np.array([False, False, True, True, True, True, False])

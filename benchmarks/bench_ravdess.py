@@ -48,6 +48,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from callmood.model.folder import load_model_folder, predict_probabilities
+from callmood.signal.features import MelConfig
 from callmood.training.cache import extract
 from callmood.training.checkpoint import has_checkpoint
 from callmood.training.corpora.registry import load_corpus
@@ -57,10 +59,8 @@ from callmood.training.evaluate import (
     evaluate_model,
     plot_confusion,
 )
-from callmood.training.features import MelConfig
 from callmood.training.labels import ordered_labels
 from callmood.training.model import timm_to_hf, vit_config
-from callmood.training.model_folder import load_model_folder, predict_probabilities
 from callmood.training.splits import make_split, ravdess_protocol
 from callmood.training.train import TrainConfig, train
 from callmood.training.tune import SearchSpace, run_study
@@ -262,7 +262,7 @@ def imagenet_vit(shared: Path, labels: list[str]):
 
 
 def image_row(split, labels, args) -> dict:
-    from callmood.training.audio import load_mono
+    from callmood.signal.audio import load_mono
 
     def images(utterances):
         return np.stack([render_image(load_mono(u.path, 16000), 16000) for u in utterances])
@@ -350,7 +350,7 @@ def classical_row(split, labels, args) -> dict:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVC
 
-    from callmood.training.audio import load_mono
+    from callmood.signal.audio import load_mono
 
     mel = MelConfig()
     label_id = {label: i for i, label in enumerate(labels)}

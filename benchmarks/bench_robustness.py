@@ -29,8 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from callmood.training.audio import load_mono
-from callmood.training.calibration import adapt_priors
+from callmood.model.calibration import adapt_priors
+from callmood.model.folder import load_model_folder
+from callmood.signal.audio import load_mono
+from callmood.signal.features import log_mel, utterance_clips
 from callmood.training.channel import CONDITIONS, ChannelConfig
 from callmood.training.corpora.registry import load_corpora
 from callmood.training.evaluate import (
@@ -38,9 +40,7 @@ from callmood.training.evaluate import (
     expected_calibration_error,
     score_utterances,
 )
-from callmood.training.features import log_mel, utterance_clips
 from callmood.training.labels import apply_mapping, parse_mapping
-from callmood.training.model_folder import load_model_folder
 from callmood.training.splits import make_split
 
 ROOT = Path(__file__).resolve().parent.parent

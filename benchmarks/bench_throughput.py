@@ -36,10 +36,10 @@ import torch
 
 from callmood.batch.cli import DEFAULT_MODEL
 from callmood.batch.score import ScoreConfig, score_calls
-from callmood.training.audio import probe, read_channels, resample
-from callmood.training.features import MelConfig, Normalization
+from callmood.model.folder import ModelCard, save_model_folder
+from callmood.signal.audio import probe, read_channels, resample
+from callmood.signal.features import MelConfig, Normalization
 from callmood.training.model import build_model
-from callmood.training.model_folder import ModelCard, save_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CALLS = ROOT / "sample_calls"

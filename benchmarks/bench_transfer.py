@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from callmood.model.folder import CARD, load_model_folder
 from callmood.training.checkpoint import has_checkpoint
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import (
@@ -49,7 +50,6 @@ from callmood.training.evaluate import (
     score_utterances,
 )
 from callmood.training.labels import apply_mapping, parse_mapping
-from callmood.training.model_folder import CARD, load_model_folder
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig, train
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from callmood.model.folder import load_model_folder
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import held_out_corpus_metrics, plot_confusion
 from callmood.training.labels import apply_mapping, parse_mapping
-from callmood.training.model_folder import load_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 

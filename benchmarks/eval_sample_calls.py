@@ -38,9 +38,9 @@ import pandas as pd
 
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.dashboard import connect
+from callmood.model.folder import default_model_dir, load_model_folder
 from callmood.training.corpora.base import Utterance
 from callmood.training.evaluate import classification_metrics, plot_confusion, score_utterances
-from callmood.training.model_folder import default_model_dir, load_model_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 

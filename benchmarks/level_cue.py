@@ -35,11 +35,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from callmood.training.audio import load_mono
+from callmood.signal.audio import load_mono
+from callmood.signal.features import MelConfig, clip_level, level_relative, log_mel
 from callmood.training.cache import extract
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import classification_metrics
-from callmood.training.features import MelConfig, clip_level, level_relative, log_mel
 from callmood.training.labels import ordered_labels
 from callmood.training.splits import make_split
 

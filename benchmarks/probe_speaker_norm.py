@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_transfer  # noqa: E402  (the cells' recipe, corpora and model folders)
 
+from callmood.model.folder import load_model_folder  # noqa: E402
+from callmood.signal.features import level_relative  # noqa: E402
 from callmood.training.cache import clean, extract  # noqa: E402
 from callmood.training.evaluate import corpus_figures, model_probabilities  # noqa: E402
-from callmood.training.features import level_relative  # noqa: E402
-from callmood.training.model_folder import load_model_folder  # noqa: E402
 
 
 def mean_spectrum(mels: list[torch.Tensor], mel) -> torch.Tensor:

@@ -12,7 +12,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
     (the model_version its scores carry). Loads the model, so torch is imported only here."""
     if not value or ctx.resilient_parsing:
         return
-    from callmood.training.model_folder import (
+    from callmood.model.folder import (
         ModelFolderError,
         default_model_dir,
         load_model_folder,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from callmood.batch.write import INPUTS
+from callmood.results.store import INPUTS
 
 
 def input_roots(results: str | Path) -> list[Path]:

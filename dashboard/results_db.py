@@ -2,7 +2,7 @@
 
 ``connect(results)`` opens an in-memory DuckDB with the views ``segments``, ``calls``,
 ``errors`` and ``runs`` over the hive-partitioned Parquet files present when it connects
-(see ``callmood.batch.schema``; while a compaction runs, its merged members are left
+(see ``callmood.results.schema``; while a compaction runs, its merged members are left
 out), a table ``emotion_labels`` (label, position, valence, negative) and the filter
 macros of ``macros.sql`` that every canned query uses.
 A table with no Parquet files yet becomes an empty view with the contract's columns,
@@ -25,14 +25,14 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
-from callmood.batch.schema import (
+from callmood.results.schema import (
     ERRORS_SCHEMA,
     PARTITION_KEYS,
     RUNS_SCHEMA,
     calls_schema,
     segments_schema,
 )
-from callmood.batch.write import JOURNAL, is_compacted, live_parts
+from callmood.results.store import JOURNAL, is_compacted, live_parts
 
 # Used when the results folder has no labels.json (written by the batch job from the
 # model folder's valence map).

@@ -29,16 +29,16 @@ def live(model_dir, host, port, results, threads, source_timezone):
     import asyncio
     import logging
 
-    from callmood.batch.scan import source_zone
-    from callmood.batch.write import ResultsError
     from callmood.live.server import LiveServer
-    from callmood.training.model_folder import default_model_dir, load_model_folder
+    from callmood.model.folder import default_model_dir, load_model_folder
+    from callmood.results.meta import source_zone
+    from callmood.results.store import ResultsError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         model = load_model_folder(model_dir or default_model_dir())
         zone = source_zone(source_timezone)
-    except (ValueError, OSError) as err:  # a bad zone is a ScanError, a ValueError
+    except (ValueError, OSError) as err:  # a bad zone is a ValueError
         raise click.ClickException(str(err)) from None
     try:
         server = LiveServer(model, results, threads=threads, source_zone=zone)

@@ -17,7 +17,7 @@ reads is checked, and the error names the field; a call id already streaming to 
 server is refused. Clients only get the server's own words (StreamError): anything else
 that fails on a message is logged and answered with INTERNAL_ERROR. When a call stops or its
 connection drops, its segments and calls row are written to ``--results`` with the
-nightly job's writer (batch.score.write_live_call); while a nightly run holds the results
+nightly job's writer (results.writer.write_live_call); while a nightly run holds the results
 folder, finished calls wait in its spool and a retry every RETRY_S writes them once it is
 free. Several calls can stream at once; the model runs in a pool of threads, one torch
 thread each.
@@ -35,19 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 
-from callmood.batch.call_summary import EscalationConfig
-from callmood.batch.scan import CallMeta, parse_time
-from callmood.batch.score import (
-    ModelStamp,
-    ScoreConfig,
-    check_labels,
-    flush_live_spool,
-    write_live_call,
-)
-from callmood.batch.segment import VadConfig
-from callmood.batch.write import ResultsError, ResultsStore
 from callmood.live.stream import StreamError, StreamScorer, decode, frame_bytes
-from callmood.training.model_folder import LoadedModel, ModelOutputError
+from callmood.model.folder import LoadedModel, ModelOutputError
+from callmood.results.call_summary import EscalationConfig
+from callmood.results.meta import CallMeta, parse_time
+from callmood.results.store import ResultsError, ResultsStore
+from callmood.results.writer import ModelStamp, check_labels, flush_live_spool, write_live_call
+from callmood.signal.segment import VadConfig
 
 log = logging.getLogger("callmood.live")
 TRACKS = {"outbound": 0, "inbound": 1}  # agent, customer
@@ -76,7 +70,6 @@ class LiveServer:
         self.vad, self.escalation = vad or VadConfig(), escalation or EscalationConfig()
         self.pool = ThreadPoolExecutor(threads or len(os.sched_getaffinity(0)),
                                        initializer=_one_torch_thread)
-        self.config = ScoreConfig(vad=self.vad, escalation=self.escalation)
         self.streaming: set[str] = set()  # call ids in progress, on every connection
         if results:  # refused now, not at the end of every call (ResultsError)
             check_labels(ResultsStore(results), ModelStamp.of(model))
@@ -101,7 +94,7 @@ class LiveServer:
         if retry is not None:
             retry.cancel()
             if not await loop.run_in_executor(None, flush_live_spool, self.results,
-                                              self.config, RETRY_S):
+                                              self.escalation, RETRY_S):
                 log.warning("the results folder is busy: finished calls wait in its "
                             "_live_spool/ for the nightly run or the next live server")
 
@@ -111,7 +104,8 @@ class LiveServer:
         while True:
             await asyncio.sleep(RETRY_S)
             try:
-                await loop.run_in_executor(None, flush_live_spool, self.results, self.config)
+                await loop.run_in_executor(None, flush_live_spool, self.results,
+                                           self.escalation)
             except Exception:  # the retry must outlive any one failure
                 log.exception("spooled calls not written")
 
@@ -244,7 +238,7 @@ class LiveServer:
             try:
                 written = await loop.run_in_executor(
                     self.pool, write_live_call, self.results, self.model, call.scorer.call,
-                    call.scorer.outcome(), self.config)
+                    call.scorer.outcome(), self.escalation)
             except (ResultsError, OSError) as err:  # its text names the server's files
                 log.error("call %s not written: %s", call_id, err)
                 return events + [{"type": "error", "message": "the call was not written to "

@@ -3,9 +3,9 @@
 `StreamScorer(model, call, channels, sample_rate).feed(chunk)` takes audio as it arrives
 and returns the events it caused; `finish()` scores what is still open and adds the call
 summary. The pieces are the nightly job's: the energy VAD with the same settings
-(batch/segment.py, its noise floor estimated on the last minutes heard instead of the
+(callmood/signal/segment.py, its noise floor estimated on the last minutes heard instead of the
 whole file), the same clip length and overlap for long speech, the same log-mels and
-model, the same call summary and escalation rule (batch/call_summary.py), so the live
+model, the same call summary and escalation rule (callmood/results/call_summary.py), so the live
 figures agree with the nightly ones (benchmarks/bench_live.py measures how far).
 
 A speech region is scored when it ends (after the VAD's minimum pause), inside a clip
@@ -22,10 +22,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from callmood.batch.call_summary import EscalationConfig, roles_for, summarize_call
-from callmood.batch.scan import CallMeta
-from callmood.batch.score import FileOutcome
-from callmood.batch.segment import (
+from callmood.model.folder import LoadedModel
+from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
+from callmood.results.meta import CallMeta
+from callmood.results.writer import FileOutcome
+from callmood.signal.features import CLIP_OVERLAP
+from callmood.signal.segment import (
     LevelMeter,
     VadConfig,
     clip_hop,
@@ -33,8 +35,6 @@ from callmood.batch.segment import (
     speech_regions,
     window_mels,
 )
-from callmood.training.features import CLIP_OVERLAP
-from callmood.training.model_folder import LoadedModel
 
 ENCODINGS = {"pcm16": "PCM_16", "mulaw": "ULAW"}
 NOISE_WINDOW_S = 300.0  # the noise floor is the percentile of this much recent audio

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from callmood.training.features import MelConfig, Normalization
+from callmood.model.folder import ModelCard, save_model_folder
+from callmood.signal.features import MelConfig, Normalization
 from callmood.training.model import build_model
-from callmood.training.model_folder import ModelCard, save_model_folder
 
 LABELS = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 TINY_MEL = MelConfig(n_mels=64, input_frames=160)

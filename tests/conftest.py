@@ -87,7 +87,7 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_mel():
-    from callmood.training.features import MelConfig
+    from callmood.signal.features import MelConfig
 
     return MelConfig(n_mels=64, input_frames=160)
 
@@ -100,9 +100,9 @@ def tiny_model_dir(tmp_path, tiny_mel) -> Path:
     """A random `random:micro` model folder for `tiny_mel`, labels TINY_LABELS."""
     import torch
 
-    from callmood.training.features import Normalization
+    from callmood.model.folder import ModelCard, save_model_folder
+    from callmood.signal.features import Normalization
     from callmood.training.model import build_model
-    from callmood.training.model_folder import ModelCard, save_model_folder
 
     torch.manual_seed(0)
     model = build_model(tiny_mel, TINY_LABELS, "random:micro")

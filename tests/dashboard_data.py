@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
-from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
-from callmood.batch.write import INPUTS
+from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
+from callmood.results.store import INPUTS
 
 LABELS = ["neutral", "happy", "angry", "sad"]
 NEGATIVE = {"angry", "sad"}

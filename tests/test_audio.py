@@ -1,11 +1,11 @@
-"""training/audio.py: decoding every format we meet, and the promised AudioError kinds."""
+"""callmood/signal/audio.py: decoding every format we meet, and the promised AudioError kinds."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import make_tone
 
-from callmood.training.audio import (
+from callmood.signal.audio import (
     SILENCE_PEAK,
     AudioError,
     load_mono,

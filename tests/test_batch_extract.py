@@ -9,9 +9,9 @@ import torch
 from batch_fixtures import DIALOGUE, synthetic_call
 
 from callmood.batch.extract import extract_file
-from callmood.batch.segment import VadConfig, detect_speech, plan_windows, window_mels
-from callmood.training.audio import AudioError, read_channels, resample
-from callmood.training.features import MelConfig
+from callmood.signal.audio import AudioError, read_channels, resample
+from callmood.signal.features import MelConfig
+from callmood.signal.segment import VadConfig, detect_speech, plan_windows, window_mels
 
 MEL = MelConfig(n_mels=64, input_frames=160)
 

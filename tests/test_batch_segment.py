@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from batch_fixtures import TINY_MEL, voiced
 
-from callmood.batch.segment import VadConfig, detect_speech, plan_windows, window_mels
-from callmood.training.features import fit_frames, log_mel
+from callmood.signal.features import fit_frames, log_mel
+from callmood.signal.segment import VadConfig, detect_speech, plan_windows, window_mels
 
 
 def test_detects_bursts_over_noise_within_tolerance():

@@ -1,5 +1,5 @@
-"""training/calibration.py: temperature scaling, ECE, reliability plot and EM prior adaptation,
-all checked on synthetic data whose true probabilities are known."""
+"""callmood/model/calibration.py: temperature scaling, ECE, reliability plot and EM prior
+adaptation, all checked on synthetic data whose true probabilities are known."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from callmood.training.calibration import (
+from callmood.model.calibration import (
     adapt_priors,
     expected_calibration_error,
     fit_temperature,

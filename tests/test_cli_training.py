@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import TINY_LABELS
 
 from callmood.cli import main
-from callmood.training.model_folder import load_model_folder
+from callmood.model.folder import load_model_folder
 
 FAST = ["--init", "random:micro", "--epochs", "2", "--batch-size", "8", "--workers", "1",
         "--device", "cpu", "--no-specaugment", "--mixup", "0", "--channel-p", "0"]
@@ -253,7 +253,7 @@ def test_every_subcommand_has_help():
 
 
 def test_predict_uses_the_idle_cores_or_the_threads_asked(tiny_model_dir, write_wav):
-    from callmood.training.predict import idle_cores
+    from callmood.model.predict import idle_cores
 
     assert 1 <= idle_cores() <= len(os.sched_getaffinity(0))
     speech = write_wav("speech.wav", 2.0)

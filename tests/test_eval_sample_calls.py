@@ -7,7 +7,7 @@ import pytest
 from batch_fixtures import SAMPLE_CALLS
 from conftest import TINY_LABELS, load_benchmark
 
-from callmood.training.model_folder import load_model_folder
+from callmood.model.folder import load_model_folder
 
 
 @pytest.fixture(scope="module")

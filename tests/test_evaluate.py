@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 from conftest import load_benchmark
 
+from callmood.model.folder import load_model_folder
 from callmood.training.corpora.base import Utterance
 from callmood.training.evaluate import held_out_corpus_metrics
-from callmood.training.model_folder import load_model_folder
 
 
 def test_restricted_figures_only_choose_among_the_corpus_classes(tiny_model_dir, write_wav):

@@ -1,4 +1,4 @@
-"""training/features.py: the one log-mel, checked against librosa, and the clip helpers."""
+"""callmood/signal/features.py: the one log-mel, checked against librosa, and the clip helpers."""
 
 import math
 from dataclasses import asdict, replace
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from callmood.training.audio import load_mono
-from callmood.training.features import (
+from callmood.signal.audio import load_mono
+from callmood.signal.features import (
     MelConfig,
     Normalization,
     fit_frames,

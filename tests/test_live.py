@@ -20,13 +20,13 @@ import soundfile as sf
 from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call
 from websockets.sync.client import connect
 
-from callmood.batch.scan import CallMeta
-from callmood.batch.segment import LevelMeter, VadConfig
-from callmood.batch.write import ResultsStore
 from callmood.dashboard.results_db import connect as open_results
 from callmood.live import stream as live_stream
 from callmood.live.stream import StreamScorer
-from callmood.training.model_folder import load_model_folder
+from callmood.model.folder import load_model_folder
+from callmood.results.meta import CallMeta
+from callmood.results.store import ResultsStore
+from callmood.signal.segment import LevelMeter, VadConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 with open(ROOT / "sample_calls" / "calls.csv") as f:

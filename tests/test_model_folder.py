@@ -1,4 +1,4 @@
-"""training/model_folder.py: the model folder is safetensors + JSON and round-trips exactly."""
+"""callmood/model/folder.py: the model folder is safetensors + JSON and round-trips exactly."""
 
 import json
 import shutil
@@ -9,9 +9,7 @@ import pytest
 import torch
 from conftest import TINY_LABELS
 
-from callmood.training.features import Normalization, log_mel, model_input
-from callmood.training.model import build_model
-from callmood.training.model_folder import (
+from callmood.model.folder import (
     DEFAULT_VALENCE,
     IgnoredModelFiles,
     LoadedModel,
@@ -20,6 +18,8 @@ from callmood.training.model_folder import (
     load_model_folder,
     save_model_folder,
 )
+from callmood.signal.features import Normalization, log_mel, model_input
+from callmood.training.model import build_model
 
 
 def random_mels(mel, n=5, seed=0):

@@ -20,7 +20,7 @@ from transformers import (
     ViTModel,
 )
 
-from callmood.training.features import MelConfig
+from callmood.signal.features import MelConfig
 from callmood.training.model import (
     PRESETS,
     InitError,

@@ -25,7 +25,7 @@ from test_live import free_port, start_server, stream_callmood
 from websockets.sync.client import connect
 
 import callmood
-from callmood.training.model_folder import default_model_dir, load_model_folder
+from callmood.model.folder import default_model_dir, load_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CALLS = REPO / "sample_calls"

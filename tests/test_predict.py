@@ -5,10 +5,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from callmood.training.audio import load_mono
-from callmood.training.features import fit_frames, log_mel
-from callmood.training.model_folder import default_model_dir, load_model_folder
-from callmood.training.predict import predict_files
+from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.model.predict import predict_files
+from callmood.signal.audio import load_mono
+from callmood.signal.features import fit_frames, log_mel
 
 RATE = 16000
 

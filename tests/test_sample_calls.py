@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from batch_fixtures import SAMPLE_CALLS
 
-from callmood.batch.segment import VadConfig, detect_speech
-from callmood.training.audio import probe, read_channels, resample
+from callmood.signal.audio import probe, read_channels, resample
+from callmood.signal.segment import VadConfig, detect_speech
 
 
 def read_csv(name):

@@ -17,19 +17,16 @@ import soundfile as sf
 from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
 from click.testing import CliRunner
 
-from callmood.batch.scan import CallMeta, call_path, scan, source_zone
-from callmood.batch.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
-from callmood.batch.score import (
-    ScoreConfig,
-    cached_model,
-    flush_live_spool,
-    score_calls,
-    score_file,
-    write_live_call,
-)
-from callmood.batch.segment import VadConfig
-from callmood.batch.write import ResultsStore
+from callmood.batch.scan import call_path, scan
+from callmood.batch.score import ScoreConfig, score_calls
+from callmood.batch.worker import cached_model, score_file
 from callmood.cli import main
+from callmood.results.call_summary import EscalationConfig
+from callmood.results.meta import CallMeta, source_zone
+from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
+from callmood.results.store import ResultsStore
+from callmood.results.writer import flush_live_spool, write_live_call
+from callmood.signal.segment import VadConfig
 
 
 @pytest.fixture(scope="module")
@@ -503,7 +500,7 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     with store.lock():  # a nightly run is under way
         for call_id in ("live-1", "A-1"):  # A-1 is also a.wav's id in its sidecar
             assert not write_live_call(out, model, CallMeta(call_id, "ag7", None, started, 1),
-                                       outcome, ScoreConfig())
+                                       outcome, EscalationConfig())
     assert len(store.spooled_files()) == 2 and not (tmp_path / "results" / "calls").exists()
     summary = run([calls], out, model_dir)  # the next night writes them first...
     assert summary.calls_scored == 1  # ... so a.wav counts as scored live, nested/b scores
@@ -515,13 +512,13 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     # the live server's retry writes what ended after the night let go
     with store.lock():
         write_live_call(out, model, CallMeta("live-2", None, None, started, None), outcome,
-                        ScoreConfig())
-    assert flush_live_spool(out, ScoreConfig()) and not store.spooled_files()
+                        EscalationConfig())
+    assert flush_live_spool(out, EscalationConfig()) and not store.spooled_files()
     assert "live-2" in {r["call_id"] for r in rows(out, "calls")}
     # a live call whose recording a night has scored does not replace the recording's rows
     with store.lock():
         write_live_call(out, model, CallMeta("nested/b", None, None, started, None),
-                        outcome, ScoreConfig())
+                        outcome, EscalationConfig())
     assert run([calls], out, model_dir).calls_scored == 0
     assert not store.spooled_files()
     assert [r["source_file"] for r in rows(out, "calls") if r["call_id"] == "nested/b"] == [
@@ -574,7 +571,7 @@ def test_the_spool_keeps_each_calls_model_and_sets_aside_what_it_cannot_write(
     store = ResultsStore(str(out))
     with store.lock():  # scored live by another model version while a night runs
         write_live_call(str(out), other, CallMeta("v2", None, None, started, 1), outcome,
-                        ScoreConfig())
+                        EscalationConfig())
     spool = out / "_live_spool"
     [good] = spool.glob("*.json")
     value = json.loads(good.read_text())

@@ -12,8 +12,8 @@ import pytest
 from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call, write_calls_csv
 
 from callmood.batch.score import ScoreConfig, score_calls
-from callmood.batch.write import JOURNAL, ResultsStore, part_path
 from callmood.dashboard.results_db import connect
+from callmood.results.store import JOURNAL, ResultsStore, part_path
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import pyarrow.dataset as ds
 import pytest
 from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call
 
-from callmood.batch.score import ScoreConfig, score_calls, score_file
-from callmood.batch.segment import VadConfig
-from callmood.batch.write import JOURNAL, ResultsStore, part_path
+from callmood.batch.score import ScoreConfig, score_calls
+from callmood.batch.worker import score_file
 from callmood.dashboard.results_db import connect
+from callmood.results.store import JOURNAL, ResultsStore, part_path
+from callmood.signal.segment import VadConfig
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +196,8 @@ def test_a_huge_file_is_refused_from_its_header_before_it_is_read(tmp_path, mode
                 + b"data" + struct.pack("<I", 0xFFFFFFFF))
         f.truncate(1 << 40)
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from callmood.batch.score import score_file; "
-         "from callmood.batch.segment import VadConfig; "
+        [sys.executable, "-c", "import sys; from callmood.batch.worker import score_file; "
+         "from callmood.signal.segment import VadConfig; "
          "print(score_file(sys.argv[1], sys.argv[2], VadConfig(), 0.25, 6 * 3600, 8)"
          ".error_kind)", str(path), model_dir],
         capture_output=True, text=True, timeout=120)

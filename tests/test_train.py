@@ -14,6 +14,7 @@ import pytest
 import torch
 from processes import kill_once_workers_run, still_alive_after
 
+from callmood.model.folder import load_model_folder
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
@@ -29,7 +30,6 @@ from callmood.training.corpora import ravdess
 from callmood.training.corpora.base import Utterance
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import utterance_probs
-from callmood.training.model_folder import load_model_folder
 from callmood.training.splits import Split
 from callmood.training.train import (
     TrainConfig,
@@ -277,7 +277,7 @@ EXTRACT_SCRIPT = """
 import sys
 from callmood.training.cache import condition, extract
 from callmood.training.corpora.base import Utterance
-from callmood.training.features import MelConfig
+from callmood.signal.features import MelConfig
 utterances = [Utterance(p, "sad", f"x:{i}", "x") for i, p in enumerate(sys.argv[1:])]
 extract(utterances, MelConfig(), (condition("gsm"), condition("reverb")), workers=2)
 """
@@ -413,7 +413,7 @@ def test_corpus_classes_lists_what_each_corpus_has():
 
 
 def test_params_file_values_become_configs():
-    from callmood.training.features import MelConfig
+    from callmood.signal.features import MelConfig
     from callmood.training.train import TrainConfig
 
     config = TrainConfig().with_overrides({"mel": {"n_mels": 64, "input_frames": 160},

@@ -1,4 +1,4 @@
-"""A model folder from a stranger (training/model_folder.py, training/predict.py): what is
+"""A model folder from a stranger (callmood/model/folder.py, callmood/model/predict.py): what is
 wrong with it is refused in one line naming the file, before it can hang, fill memory or
 leave NaN scores. `callmood predict`, `score` and `live` all load through this."""
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from callmood.training.model_folder import (
+from callmood.model.folder import (
     ModelFolderError,
     ModelOutputError,
     load_model_folder,
 )
-from callmood.training.predict import predict_files
+from callmood.model.predict import predict_files
 
 CALLMOOD = str(Path(sys.executable).parent / "callmood")
 JSON_FILES = ["config.json", "preprocessor_config.json", "callmood.json"]
@@ -29,7 +29,7 @@ JSON_FILES = ["config.json", "preprocessor_config.json", "callmood.json"]
 LOAD_EACH = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-from callmood.training.model_folder import ModelFolderError, load_model_folder
+from callmood.model.folder import ModelFolderError, load_model_folder
 for folder in sys.argv[1:]:
     try:
         load_model_folder(folder)

@@ -35,10 +35,10 @@ import torch
 from joblib import Parallel, delayed
 
 from callmood.progress import progress
+from callmood.signal.audio import AudioError, load_mono
+from callmood.signal.features import MelConfig, log_mel
 from callmood.training import channel as channels
-from callmood.training.audio import AudioError, load_mono
 from callmood.training.corpora.base import Utterance
-from callmood.training.features import MelConfig, log_mel
 from callmood.workers import workers_die_with_this_process
 
 log = logging.getLogger(__name__)

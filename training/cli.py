@@ -197,8 +197,8 @@ def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, labe
     `--fold all` evaluates every fold of the protocol (or of --folds N) with the model
     folder named by the {fold} pattern, and reports per-fold figures and mean ± std.
     """
+    from callmood.model.folder import load_model_folder
     from callmood.training.evaluate import aggregate_folds, evaluate_model, write_report
-    from callmood.training.model_folder import load_model_folder
 
     try:
         folds = [fold]
@@ -298,9 +298,9 @@ def predict(files, model_dir, fmt, threads):
     """
     import torch
 
+    from callmood.model.folder import default_model_dir, load_model_folder
+    from callmood.model.predict import idle_cores, predict_files
     from callmood.progress import progress
-    from callmood.training.model_folder import default_model_dir, load_model_folder
-    from callmood.training.predict import idle_cores, predict_files
 
     # threads beyond the idle cores only wait for each other: on a 2-core machine busy
     # with other work, 2 threads were several times slower than 1

@@ -28,12 +28,12 @@ from sklearn.metrics import (  # noqa: E402
     precision_recall_fscore_support,
 )
 
-from callmood.training.calibration import (  # noqa: E402
+from callmood.model.calibration import (  # noqa: E402
     expected_calibration_error,
     reliability_bins,
     softmax,
 )
-from callmood.training.features import MelConfig, utterance_clips  # noqa: E402
+from callmood.signal.features import MelConfig, utterance_clips  # noqa: E402
 
 
 def utterance_clip_batch(mels: list[torch.Tensor], frames: int
@@ -263,7 +263,7 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
 def model_probabilities(model, mels: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
     """A LoadedModel's utterance probabilities for log-mels: calibrated by the folder's
     temperature, and the raw softmax too when a temperature is set (one forward pass)."""
-    from callmood.training.model_folder import predict_logits
+    from callmood.model.folder import predict_logits
 
     clips, owners = utterance_clip_batch(mels, model.mel.input_frames)
     logits = predict_logits(model.model, clips, model.mel, model.norm)

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
 
-from callmood.training.features import MelConfig
+from callmood.signal.features import MelConfig
 
 PRESETS = {
     # name: (hidden, layers, heads, mlp)

@@ -26,7 +26,24 @@ import transformers
 from tqdm import tqdm
 
 import callmood
+from callmood.model.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
+from callmood.model.folder import (
+    ModelCard,
+    predict_logits,
+    predict_probabilities,
+    save_model_folder,
+)
 from callmood.progress import progress
+from callmood.signal.features import (
+    MelConfig,
+    Normalization,
+    fit_frames,
+    model_input,
+)
 from callmood.training.augment import AugmentConfig, spec_augment
 from callmood.training.cache import (
     CLEAN,
@@ -35,11 +52,6 @@ from callmood.training.cache import (
     clean,
     extract,
     training_channels,
-)
-from callmood.training.calibration import (
-    expected_calibration_error,
-    fit_temperature,
-    softmax,
 )
 from callmood.training.checkpoint import (
     Checkpoint,
@@ -54,20 +66,8 @@ from callmood.training.evaluate import (
     utterance_clip_batch,
     utterance_probs,
 )
-from callmood.training.features import (
-    MelConfig,
-    Normalization,
-    fit_frames,
-    model_input,
-)
 from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model
-from callmood.training.model_folder import (
-    ModelCard,
-    predict_logits,
-    predict_probabilities,
-    save_model_folder,
-)
 from callmood.training.splits import Split
 
 log = logging.getLogger(__name__)

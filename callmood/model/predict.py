@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from callmood.training.audio import AudioError, load_mono
-from callmood.training.features import log_mel, utterance_clips
-from callmood.training.model_folder import LoadedModel, ModelOutputError
+from callmood.model.folder import LoadedModel, ModelOutputError
+from callmood.signal.audio import AudioError, load_mono
+from callmood.signal.features import log_mel, utterance_clips
 
 
 def idle_cores() -> int:

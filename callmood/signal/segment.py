@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.training.features import MelConfig, fit_frames, log_mel
+from callmood.signal.features import MelConfig, fit_frames, log_mel
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
-from callmood.training.calibration import softmax
-from callmood.training.features import MelConfig, Normalization, is_finite_number, model_input
+from callmood.model.calibration import softmax
+from callmood.signal.features import MelConfig, Normalization, is_finite_number, model_input
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

@@ -23,7 +23,7 @@ re-scored call. Rows a re-score cannot supersede (a call that now fails, or move
 another day or call id) are removed from the compacted file at once.
 
 A call scored live is first spooled (``_live_spool/<hash of the call id>.json``) and
-then written by whoever holds the folder next (see batch.score.write_spooled_calls), so a
+then written by whoever holds the folder next (see results.writer.write_spooled_calls), so a
 nightly run holding the lock for hours delays it but does not lose it.
 
 ``--out`` may be any fsspec URL; the lock that keeps two runs apart needs a local folder.
@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from callmood.batch.schema import PARTITION_KEYS
+from callmood.results.schema import PARTITION_KEYS
 
 MANIFEST = "_manifest"
 LABELS = "labels.json"

@@ -1,0 +1,99 @@
+"""The nightly job's worker task: one file decoded, its speech found, its windows cut into
+log-mels and scored by the model, in a joblib worker (a local process or a Dask worker).
+It never raises: a file that cannot be scored comes back as a FileOutcome with its
+error, so one bad file cannot stop the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from callmood.batch.extract import extract_file
+from callmood.model.folder import LoadedModel, ModelOutputError, load_model_folder
+from callmood.results.writer import FileOutcome
+from callmood.signal.audio import AudioError, unreadable_by_user
+from callmood.signal.segment import VadConfig
+
+_MODELS: dict[str, LoadedModel] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def cached_model(model_dir: str) -> LoadedModel:
+    """The model folder, loaded once per process (workers are reused across files)."""
+    key = str(Path(model_dir).resolve())
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = load_model_folder(key)
+        return _MODELS[key]
+
+
+class FileTimeout(BaseException):
+    """Not an Exception, so that no `except Exception` on the way swallows it."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise FileTimeout in this thread after `seconds` (it takes effect between the
+    blocks a file is decoded and scored in). Only the main thread of a process can set
+    the alarm; elsewhere (a Dask worker thread) there is no limit."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise FileTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
+               max_seconds: float, batch_size: int, precision: str = "fp32",
+               time_limit_s: float | None = None) -> FileOutcome:
+    """The worker task; never raises, so one bad file cannot stop the run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with time_limit(time_limit_s):
+            return _score_file(path, model_dir, vad, overlap, max_seconds, batch_size,
+                               precision)
+    except FileTimeout:
+        return FileOutcome(path, error_kind="timeout",
+                           error=f"not done within the limit of {time_limit_s / 60:g} min "
+                                 "per file (--file-minutes); the run went on without it")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
+                max_seconds: float, batch_size: int, precision: str) -> FileOutcome:
+    try:
+        model = cached_model(model_dir)
+        found = extract_file(path, model.mel, vad, overlap, max_seconds)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            probs = np.concatenate([model.predict_mels(mels, batch_size)
+                                    for mels in found.mel_batches(model.mel, batch_size)])
+        return FileOutcome(path, found.sha256, found.duration_s, found.channels, found.speech,
+                           found.windows, probs)
+    except (AudioError, ModelOutputError) as err:
+        return FileOutcome(path, error_kind=err.kind, error=err.detail)
+    except FileNotFoundError:
+        return FileOutcome(path, error_kind="missing",
+                           error="removed while it was being scored")
+    except PermissionError as err:
+        refused = unreadable_by_user(path, err)
+        return FileOutcome(path, error_kind=refused.kind, error=refused.detail)
+    except Exception as err:  # a bug or resource problem on one file: record it, go on
+        return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")

@@ -1,0 +1,1 @@
+"""The model folder (read, write, checks), calibration, and inference on files."""
