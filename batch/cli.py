@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
-from importlib.resources import files
-
 import click
 
-DEFAULT_MODEL = files("callmood") / "default_model"
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+from callmood.options import model_dir_or_bundled, source_timezone_option
+from callmood.workers import usable_cores
 
 
 @click.command()
@@ -20,7 +14,7 @@ def _cores() -> int:
               help="Results folder or fsspec URL; one Parquet dataset per table inside.")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
               help="Model folder [default: the model bundled with callmood].")
-@click.option("--workers", "-j", type=click.IntRange(min=1), default=_cores(),
+@click.option("--workers", "-j", type=click.IntRange(min=1), default=usable_cores(),
               show_default="all cores", help="Parallel worker processes (one core each).")
 @click.option("--rescore", is_flag=True, help="Score every file again, changed or not.")
 @click.option("--include", multiple=True, metavar="GLOB",
@@ -33,8 +27,7 @@ def _cores() -> int:
 @click.option("--metadata", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Extra metadata CSV (columns file, call_id, agent_id, queue, started_at, "
                    "customer_channel); calls.csv beside the audio is read anyway.")
-@click.option("--source-timezone", envvar="CALLMOOD_SOURCE_TIMEZONE", default="UTC",
-              show_default=True, metavar="ZONE",
+@source_timezone_option(
               help="The recorders' time zone (IANA name, e.g. Europe/Berlin; or "
                    "$CALLMOOD_SOURCE_TIMEZONE): times in file names and sidecar times "
                    "without an offset are local times there. Results hold UTC.")
@@ -77,12 +70,7 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follo
     from callmood.model.folder import ModelFolderError
     from callmood.results.store import ResultsError
 
-    if model_dir is None:
-        if not DEFAULT_MODEL.is_dir():
-            raise click.ClickException(
-                f"the default model ({DEFAULT_MODEL}) is not installed; pass --model DIR "
-                "with a model folder from `callmood train`")
-        model_dir = str(DEFAULT_MODEL)
+    model_dir = model_dir_or_bundled(model_dir)
     try:
         config = ScoreConfig(workers=workers, backend=backend, scheduler=scheduler,
                              batch_size=batch_size, precision=precision,

@@ -18,7 +18,7 @@ import torch
 from callmood.batch.ledger import file_sha256
 from callmood.signal.audio import AudioError, check_length, check_peak, probe, read_blocks
 from callmood.signal.features import MelConfig, log_mel
-from callmood.signal.segment import LevelMeter, VadConfig, clip_start, plan_windows, window_mels
+from callmood.signal.segment import VadConfig, WindowPlanner, clip_start, window_mels
 
 BLOCK_S = 60.0
 
@@ -74,27 +74,29 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
     """Raises AudioError for files that cannot be scored (unreadable, silent, no speech)."""
     check_length(probe(path), max_seconds)  # the header first: a huge file is not hashed
     sha = file_sha256(path)
-    meters: list[LevelMeter] = []
+    clip = mel.clip_samples
+    planners: list[WindowPlanner] = []
+    planned: list[tuple[int, int, int]] = []  # (channel, start, end) windows
     peak = 0.0
     for block in read_blocks(path, mel.sample_rate, block_s, max_seconds):
-        meters = meters or [LevelMeter(mel.sample_rate, vad) for _ in block]
-        for meter, channel in zip(meters, block, strict=True):
-            meter.add(channel)
+        planners = planners or [WindowPlanner(mel.sample_rate, clip, overlap, vad)
+                                for _ in block]
+        for channel, (planner, samples) in enumerate(zip(planners, block, strict=True)):
+            planned += [(channel, a, b) for a, b in planner.add(samples)]
         peak = max(peak, float(np.abs(block).max(initial=0.0)))
     check_peak(peak, path)
-    samples = meters[0].samples
-    clip, lookahead = mel.clip_samples, round(vad.clip_lookahead_s * mel.sample_rate)
-    speech, planned = [], []
-    for channel, meter in enumerate(meters):
-        regions = meter.regions()
-        speech += [(channel, a / mel.sample_rate, b / mel.sample_rate) for a, b in regions]
-        planned += [(channel, a, b) for a, b in plan_windows(regions, clip, overlap)]
+    for channel, planner in enumerate(planners):
+        planned += [(channel, a, b) for a, b in planner.finish()]
     if not planned:
         raise AudioError(path, "no_speech", "no speech found (only noise or silence)")
+    samples, rate = planners[0].samples, mel.sample_rate
+    lookahead = round(vad.clip_lookahead_s * rate)
     starts = [0 if samples < clip else clip_start(a, b, clip, samples, lookahead)
               for _, a, b in planned]
     order = sorted(range(len(planned)), key=lambda i: (starts[i], planned[i][0]))
-    return Extracted(path, sha, samples / mel.sample_rate, len(meters), samples, speech,
-                     [(planned[i][0], planned[i][1] / mel.sample_rate,
-                       planned[i][2] / mel.sample_rate) for i in order],
+    speech = [(channel, a / rate, b / rate) for channel, planner in enumerate(planners)
+              for a, b in planner.speech]
+    return Extracted(path, sha, samples / rate, len(planners), samples, speech,
+                     [(planned[i][0], planned[i][1] / rate, planned[i][2] / rate)
+                      for i in order],
                      [(planned[i][0], starts[i]) for i in order], max_seconds)

@@ -212,22 +212,21 @@ def read_sidecar(csv_path: Path, roots: list[Path], zone: tzinfo = timezone.utc,
         return {}, problems
     rows: dict[Path, dict] = {}
     rows_iter = iter(reader)
-    line = 1
+    line = 1  # the last line read
     while True:
-        first = line + 1
+        after = line
         try:
             row = next(rows_iter)
         except StopIteration:
             break
         except csv.Error as err:  # a field over the csv module's limit (128 KiB)
-            problem(first, f"unreadable row ({err}); it is ignored")
-            line = first
+            line = after + 1
+            problem(line, f"unreadable row ({err}); it is ignored")
             continue
-        line = reader.line_num
-        if line > first or None in row or any("\n" in (v or "") for v in row.values()
-                                              if isinstance(v, str)):
-            problem(first, "malformed row (an unterminated quote or extra fields); "
-                           f"lines {first}-{line} are ignored")
+        line = first = reader.line_num  # a row is one line (blank lines are skipped)
+        if None in row or any("\n" in (v or "") for v in row.values() if isinstance(v, str)):
+            problem(after + 1, "malformed row (an unterminated quote or extra fields); "
+                               f"lines {after + 1}-{line} are ignored")
             continue
         name = (row.get("file") or "").strip()
         path, error = _sidecar_file(csv_path, name, roots)

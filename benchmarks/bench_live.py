@@ -30,8 +30,6 @@ import base64
 import csv
 import io
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -50,8 +48,10 @@ from callmood.dashboard import connect
 from callmood.live.stream import StreamScorer
 from callmood.model.folder import default_model_dir, load_model_folder
 
-ROOT = Path(__file__).resolve().parent.parent
-CALLS = ROOT / "sample_calls"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
+CALLS = harness.ROOT / "sample_calls"
 FRAME_S = 0.02
 
 
@@ -214,14 +214,12 @@ def main() -> None:
     parser.add_argument("--max-p95", type=float, default=1.0)
     parser.add_argument("--long-minutes", type=float, default=60.0)
     parser.add_argument("--parts", default="agreement,latency,long_call")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     parts = args.parts.split(",")
     path = args.out / "live.json"
-    report = json.loads(path.read_text()) if path.exists() else {}
-    report.update({"command": "python benchmarks/bench_live.py",
-                   "machine": f"{platform.processor() or platform.machine()}, "
-                              f"{len(os.sched_getaffinity(0))} cores"})
+    report = harness.read_json(path, {})
+    report["machine"] = harness.machine("torch")
     if "agreement" in parts:
         report["agreement"] = agreement(args.model)
         print(json.dumps({k: v for k, v in report["agreement"].items() if k != "calls"}),
@@ -234,8 +232,7 @@ def main() -> None:
         report["long_call"] = long_call(args.model, args.long_minutes)
         print(json.dumps({k: v for k, v in report["long_call"].items()
                           if k != "cpu_s_per_audio_minute"}), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    harness.write_json(path, report)
 
 
 if __name__ == "__main__":

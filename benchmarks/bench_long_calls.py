@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,17 +22,17 @@ import time
 from pathlib import Path
 
 import soundfile as sf
-import torch
 
 from callmood.model.folder import default_model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
 
 
 def write_long_call(path: Path, hours: float) -> None:
     """The sample calls (those with as many channels as the first) end to end until
     `hours` of audio, never all in memory."""
-    sources = sorted((ROOT / "sample_calls" / "audio").glob("*.wav"))
+    sources = sorted((harness.ROOT / "sample_calls" / "audio").glob("*.wav"))
     info = sf.info(str(sources[0]))
     sources = [s for s in sources if sf.info(str(s)).channels == info.channels]
     target = int(hours * 3600 * info.samplerate)
@@ -67,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--hours", default="0.1667,2,6")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -81,13 +80,10 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
             path.unlink()
-    report = {"command": "python benchmarks/bench_long_calls.py" + (
-                  "" if args.model == str(default_model_dir()) else f" --model {args.model}"),
-              "machine": f"{platform.processor() or platform.machine()}, torch "
-                         f"{torch.__version__}, one worker (1 torch thread)",
+    report = {"machine": harness.machine(torch=harness.package_version("torch")),
+              "worker": "one worker (1 torch thread)",
               "calls": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "long_calls.json").write_text(json.dumps(report, indent=1) + "\n")
+    harness.write_json(args.out / "long_calls.json", report)
 
 
 if __name__ == "__main__":

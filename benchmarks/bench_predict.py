@@ -18,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
+ROOT = harness.ROOT
 CALLMOOD = str(Path(sys.executable).parent / "callmood")
 STEPS = """
 import json, sys, time
@@ -64,16 +66,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--files", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0))
+    cores = harness.usable_cores()
     audio = sorted((ROOT / "sample_calls" / "audio").glob("*.wav"))
     files = [str(audio[i % len(audio)]) for i in range(args.files)]
     one = files[0]
 
     wall([CALLMOOD, "predict", one])  # warm the file cache
-    report = {"machine": f"{platform.processor() or platform.machine()}, {cores} cores",
-              "command": "python benchmarks/bench_predict.py",
+    # torch runs in the child processes only: its version, not this process's threads
+    report = {"machine": harness.machine(torch=harness.package_version("torch")),
               "startup_file": os.path.relpath(one, ROOT),
               "startup_wall": spread([wall([CALLMOOD, "predict", one])
                                       for _ in range(args.runs)]),
@@ -94,8 +96,7 @@ def main() -> None:
         finally:
             for process in busy:
                 process.kill()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "predict.json").write_text(json.dumps(report, indent=1) + "\n")
+    harness.write_json(args.out / "predict.json", report)
 
 
 if __name__ == "__main__":

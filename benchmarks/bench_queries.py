@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
-import platform
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,11 +26,14 @@ from callmood.dashboard.canned import load_queries, run_canned
 from callmood.dashboard.results_db import connect
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
 LABELS = ["neutral", "happy", "angry", "sad", "fearful", "disgust", "surprised"]
 NEGATIVE = np.array([False, False, True, True, True, True, False])
 DAYS = 60
 SEGMENTS_PER_CALL = 20
-OUT_JSON = Path(__file__).parent / "results" / "queries.json"
+OUT_JSON = harness.RESULTS / "queries.json"
 
 
 def generate(root: Path, n_calls: int, seed: int = 0, compacted: bool = True) -> int:
@@ -184,10 +182,7 @@ def main() -> None:
 
     worst = max(r["max_s"] for q in queries.values() for r in q.values())
     report = {
-        "command": "python benchmarks/bench_queries.py " + shlex.join(sys.argv[1:]),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "duckdb": duckdb.__version__},
+        "machine": harness.machine("duckdb"),
         "data": {"calls": args.calls, "segments": n_segments, "days": DAYS,
                  "labels": LABELS, "generate_s": round(generate_s, 2)},
         "timezone": args.timezone,
@@ -200,8 +195,7 @@ def main() -> None:
         "worst_max_s": worst,
         "all_under_target": worst < 0.5,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    harness.write_json(args.json, report)
     print(f"worst {worst:.3f} s; wrote {args.json}")
 
 

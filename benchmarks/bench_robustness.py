@@ -21,8 +21,7 @@ writes benchmarks/results/robustness.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -43,7 +42,9 @@ from callmood.training.evaluate import (
 from callmood.training.labels import apply_mapping, parse_mapping
 from callmood.training.splits import make_split
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
 GAIN_DB = 20.0
 
 
@@ -64,10 +65,10 @@ def gain_drift(model, utterances, gain_db: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    harness.add_shared_option(parser)
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(2)
     utterances = apply_mapping(load_corpora([f"ravdess={args.shared / 'data/ravdess'}"]),
@@ -80,10 +81,7 @@ def main() -> None:
                                     "outside_training_ranges":
                                         ranges.out_of_range(CONDITIONS[name])}
                              for name in conditions},
-              "machine": f"{platform.processor() or platform.machine()}, "
-                         f"{torch.get_num_threads()} torch threads",
-              "command": "python benchmarks/bench_robustness.py " + " ".join(
-                  f"--model {m}" for m in args.model),
+              "machine": harness.machine("torch"),
               "models": {}}
     for spec in args.model:
         name, folder = spec.split("=", 1)
@@ -110,9 +108,8 @@ def main() -> None:
                                   "version": model.version,
                                   "temperature": model.card.temperature,
                                   "conditions": rows, "gain_20db_max_probability_change": drift}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "robustness.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "robustness.md").write_text(markdown(report))
+    harness.write_json(args.out / "robustness.json", report)
+    harness.write_text(args.out / "robustness.md", markdown(report))
     print(markdown(report))
 
 

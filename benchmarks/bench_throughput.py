@@ -23,8 +23,6 @@ import argparse
 import csv
 import io
 import json
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -34,15 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from callmood.batch.cli import DEFAULT_MODEL
 from callmood.batch.score import ScoreConfig, score_calls
-from callmood.model.folder import ModelCard, save_model_folder
+from callmood.model.folder import ModelCard, default_model_dir, save_model_folder
 from callmood.signal.audio import probe, read_channels, resample
 from callmood.signal.features import MelConfig, Normalization
 from callmood.training.model import build_model
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_CALLS = ROOT / "sample_calls"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
+SAMPLE_CALLS = harness.ROOT / "sample_calls"
 LABELS = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
 
@@ -106,16 +105,6 @@ def naive_pipeline(files: list[Path], seconds: float) -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model folder [default: bundled model]")
@@ -123,14 +112,14 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="worker counts to measure")
     parser.add_argument("--precision", default="fp32,bf16", help="precisions to measure")
     parser.add_argument("--naive-minutes", type=float, default=5.0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/throughput.json")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS / "throughput.json")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="callmood-bench-") as tmp:
         tmp = Path(tmp)
         model_dir, model_note = args.model, "given with --model"
-        if model_dir is None and DEFAULT_MODEL.is_dir():
-            model_dir, model_note = Path(str(DEFAULT_MODEL)), "the bundled default model"
+        if model_dir is None and default_model_dir().is_dir():
+            model_dir, model_note = default_model_dir(), "the bundled default model"
         if model_dir is None:
             mel = MelConfig()
             model_dir = save_model_folder(tmp / "model", build_model(mel, LABELS, "random:tiny"),
@@ -161,11 +150,7 @@ def main() -> None:
 
     best_fp32 = max(r["x_real_time"] for r in runs if r["precision"] == "fp32")
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                    "python": platform.python_version(), "torch": torch.__version__,
-                    "numpy": np.__version__},
+        "machine": harness.machine("torch", "numpy"),
         "model": {"path": str(args.model or "bundled/random"), "note": model_note},
         "audio": {"seconds": round(audio_s, 1), "source": "sample_calls/ repeated"},
         "callmood": runs,
@@ -176,8 +161,7 @@ def main() -> None:
         "note": "Both measured in this one run on the same machine, which other jobs may "
                 "have shared.",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

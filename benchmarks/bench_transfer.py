@@ -33,12 +33,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from callmood.model.folder import CARD, load_model_folder
 from callmood.training.checkpoint import has_checkpoint
@@ -53,7 +52,9 @@ from callmood.training.labels import apply_mapping, parse_mapping
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig, train
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
 CORPORA = ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess")
 ROWS = {"a": "RAVDESS + EmoDB (today's recipe), no channel augmentation",
         "b": "all other corpora, no channel augmentation",
@@ -285,16 +286,16 @@ def channel_table(results: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    harness.add_shared_option(parser)
     parser.add_argument("--rows", default="a,b,c")
     parser.add_argument("--corpora", default=",".join(CORPORA))
     parser.add_argument("--report", action="store_true",
                         help="only write the table of the cells finished so far")
     parser.add_argument("--held-out", default="",
                         help="the held-out corpora to run now (default: every one of --corpora)")
-    parser.add_argument("--params", default=str(ROOT / "benchmarks/default_model_params.json"))
+    parser.add_argument("--params", default=str(harness.RECIPE))
     parser.add_argument("--init", default=None,
-                        help="default: the shared DeiT-Tiny (weights/deit-tiny-in1k)")
+                        help=f"default: the shared DeiT-Tiny ({harness.DEIT})")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--epoch-size", type=int, default=1500,
                         help="examples per epoch, the same in every cell: every row gets the "
@@ -311,27 +312,25 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench_transfer",
+    parser.add_argument("--work", type=Path, default=harness.ROOT / "runs" / "bench_transfer",
                         help="trainings in progress (checkpoints)")
     parser.add_argument("--cells", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "transfer_cells",
+                        default=harness.RESULTS / "transfer_cells",
                         help="finished cells, one JSON each")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     args.corpora = args.corpora.split(",")
     args.channels = [c for c in args.channels.split(",") if c]
     held_out_now = args.held_out.split(",") if args.held_out else args.corpora
-    args.init = args.init or str(args.shared / "weights/deit-tiny-in1k")
+    args.init = args.init or str(args.shared / harness.DEIT)
     rows = args.rows.split(",")
     needed = args.corpora + [n for n in ("ravdess", "emodb")
                              if "a" in rows and n not in args.corpora]
     data = {} if args.report else load_all(args.shared, needed)
-    args.cells.mkdir(parents=True, exist_ok=True)
     results = {"corpora": args.corpora,
                "settings": {k: str(v) for k, v in vars(args).items()
                             if k not in ("rows", "held_out")},
-               "machine": f"{platform.machine()}, torch {torch.__version__}, "
-                          f"{'cuda' if torch.cuda.is_available() else 'cpu'}"}
+               "machine": harness.machine("torch")}
     if args.report:
         write(results, args)
         print(markdown(results))
@@ -341,45 +340,56 @@ def main() -> None:
     # corpus by corpus, so that a stopped run leaves whole rows of the table
     for done, (held_out, row) in enumerate(((c, r) for c in held_out_now for r in loco_rows),
                                            1):
-        kept = cell_path(args, row, held_out)
-        if not kept.is_file():
+        name = cell_name(args, row, held_out)
+        cell = cells(args).load(name)
+        if cell is None:
             print(f"[{done}/{total}] row {row}, held-out {held_out}: training", flush=True)
-            kept.write_text(json.dumps(run_cell(args, row, held_out, data), indent=1))
-        cell = json.loads(kept.read_text())
+            cell = run_cell(args, row, held_out, data)
+            cells(args).save(name, cell)
         if complete_channels(args, row, held_out, cell, data):
-            kept.write_text(json.dumps(cell, indent=1))
+            cells(args).save(name, cell)
         print(f"[{done}/{total}] row {row}, held-out {held_out}: restricted UA "
               f"{100 * cell['ua_restricted']:.1f} (chance {100 * cell['chance']:.0f})",
               flush=True)
         write(results, args)
     for fold in range(1, args.si_folds + 1 if "si" in rows else 1):
-        kept = cell_path(args, "si", si_fold(args, fold))
-        if not kept.is_file():
+        name = cell_name(args, "si", si_fold(args, fold))
+        if not si_cells(args).has(name):
             print(f"[si {fold}/{args.si_folds}] training", flush=True)
-            kept.write_text(json.dumps(run_si_fold(args, fold, data)))
+            si_cells(args).save(name, run_si_fold(args, fold, data))
         write(results, args)
     print(markdown(results))
 
 
-def cell_path(args: argparse.Namespace, row: str, held_out: str) -> Path:
-    return args.cells / f"{row}-{held_out}-{cell_key(args, row, held_out)}.json"
+def cell_name(args: argparse.Namespace, row: str, held_out: str) -> str:
+    """A kept cell's name: its row, held-out corpus (or si fold) and settings digest."""
+    return f"{row}-{held_out}-{cell_key(args, row, held_out)}"
+
+
+def cells(args: argparse.Namespace) -> harness.CellStore:
+    """The leave-one-corpus-out cells (indented)."""
+    return harness.CellStore(args.cells)
+
+
+def si_cells(args: argparse.Namespace) -> harness.CellStore:
+    """Row si's folds, in the same folder; unindented (every utterance's probabilities)."""
+    return harness.CellStore(args.cells, indent=None)
 
 
 def write(results: dict, args: argparse.Namespace) -> None:
     """The table of every cell finished with these settings, whichever invocation ran it."""
-    cells = {f"{row}-{corpus}": json.loads(path.read_text())
-             for row in ("a", "b", "c") for corpus in args.corpora
-             if (path := cell_path(args, row, corpus)).is_file()}
-    folds = [json.loads(path.read_text()) for fold in range(1, args.si_folds + 1)
-             if (path := cell_path(args, "si", si_fold(args, fold))).is_file()]
-    cells.update(pool_si_folds(folds, args.corpora))
-    results.update(cells=cells, rows=[r for r in ROWS if any(c.startswith(f"{r}-")
-                                                             for c in cells)],
+    kept = {f"{row}-{corpus}": cell for row in ("a", "b", "c") for corpus in args.corpora
+            if (cell := cells(args).load(cell_name(args, row, corpus))) is not None}
+    folds = [fold for k in range(1, args.si_folds + 1)
+             if (fold := si_cells(args).load(cell_name(args, "si", si_fold(args, k))))
+             is not None]
+    kept.update(pool_si_folds(folds, args.corpora))
+    results.update(cells=kept, rows=[r for r in ROWS if any(c.startswith(f"{r}-")
+                                                            for c in kept)],
                    si_folds_done=f"{len(folds)} of {args.si_folds}")
     results["row_names"] = {r: ROWS[r] for r in results["rows"]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "transfer.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "transfer.md").write_text(markdown(results))
+    harness.write_json(args.out / "transfer.json", results)
+    harness.write_text(args.out / "transfer.md", markdown(results))
     for row in results["rows"]:
         plot_row_confusions(results, row, args.out / f"transfer_row_{row}_confusion.png")
 

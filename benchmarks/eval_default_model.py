@@ -18,21 +18,21 @@ OUT/sample_calls_<name>/.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from callmood.model.folder import load_model_folder
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.evaluate import held_out_corpus_metrics, plot_confusion
 from callmood.training.labels import apply_mapping, parse_mapping
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
+
+ROOT = harness.ROOT
 
 
 def held_out_speakers(model) -> dict[str, list[str]]:
@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "runs" / "default_model"))
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR")
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
+    harness.add_shared_option(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "default_model_eval")
     args = parser.parse_args()
@@ -67,8 +67,7 @@ def main() -> None:
                                 "version": loaded[name].version} for name, folder in
                          models.items()},
               "held_out_speakers": groups,
-              "machine": f"{platform.processor() or platform.machine()}, torch "
-                         f"{torch.__version__}",
+              "machine": harness.machine("torch"),
               "corpora": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     for corpus, speakers in groups.items():
@@ -87,8 +86,8 @@ def main() -> None:
                        args.out / f"{corpus}_confusion.png",
                        f"{loaded['candidate'].name}, held-out {corpus} speakers")
         report["corpora"][corpus] = row
-    (args.out / "held_out.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / "held_out.md").write_text(markdown(report))
+    harness.write_json(args.out / "held_out.json", report)
+    harness.write_text(args.out / "held_out.md", markdown(report))
     print(markdown(report))
     for name, folder in models.items():
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_sample_calls.py"),

@@ -28,8 +28,7 @@ the signal path (phone band, codec, line noise, segmentation, clip placement).
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -42,7 +41,8 @@ from callmood.model.folder import default_model_dir, load_model_folder
 from callmood.training.corpora.base import Utterance
 from callmood.training.evaluate import classification_metrics, plot_confusion, score_utterances
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
+import harness  # noqa: E402
 
 
 def overlap(a_start, a_end, b_start, b_end) -> np.ndarray:
@@ -193,19 +193,16 @@ def studio_attribution(model, truth: pd.DataFrame, matched: pd.DataFrame,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(default_model_dir()))
-    parser.add_argument("--calls", type=Path, default=ROOT / "sample_calls")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    parser.add_argument("--shared", type=Path,
-                        default=Path(os.environ.get("CALLMOOD_SHARED", ROOT.parent / "shared")),
-                        help="the folder holding data/ravdess, for the studio comparison "
-                             "(skipped when it is missing)")
+    parser.add_argument("--calls", type=Path, default=harness.ROOT / "sample_calls")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
+    harness.add_shared_option(parser, help="the folder holding data/ravdess, for the studio "
+                              "comparison (skipped when it is missing; default: "
+                              "$CALLMOOD_SHARED, else ../shared beside the repository)")
     args = parser.parse_args()
     model = load_model_folder(args.model)
     truth = pd.read_csv(args.calls / "ground_truth.csv")
     report = {"model": model.name, "model_version": model.version,
-              "command": "python benchmarks/eval_sample_calls.py"
-                         + ("" if args.model == str(default_model_dir())
-                            else f" --model {args.model}")}
+              "machine": harness.machine("torch")}
     for prior_shift in ("off", "em"):
         with tempfile.TemporaryDirectory() as results:
             summary = score_calls([str(args.calls)], results, args.model,
@@ -227,7 +224,7 @@ def main() -> None:
             plot_confusion(np.array(figures["confusion_utterances"]), model.labels,
                            args.out / "sample_calls_confusion.png",
                            f"{model.name} on sample_calls/ (utterances)")
-    (args.out / "sample_calls.json").write_text(json.dumps(report, indent=2) + "\n")
+    harness.write_json(args.out / "sample_calls.json", report)
     for key in ("prior_shift_off", "prior_shift_em"):
         f = report[key]
         print(f"{key}: utterances UA {100 * f['utterances']['ua']:.1f}  WA "

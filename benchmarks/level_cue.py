@@ -22,15 +22,11 @@ writes benchmarks/results/level_cue.{json,md}. A few minutes on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -43,10 +39,10 @@ from callmood.training.evaluate import classification_metrics
 from callmood.training.labels import ordered_labels
 from callmood.training.splits import make_split
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_ravdess import picture_db, render_image  # noqa: E402  (row 2's own code)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: harness, baselines
+import harness  # noqa: E402
+from baselines import picture_db, render_image  # noqa: E402  (row 2's own code)
 
-ROOT = Path(__file__).resolve().parent.parent
 DB_PER_LOG_UNIT = 10 / math.log(10)  # log power (nats) -> dB
 GAINS_DB = (-20.0, 20.0)
 
@@ -172,10 +168,9 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path,
-                        default=Path(os.environ.get("CALLMOOD_SHARED", ROOT.parent / "shared")))
+    harness.add_shared_option(parser)
     parser.add_argument("--gain-clips", type=int, default=120)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     utterances = load_corpus("ravdess", args.shared / "data" / "ravdess")
     labels = ordered_labels({u.label for u in utterances})
@@ -193,13 +188,10 @@ def main() -> None:
         "row2_level_bound_pictures_pct": contrast_by_emotion(utterances, contrast, labels),
         "level_by_emotion_db": level_by_emotion(utterances, levels_db, labels),
         "gain": gain_sensitivity(utterances, args.gain_clips),
-        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(),
-                    "torch": torch.__version__},
-        "command": "python benchmarks/level_cue.py",
+        "machine": harness.machine("torch"),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "level_cue.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "level_cue.md").write_text(markdown(results))
+    harness.write_json(args.out / "level_cue.json", results)
+    harness.write_text(args.out / "level_cue.md", markdown(results))
     print(markdown(results))
 
 

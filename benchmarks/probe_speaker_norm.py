@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: harness, bench_transfer
 import bench_transfer  # noqa: E402  (the cells' recipe, corpora and model folders)
+import harness  # noqa: E402
 
 from callmood.model.folder import load_model_folder  # noqa: E402
 from callmood.signal.features import level_relative  # noqa: E402
@@ -80,20 +79,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--held-out", default="kored,emovo,tess")
     parser.add_argument("--rows", default="a,b,c")
-    parser.add_argument("--shared", type=Path, default=bench_transfer.ROOT.parent / "shared")
-    parser.add_argument("--params", default=str(bench_transfer.ROOT /
-                                                "benchmarks/default_model_params.json"))
+    harness.add_shared_option(parser)
+    parser.add_argument("--params", default=str(harness.RECIPE))
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--epoch-size", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--work", type=Path, default=bench_transfer.ROOT / "runs/bench_transfer")
-    parser.add_argument("--out", type=Path, default=bench_transfer.ROOT / "benchmarks/results")
+    parser.add_argument("--work", type=Path, default=harness.ROOT / "runs/bench_transfer")
+    parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     # the transfer benchmark's defaults, so that its model folders are found
     args.corpora, args.max_per_corpus = list(bench_transfer.CORPORA), 0
-    args.init, args.precision, args.device = str(args.shared / "weights/deit-tiny-in1k"), \
-        "bf16", "auto"
+    args.init, args.precision, args.device = str(args.shared / harness.DEIT), "bf16", "auto"
     data = bench_transfer.load_all(args.shared, args.corpora)
     results = []
     for held_out in args.held_out.split(","):
@@ -101,10 +98,8 @@ def main() -> None:
             if (result := probe(args, row, held_out, data)) is not None:
                 results.append(result)
                 print(json.dumps(result), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "probe_speaker_norm.json").write_text(json.dumps(
-        {"command": " ".join(sys.argv), "machine": f"{platform.machine()}, {os.cpu_count()} "
-         f"cores, torch {torch.__version__}", "results": results}, indent=1) + "\n")
+    harness.write_json(args.out / "probe_speaker_norm.json",
+                       {"machine": harness.machine("torch"), "results": results})
 
 
 if __name__ == "__main__":

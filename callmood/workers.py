@@ -16,6 +16,12 @@ import sys
 import joblib
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count() or 1
+
+
 def die_with(parent_pid: int) -> None:
     """The loky workers' initializer: have the kernel kill this worker when the process
     `parent_pid` dies (Linux; elsewhere a no-op)."""

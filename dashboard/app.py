@@ -4,7 +4,7 @@
 import streamlit as st
 
 from callmood.dashboard import app_data
-from callmood.dashboard.results_db import ResultsError
+from callmood.results.store import ResultsError
 
 st.set_page_config(page_title="callmood", layout="wide")
 

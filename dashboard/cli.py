@@ -77,7 +77,7 @@ def dashboard(results, streamlit_options, timezone):
     authenticating proxy in front, see the README).
     """
     from callmood.dashboard.launch import exec_dashboard
-    from callmood.dashboard.results_db import ResultsError
+    from callmood.results.store import ResultsError
 
     try:
         exec_dashboard(results, list(streamlit_options), timezone)

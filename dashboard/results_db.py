@@ -32,18 +32,19 @@ from callmood.results.schema import (
     calls_schema,
     segments_schema,
 )
-from callmood.results.store import JOURNAL, is_compacted, live_parts
+from callmood.results.store import (
+    JOURNAL,
+    LABELS_FILE,
+    ResultsError,
+    is_compacted,
+    live_parts,
+)
 
 # Used when the results folder has no labels.json (written by the batch job from the
 # model folder's valence map).
 DEFAULT_NEGATIVE = ("angry", "sad", "fearful", "disgust")
-LABELS_FILE = "labels.json"
 TABLES = tuple(PARTITION_KEYS)
 MACROS_SQL = Path(__file__).with_name("macros.sql")
-
-
-class ResultsError(Exception):
-    """The results folder is missing or unusable."""
 
 
 class ReadOnlyError(Exception):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from callmood.options import model_dir_or_bundled, source_timezone_option
+
 
 @click.command()
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
@@ -15,8 +17,7 @@ import click
               help="results folder to add each finished call to, as `score` does")
 @click.option("--threads", type=click.IntRange(min=1),
               help="calls scored at the same moment (default: the cores)")
-@click.option("--source-timezone", envvar="CALLMOOD_SOURCE_TIMEZONE", default="UTC",
-              show_default=True, metavar="ZONE",
+@source_timezone_option(
               help="zone of a start message's started_at written without an offset (IANA "
                    "name), as for `score`")
 def live(model_dir, host, port, results, threads, source_timezone):
@@ -30,13 +31,13 @@ def live(model_dir, host, port, results, threads, source_timezone):
     import logging
 
     from callmood.live.server import LiveServer
-    from callmood.model.folder import default_model_dir, load_model_folder
+    from callmood.model.folder import load_model_folder
     from callmood.results.meta import source_zone
     from callmood.results.store import ResultsError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        model = load_model_folder(model_dir or default_model_dir())
+        model = load_model_folder(model_dir_or_bundled(model_dir))
         zone = source_zone(source_timezone)
     except (ValueError, OSError) as err:  # a bad zone is a ValueError
         raise click.ClickException(str(err)) from None

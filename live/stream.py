@@ -2,11 +2,11 @@
 
 `StreamScorer(model, call, channels, sample_rate).feed(chunk)` takes audio as it arrives
 and returns the events it caused; `finish()` scores what is still open and adds the call
-summary. The pieces are the nightly job's: the energy VAD with the same settings
-(callmood/signal/segment.py, its noise floor estimated on the last minutes heard instead of the
-whole file), the same clip length and overlap for long speech, the same log-mels and
-model, the same call summary and escalation rule (callmood/results/call_summary.py), so the live
-figures agree with the nightly ones (benchmarks/bench_live.py measures how far).
+summary. The pieces are the nightly job's: the same window planner (callmood/signal/segment.py,
+which decides as the audio arrives), the same log-mels and model, the same call summary
+and escalation rule (callmood/results/call_summary.py), so a call scored live gets exactly
+the windows and probabilities its recording gets at night, however its audio was cut
+into messages.
 
 A speech region is scored when it ends (after the VAD's minimum pause), inside a clip
 of the audio heard up to then, or, while it goes on, each time another clip of it is
@@ -25,20 +25,11 @@ import soxr
 from callmood.model.folder import LoadedModel
 from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.results.meta import CallMeta
-from callmood.results.writer import FileOutcome
+from callmood.results.writer import LIVE, FileOutcome
 from callmood.signal.features import CLIP_OVERLAP
-from callmood.signal.segment import (
-    LevelMeter,
-    VadConfig,
-    clip_hop,
-    noise_threshold,
-    speech_regions,
-    window_mels,
-)
+from callmood.signal.segment import VadConfig, WindowPlanner, window_mels
 
 ENCODINGS = {"pcm16": "PCM_16", "mulaw": "ULAW"}
-NOISE_WINDOW_S = 300.0  # the noise floor is the percentile of this much recent audio
-STEP_S = 0.1  # the VAD looks at new audio at most this often
 
 
 class StreamError(ValueError):
@@ -52,7 +43,7 @@ def frame_bytes(encoding: str, channels: int) -> int:
     return (2 if encoding == "pcm16" else 1) * channels
 
 
-def decode(payload: bytes, encoding: str, channels: int) -> np.ndarray:
+def decode_frames(payload: bytes, encoding: str, channels: int) -> np.ndarray:
     """(channels, samples) float32 of raw interleaved `pcm16` (little-endian) or `mulaw`."""
     if len(payload) % frame_bytes(encoding, channels):
         raise StreamError(f"{len(payload)} bytes are not whole {encoding} frames of "
@@ -66,21 +57,18 @@ def decode(payload: bytes, encoding: str, channels: int) -> np.ndarray:
 
 
 @dataclass
-class _Channel:
-    """One channel's audio at the model rate, its VAD state and its open speech region."""
+class _ChannelState:
+    """One channel's audio at the model rate, not yet cut into clips, and its planner."""
 
-    meter: LevelMeter
+    planner: WindowPlanner
     resampler: soxr.ResampleStream | None
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     offset: int = 0  # sample index of buffer[0] in the call
-    done_frame: int = 0  # frames before this belong to finished regions
-    next_window: int | None = None  # start of the next clip of a long open region
-    covered: int | None = None  # end of the last clip of the open region
-    pending_s: float = 0.0  # audio heard since the VAD last looked
+    regions_seen: int = 0  # of planner.speech, those already in StreamScorer.speech
 
     @property
     def samples(self) -> int:
-        return self.meter.samples
+        return self.planner.samples
 
 
 class StreamScorer:
@@ -100,13 +88,13 @@ class StreamScorer:
         self.rate, self.vad = sample_rate, vad or VadConfig()
         self.escalation = escalation or EscalationConfig()
         self.clip = model.mel.clip_samples
-        self.hop = clip_hop(self.clip, overlap)
         rate = model.mel.sample_rate
         self.lookahead = round(self.vad.clip_lookahead_s * rate)
         self.roles = roles_for(channels, call.customer_channel)
-        self.channels = [_Channel(LevelMeter(rate, self.vad), None if sample_rate == rate
-                                  else soxr.ResampleStream(sample_rate, rate, 1,
-                                                           dtype="float32"))
+        self.channels = [_ChannelState(WindowPlanner(rate, self.clip, overlap, self.vad),
+                                       None if sample_rate == rate
+                                       else soxr.ResampleStream(sample_rate, rate, 1,
+                                                                dtype="float32"))
                          for _ in range(channels)]
         self.speech: list[tuple[int, float, float]] = []
         self.windows: list[tuple[int, float, float]] = []
@@ -142,67 +130,29 @@ class StreamScorer:
                           "duration_s": round(self.duration_s, 3),
                           "segments": len(self.windows), **self.summary()}]
 
-    # --- the VAD, incrementally
+    # --- the planner, as audio arrives
     def _hear(self, c: int, samples: np.ndarray, last: bool) -> list[tuple]:
-        """Take a channel's audio; return the windows (channel, start, end, audio clip
-        range) it completed."""
+        """Take a channel's audio; return the windows it completed (channel, start, end,
+        log-mels)."""
         ch = self.channels[c]
         if ch.resampler is not None:
             samples = ch.resampler.resample_chunk(samples[:, None], last=last)[:, 0]
-        if len(samples):
-            ch.meter.add(samples)
-            ch.buffer = np.concatenate([ch.buffer, samples])
-        ch.pending_s += len(samples) / self.model.mel.sample_rate
-        if ch.pending_s < STEP_S and not last:
-            return []
-        ch.pending_s = 0.0
+        ch.buffer = np.concatenate([ch.buffer, samples])
+        windows = ch.planner.add(samples)
+        if last:
+            windows += ch.planner.finish()
         rate = self.model.mel.sample_rate
-        levels, first = ch.meter.levels(), ch.meter.first_frame  # levels[0] is frame first
-        if len(levels) == 0:
-            return []
-        window = int(NOISE_WINDOW_S / self.vad.frame_s)
-        regions = speech_regions(levels[ch.done_frame - first:], self.vad, rate, ch.samples,
-                                 noise_threshold(levels[-window:], self.vad), ch.done_frame)
-        pause = round(self.vad.min_silence_s * rate)  # >= the clips' lookahead
-        out = []
-        for a, b in regions:
-            closed = last or ch.samples - b >= pause
-            if ch.next_window is None and b - a >= self.clip:
-                ch.next_window = a
-            # the clips of a long region, as batch.segment.region_starts lays them
-            while ch.next_window is not None and ch.next_window + self.clip <= b:
-                out.append((c, ch.next_window, ch.next_window + self.clip))
-                ch.covered = ch.next_window + self.clip
-                ch.next_window += self.hop
-            if not closed:
-                break
-            if ch.covered is None:  # a short region: one clip around it
-                out.append((c, a, b))
-            elif ch.covered < b:  # the end of a long one
-                out.append((c, b - self.clip, b))
-            self.speech.append((c, a / rate, b / rate))
-            ch.done_frame = -(-b // ch.meter.frame)
-            ch.next_window = ch.covered = None
-        if not regions:  # silence: what is older than the shortest speech plus a pause
-            settled = first + len(levels) - int((self.vad.min_speech_s
-                                                 + self.vad.min_silence_s)
-                                                / self.vad.frame_s) - 1
-            ch.done_frame = max(ch.done_frame, settled)
-        # later steps read the noise window and the frames from done_frame on, no more
-        ch.meter.forget_before(min(ch.done_frame, first + len(levels) - window))
-        return self._cut(ch, out)
+        self.speech += [(c, a / rate, b / rate) for a, b in ch.planner.speech[ch.regions_seen:]]
+        ch.regions_seen = len(ch.planner.speech)
+        return self._cut(c, ch, windows)
 
-    def _cut(self, ch: _Channel, windows: list[tuple]) -> list[tuple]:
+    def _cut(self, c: int, ch: _ChannelState, windows: list[tuple[int, int]]) -> list[tuple]:
         """Windows with their log-mels, and the channel's buffer trimmed to what later
         windows can still need (a clip before the earliest of them)."""
-        cut = []
-        for c, a, b in windows:
-            mels = window_mels(ch.buffer, [(a - ch.offset, b - ch.offset)], self.model.mel,
-                               self.lookahead)
-            cut.append((c, a, b, mels))
-        needed = ch.next_window if ch.next_window is not None \
-            else ch.done_frame * ch.meter.frame
-        keep = max(ch.offset, min(needed, ch.samples) - self.clip)
+        cut = [(c, a, b, window_mels(ch.buffer, [(a - ch.offset, b - ch.offset)],
+                                     self.model.mel, self.lookahead))
+               for a, b in windows]
+        keep = max(ch.offset, ch.planner.needed_from - self.clip)
         ch.buffer, ch.offset = ch.buffer[keep - ch.offset:], keep
         return cut
 
@@ -252,7 +202,7 @@ class StreamScorer:
 
     def outcome(self) -> FileOutcome:
         """The call as a FileOutcome, for the nightly job's writer."""
-        return FileOutcome(f"live:{self.call.call_id}", None, self.duration_s,
+        return FileOutcome(LIVE + self.call.call_id, None, self.duration_s,
                            len(self.channels), list(self.speech), list(self.windows),
                            np.array(self.probs, dtype=np.float32).reshape(
                                len(self.probs), len(self.model.labels)))

@@ -11,7 +11,7 @@ from batch_fixtures import DIALOGUE, synthetic_call
 from callmood.batch.extract import extract_file
 from callmood.signal.audio import AudioError, read_channels, resample
 from callmood.signal.features import MelConfig
-from callmood.signal.segment import VadConfig, detect_speech, plan_windows, window_mels
+from callmood.signal.segment import VadConfig, WindowPlanner, window_mels
 
 MEL = MelConfig(n_mels=64, input_frames=160)
 
@@ -22,8 +22,8 @@ def whole_file(path: str) -> tuple[list, torch.Tensor]:
     audio = resample(audio, rate, MEL.sample_rate)
     windows, mels = [], []
     for channel, waveform in enumerate(audio):
-        planned = plan_windows(detect_speech(waveform, MEL.sample_rate, VadConfig()),
-                               MEL.clip_samples, 0.25)
+        planner = WindowPlanner(MEL.sample_rate, MEL.clip_samples, 0.25, VadConfig())
+        planned = planner.add(waveform) + planner.finish()
         windows += [(channel, a / MEL.sample_rate, b / MEL.sample_rate) for a, b in planned]
         mels.append(window_mels(waveform, planned, MEL,
                                 round(VadConfig().clip_lookahead_s * MEL.sample_rate)))

@@ -9,7 +9,7 @@ import torch
 from batch_fixtures import TINY_MEL, voiced
 
 from callmood.signal.features import fit_frames, log_mel
-from callmood.signal.segment import VadConfig, detect_speech, plan_windows, window_mels
+from callmood.signal.segment import VadConfig, WindowPlanner, detect_speech, window_mels
 
 
 def test_detects_bursts_over_noise_within_tolerance():
@@ -35,13 +35,40 @@ def test_silence_and_clicks_are_not_speech():
 
 
 def test_long_regions_become_overlapping_clips_that_cover_them():
-    clip = 1000
-    windows = plan_windows([(0, 600), (2000, 5500)], clip, overlap=0.25)
-    assert windows[0] == (0, 600)
+    rate, rng = 16000, np.random.default_rng(3)
+    clip = rate  # one-second clips
+    audio = rng.normal(0, 10 ** (-55 / 20), rate * 12).astype(np.float32)
+    for start, end in ((1.0, 1.6), (4.0, 7.4)):
+        burst = voiced(end - start, rate, rng)
+        audio[int(start * rate):int(start * rate) + len(burst)] += burst
+    planner = WindowPlanner(rate, clip, overlap=0.25, vad=VadConfig())
+    windows = planner.add(audio) + planner.finish()
+    (short_region, long_region) = planner.speech
+    assert windows[0] == short_region  # a short region is one window
     long = windows[1:]
-    assert long[0][0] == 2000 and long[-1][1] == 5500
+    assert long[0][0] == long_region[0] and long[-1][1] == long_region[1]
     assert all(end - start == clip for start, end in long)
-    assert all(b[0] - a[0] <= 750 for a, b in zip(long, long[1:], strict=False))
+    assert all(b[0] - a[0] <= 0.75 * clip for a, b in zip(long, long[1:], strict=False))
+
+
+def test_the_planner_decides_the_same_whatever_blocks_the_audio_comes_in():
+    rate, rng = 8000, np.random.default_rng(4)
+    audio = rng.normal(0, 10 ** (-55 / 20), rate * 30).astype(np.float32)
+    for start in range(1, 28, 3):
+        burst = voiced(rng.uniform(0.3, 2.5), rate, rng)
+        audio[start * rate:start * rate + len(burst)] += burst
+    whole = WindowPlanner(rate, rate, 0.25, VadConfig())
+    expected = whole.add(audio) + whole.finish()
+    assert len(whole.speech) >= 8
+    for seed in range(3):
+        planner, windows, at = WindowPlanner(rate, rate, 0.25, VadConfig()), [], 0
+        sizes = np.random.default_rng(seed).integers(1, 3000, size=len(audio))
+        for size in sizes:
+            windows += planner.add(audio[at:at + size])
+            at += size
+            if at >= len(audio):
+                break
+        assert windows + planner.finish() == expected and planner.speech == whole.speech
 
 
 def test_window_mels_match_the_training_features():

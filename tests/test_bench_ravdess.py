@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from conftest import load_benchmark
 
+from callmood.training.evaluate import classification_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,15 +64,15 @@ def test_rows_1_and_5_follow_the_recipe_file(bench, tmp_path):
 
 def test_rows_not_run_keep_their_committed_figures(bench, tmp_path):
     labels = ["neutral", "angry"]
-    metrics = bench.classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), labels)
+    metrics = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]), labels)
     protocol = {"protocol": "p", "source": "s", "published_results_same_protocol": {}}
     fold = {"metrics": metrics, "train_wall_s": 1.0}
     first = bench_args(tmp_path, out=tmp_path, folds=[1], epochs=6)
     bench.write_results({1: {"name": "row 1 then", "folds": {1: fold}},
                          2: {"name": "row 2", "folds": {1: fold}}}, protocol, first, 1.0)
     again = bench_args(tmp_path, out=tmp_path, folds=[1], epochs=16)
-    perfect = {**fold, "metrics": bench.classification_metrics(np.array([0, 1]),
-                                                               np.array([0, 1]), labels)}
+    perfect = {**fold, "metrics": classification_metrics(np.array([0, 1]), np.array([0, 1]),
+                                                         labels)}
     bench.write_results({1: {"name": "row 1 now", "folds": {1: perfect}}}, protocol, again,
                         1.0)
     rows = json.loads((tmp_path / "ravdess_si.json").read_text())["rows"]

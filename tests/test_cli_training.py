@@ -252,12 +252,34 @@ def test_every_subcommand_has_help():
         assert command.help.strip().splitlines()[0][:40] in result.stdout
 
 
-def test_predict_uses_the_idle_cores_or_the_threads_asked(tiny_model_dir, write_wav):
+def test_idle_cores_are_the_allowed_cores_less_the_load(monkeypatch):
     from callmood.model.predict import idle_cores
 
-    assert 1 <= idle_cores() <= len(os.sched_getaffinity(0))
+    def machine(allowed: int, load: float) -> int:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(allowed)))
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+        return idle_cores()
+
+    assert machine(8, 0.0) == 8
+    assert machine(8, 2.6) == 5  # rounded: 5.4 cores left
+    assert machine(8, 2.4) == 6
+    assert machine(3, 0.0) == 3  # the process's affinity, not the machine's cores
+    assert machine(8, 7.6) == 1 and machine(8, 30.0) == 1  # at least one
+
+
+def test_predict_uses_the_idle_cores_or_the_threads_asked(tiny_model_dir, write_wav,
+                                                          monkeypatch):
+    import torch
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))  # 5 cores idle
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
     speech = write_wav("speech.wav", 2.0)
-    result = ok(invoke("predict", speech, "--model", tiny_model_dir, "--threads", "1",
+    result = ok(invoke("predict", speech, "--model", tiny_model_dir, "--format", "jsonl"))
+    assert json.loads(result.output.splitlines()[0])["file"] == str(speech)
+    result = ok(invoke("predict", speech, "--model", tiny_model_dir, "--threads", "3",
                        "--format", "jsonl"))
     assert json.loads(result.output.splitlines()[0])["file"] == str(speech)
+    assert threads == [5, 3]
     assert invoke("predict", speech, "--threads", "0").exit_code == 2

@@ -6,11 +6,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from conftest import load_benchmark
 
 from callmood.model.folder import load_model_folder
 from callmood.training.corpora.base import Utterance
-from callmood.training.evaluate import held_out_corpus_metrics
+from callmood.training.evaluate import corpus_figures, held_out_corpus_metrics
 
 
 def test_restricted_figures_only_choose_among_the_corpus_classes(tiny_model_dir, write_wav):
@@ -26,7 +27,27 @@ def test_restricted_figures_only_choose_among_the_corpus_classes(tiny_model_dir,
     # every prediction is one of the two classes the corpus has
     assert confusion[:, [happy, angry]].sum() == 6 == confusion.sum()
     assert figures["neutral_recall"] is None  # the corpus has no neutral
-    assert 0 <= figures["ua_open"] <= 1 and 0 <= figures["ua_restricted"] <= 1
+    # restricted UA: the mean recall of the corpus's classes, from its confusion
+    recalls = [confusion[i, i] / confusion[i].sum() for i in (happy, angry)]
+    assert figures["ua_restricted"] == pytest.approx(np.mean(recalls))
+
+
+def test_open_figures_count_a_class_the_corpus_lacks_restricted_ones_do_not():
+    labels = ["neutral", "happy", "sad", "angry"]
+    targets = np.array([1, 1, 3, 3])  # happy, happy, angry, angry
+    probs = np.array([[0.1, 0.5, 0.0, 0.4],  # happy: right either way
+                      [0.6, 0.3, 0.0, 0.1],  # neutral, open; happy, restricted
+                      [0.0, 0.1, 0.6, 0.3],  # sad, open; angry, restricted
+                      [0.0, 0.7, 0.0, 0.3]])  # happy: wrong either way
+    figures = corpus_figures(targets, probs, labels)
+    assert figures["classes"] == ["happy", "angry"] and figures["chance"] == 0.5
+    assert figures["ua_open"] == pytest.approx((1 / 2 + 0 / 2) / 2)
+    assert figures["ua_restricted"] == pytest.approx((2 / 2 + 1 / 2) / 2)
+    # restricted: happy 2/3 precise, all found (F1 0.8); angry 1/1 precise, half found (2/3)
+    assert figures["macro_f1_restricted"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert figures["confusion_restricted"] == [[0, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0],
+                                               [0, 1, 0, 1]]
+    assert figures["neutral_recall"] is None
 
 
 def card(corpora: dict, test_speakers: list[str]):

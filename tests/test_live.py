@@ -21,11 +21,11 @@ from batch_fixtures import DIALOGUE, make_model_folder, synthetic_call
 from websockets.sync.client import connect
 
 from callmood.dashboard.results_db import connect as open_results
-from callmood.live import stream as live_stream
 from callmood.live.stream import StreamScorer
 from callmood.model.folder import load_model_folder
 from callmood.results.meta import CallMeta
 from callmood.results.store import ResultsStore
+from callmood.signal import segment as signal_segment
 from callmood.signal.segment import LevelMeter, VadConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -290,7 +290,7 @@ def test_a_long_stream_keeps_a_bounded_level_history_and_the_same_windows(tmp_pa
     second per channel: memory and CPU per second grew with the call's length. It now
     forgets what it no longer reads, which changes no window."""
     model = load_model_folder(str(make_model_folder(tmp_path / "model")))
-    monkeypatch.setattr(live_stream, "NOISE_WINDOW_S", 20.0)  # 300 s: a long test
+    monkeypatch.setattr(signal_segment, "NOISE_WINDOW_S", 20.0)  # 300 s: a long test
     turns = [(c, s + k * 13, e + k * 13) for k in range(8) for c, s, e in DIALOGUE]
     synthetic_call(tmp_path / "long.wav", turns, 104.0, rate=8000)
     audio, rate = sf.read(tmp_path / "long.wav", dtype="float32", always_2d=True)
@@ -301,7 +301,7 @@ def test_a_long_stream_keeps_a_bounded_level_history_and_the_same_windows(tmp_pa
         kept = []
         for i in range(0, len(audio), rate // 2):
             scorer.feed(audio[i:i + rate // 2].T)
-            kept.append(max(len(ch.meter.levels()) for ch in scorer.channels))
+            kept.append(max(len(ch.planner.meter.levels()) for ch in scorer.channels))
         scorer.finish()
         return kept, scorer
 

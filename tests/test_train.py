@@ -1,5 +1,6 @@
 """training/train.py and cache.py: a tiny real run learns, bad files are skipped and counted."""
 
+import importlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from callmood.training.cache import (
     training_channels,
 )
 from callmood.training.channel import ChannelConfig
-from callmood.training.checkpoint import CheckpointError, read_run
+from callmood.training.checkpoint import STATE, CheckpointError, checkpoint_dir, read_run
 from callmood.training.corpora import ravdess
 from callmood.training.corpora.base import Utterance
 from callmood.training.corpora.registry import load_corpus
@@ -131,22 +132,44 @@ def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_me
     assert 0 <= card.calibration["val_ece_after"] <= card.calibration["val_ece_before"] + 1e-9
 
 
-@pytest.mark.parametrize("settings", [
-    {"augment": AugmentConfig(channel_p=0.5, channel_variants=2), "balance": "sampler",
-     "schedule": "cosine", "optimizer": "adamw"},
-    {"augment": AugmentConfig(mixup_alpha=0.0), "balance": "loss", "schedule": "plateau",
-     "optimizer": "sgd"},
-    {"precision": "bf16", "dropout": 0.1},  # bf16 autocast on the CPU
+@pytest.mark.parametrize(("settings", "optimizer", "plateau", "bf16"), [
+    ({"augment": AugmentConfig(channel_p=0.5, channel_variants=2), "balance": "sampler",
+      "schedule": "cosine", "optimizer": "adamw"}, "adamw", False, False),
+    ({"augment": AugmentConfig(mixup_alpha=0.0), "balance": "loss", "schedule": "plateau",
+      "optimizer": "sgd"}, "sgd", True, False),
+    ({"precision": "bf16", "dropout": 0.1}, "adamw", False, True),  # bf16 autocast, CPU
 ])
-def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, settings):
+def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, monkeypatch, settings,
+                              optimizer, plateau, bf16):
+    """Each option takes effect: the optimiser and the plateau scheduler are those the
+    checkpoint holds, the learning rates those of the schedule, the training forward pass
+    runs in bfloat16 only when asked."""
     root = ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2)
     utterances = ravdess.scan(root)[0]
     split = Split([u for u in utterances if u.speaker == "ravdess:03"],
                   [u for u in utterances if u.speaker == "ravdess:04"], [], "manual", True)
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 3, "batch_size": 2, **settings})
-    seen = []
+    train_module = importlib.import_module("callmood.training.train")
+    build_model = train_module.build_model
+    dtypes = set()  # of the linear layers' outputs while training
+
+    def watched_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.register_forward_hook(
+                    lambda module, _, out: dtypes.add(out.dtype) if module.training else None)
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", watched_model)
+    seen, states = [], []
+
+    def on_epoch(epoch, f1):
+        seen.append((epoch, f1))
+        states.append(json.loads((checkpoint_dir(tmp_path / "m") / STATE).read_text()))
+
     result = train(split, config, tmp_path / "m", label_map={"calm": "neutral"},
-                   on_epoch=lambda epoch, f1: seen.append((epoch, f1)))
+                   on_epoch=on_epoch)
     assert [epoch for epoch, _ in seen] == [1, 2, 3]
     assert all(0.0 <= f1 <= 1.0 for _, f1 in seen)
     assert result.best_val_macro_f1 == max(f1 for _, f1 in seen)
@@ -154,6 +177,21 @@ def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, settings):
     loaded = load_model_folder(result.model_dir)
     assert loaded.card.label_map == {"calm": "neutral"}
     assert all(np.isfinite(h["train_loss"]) for h in result.history)
+
+    group = states[-1]["optimizer"]["param_groups"][0]
+    if optimizer == "sgd":  # SGD with Nesterov momentum
+        assert (group.get("momentum"), group.get("nesterov")) == (0.9, True)
+        assert "betas" not in group
+    else:
+        assert "betas" in group and "momentum" not in group
+    lrs = [h["lr"] for h in result.history]
+    if plateau:  # after the warm-up the learning rate stays, unless the plateau halves it
+        assert all(state["plateau"] is not None for state in states)
+        assert all(lr in (config.lr, config.lr / 2) for lr in lrs), lrs
+    else:  # cosine: down to 15 % of it by the last step of 6
+        assert all(state["plateau"] is None for state in states)
+        assert lrs == sorted(lrs, reverse=True) and lrs[-1] < config.lr / 5, lrs
+    assert dtypes == ({torch.bfloat16} if bf16 else {torch.float32})
 
 
 def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_path):

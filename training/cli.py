@@ -298,8 +298,9 @@ def predict(files, model_dir, fmt, threads):
     """
     import torch
 
-    from callmood.model.folder import default_model_dir, load_model_folder
+    from callmood.model.folder import load_model_folder
     from callmood.model.predict import idle_cores, predict_files
+    from callmood.options import model_dir_or_bundled
     from callmood.progress import progress
 
     # threads beyond the idle cores only wait for each other: on a 2-core machine busy
@@ -307,7 +308,7 @@ def predict(files, model_dir, fmt, threads):
     torch.set_num_threads(threads or idle_cores())
 
     try:
-        model = load_model_folder(model_dir or default_model_dir())
+        model = load_model_folder(model_dir_or_bundled(model_dir))
     except (ValueError, OSError) as err:
         _fail(err)
     failed = 0

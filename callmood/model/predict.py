@@ -10,13 +10,13 @@ import numpy as np
 from callmood.model.folder import LoadedModel, ModelOutputError
 from callmood.signal.audio import AudioError, load_mono
 from callmood.signal.features import log_mel, utterance_clips
+from callmood.workers import usable_cores
 
 
 def idle_cores() -> int:
     """The cores this process may run on minus those other processes keep busy (the
     1-minute load average), at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
+    cores = usable_cores()
     return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 

@@ -51,7 +51,7 @@ from fsspec.implementations.local import LocalFileSystem
 from callmood.results.schema import PARTITION_KEYS
 
 MANIFEST = "_manifest"
-LABELS = "labels.json"
+LABELS_FILE = "labels.json"  # the label set and valence the folder holds scores for
 LOCK = ".lock"
 JOURNAL = "_compaction.json"
 SPOOL = "_live_spool"
@@ -61,7 +61,8 @@ _TMP = ".tmp-"
 
 
 class ResultsError(RuntimeError):
-    """The results folder cannot be used for this run (locked, or other labels)."""
+    """The results folder cannot be used: missing, not a folder, unreadable, locked by
+    another writer, or holding another label set."""
 
 
 class ResultsBusy(ResultsError):

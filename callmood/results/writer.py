@@ -20,7 +20,7 @@ from callmood.results.call_summary import EscalationConfig, roles_for, summarize
 from callmood.results.meta import CallMeta
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.results.store import (
-    LABELS,
+    LABELS_FILE,
     ResultsBusy,
     ResultsError,
     ResultsStore,
@@ -299,7 +299,7 @@ class CallWriter:
 
 def check_labels(store: ResultsStore, stamp: ModelStamp) -> bool:
     """Refuse a results folder that holds another label set; False if it holds none yet."""
-    known = store.read_json(LABELS)
+    known = store.read_json(LABELS_FILE)
     if known and known["labels"] != stamp.labels:
         raise ResultsError(f"{store.url} holds scores for the labels {known['labels']}, but "
                            f"the model {stamp.name} {stamp.version} has {stamp.labels}; use "
@@ -310,7 +310,7 @@ def check_labels(store: ResultsStore, stamp: ModelStamp) -> bool:
 def claim_labels(store: ResultsStore, stamp: ModelStamp) -> None:
     """check_labels, then record this model's labels as the folder's."""
     check_labels(store, stamp)
-    store.write_json(LABELS, {"labels": stamp.labels, "valence": stamp.valence,
+    store.write_json(LABELS_FILE, {"labels": stamp.labels, "valence": stamp.valence,
                               "model_name": stamp.name, "model_version": stamp.version})
 
 

@@ -2,13 +2,19 @@
 
 The detector compares the energy of short frames with the channel's own noise floor, so
 it needs no model and behaves the same on every machine. Its thresholds are declared in
-VadConfig, apart from the model's settings. Speech regions longer than the model's clip
-are cut into clips that overlap by at least as much as evaluation's
-(features.window_starts), but laid from the region's start on, so that a clip is final
-as soon as its audio has been heard (live scoring cuts the same ones); a shorter region
-is scored inside a clip of its surrounding audio that reaches only a little past it, and
-only a recording shorter than a clip is repeated to fill one, as features.fit_frames
-fills a short utterance in training.
+VadConfig, apart from the model's settings.
+
+One planner decides, for the nightly job (a whole file, block by block) and for live
+scoring (a call as it is heard), where the speech is and which windows are scored
+(WindowPlanner): it looks at the audio every STEP_S of it, with the noise floor of the
+last NOISE_WINDOW_S heard, so its decisions depend on the audio only, never on how it
+was cut into blocks, and a live call gets exactly the windows its recording gets at
+night. Speech regions longer than the model's clip are cut into clips that overlap by at
+least as much as evaluation's (features.window_starts), laid from the region's start on,
+each final as soon as its audio has been heard; a shorter region is scored inside a clip
+of its surrounding audio that reaches only a little past it, and only a recording
+shorter than a clip is repeated to fill one, as features.fit_frames fills a short
+utterance in training.
 """
 
 from __future__ import annotations
@@ -43,11 +49,112 @@ class VadConfig:
             raise ValueError(f"invalid VAD settings: {self}")
 
 
+NOISE_WINDOW_S = 300.0  # the noise floor is the percentile of this much recent audio
+STEP_S = 0.1  # the planner looks at the audio every this much of it
+NOISE_UPDATE_S = 1.0  # and estimates the noise floor again every this much (a percentile
+# over minutes of frames costs more than the rest of a look)
+
+
 def detect_speech(waveform: np.ndarray, rate: int, vad: VadConfig) -> list[tuple[int, int]]:
-    """Speech regions of one channel as (start, end) sample indices, in order."""
-    meter = LevelMeter(rate, vad)
-    meter.add(waveform)
-    return meter.regions()
+    """Speech regions of one channel as (start, end) sample indices, in order, as the
+    planner finds them (the clip length does not matter for the regions)."""
+    planner = WindowPlanner(rate, clip=rate, overlap=0.0, vad=vad)
+    planner.add(waveform)
+    planner.finish()
+    return planner.speech
+
+
+class WindowPlanner:
+    """One channel's speech regions and the windows to score in them, decided as its
+    audio (at `rate`) arrives, whatever blocks it comes in.
+
+    Every STEP_S of audio it finds the speech regions from the last finished one on,
+    against the noise floor of the last NOISE_WINDOW_S heard (estimated again every
+    NOISE_UPDATE_S). A region is closed (final)
+    once vad.min_silence_s of pause follows it; a long region's clips are given as soon
+    as each is complete, every clip_hop samples from its start, and one more ending where
+    it ends if they stop short of it; a short one is one window. Memory does not grow with
+    the call: levels it no longer reads are forgotten.
+    """
+
+    def __init__(self, rate: int, clip: int, overlap: float, vad: VadConfig):
+        self.rate, self.clip, self.vad = rate, clip, vad
+        self.hop = clip_hop(clip, overlap)
+        self.meter = LevelMeter(rate, vad)
+        self.step = max(1, round(STEP_S * rate))
+        self.noise_frames = int(NOISE_WINDOW_S / vad.frame_s)
+        self.speech: list[tuple[int, int]] = []  # closed regions, in order
+        self._since_look = 0  # samples heard since the last look
+        self._done_frame = 0  # frames before this belong to closed regions or silence
+        self._next_window: int | None = None  # start of the next clip of an open region
+        self._covered: int | None = None  # end of the last clip of the open region
+        self._threshold = 0.0  # speech level, estimated at sample _threshold_at
+        self._threshold_at: int | None = None
+
+    @property
+    def samples(self) -> int:
+        return self.meter.samples
+
+    @property
+    def needed_from(self) -> int:
+        """The first sample a later window can end after: audio more than a clip before
+        it is no longer needed to cut clips."""
+        return self._next_window if self._next_window is not None \
+            else min(self._done_frame * self.meter.frame, self.samples)
+
+    def add(self, samples: np.ndarray) -> list[tuple[int, int]]:
+        """Hear more audio; returns the (start, end) windows it completed."""
+        windows = []
+        while len(samples):
+            take = min(len(samples), self.step - self._since_look)
+            self.meter.add(samples[:take])
+            samples, self._since_look = samples[take:], self._since_look + take
+            if self._since_look == self.step:
+                windows += self._look(closing=False)
+                self._since_look = 0
+        return windows
+
+    def finish(self) -> list[tuple[int, int]]:
+        """The audio has ended: close what is open; returns the windows that completes."""
+        return self._look(closing=True)
+
+    def _look(self, closing: bool) -> list[tuple[int, int]]:
+        levels, first = self.meter.levels(), self.meter.first_frame  # levels[0]: frame first
+        if len(levels) == 0:
+            return []
+        if self._threshold_at is None \
+                or self.samples - self._threshold_at >= NOISE_UPDATE_S * self.rate:
+            self._threshold = noise_threshold(levels[-self.noise_frames:], self.vad)
+            self._threshold_at = self.samples
+        regions = speech_regions(levels[self._done_frame - first:], self.vad, self.rate,
+                                 self.samples, self._threshold, self._done_frame)
+        pause = round(self.vad.min_silence_s * self.rate)  # >= the clips' lookahead
+        windows = []
+        for a, b in regions:
+            closed = closing or self.samples - b >= pause
+            if self._next_window is None and b - a >= self.clip:
+                self._next_window = a
+            while self._next_window is not None and self._next_window + self.clip <= b:
+                windows.append((self._next_window, self._next_window + self.clip))
+                self._covered = self._next_window + self.clip
+                self._next_window += self.hop
+            if not closed:
+                break
+            if self._covered is None:  # a short region: one window around it
+                windows.append((a, b))
+            elif self._covered < b:  # the end of a long one
+                windows.append((b - self.clip, b))
+            self.speech.append((a, b))
+            self._done_frame = -(-b // self.meter.frame)
+            self._next_window = self._covered = None
+        if not regions:  # silence: what is older than the shortest speech plus a pause
+            settled = first + len(levels) - int((self.vad.min_speech_s
+                                                 + self.vad.min_silence_s)
+                                                / self.vad.frame_s) - 1
+            self._done_frame = max(self._done_frame, settled)
+        # later looks read the noise window and the frames from _done_frame on, no more
+        self.meter.forget_before(min(self._done_frame, first + len(levels) - self.noise_frames))
+        return windows
 
 
 class LevelMeter:
@@ -122,31 +229,6 @@ def speech_regions(levels: np.ndarray, vad: VadConfig, rate: int, samples: int,
     return [(max(0, (first_frame + start) * frame - pad),
              min(samples, (first_frame + end) * frame + pad))
             for start, end in merged if (end - start) * vad.frame_s >= vad.min_speech_s]
-
-
-def plan_windows(regions: list[tuple[int, int]], clip: int,
-                 overlap: float) -> list[tuple[int, int]]:
-    """Cut regions into (start, end) windows of at most `clip` samples.
-
-    A region longer than a clip gets clips every clip * (1 - overlap) samples from its
-    start, and one more ending where the region ends if they stop short of it. Each
-    clip but the last depends only on the audio up to its own end, so live scoring cuts
-    the same clips while the region is still going on.
-    """
-    windows = []
-    for start, end in regions:
-        if end - start <= clip:
-            windows.append((start, end))
-            continue
-        windows += [(start + s, start + s + clip) for s in region_starts(end - start, clip,
-                                                                        overlap)]
-    return windows
-
-
-def region_starts(length: int, clip: int, overlap: float) -> list[int]:
-    """Starts of the clips of a speech region of `length` >= clip samples."""
-    starts = list(range(0, length - clip + 1, clip_hop(clip, overlap)))
-    return starts + [length - clip] if starts[-1] + clip < length else starts
 
 
 def clip_hop(clip: int, overlap: float) -> int:

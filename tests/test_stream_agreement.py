@@ -1,0 +1,51 @@
+"""A call scored live gets exactly the windows and probabilities its recording gets from
+the nightly job, however its audio was cut into messages: both use one window planner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from batch_fixtures import SAMPLE_CALLS, make_model_folder
+
+from callmood.batch.worker import score_file
+from callmood.live.stream import StreamScorer
+from callmood.model.folder import load_model_folder
+from callmood.results.meta import CallMeta
+from callmood.signal.features import CLIP_OVERLAP
+from callmood.signal.segment import VadConfig
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return str(make_model_folder(tmp_path_factory.mktemp("model")))
+
+
+def in_order(windows, probs):
+    order = sorted(range(len(windows)), key=lambda i: (windows[i][1], windows[i][0]))
+    return [tuple(windows[i]) for i in order], np.asarray(probs)[order]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(model_dir,
+                                                                                 seed):
+    path = SAMPLE_CALLS / "audio" / "call-0001.wav"  # live and nightly differed on it
+    nightly = score_file(str(path), model_dir, VadConfig(), CLIP_OVERLAP, 3600, 16)
+    assert nightly.error is None
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    scorer = StreamScorer(load_model_folder(model_dir),
+                          CallMeta("c", None, None, np.datetime64("2026-01-01").item(), None),
+                          audio.shape[1], rate)
+    rng, at = np.random.default_rng(seed), 0
+    while at < len(audio):  # chunks from one sample to two seconds
+        size = int(rng.integers(1, 2 * rate))
+        scorer.feed(audio[at:at + size].T)
+        at += size
+    scorer.finish()
+    live = scorer.outcome()
+    windows, probs = in_order(nightly.windows, nightly.probs)
+    live_windows, live_probs = in_order(live.windows, live.probs)
+    assert len(windows) > 10
+    assert live_windows == windows
+    np.testing.assert_allclose(live_probs, probs, atol=1e-5)
+    assert sorted(live.speech) == sorted(nightly.speech)
