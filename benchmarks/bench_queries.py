@@ -1,11 +1,14 @@
 """Benchmark the canned queries on a generated results set (not a timed test).
 
     .venv/bin/python benchmarks/bench_queries.py [--out DIR] [--calls 50000] [--repeat 7]
+        [--uncompacted --json benchmarks/results/queries_uncompacted.json]
 
 Generates calls with ~20 segments each (>= 1,000,000 segments for 50,000 calls) over
-60 days, written in the hive layout of callmood/results/schema.py (one file per day and table),
-then runs every canned query `--repeat` times, without and with a typical dashboard
-filter (a 14-day range and one queue), and writes benchmarks/results/queries.json.
+60 days, written in the hive layout of callmood/results/schema.py (one file per day and
+table, named as the nightly compaction names it; with --uncompacted, as a run under way
+leaves them, which readers check call by call), then runs every canned query `--repeat`
+times, without and with a typical dashboard filter (a 14-day range and one queue), and
+writes benchmarks/results/queries.json.
 """
 
 from __future__ import annotations
