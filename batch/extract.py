@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from callmood.batch.ledger import file_sha256
+from callmood.results.scored import Segment
 from callmood.signal.audio import AudioError, check_length, check_peak, probe, read_blocks
 from callmood.signal.features import MelConfig, log_mel
 from callmood.signal.segment import VadConfig, WindowPlanner, clip_start, window_mels
@@ -33,8 +34,8 @@ class Extracted:
     duration_s: float
     channels: int
     samples: int  # per channel, at the model's sample rate
-    speech: list[tuple[int, float, float]]  # (channel, start_s, end_s) VAD regions
-    windows: list[tuple[int, float, float]]  # (channel, start_s, end_s)
+    speech: list[Segment]  # the VAD's regions
+    windows: list[Segment]
     clips: list[tuple[int, int]]  # (channel, first sample of the clip), one per window
     max_seconds: float | None
 
@@ -94,9 +95,9 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
     starts = [0 if samples < clip else clip_start(a, b, clip, samples, lookahead)
               for _, a, b in planned]
     order = sorted(range(len(planned)), key=lambda i: (starts[i], planned[i][0]))
-    speech = [(channel, a / rate, b / rate) for channel, planner in enumerate(planners)
+    speech = [Segment(channel, a / rate, b / rate) for channel, planner in enumerate(planners)
               for a, b in planner.speech]
     return Extracted(path, sha, samples / rate, len(planners), samples, speech,
-                     [(planned[i][0], planned[i][1] / rate, planned[i][2] / rate)
+                     [Segment(planned[i][0], planned[i][1] / rate, planned[i][2] / rate)
                       for i in order],
                      [(planned[i][0], starts[i]) for i in order], max_seconds)

@@ -25,6 +25,7 @@ import soxr
 from callmood.model.folder import LoadedModel
 from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.results.meta import CallMeta
+from callmood.results.scored import Segment, top_labels
 from callmood.results.writer import LIVE, FileOutcome
 from callmood.signal.features import CLIP_OVERLAP
 from callmood.signal.segment import VadConfig, WindowPlanner, window_mels
@@ -96,8 +97,8 @@ class StreamScorer:
                                        else soxr.ResampleStream(sample_rate, rate, 1,
                                                                 dtype="float32"))
                          for _ in range(channels)]
-        self.speech: list[tuple[int, float, float]] = []
-        self.windows: list[tuple[int, float, float]] = []
+        self.speech: list[Segment] = []
+        self.windows: list[Segment] = []
         self.probs: list[np.ndarray] = []
         self.alerted = False
         self.finished = False
@@ -142,7 +143,8 @@ class StreamScorer:
         if last:
             windows += ch.planner.finish()
         rate = self.model.mel.sample_rate
-        self.speech += [(c, a / rate, b / rate) for a, b in ch.planner.speech[ch.regions_seen:]]
+        self.speech += [Segment(c, a / rate, b / rate)
+                        for a, b in ch.planner.speech[ch.regions_seen:]]
         ch.regions_seen = len(ch.planner.speech)
         return self._cut(c, ch, windows)
 
@@ -165,15 +167,15 @@ class StreamScorer:
         probs = self.model.predict_mels(torch.cat([m for *_, m in windows]))
         rate = self.model.mel.sample_rate
         events = []
-        for (c, a, b, _), p in zip(windows, probs, strict=True):
-            self.windows.append((c, a / rate, b / rate))
+        emotions, confidences = top_labels(probs, self.model.labels)
+        for (c, a, b, _), p, emotion, confidence in zip(windows, probs, emotions, confidences,
+                                                        strict=True):
+            self.windows.append(Segment(c, a / rate, b / rate))
             self.probs.append(p)
-            best = int(p.argmax())
             events.append({"type": "segment", "call_id": self.call.call_id,
                            "role": self.roles[c], "channel": c,
                            "start_s": round(a / rate, 3), "end_s": round(b / rate, 3),
-                           "emotion": self.model.labels[best],
-                           "confidence": round(float(p[best]), 4),
+                           "emotion": emotion, "confidence": round(float(confidence), 4),
                            "probabilities": {label: round(float(v), 4) for label, v in
                                              zip(self.model.labels, p, strict=True)}})
         if not self.alerted:

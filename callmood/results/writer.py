@@ -19,6 +19,7 @@ import pyarrow as pa
 from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
 from callmood.results.meta import CallMeta
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
+from callmood.results.scored import Segment, top_labels
 from callmood.results.store import (
     LABELS_FILE,
     ResultsBusy,
@@ -66,8 +67,8 @@ class FileOutcome:
     sha256: str | None = None
     duration_s: float = 0.0
     channels: int = 0
-    speech: list[tuple[int, float, float]] = field(default_factory=list)
-    windows: list[tuple[int, float, float]] = field(default_factory=list)
+    speech: list[Segment] = field(default_factory=list)  # the VAD's speech regions
+    windows: list[Segment] = field(default_factory=list)  # the windows scored
     probs: np.ndarray | None = None
     error_kind: str | None = None
     error: str | None = None
@@ -253,12 +254,12 @@ class CallWriter:
         tail = {"model_name": stamp.name, "model_version": stamp.version,
                 "scored_at": scored_at}
         n = len(windows)
+        emotions, confidences = top_labels(probs, labels)
         segments = {
             "call_id": [meta.call_id] * n, "source_file": [call.path] * n,
             "channel": [c for c, _, _ in windows], "role": [roles[c] for c, _, _ in windows],
             "start_s": [s for _, s, _ in windows], "end_s": [e for _, _, e in windows],
-            "emotion": [labels[i] for i in probs.argmax(axis=1)],
-            "confidence": probs.max(axis=1),
+            "emotion": emotions, "confidence": confidences,
             **{f"p_{label}": probs[:, i] for i, label in enumerate(labels)},
             **{k: [v] * n for k, v in tail.items()},
         }
@@ -363,8 +364,8 @@ def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, FileOutcome]:
     path = LIVE + meta.call_id
     return ModelStamp(**value["model"]), CallFile(path, 0, 0, meta), FileOutcome(
         path, duration_s=float(value["duration_s"]), channels=int(value["channels"]),
-        speech=[tuple(s) for s in value["speech"]],
-        windows=[tuple(w) for w in value["windows"]],
+        speech=[Segment(*s) for s in value["speech"]],
+        windows=[Segment(*w) for w in value["windows"]],
         probs=np.asarray(value["probs"], np.float32).reshape(len(value["windows"]), -1))
 
 
