@@ -76,3 +76,27 @@ def test_a_compared_model_that_heard_the_speakers_is_marked_seen():
         in text
     assert "candidate: mean restricted UA 70.0 over 1" in text
     assert "bundled: mean" not in text
+
+
+def fold_metrics(ua: float, n: int, confusion: list) -> dict:
+    return {"labels": ["sad", "angry"], "wa": ua + 0.1, "ua": ua, "macro_f1": ua - 0.1,
+            "weighted_f1": ua, "n": n, "confusion": confusion,
+            "per_class": {"sad": {"precision": ua, "recall": 0.5, "f1": 0.4, "support": n // 2},
+                          "angry": {"precision": 1.0, "recall": ua, "f1": 0.6,
+                                    "support": n - n // 2}}}
+
+
+def test_folds_aggregate_to_mean_and_std():
+    from callmood.training.evaluate import aggregate_folds
+
+    out = aggregate_folds([fold_metrics(0.5, 4, [[2, 0], [1, 1]]),
+                           fold_metrics(0.7, 6, [[2, 1], [1, 2]])])
+    assert out["folds"] == 2 and out["labels"] == ["sad", "angry"]
+    assert out["ua"] == pytest.approx(0.6) and out["ua_std"] == pytest.approx(0.1)
+    assert out["wa"] == pytest.approx(0.7) and out["macro_f1_std"] == pytest.approx(0.1)
+    assert out["per_class"]["sad"] == pytest.approx(
+        {"precision": 0.6, "recall": 0.5, "f1": 0.4, "support": 5})
+    assert out["per_class"]["angry"]["support"] == 5  # supports add up over folds
+    assert out["confusion"] == [[2.0, 0.5], [1.0, 1.5]]
+    assert [f["n"] for f in out["per_fold"]] == [4, 6]
+    assert out["per_fold"][1]["ua"] == 0.7

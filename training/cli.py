@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import click
 
@@ -48,39 +47,23 @@ def _split_options(command):
     return command
 
 
-def _load_split(corpora, fold, n_folds, test_speakers, random_test, label_preset,
-                label_overrides, shared, seed):
-    from callmood.training.corpora.registry import load_corpora
-    from callmood.training.labels import apply_mapping, parse_mapping
-    from callmood.training.splits import make_split
-
+def _split_args(corpora, fold, n_folds, test_speakers, random_test, label_preset,
+                label_overrides, shared, seed, allow_all=False) -> dict:
+    """load_split's keyword arguments from the split options, checked as options
+    (evaluate's `allow_all` takes --fold all)."""
     if not corpora:
         raise click.UsageError("Missing option '--corpus'.")
-    if fold is not None:
-        if not str(fold).isdigit():
-            raise click.BadParameter(f"expected a fold number, got {fold!r}", param_hint="--fold")
-        fold = int(fold)
-    mapping = parse_mapping(label_preset, list(label_overrides))
-    utterances = apply_mapping(load_corpora(list(corpora)), mapping)
-    speakers = test_speakers.split(",") if test_speakers else None
-    split = make_split(utterances, fold=fold, n_folds=n_folds, test_speakers=speakers,
-                       random_test=random_test, shared=shared, seed=seed)
+    if fold is not None and not (allow_all and fold == "all") and not str(fold).isdigit():
+        raise click.BadParameter(f"expected a fold number, got {fold!r}", param_hint="--fold")
+    return {"corpora": list(corpora), "fold": fold, "n_folds": n_folds,
+            "test_speakers": test_speakers, "random_test": random_test,
+            "label_preset": label_preset, "label_overrides": list(label_overrides),
+            "shared": shared, "seed": seed}
+
+
+def _echo_split(split) -> None:
     click.echo(f"split: {split.description}; {len(split.train)} train / {len(split.val)} "
                f"validation / {len(split.test)} test utterances", err=True)
-    return split, mapping
-
-
-def _absolute_spec(spec: str) -> str:
-    name, sep, path = spec.partition("=")
-    return f"{name}={os.path.abspath(path)}" if sep and path else spec
-
-
-def _train_config(params_file, overrides: dict):
-    from callmood.training.train import TrainConfig
-
-    values = json.loads(Path(params_file).read_text()) if params_file else {}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return TrainConfig().with_overrides(values)
 
 
 def _fail(err: Exception):
@@ -134,27 +117,17 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
     Every epoch is checkpointed in OUT/checkpoint, so a stopped run continues with
     `callmood train --resume OUT` to the same result as if it had never stopped.
     """
-    from callmood.training.checkpoint import CheckpointError, read_run
-    from callmood.training.train import TrainConfig
-    from callmood.training.train import train as run_training
+    from callmood.training.checkpoint import CheckpointError
+    from callmood.training.runs import RunSettings, train_run
+    from callmood.training.train import config_from_params
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if not (out or resume):
         raise click.UsageError("Missing option '--out' (or --resume DIR).")
     try:
         if resume:  # everything as the run was started
-            run = read_run(resume)
-            split_args, cache_dir, out = run["split"], run["cache_dir"], resume
-            config = TrainConfig().with_overrides(run["config"])
+            settings = RunSettings.of_run(resume)
         else:
-            # absolute paths, so that --resume works from any working directory
-            split_args = {"corpora": [_absolute_spec(c) for c in corpora], "fold": fold,
-                          "n_folds": n_folds,
-                          "test_speakers": test_speakers, "random_test": random_test,
-                          "label_preset": label_preset,
-                          "label_overrides": list(label_overrides),
-                          "shared": os.path.abspath(shared), "seed": seed}
-            cache_dir = os.path.abspath(cache_dir) if cache_dir else None
             overrides = {"init": init, "epochs": epochs, "epoch_size": epoch_size,
                          "batch_size": batch_size, "lr": lr,
                          "optimizer": optimizer, "schedule": schedule, "balance": balance,
@@ -165,11 +138,12 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                          "augment.mixup_alpha": mixup}
             if specaugment is False:
                 overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
-            config = _train_config(params_file, overrides)
-        split, mapping = _load_split(**split_args)
-        result = run_training(split, config, out, label_map=mapping, cache_dir=cache_dir,
-                              resume=bool(resume),
-                              invocation={"split": split_args, "cache_dir": cache_dir})
+            settings = RunSettings.new(
+                _split_args(corpora, fold, n_folds, test_speakers, random_test, label_preset,
+                            label_overrides, shared, seed),
+                config_from_params(params_file, overrides), cache_dir)
+        split, result = train_run(settings, resume or out, resume=bool(resume),
+                                  on_split=_echo_split)
     except (ValueError, OSError, CheckpointError) as err:
         _fail(err)
     click.echo(f"wrote {result.model_dir} (best epoch {result.best_epoch}, validation "
@@ -197,27 +171,13 @@ def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, labe
     `--fold all` evaluates every fold of the protocol (or of --folds N) with the model
     folder named by the {fold} pattern, and reports per-fold figures and mean ± std.
     """
-    from callmood.model.folder import load_model_folder
-    from callmood.training.evaluate import aggregate_folds, evaluate_model, write_report
+    from callmood.training.evaluate import evaluate_folds
 
+    split_args = _split_args(corpora, fold, n_folds, test_speakers, random_test, label_preset,
+                             label_overrides, shared, seed, allow_all=True)
     try:
-        folds = [fold]
-        if fold == "all":
-            count = n_folds or len(_protocol_folds(shared))
-            folds = [str(k) for k in range(1, count + 1)]
-        per_fold = []
-        for k in folds:
-            split, _ = _load_split(corpora, k, n_folds, test_speakers, random_test,
-                                   label_preset, label_overrides, shared, seed)
-            model = load_model_folder(model_dir.format(fold=k))
-            fold_out = Path(out) / f"fold{k}" if len(folds) > 1 else Path(out)
-            per_fold.append(evaluate_model(model, split, fold_out, cache_dir, workers, channel))
-        metrics = per_fold[0]
-        if len(folds) > 1:
-            metrics = aggregate_folds(per_fold)
-            write_report(out, metrics, f"{len(folds)}-fold mean ({model_dir})",
-                         {"model": model_dir, "split": per_fold[0]["split"].rsplit(" fold", 1)[0]
-                          + f", mean of {len(folds)} folds"})
+        metrics = evaluate_folds(model_dir, split_args, out, cache_dir, workers, channel,
+                                 on_split=_echo_split)
     except (ValueError, OSError) as err:
         _fail(err)
     if "ece" in metrics:
@@ -227,12 +187,6 @@ def evaluate(model_dir, corpora, fold, n_folds, test_speakers, random_test, labe
     click.echo(f"UA {metrics['ua']:.3f}{std['ua']}  WA {metrics['wa']:.3f}{std['wa']}  "
                f"macro-F1 {metrics['macro_f1']:.3f}{std['macro_f1']}  weighted-F1 "
                f"{metrics['weighted_f1']:.3f}{std['weighted_f1']}  → {out}/metrics.json")
-
-
-def _protocol_folds(shared):
-    from callmood.training.splits import ravdess_protocol
-
-    return ravdess_protocol(shared)["test_actors_by_fold"]
 
 
 @click.command()
@@ -260,14 +214,18 @@ def tune(corpora, fold, n_folds, test_speakers, random_test, label_preset, label
 
     Several `callmood tune` processes on the same --out/--storage share one study.
     """
+    from callmood.training.splits import load_split
+    from callmood.training.train import config_from_params
     from callmood.training.tune import SearchSpace, run_study
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    split_args = _split_args(corpora, fold, n_folds, test_speakers, random_test, label_preset,
+                             label_overrides, shared, seed)
     try:
-        split, mapping = _load_split(corpora, fold, n_folds, test_speakers, random_test,
-                                     label_preset, label_overrides, shared, seed)
+        split, mapping = load_split(**split_args)
+        _echo_split(split)
         split.test = []
-        base = _train_config(params_file, {"epochs": epochs, "seed": seed})
+        base = config_from_params(params_file, {"epochs": epochs, "seed": seed})
         space = SearchSpace.from_file(space_file) if space_file else SearchSpace()
         best = run_study(split, base, space, out, label_map=mapping, n_trials=trials,
                          timeout=timeout, study_name=study_name, storage=storage,

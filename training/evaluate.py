@@ -325,3 +325,36 @@ def evaluate_model(model, split, out: str | Path, cache_dir=None, workers: int =
     plot_reliability(scored.probs, scored.targets, Path(out) / "reliability.png", title,
                      before=scored.uncalibrated)
     return {**context, **metrics}
+
+
+def evaluate_folds(model_dir: str, split_args: dict, out: str | Path, cache_dir=None,
+                   workers: int = 2, channel: str = "clean",
+                   on_split: Callable | None = None) -> dict:
+    """`callmood evaluate`: score the test speakers of `split_args` (load_split's keyword
+    arguments) and write the report in `out`; returns its metrics.
+
+    With fold "all", every fold of the protocol (or of n_folds) is scored with the model
+    folder `model_dir.format(fold=k)`, each reported in out/foldK, and `out` gets the mean
+    ± std over folds (aggregate_folds). `on_split(split)` sees each split once loaded.
+    """
+    from callmood.model.folder import load_model_folder
+    from callmood.training.splits import fold_names, load_split
+
+    folds = [split_args.get("fold")]
+    if folds[0] == "all":
+        folds = fold_names(split_args.get("shared", "../shared"), split_args.get("n_folds"))
+    per_fold = []
+    for k in folds:
+        split, _ = load_split(**{**split_args, "fold": k})
+        if on_split is not None:
+            on_split(split)
+        model = load_model_folder(model_dir.format(fold=k))
+        fold_out = Path(out) / f"fold{k}" if len(folds) > 1 else Path(out)
+        per_fold.append(evaluate_model(model, split, fold_out, cache_dir, workers, channel))
+    if len(folds) == 1:
+        return per_fold[0]
+    metrics = aggregate_folds(per_fold)
+    write_report(out, metrics, f"{len(folds)}-fold mean ({model_dir})",
+                 {"model": model_dir, "split": per_fold[0]["split"].rsplit(" fold", 1)[0]
+                  + f", mean of {len(folds)} folds"})
+    return metrics

@@ -149,3 +149,33 @@ def make_split(utterances: list[Utterance], *, fold: int | None = None,
     return Split(shuffled[n_test + n_val:], shuffled[n_test:n_test + n_val], shuffled[:n_test],
                  f"RANDOM split ({random_test:.0%} test, speakers overlap: not "
                  "speaker-independent)", speaker_independent=False)
+
+
+def load_split(corpora: list[str], fold: int | str | None = None, n_folds: int | None = None,
+               test_speakers: str | None = None, random_test: float | None = None,
+               label_preset: str = "corpus", label_overrides: list[str] = (),
+               shared: str | Path = "../shared", seed: int = 0) -> tuple[Split, dict]:
+    """The split and label mapping that the command line's corpus and split options name:
+    `corpora` as NAME=PATH specs, `fold` a number (or its digits), `test_speakers` comma
+    separated. These keyword arguments are what a training run records to resume."""
+    from callmood.training.corpora.registry import load_corpora
+    from callmood.training.labels import apply_mapping, parse_mapping
+
+    if not corpora:
+        raise SplitError("no corpus given")
+    if fold is not None:
+        if not str(fold).isdigit():
+            raise SplitError(f"expected a fold number, got {fold!r}")
+        fold = int(fold)
+    mapping = parse_mapping(label_preset, list(label_overrides))
+    utterances = apply_mapping(load_corpora(list(corpora)), mapping)
+    speakers = test_speakers.split(",") if test_speakers else None
+    split = make_split(utterances, fold=fold, n_folds=n_folds, test_speakers=speakers,
+                       random_test=random_test, shared=shared, seed=seed)
+    return split, mapping
+
+
+def fold_names(shared: str | Path, n_folds: int | None = None) -> list[str]:
+    """The folds `--fold all` goes through: 1..n_folds, or else every RAVDESS protocol fold."""
+    count = n_folds or len(ravdess_protocol(shared)["test_actors_by_fold"])
+    return [str(k) for k in range(1, count + 1)]

@@ -142,6 +142,14 @@ class TrainConfig:
         return asdict(self)
 
 
+def config_from_params(params_file: str | Path | None, overrides: dict) -> TrainConfig:
+    """The TrainConfig of a --params JSON file (e.g. `callmood tune`'s best_params.json),
+    or the defaults, with the `overrides` that are not None applied on top."""
+    values = json.loads(Path(params_file).read_text()) if params_file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainConfig().with_overrides(values)
+
+
 @dataclass
 class TrainResult:
     model_dir: Path
