@@ -1,4 +1,5 @@
-"""Helpers for tests that kill a process and check what it leaves running (Linux /proc)."""
+"""Helpers for tests that start servers, kill processes and check what they leave running
+(Linux /proc)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -51,3 +53,17 @@ def still_alive_after(pids: set[int], seconds: float = 60.0) -> list[int]:
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     return [p for p in pids if alive(p)]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, seconds: float = 60.0) -> None:
+    """Wait until `url` answers 200; fails if `process` ends first or time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, f"the server ended (status {process.returncode})"
+        assert time.monotonic() < deadline, f"{url} did not answer within {seconds:g} s"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                assert response.status == 200
+                return
+        except OSError:
+            time.sleep(0.2)

@@ -12,16 +12,15 @@ import site
 import subprocess
 import sys
 import tarfile
-import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import test_live
 import tomllib
-from test_live import free_port, start_server, stream_callmood
+from live_fixtures import free_port, start_server, stream_callmood
+from processes import wait_for_http
 from websockets.sync.client import connect
 
 import callmood
@@ -173,16 +172,7 @@ def test_dashboard_serves_its_page_and_stops(installed, elsewhere):
                                     "--server.port", str(port)], stdout=log, stderr=log)
     page = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (elsewhere / "dashboard.log").read_text()
-            assert time.monotonic() < deadline, "the dashboard did not answer within 60 s"
-            try:
-                with urllib.request.urlopen(page, timeout=1) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_http(page, process)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, (elsewhere / "dashboard.log").read_text()
     finally:
@@ -192,9 +182,8 @@ def test_dashboard_serves_its_page_and_stops(installed, elsewhere):
         urllib.request.urlopen(page, timeout=1)
 
 
-def test_live_scores_a_call(installed, elsewhere, monkeypatch):
-    monkeypatch.setattr(test_live, "CALLMOOD", installed.callmood)
-    process, url = start_server(elsewhere)
+def test_live_scores_a_call(installed, elsewhere):
+    process, url = start_server(elsewhere, installed.callmood)
     try:
         with connect(url) as ws:
             events = stream_callmood(ws, "call-0001")

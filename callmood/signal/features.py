@@ -2,7 +2,7 @@
 
 Written with torch (torch.stft + a Slaney mel filter bank) rather than torchaudio: the
 torchaudio wheels available here are CUDA-linked and do not load with the CPU torch build.
-The values match librosa.feature.melspectrogram (tests/test_features.py checks this).
+The values match librosa.feature.melspectrogram (tests/signal/test_features.py checks this).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from dashboard_data import write_audio, write_call
+from processes import wait_for_http
 from streamlit.testing.v1 import AppTest
 
 from callmood.dashboard import app_data
@@ -269,17 +270,11 @@ def test_sigterm_to_the_dashboard_command_stops_the_server(sample_results):
                                 "dashboard", str(sample_results), "--server.port", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/_stcore/health"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                assert response.status == 200
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
+    try:
+        wait_for_http(url, process)
+    except AssertionError:
         process.kill()
-        pytest.fail("the dashboard did not start within 60 s")
+        raise
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) is not None
     time.sleep(0.5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pyarrow.dataset as ds
 import pytest
@@ -104,51 +103,3 @@ def test_a_merge_killed_half_way_is_finished_by_the_next_run(tmp_path, model_dir
     assert not (out / JOURNAL).exists()
     entries = [json.loads(p.read_text()) for p in (out / "_manifest").glob("*.json")]
     assert all(merged in e["parts"] for e in entries)
-
-
-class Killed(BaseException):
-    """Stands in for a kill: not an Exception, so nothing in the run handles it."""
-
-
-def killed_at_write(write, kill_at: int, out, segments: int):
-    """ResultsStore._write_bytes that checks what a reader sees after each write, and is
-    killed right after write number `kill_at`."""
-    writes = []
-
-    def watched(store, relative, data):
-        write(store, relative, data)
-        if len(writes) < kill_at:
-            writes.append(relative)
-            assert visible_calls(out) == ["c1", "c2"], relative
-            assert visible_segments(out) == segments, relative
-            if len(writes) == kill_at:
-                raise Killed(relative)
-
-    return watched
-
-
-def test_a_rescore_killed_at_any_write_neither_loses_nor_doubles_a_call(tmp_path, model_dir,
-                                                                       monkeypatch):
-    folder, baseline = tmp_path / "calls", tmp_path / "baseline"
-    same_day_calls(folder, ["c1", "c2"])
-    score(folder, baseline, model_dir)  # both calls now share one compacted file per table
-    segments = visible_segments(baseline)
-    write = ResultsStore._write_bytes
-    for kill_at in range(1, 50):
-        out = tmp_path / f"results-{kill_at}"
-        shutil.copytree(baseline, out)
-        monkeypatch.setattr(ResultsStore, "_write_bytes",
-                            killed_at_write(write, kill_at, out, segments))
-        try:
-            score_calls([str(folder)], str(out), model_dir, ScoreConfig(rescore=True),
-                        progress=False)
-            finished = True
-        except Killed:
-            finished = False
-        monkeypatch.setattr(ResultsStore, "_write_bytes", write)
-        score(folder, out, model_dir)  # the next night, without --rescore
-        assert visible_calls(out) == ["c1", "c2"]
-        assert visible_segments(out) == segments
-        if finished:
-            break
-    assert finished and kill_at > 3  # every write of a whole re-score was a kill point

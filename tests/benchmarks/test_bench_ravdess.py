@@ -10,7 +10,7 @@ from conftest import load_benchmark
 
 from callmood.training.evaluate import classification_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

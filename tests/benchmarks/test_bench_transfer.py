@@ -8,7 +8,7 @@ from conftest import load_benchmark
 
 from callmood.training.corpora.base import Utterance
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
