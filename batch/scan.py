@@ -92,7 +92,8 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     - a name starting with '.' (file or folder) is hidden, e.g. an upload in progress: its
       recordings are counted, not scored;
     - a link whose target lies under an input folder is scored where it is (a file) or
-      left to the walk that reaches its target (a folder);
+      left to the walk that reaches its target (a folder; one under the folder of a file
+      given as an input, which is not walked, is walked through the link);
     - a link whose target lies elsewhere is refused as an error row (`outside_link`), unless
       `follow_links`: then a file link is scored and a folder link walked (each real
       folder once, so a link loop ends);
@@ -101,6 +102,7 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     """
     found = Found()
     roots = [input_root(item) for item in inputs]
+    walked_roots = [Path(item).resolve() for item in inputs if Path(item).resolve().is_dir()]
 
     def matches(relative: str) -> bool:
         return _matches(relative, include) and not _matches(relative, exclude)
@@ -146,7 +148,7 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
                                f"a link to {shown(target)}, outside the input folders; not "
                                "followed (give the target as an input, or --follow-links)")
                         continue
-                    if is_folder and _inside(target, roots):
+                    if is_folder and _inside(target, walked_roots):
                         continue  # its files are found where they are
                 if is_folder:
                     if (real := Path(os.path.realpath(path))) not in walked:

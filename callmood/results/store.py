@@ -85,7 +85,10 @@ def partition_of(relative: str) -> tuple[str, str]:
 
 
 def is_compacted(relative: str) -> bool:
-    return relative.rsplit("/", 1)[-1].startswith("part-c")
+    """A merged file is `part-c<16 hex>`; a call's own is `part-<16 hex>`, which may begin
+    with a c too, so the length tells them apart."""
+    name = relative.rsplit("/", 1)[-1].removesuffix(".parquet")
+    return name.startswith("part-c") and len(name) == len("part-c") + 16
 
 
 def live_parts(listed: list[str], journals: list[dict | None]) -> list[str]:
@@ -276,8 +279,9 @@ class ResultsStore:
                                           promote_options="default")
                 table, partition = partition_of(step["compact"])
                 committed = pa.concat_tables(
-                    [self.read_table(p, ["call_id", "scored_at"])
-                     for p in self.list_parts("calls", partition)]
+                    [merged.select(["call_id", "scored_at"]).slice(0, 0)]  # none: all go
+                    + [self.read_table(p, ["call_id", "scored_at"])
+                       for p in self.list_parts("calls", partition)]
                 ) if table == "segments" else None
                 self.write_table(step["compact"], newest_rows(merged, committed))
         moved = {member: step["compact"] for step in journal["plan"]

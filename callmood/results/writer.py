@@ -21,6 +21,7 @@ from callmood.results.meta import CallMeta
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.results.scored import Segment, top_labels
 from callmood.results.store import (
+    JOURNAL,
     LABELS_FILE,
     ResultsBusy,
     ResultsError,
@@ -206,10 +207,11 @@ class CallWriter:
         self._error_row(call.path, kind, message)
         self.summary.files_failed += 1
         previous = self._previous(call)
-        if kind in TRANSIENT_FAILURES and previous.get("status") == "scored" \
-                and previous["size"] == call.size \
-                and (previous["sha256"] == sha256 if sha256
-                     else previous["mtime_ns"] == call.mtime_ns):
+        # a `writing` entry left by a kill still describes the version readers see
+        if kind in TRANSIENT_FAILURES and previous.get("status") in ("scored", "writing") \
+                and previous.get("size") == call.size \
+                and (previous.get("sha256") == sha256 if sha256
+                     else previous.get("mtime_ns") == call.mtime_ns):
             return  # its rows and manifest entry stand; a re-score can try again
         self._replace_parts(call, keep=[])
         self._finish(call, sha256, "failed", [], {"error_kind": kind})
@@ -382,6 +384,9 @@ def write_spooled_calls(store: ResultsStore, escalation: EscalationConfig,
     go has no recording yet. A spool file that cannot be read, or holds another label set
     than the folder, is set aside in _live_spool/rejected/ with an errors row.
     """
+    if store.read_json(JOURNAL) is not None:  # a night's compaction a kill left half done:
+        # finish it first, or a live call rewriting a merged member would be lost in it
+        store.finish_compaction(store.manifest() if manifest is None else manifest)
     names = store.spooled_files()[:limit]
     started = now()
     run = CallWriter(store, None, escalation, {} if manifest is None else manifest,

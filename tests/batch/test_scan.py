@@ -256,3 +256,17 @@ def test_without_a_date_the_file_time_dates_the_call(tmp_path):
 def test_describing_a_file_gone_since_the_scan_raises_oserror(tmp_path):
     with pytest.raises(FileNotFoundError):
         describe(tmp_path / "gone.wav", "gone", None)
+
+
+def test_a_folder_link_into_the_folder_of_a_file_input_is_walked(tmp_path):
+    """The folder of a file given as an input is not walked, so a link into it from a
+    walked input is followed (it used to be skipped as 'found where it is')."""
+    data, walked = tmp_path / "data", tmp_path / "in"
+    (data / "other").mkdir(parents=True)
+    walked.mkdir()
+    for path in (data / "one.wav", data / "other" / "b.wav"):
+        path.write_bytes(b"RIFF")
+    (walked / "otherlink").symlink_to(data / "other")
+    found = find_audio([str(data / "one.wav"), str(walked)])
+    assert sorted(found.files) == [data / "one.wav", walked / "otherlink" / "b.wav"]
+    assert found.rejected == []
