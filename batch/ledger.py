@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 from callmood.results.store import ResultsStore
-from callmood.results.writer import CallFile, CallWriter, dated_as_scored
+from callmood.results.writer import HOLDS_ROWS, CallFile, CallWriter, dated_as_scored
 
 
 def file_sha256(path: str) -> str:
@@ -69,7 +69,7 @@ def claim_call_ids(todo: list[CallFile], manifest: dict[str, dict],
                    writer: CallWriter) -> list[CallFile]:
     """Drop (as errors) files whose call id already belongs to another existing file."""
     owners = {e["meta"]["call_id"]: path for path, e in manifest.items()
-              if e["status"] in ("scored", "writing")}
+              if e["status"] in HOLDS_ROWS}
     kept = []
     for call in todo:
         owner = owners.get(call.meta.call_id)

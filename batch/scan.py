@@ -80,6 +80,7 @@ class Found:
     """What walking the inputs found: the recordings (each with the input folder it was
     found under), the paths that cannot be scored, and the hidden recordings skipped."""
 
+    roots: list[Path]  # the input folders: those given, and those of files given
     files: dict[Path, Path] = field(default_factory=dict)
     rejected: list[Rejected] = field(default_factory=list)
     hidden: int = 0
@@ -100,8 +101,8 @@ def find_audio(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     - a name that is not UTF-8 is refused (`bad_name`): results hold text;
     - a folder that cannot be listed is an error row (`unreadable_folder`), not a silent gap.
     """
-    found = Found()
-    roots = [input_root(item) for item in inputs]
+    found = Found(roots=[input_root(item) for item in inputs])
+    roots = found.roots
     walked_roots = [Path(item).resolve() for item in inputs if Path(item).resolve().is_dir()]
 
     def matches(relative: str) -> bool:
@@ -383,7 +384,6 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     rejected += [r for r in (regular_file(path) for path in found.files) if r is not None]
     bad = {r.path for r in rejected}
     files = [(path, root) for path, root in found.files.items() if str(path) not in bad]
-    roots = sorted(set(found.files.values()) | {input_root(item) for item in inputs})
     sidecars: dict[Path, dict] = {}
     csvs = {folder / SIDECAR for path, root in files
             for folder in [path.parent, *path.parent.parents]
@@ -391,7 +391,7 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     for csv_path in sorted(csvs) + [Path(m).resolve() for m in metadata]:
         if not csv_path.is_file():
             raise ScanError(f"{shown(csv_path)}: metadata file not found")
-        rows, problems = read_sidecar(csv_path, roots, zone)
+        rows, problems = read_sidecar(csv_path, found.roots, zone)
         rejected += problems
         for path, row in rows.items():
             if path in sidecars:  # the first description of a file stands

@@ -29,6 +29,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from callmood.workers import usable_cores
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPE = ROOT / "benchmarks" / "default_model_params.json"  # the bundled model's settings
@@ -58,14 +60,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity), not every core of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def package_version(name: str) -> str | None:

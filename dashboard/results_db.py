@@ -173,9 +173,12 @@ def _table_sql(table: str, files: list[Path]) -> str:
     by_partition: dict[Path, list[Path]] = {}
     for path in files:
         by_partition.setdefault(path.parent, []).append(path)
-    merged = [p for ps in by_partition.values() if len(ps) == 1 and is_compacted(ps[0].name)
-              for p in ps]
-    others = [p for p in files if p not in set(merged)]
+    merged, others = [], []
+    for paths in by_partition.values():
+        if len(paths) == 1 and is_compacted(paths[0].name):
+            merged += paths
+        else:
+            others += paths
     branches = ([f"SELECT * FROM {_read_sql(table, merged)}"] if merged else []) + \
         ([f"({COMMITTED[table].format(files=_read_sql(table, others))})"] if others else [])
     return " UNION ALL BY NAME ".join(branches)

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 # failures that say nothing about the recording: a re-score that fails so keeps its rows
 TRANSIENT_FAILURES = frozenset({"timeout", "internal", "permission", "model"})
+# manifest states of a file whose rows readers may see (`writing`: a kill interrupted a
+# re-score, and the version before it still stands)
+HOLDS_ROWS = frozenset({"scored", "writing"})
 
 
 @dataclass(frozen=True)
@@ -207,8 +210,7 @@ class CallWriter:
         self._error_row(call.path, kind, message)
         self.summary.files_failed += 1
         previous = self._previous(call)
-        # a `writing` entry left by a kill still describes the version readers see
-        if kind in TRANSIENT_FAILURES and previous.get("status") in ("scored", "writing") \
+        if kind in TRANSIENT_FAILURES and previous.get("status") in HOLDS_ROWS \
                 and previous.get("size") == call.size \
                 and (previous.get("sha256") == sha256 if sha256
                      else previous.get("mtime_ns") == call.mtime_ns):
@@ -354,6 +356,11 @@ def flush_live_spool(out: str, escalation: EscalationConfig, wait_s: float = 0.0
     while store.spooled_files() and (chunks is None or done < chunks):
         try:
             with store.lock(wait_s):
+                # a night's compaction a kill left half done is finished first (a night
+                # does so at its start), or a live call rewriting a merged member would
+                # be lost in it
+                if store.read_json(JOURNAL) is not None:
+                    store.finish_compaction(store.manifest())
                 write_spooled_calls(store, escalation, limit=LIVE_CHUNK)
         except ResultsBusy:
             return False
@@ -384,9 +391,6 @@ def write_spooled_calls(store: ResultsStore, escalation: EscalationConfig,
     go has no recording yet. A spool file that cannot be read, or holds another label set
     than the folder, is set aside in _live_spool/rejected/ with an errors row.
     """
-    if store.read_json(JOURNAL) is not None:  # a night's compaction a kill left half done:
-        # finish it first, or a live call rewriting a merged member would be lost in it
-        store.finish_compaction(store.manifest() if manifest is None else manifest)
     names = store.spooled_files()[:limit]
     started = now()
     run = CallWriter(store, None, escalation, {} if manifest is None else manifest,

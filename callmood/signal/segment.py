@@ -159,10 +159,9 @@ class WindowPlanner:
 
 class LevelMeter:
     """Frame levels of one channel fed block by block (the frames run on across blocks,
-    so any blocking gives the levels of the whole waveform), and its speech regions."""
+    so any blocking gives the levels of the whole waveform)."""
 
     def __init__(self, rate: int, vad: VadConfig):
-        self.rate, self.vad = rate, vad
         self.frame = max(1, round(vad.frame_s * rate))
         self.samples = 0
         self._tail = np.zeros(0, np.float32)
@@ -191,11 +190,6 @@ class LevelMeter:
         if drop:
             self._levels, self.first_frame = [levels[drop:]], self.first_frame + drop
 
-    def regions(self) -> list[tuple[int, int]]:
-        """Speech regions as (start, end) sample indices, in order."""
-        return speech_regions(self.levels(), self.vad, self.rate, self.samples,
-                              first_frame=self.first_frame)
-
 
 def noise_threshold(levels: np.ndarray, vad: VadConfig) -> float:
     """The level above which a frame counts as speech: the channel's own noise floor plus
@@ -204,15 +198,12 @@ def noise_threshold(levels: np.ndarray, vad: VadConfig) -> float:
 
 
 def speech_regions(levels: np.ndarray, vad: VadConfig, rate: int, samples: int,
-                   threshold: float | None = None, first_frame: int = 0,
-                   ) -> list[tuple[int, int]]:
+                   threshold: float, first_frame: int = 0) -> list[tuple[int, int]]:
     """(start, end) sample indices of speech in frame `levels` (the frames of a channel of
-    `samples` samples from `first_frame` on): frames above `threshold` (default:
-    noise_threshold of these levels), short pauses bridged, short bursts dropped."""
+    `samples` samples from `first_frame` on): frames above `threshold`, short pauses
+    bridged, short bursts dropped."""
     if len(levels) == 0:
         return []
-    if threshold is None:
-        threshold = noise_threshold(levels, vad)
     frame = max(1, round(vad.frame_s * rate))
     active = np.concatenate([[False], levels > threshold, [False]])
     edges = np.flatnonzero(np.diff(active.astype(np.int8)))

@@ -23,6 +23,7 @@ from callmood.results.writer import (
     ModelStamp,
     RunSummary,
     claim_labels,
+    flush_live_spool,
     now,
     write_spooled_calls,
 )
@@ -136,7 +137,7 @@ def test_a_live_write_finishes_a_compaction_a_kill_left_half_done(tmp_path, day)
     store.write_table = table_writer
     assert store.read_json(JOURNAL) is not None
     spool_live_call(store, "L", day, 5)  # L again, longer, while the journal waits
-    write_spooled_calls(store, EscalationConfig())
+    assert flush_live_spool(store.url, EscalationConfig())  # the live server's write
     assert seen(store) == [("L", 5, 5), ("M", 3, 3)]
     store.finish_compaction(store.manifest())  # the next night's start
     assert seen(store) == [("L", 5, 5), ("M", 3, 3)]
