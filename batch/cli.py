@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from callmood.options import model_dir_or_bundled, source_timezone_option
+from callmood.options import (
+    analytics_option,
+    model_dir_or_bundled,
+    read_analytics,
+    source_timezone_option,
+)
 from callmood.workers import usable_cores
 
 
@@ -50,13 +55,14 @@ from callmood.workers import usable_cores
               help="em: re-estimate the emotions' shares over the run's segments and correct "
                    "the probabilities for them (calls are written after the last file; "
                    "see README, Prior shift, for when it helps).")
+@analytics_option()
 @click.option("--progress/--no-progress", default=True,
               help="Show progress (hours of audio, ETA): a bar on a terminal, a line every "
                    "30 s in a log [default: on].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follow_links, metadata,
           source_timezone, max_hours, file_minutes, batch_size, precision, backend, scheduler,
-          prior_shift, progress):
+          prior_shift, analytics_file, progress):
     """Score recorded calls under INPUT... into Parquet under --out.
 
     Finds audio files recursively, scores the speech of each channel with the model and
@@ -71,6 +77,7 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follo
     from callmood.results.store import ResultsError
 
     model_dir = model_dir_or_bundled(model_dir)
+    analytics = read_analytics(analytics_file)
     try:
         config = ScoreConfig(workers=workers, backend=backend, scheduler=scheduler,
                              batch_size=batch_size, precision=precision,
@@ -79,7 +86,7 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follo
                              include=include or AUDIO_PATTERNS, exclude=exclude,
                              follow_links=follow_links,
                              metadata=metadata, source_timezone=source_timezone,
-                             prior_shift=prior_shift)
+                             prior_shift=prior_shift, analytics=analytics)
         summary = score_calls(list(inputs), out, model_dir, config, progress=progress)
     except (ValueError, ScanError, ResultsError, ModelFolderError) as err:
         raise click.ClickException(str(err)) from None

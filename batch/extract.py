@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.batch.ledger import file_sha256
+from callmood.digest import file_sha256
 from callmood.results.scored import Segment
 from callmood.signal.audio import AudioError, check_length, check_peak, probe, read_blocks
 from callmood.signal.features import MelConfig, log_mel

@@ -9,19 +9,11 @@ date it was scored with while its content is the same (dated_as_scored).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
+from callmood.digest import file_sha256
 from callmood.results.store import ResultsStore
 from callmood.results.writer import HOLDS_ROWS, CallFile, CallWriter, dated_as_scored
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def known_unchanged(call: CallFile, entry: dict | None) -> CallFile | None:

@@ -24,7 +24,7 @@ from callmood.batch.scan import AUDIO_PATTERNS, CallFile, input_root, scan
 from callmood.batch.worker import cached_model, score_file
 from callmood.model.calibration import adapt_priors
 from callmood.progress import progress as progress_bar
-from callmood.results.call_summary import EscalationConfig
+from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import source_zone
 from callmood.results.store import ResultsError, ResultsStore, is_compacted, partition_of
 from callmood.results.writer import (
@@ -70,7 +70,7 @@ class ScoreConfig:
     # correct the probabilities for them; the run then writes its calls after the last file
     prior_shift: str = "off"  # off | em
     vad: VadConfig = field(default_factory=VadConfig)
-    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    analytics: CallAnalytics = field(default_factory=CallAnalytics)
 
     def __post_init__(self):
         if self.backend not in ("loky", "dask"):
@@ -154,11 +154,11 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
         store.add_input_roots([str(input_root(item)) for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
-        write_spooled_calls(store, config.escalation, manifest)
+        write_spooled_calls(store, config.analytics, manifest)
         live = scored_live(manifest)
         todo = to_score(files, manifest, live, store, config.rescore)
         summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
-        run = CallWriter(store, stamp, config.escalation, manifest, summary, started,
+        run = CallWriter(store, stamp, config.analytics, manifest, summary, started,
                          config.rescore)
         run.write_run(0.0, "running")  # stays so if the run is killed
         status = "failed: interrupted"
@@ -194,7 +194,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
             # the run (spooled: the run held the folder)
             loose = {partition_of(part) for entry in run.manifest.values()
                      for part in entry.get("parts", []) if not is_compacted(part)}
-            loose |= write_spooled_calls(store, config.escalation, run.manifest)
+            loose |= write_spooled_calls(store, config.analytics, run.manifest)
             store.compact(run.touched | loose, run.manifest)
             status = "finished"
         except Exception as err:

@@ -30,8 +30,9 @@ import torch
 
 from callmood.model.calibration import adapt_priors
 from callmood.model.folder import load_model_folder
+from callmood.model.predict import Inference
 from callmood.signal.audio import load_mono
-from callmood.signal.features import log_mel, utterance_clips
+from callmood.signal.features import log_mel
 from callmood.training.channel import CONDITIONS, ChannelConfig
 from callmood.training.corpora.registry import load_corpora
 from callmood.training.evaluate import (
@@ -51,11 +52,10 @@ GAIN_DB = 20.0
 def gain_drift(model, utterances, gain_db: float) -> float:
     """Largest change of any utterance probability when the audio is `gain_db` louder or
     quieter (in float, so nothing clips): the input is level-relative by construction."""
-    worst = 0.0
+    worst, inference = 0.0, Inference.of(model)
     for u in utterances:
         audio = load_mono(u.path, model.mel.sample_rate)
-        probs = [model.predict_mels(utterance_clips(log_mel(audio * 10 ** (g / 20), model.mel),
-                                                    model.mel.input_frames)).mean(0)
+        probs = [inference.utterances([log_mel(audio * 10 ** (g / 20), model.mel)]).probs[0]
                  for g in (0.0, gain_db, -gain_db)]
         worst = max(worst, float(np.abs(probs[1] - probs[0]).max()),
                     float(np.abs(probs[2] - probs[0]).max()))

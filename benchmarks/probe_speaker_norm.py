@@ -28,9 +28,10 @@ import bench_transfer  # noqa: E402  (the cells' recipe, corpora and model folde
 import harness  # noqa: E402
 
 from callmood.model.folder import load_model_folder  # noqa: E402
+from callmood.model.predict import Inference  # noqa: E402
 from callmood.signal.features import level_relative  # noqa: E402
 from callmood.training.cache import clean, extract  # noqa: E402
-from callmood.training.evaluate import corpus_figures, model_probabilities  # noqa: E402
+from callmood.training.evaluate import corpus_figures  # noqa: E402
 
 
 def mean_spectrum(mels: list[torch.Tensor], mel) -> torch.Tensor:
@@ -39,7 +40,7 @@ def mean_spectrum(mels: list[torch.Tensor], mel) -> torch.Tensor:
 
 
 def figures(model, mels: list[torch.Tensor], targets: np.ndarray) -> dict:
-    f = corpus_figures(targets, model_probabilities(model, mels)[0], model.labels)
+    f = corpus_figures(targets, Inference.of(model).utterances(mels).probs, model.labels)
     return {"ua_restricted": round(100 * f["ua_restricted"], 1),
             "neutral_recall": None if f["neutral_recall"] is None
             else round(100 * f["neutral_recall"], 1)}

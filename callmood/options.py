@@ -1,5 +1,5 @@
-"""What the subcommands share on the command line: the recorders' time zone option and
-the model folder's default."""
+"""What the subcommands share on the command line: the recorders' time zone option, the
+call analytics settings and the model folder's default."""
 
 from __future__ import annotations
 
@@ -24,3 +24,34 @@ def source_timezone_option(help: str):
     without an offset are read."""
     return click.option("--source-timezone", envvar="CALLMOOD_SOURCE_TIMEZONE", default="UTC",
                         show_default=True, metavar="ZONE", help=help)
+
+
+def analytics_option():
+    """--analytics FILE: the call analytics settings (persistence, the escalation rule, the
+    live confirmation) as JSON, e.g. refitted on a team's own labelled calls."""
+    return click.option("--analytics", "analytics_file", type=click.Path(dir_okay=False),
+                        metavar="FILE",
+                        help="JSON of call analytics settings (CallAnalytics fields, or a "
+                             "fit_call_analytics.py report, whose `chosen` is used); "
+                             "default: those fitted for the bundled model")
+
+
+def read_analytics(path: str | None):
+    """The CallAnalytics of --analytics (the defaults without it); a clear error naming the
+    file otherwise."""
+    import json
+
+    from callmood.results.call_summary import CallAnalytics
+
+    if path is None:
+        return CallAnalytics()
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        if isinstance(values, dict) and isinstance(values.get("chosen"), dict):
+            values = values["chosen"]
+        if not isinstance(values, dict):
+            raise ValueError("expected a JSON object of settings")
+        return CallAnalytics.from_dict(values)
+    except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise click.ClickException(f"--analytics {path}: {err}") from None

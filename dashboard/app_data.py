@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
+from callmood.dashboard import charts
 from callmood.dashboard.canned import run_canned
 from callmood.dashboard.results_db import connect, fingerprint, resolve_timezone
 
@@ -82,6 +83,13 @@ def timezone() -> str:
 
 def options() -> pd.Series:
     return query("filter_options", filtered=False).iloc[0]
+
+
+def emotion_colours() -> dict[str, str]:
+    """The one emotion -> colour map of every chart, by meaning (the labels' valence)."""
+    opts = options()
+    return charts.emotion_colours(list(opts.emotions),
+                                  dict(zip(opts.emotions, opts.valences, strict=True)))
 
 
 def filters() -> dict:

@@ -49,3 +49,12 @@ WHERE (f_role IS NULL OR s.role = f_role)
 -- Speech-time weighted customer negative share of a group of calls.
 CREATE MACRO negative_share(share, speech) AS
     sum(share * speech) / nullif(sum(speech) FILTER (WHERE share IS NOT NULL), 0);
+
+-- One call's part of the variance of its group's customer negative share (negative_share):
+-- how far the call lies from the group's share (the spread over calls of a ratio estimate)
+-- plus the call's own uncertainty (its stored 95 % interval; none in older folders),
+-- weighted by its customer speech. The group's 95 % interval is the share
+-- +- 1.96 * sqrt(sum of the parts) / (its customer speech), so a figure over 5 calls reads
+-- wider than one over 500.
+CREATE MACRO share_variance_part(share, group_share, speech, low, high) AS
+    speech * speech * ((share - group_share) ^ 2 + coalesce(((high - low) / 3.92) ^ 2, 0));

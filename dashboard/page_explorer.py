@@ -41,21 +41,26 @@ call_id = st.selectbox("Call", list(calls.index), format_func=describe, key="exp
 st.query_params["call"] = st.session_state["_explorer_url_call"] = call_id
 call = calls.loc[call_id]
 
-cols = st.columns(6)
-cols[0].metric("Agent", "–" if pd.isna(call.agent_id) else literal(call.agent_id))
-cols[1].metric("Queue", "–" if pd.isna(call.queue) else literal(call.queue))
-cols[2].metric("Duration", f"{call.duration_s:.0f} s")
-cols[3].metric("Customer negative", pct(call.customer_negative_share))
-cols[4].metric("Escalated", "yes" if call.escalated else "no")
-cols[5].metric("Peak negative", "–" if pd.isna(call.peak_negative_emotion)
-               else f"{literal(call.peak_negative_emotion)} {call.peak_negative_confidence:.2f}")
+# Text (agent, queue, emotion) on a line that wraps: as metrics they were cut off
+# ("tech_su…"); the numbers stay metrics.
+peak = ("–" if pd.isna(call.peak_negative_emotion) else
+        f"{literal(call.peak_negative_emotion)} {call.peak_negative_confidence:.2f}")
+st.markdown(f"**Agent:** {'–' if pd.isna(call.agent_id) else literal(call.agent_id)} · "
+            f"**Queue:** {'–' if pd.isna(call.queue) else literal(call.queue)} · "
+            f"**Peak negative:** {peak}")
+cols = st.columns(5)
+cols[0].metric("Duration", f"{call.duration_s:.0f} s")
+interval = ("" if pd.isna(call.customer_negative_share_low) else
+            f"95 % interval {pct(call.customer_negative_share_low)}–"
+            f"{pct(call.customer_negative_share_high)}: one call's share is uncertain")
+cols[1].metric("Customer negative", pct(call.customer_negative_share), help=interval or None)
+cols[2].metric("Escalated", "yes" if call.escalated else "no")
 
 segments = app_data.query("call_segments", call_id=call_id)
-labels = list(app_data.options().emotions)
 if segments.empty:
     st.info("No segments of this call match the filters.")
 else:
-    st.altair_chart(charts.timeline(segments, labels), width="stretch")
+    st.altair_chart(charts.timeline(segments, app_data.emotion_colours()), width="stretch")
 
 st.subheader("Audio")
 choices = [None, *segments.index]

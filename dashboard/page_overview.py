@@ -9,26 +9,28 @@ from callmood.dashboard.app_data import literal, pct
 st.title("Overview")
 runs = app_data.query("run_status", filtered=False).iloc[0]
 overview = app_data.query("overview").iloc[0]
-labels = list(app_data.options().emotions)
+colours = app_data.emotion_colours()
 
-cols = st.columns(6)
+# The period's figures are numbers; the last run, a date, goes on a line of its own (as a
+# metric it was cut off: "2026-03-10 02:…").
+cols = st.columns(5)
 cols[0].metric("Calls", int(overview.calls))
 cols[1].metric("Hours scored", f"{overview.audio_hours:.2f}")
 cols[2].metric("Escalated calls", int(overview.escalated_calls))
 cols[3].metric("Customer negative share", pct(overview.customer_negative_share))
-unfinished = not (pd.isna(runs.last_run_status) or runs.last_run_status == "finished")
-cols[4].metric("Last run", "never" if pd.isna(runs.last_run_finished_at)
-               else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} {app_data.timezone()}",
-               delta="did not finish" if unfinished else None, delta_color="inverse",
-               help=f"status: {literal(runs.last_run_status)}" if unfinished else None)
-cols[5].metric("Errors", int(runs.errors),
+cols[4].metric("Errors", int(runs.errors),
                help=f"{int(runs.last_run_errors)} in the last run, {int(runs.errors)} in all")
+unfinished = not (pd.isna(runs.last_run_status) or runs.last_run_status == "finished")
+last_run = ("never" if pd.isna(runs.last_run_finished_at)
+            else f"{runs.last_run_finished_at:%Y-%m-%d %H:%M} {app_data.timezone()}")
+st.markdown(f"**Last run:** {last_run}" + (
+    f" · :red[did not finish] (status {literal(runs.last_run_status)})" if unfinished else ""))
 
 if not overview.calls:
     st.info(app_data.NO_CALLS)
     st.stop()
 
-st.altair_chart(charts.emotion_share(app_data.query("emotion_share"), labels), width="stretch")
+st.altair_chart(charts.emotion_share(app_data.query("emotion_share"), colours), width="stretch")
 
 st.subheader("Trends")
 grain = st.radio("Trend per", ["day", "week"], horizontal=True, key="trend_grain",
@@ -36,7 +38,7 @@ grain = st.radio("Trend per", ["day", "week"], horizontal=True, key="trend_grain
 trend = app_data.query("emotion_trend", grain=grain)
 for col, (role, part) in zip(st.columns(max(trend.role.nunique(), 1)), trend.groupby("role"),
                              strict=False):
-    col.altair_chart(charts.emotion_trend(part, labels, grain, role), width="stretch")
+    col.altair_chart(charts.emotion_trend(part, colours, grain, role), width="stretch")
 daily = app_data.query("daily_negative").dropna(subset=["negative_share"])
 if daily.empty:
     st.info("No customer speech in this period.")

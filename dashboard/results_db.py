@@ -39,10 +39,8 @@ from callmood.results.store import (
     is_compacted,
     live_parts,
 )
+from callmood.valence import DEFAULT_VALENCE  # when the folder has no labels.json
 
-# Used when the results folder has no labels.json (written by the batch job from the
-# model folder's valence map).
-DEFAULT_NEGATIVE = ("angry", "sad", "fearful", "disgust")
 TABLES = tuple(PARTITION_KEYS)
 MACROS_SQL = Path(__file__).with_name("macros.sql")
 
@@ -108,7 +106,7 @@ def label_info(root: Path, columns: list[str]) -> LabelInfo:
     if "valence" in data:
         valence = {str(k): float(v) for k, v in data["valence"].items()}
     else:
-        valence = {label: -1.0 for label in DEFAULT_NEGATIVE}
+        valence = {label: float(v) for label, v in DEFAULT_VALENCE.items()}
     return LabelInfo(tuple(labels), valence)
 
 
@@ -143,6 +141,15 @@ def _empty_view_sql(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema
     pairs = zip(rel.columns, rel.types, strict=True)
     cols = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in pairs)
     return f"CREATE VIEW {name} AS SELECT {cols} WHERE false"
+
+
+def _missing_columns(con: duckdb.DuckDBPyConnection, source: str, schema: pa.Schema) -> str:
+    """`, NULL AS column` for each contract column a folder's files predate (columns are
+    only ever added to the schema, so an old results folder still opens)."""
+    present = set(con.sql(f"SELECT * FROM {source} LIMIT 0").columns)
+    rel = con.from_arrow(schema.empty_table())
+    return "".join(f', CAST(NULL AS {t}) AS "{c}"'
+                   for c, t in zip(rel.columns, rel.types, strict=True) if c not in present)
 
 
 # A call's rows are a version (their scored_at), and its calls row commits it: the batch
@@ -207,7 +214,8 @@ def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
     }
     for table in sorted(TABLES, key=lambda t: t == "segments"):  # segments read calls
         if table in sources:
-            con.execute(f"CREATE VIEW {table} AS SELECT * FROM {sources[table]}")
+            added = _missing_columns(con, sources[table], empty[table])
+            con.execute(f"CREATE VIEW {table} AS SELECT *{added} FROM {sources[table]}")
         else:
             schema = empty[table].append(pa.field(PARTITION_KEYS[table], pa.date32()))
             con.execute(_empty_view_sql(con, table, schema))

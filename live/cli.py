@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
-from callmood.options import model_dir_or_bundled, source_timezone_option
+from callmood.options import (
+    analytics_option,
+    model_dir_or_bundled,
+    read_analytics,
+    source_timezone_option,
+)
 
 
 @click.command()
@@ -20,7 +25,8 @@ from callmood.options import model_dir_or_bundled, source_timezone_option
 @source_timezone_option(
               help="zone of a start message's started_at written without an offset (IANA "
                    "name), as for `score`")
-def live(model_dir, host, port, results, threads, source_timezone):
+@analytics_option()
+def live(model_dir, host, port, results, threads, source_timezone, analytics_file):
     """Score calls while they happen, over a WebSocket (ws://HOST:PORT).
 
     Send callmood's protocol (a JSON start, binary audio, a JSON stop) or a telephony
@@ -42,7 +48,8 @@ def live(model_dir, host, port, results, threads, source_timezone):
     except (ValueError, OSError) as err:  # a bad zone is a ValueError
         raise click.ClickException(str(err)) from None
     try:
-        server = LiveServer(model, results, threads=threads, source_zone=zone)
+        server = LiveServer(model, results, threads=threads, source_zone=zone,
+                            analytics=read_analytics(analytics_file))
     except ResultsError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"callmood live: ws://{host}:{port} (model {model.name}"

@@ -36,7 +36,7 @@ from datetime import datetime, timezone, tzinfo
 from callmood.live.protocol import Audio, InCall, Media, Start, Stop, parse_message
 from callmood.live.stream import StreamError, StreamScorer, decode_frames, frame_bytes
 from callmood.model.folder import LoadedModel, ModelOutputError
-from callmood.results.call_summary import EscalationConfig
+from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta
 from callmood.results.store import ResultsError, ResultsStore
 from callmood.results.writer import ModelStamp, check_labels, flush_live_spool, write_live_call
@@ -66,11 +66,11 @@ class LiveServer:
     """Scores the calls of every connection; writes each finished call to `results`."""
 
     def __init__(self, model: LoadedModel, results: str | None = None,
-                 vad: VadConfig | None = None, escalation: EscalationConfig | None = None,
+                 vad: VadConfig | None = None, analytics: CallAnalytics | None = None,
                  threads: int | None = None, source_zone: tzinfo = timezone.utc):
         # source_zone: the zone of a start message's started_at written without an offset
         self.model, self.results, self.source_zone = model, results, source_zone
-        self.vad, self.escalation = vad or VadConfig(), escalation or EscalationConfig()
+        self.vad, self.analytics = vad or VadConfig(), analytics or CallAnalytics()
         self.pool = ThreadPoolExecutor(threads or usable_cores(),
                                        initializer=_one_torch_thread)
         self.streaming: set[str] = set()  # call ids in progress, on every connection
@@ -97,7 +97,7 @@ class LiveServer:
         if retry is not None:
             retry.cancel()
             if not await loop.run_in_executor(None, flush_live_spool, self.results,
-                                              self.escalation, RETRY_S):
+                                              self.analytics, RETRY_S):
                 log.warning("the results folder is busy: finished calls wait in its "
                             "_live_spool/ for the nightly run or the next live server")
 
@@ -108,7 +108,7 @@ class LiveServer:
             await asyncio.sleep(RETRY_S)
             try:
                 await loop.run_in_executor(None, flush_live_spool, self.results,
-                                           self.escalation)
+                                           self.analytics)
             except Exception:  # the retry must outlive any one failure
                 log.exception("spooled calls not written")
 
@@ -172,7 +172,7 @@ class LiveServer:
             raise StreamError(f"call {meta.call_id!r:.80} is already streaming to this "
                               "server; a call id can stream once at a time")
         scorer = StreamScorer(self.model, meta, channels, rate, self.vad,
-                              escalation=self.escalation)
+                              analytics=self.analytics)
         self.streaming.add(meta.call_id)
         return scorer
 
@@ -192,7 +192,7 @@ class LiveServer:
             try:
                 written = await loop.run_in_executor(
                     self.pool, write_live_call, self.results, self.model, call.scorer.call,
-                    call.scorer.outcome(), self.escalation)
+                    call.scorer.outcome(), self.analytics)
             except (ResultsError, OSError) as err:  # its text names the server's files
                 log.error("call %s not written: %s", call_id, err)
                 return events + [{"type": "error", "message": "the call was not written to "

@@ -23,7 +23,13 @@ import soundfile as sf
 import soxr
 
 from callmood.model.folder import LoadedModel
-from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
+from callmood.results.call_summary import (
+    CallAnalytics,
+    customer_trend,
+    escalation_rule,
+    roles_for,
+    summarize_call,
+)
 from callmood.results.meta import CallMeta
 from callmood.results.scored import Segment, top_labels
 from callmood.results.writer import LIVE, FileOutcome
@@ -77,7 +83,7 @@ class StreamScorer:
 
     def __init__(self, model: LoadedModel, call: CallMeta, channels: int, sample_rate: int,
                  vad: VadConfig | None = None, overlap: float = CLIP_OVERLAP,
-                 escalation: EscalationConfig | None = None):
+                 analytics: CallAnalytics | None = None):
         if not 1 <= channels <= 8:
             raise StreamError(f"channels must be 1 to 8, got {channels}")
         if not 4000 <= sample_rate <= 192000:
@@ -87,7 +93,7 @@ class StreamScorer:
                               f"{channels} channel(s)")
         self.model, self.call = model, call
         self.rate, self.vad = sample_rate, vad or VadConfig()
-        self.escalation = escalation or EscalationConfig()
+        self.analytics = analytics or CallAnalytics()
         self.clip = model.mel.clip_samples
         rate = model.mel.sample_rate
         self.lookahead = round(self.vad.clip_lookahead_s * rate)
@@ -101,6 +107,7 @@ class StreamScorer:
         self.windows: list[Segment] = []
         self.probs: list[np.ndarray] = []
         self.alerted = False
+        self.rule_held = 0  # customer segments in a row the escalation rule has held for
         self.finished = False
 
     # --- audio in
@@ -179,16 +186,33 @@ class StreamScorer:
                            "probabilities": {label: round(float(v), 4) for label, v in
                                              zip(self.model.labels, p, strict=True)}})
         if not self.alerted:
-            summary = self.summary()
-            if summary["escalated"]:
-                self.alerted = True
-                events.append({"type": "alert", "call_id": self.call.call_id,
-                               "at_s": round(self.duration_s, 3),
-                               "reason": "customer negative emotion rising",
-                               "escalation_slope": summary["escalation_slope"],
-                               "customer_negative_share": summary[
-                                   "customer_negative_share"]})
+            alert = self._confirmed_alert([c for c, *_ in windows])
+            if alert:
+                events.append(alert)
         return events
+
+    def _confirmed_alert(self, channels: list[int]) -> dict | None:
+        """The alert event once the escalation rule, read on the call so far, has held for
+        `confirm_segments` customer segments in a row; each new segment of the customer
+        (or of anyone, without roles) counts."""
+        focus = {c for c, role in enumerate(self.roles) if role == "customer"} \
+            or set(range(len(self.roles)))
+        times, trend = customer_trend(self.model.labels, self.model.card.valence,
+                                      [(self.roles[c], s, e) for c, s, e in self.windows],
+                                      np.array(self.probs))
+        holds = escalation_rule(times, trend, self.duration_s, self.analytics)
+        for c in channels:
+            if c in focus:
+                self.rule_held = self.rule_held + 1 if holds else 0
+        if self.rule_held < self.analytics.confirm_segments:
+            return None
+        self.alerted = True
+        summary = self.summary()
+        return {"type": "alert", "call_id": self.call.call_id,
+                "at_s": round(self.duration_s, 3),
+                "reason": "customer negative emotion rising",
+                "escalation_slope": summary["escalation_slope"],
+                "customer_negative_share": summary["customer_negative_share"]}
 
     @property
     def duration_s(self) -> float:
@@ -200,7 +224,7 @@ class StreamScorer:
         return summarize_call(self.model.labels, self.model.card.valence, self.duration_s,
                               [(self.roles[c], s, e) for c, s, e in self.speech],
                               [(self.roles[c], s, e) for c, s, e in self.windows], probs,
-                              self.escalation)
+                              self.analytics)
 
     def outcome(self) -> FileOutcome:
         """The call as a FileOutcome, for the nightly job's writer."""

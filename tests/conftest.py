@@ -31,8 +31,11 @@ RAVDESS_EMOTION_CODES = {"neutral": "01", "calm": "02", "happy": "03", "sad": "0
 
 def load_benchmark(name: str):
     """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO_DIR / "benchmarks" / f"{name}.py")
+    module_name = name.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(module_name,
+                                                  REPO_DIR / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
 

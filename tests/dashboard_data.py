@@ -11,6 +11,7 @@ module with ``pytest_plugins = ["dashboard_fixtures"]``.
 
 from __future__ import annotations
 
+import colorsys
 import datetime as dt
 import json
 from pathlib import Path
@@ -159,3 +160,19 @@ def build_sample_results(base: Path) -> Path:
 
 def write_labels_json(root: Path, valence: dict[str, float], labels=LABELS) -> None:
     (root / "labels.json").write_text(json.dumps({"labels": labels, "valence": valence}))
+
+
+def colour_kind(colour: str) -> str:
+    """What a reader calls a '#rrggbb' colour: warm, grey, blue, green or other."""
+    r, g, b = (int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5))
+    hue, saturation, _ = colorsys.rgb_to_hsv(r, g, b)
+    hue *= 360
+    if saturation < 0.15:
+        return "grey"
+    if hue < 55 or hue >= 330:
+        return "warm"
+    if 80 <= hue < 170:
+        return "green"
+    if 190 <= hue < 250:
+        return "blue"
+    return "other"

@@ -6,7 +6,7 @@ epoch, fold or Optuna trial never decodes audio again, and a changed file or cha
 settings never reuse stale features.
 
 A variant is the audio as it reached the features: clean, through a fixed evaluation
-channel (`condition(name)`), or through the k-th channel drawn for training
+channel (`condition_variant(name)`), or through the k-th channel drawn for training
 (`training_channels`). A variant's folder name hashes everything that shapes it (the
 channel or the ranges drawn from, the seed, the babble talkers), and the draw for a file
 is seeded by that folder and the file's path, so a variant is the same on every run.
@@ -174,7 +174,7 @@ class Variant:
     """How an utterance's audio is altered before its log-mels are computed and cached."""
 
     name: str  # "clean", "channel<k>" or "condition:<name>"
-    fixed: channels.Channel | None = None  # an evaluation condition
+    fixed: channels.PhoneLine | None = None  # an evaluation condition
     ranges: channels.ChannelConfig | None = None  # a training draw from these ranges
     seed: int = 0
     babble: BabbleBank | None = None
@@ -202,10 +202,10 @@ def clean() -> Variant:
     return Variant(CLEAN)
 
 
-def condition(name: str, babble: BabbleBank | None = None) -> Variant:
-    """A named evaluation channel (training/channel.py's CONDITIONS)."""
-    fixed = channels.condition(name)
-    if fixed == channels.Channel():
+def condition_variant(name: str, babble: BabbleBank | None = None) -> Variant:
+    """The variant of a named evaluation condition (training/channel.py's CONDITIONS)."""
+    fixed = channels.condition_line(name)
+    if fixed == channels.PhoneLine():
         return clean()
     if fixed.noise == "babble" and babble is None:
         raise ValueError(f"channel {name!r} needs babble: at least two speakers to make it from")

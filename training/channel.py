@@ -4,7 +4,7 @@ Why: the model is trained on studio recordings (RAVDESS, EmoDB) but scores call-
 audio, which reached us through a room, a handset, a band-limited line and a speech
 codec. This module reproduces that path on clean waveforms, so it serves twice:
 
-* training augmentation: `ChannelConfig.draw` picks a random `Channel` per example;
+* training augmentation: `ChannelConfig.draw` picks a random `PhoneLine` per example;
 * evaluation: `CONDITIONS` are fixed, named channels, including ``unseen_*`` conditions
   that lie outside every range the default `ChannelConfig` draws from, so a report can
   tell robustness inside the training distribution from robustness beyond it.
@@ -13,7 +13,7 @@ Waveforms are float32 mono numpy arrays in [-1, 1]; the output always has the in
 length and rate, stays time-aligned with the input (no filter, resampler or codec delay
 is left in it) and is a pure function of (waveform, rng).
 
-Order of the stages (`Channel.apply`), talker's side first, then the handset and line:
+Order of the stages (`PhoneLine.apply`), talker's side first, then the handset and line:
 
 1. reverb: the room between talker and microphone (a room impulse response, RIR);
 2. noise: background noise (white, pink or babble) picked up in the same room, at a given
@@ -188,8 +188,8 @@ def codec_rate(codec: str, sample_rate: int) -> int:
     return NARROWBAND_RATE
 
 
-def encode(waveform: np.ndarray, sample_rate: int, codec: str,
-           opus_kbps: float = 12.0) -> bytes:
+def codec_encode(waveform: np.ndarray, sample_rate: int, codec: str,
+                 opus_kbps: float = 12.0) -> bytes:
     """The encoded file (in memory) of `waveform`, which must already be at a rate the codec
     takes (`codec_rate`). Values are clipped to [-1, 1] first."""
     if codec not in CODECS:
@@ -204,7 +204,8 @@ def encode(waveform: np.ndarray, sample_rate: int, codec: str,
     return buffer.getvalue()
 
 
-def decode(data: bytes) -> np.ndarray:
+def codec_decode(data: bytes) -> np.ndarray:
+    """What codec_encode wrote, decoded at its own rate."""
     decoded, _ = sf.read(io.BytesIO(data), dtype="float32")
     return decoded
 
@@ -215,7 +216,7 @@ def codec_roundtrip(waveform: np.ndarray, sample_rate: int, codec: str,
     codec's rate (`codec_rate`) and the decoded length matches the input's at that rate."""
     rate = codec_rate(codec, sample_rate)
     x = _resample(np.asarray(waveform, dtype=np.float64), sample_rate, rate)
-    y = decode(encode(x, rate, codec, opus_kbps)).astype(np.float64)
+    y = codec_decode(codec_encode(x, rate, codec, opus_kbps)).astype(np.float64)
     return _fit_length(y, len(x)), rate
 
 
@@ -351,8 +352,9 @@ def make_babble(waveforms: list[np.ndarray], sample_rate: int, rng: np.random.Ge
 
 
 @dataclass(frozen=True)
-class Channel:
-    """One concrete channel: every field fixed. None / 0 / False means the stage is off."""
+class PhoneLine:
+    """One simulated phone line, from the talker's room to the codec, every field fixed.
+    None / 0 / False means the stage is off."""
 
     gain_db: float = 0.0  # real gain on the waveform (after reverb and noise)
     highpass_hz: float | None = None  # e.g. 300
@@ -394,7 +396,7 @@ class Channel:
         see `make_babble`) is needed when noise == "babble"."""
         x = np.asarray(waveform)
         if x.ndim != 1:
-            raise ValueError(f"Channel.apply takes a mono 1-D waveform, got shape {x.shape}")
+            raise ValueError(f"PhoneLine.apply takes a mono 1-D waveform, got shape {x.shape}")
         n = len(x)
         if n == 0:
             return x.astype(np.float32)
@@ -463,7 +465,7 @@ def _filter(x: np.ndarray, cutoff: float, kind: str, sample_rate: int) -> np.nda
 
 @dataclass(frozen=True)
 class ChannelConfig:
-    """Ranges for drawing a random Channel per training example (see the module docstring).
+    """Ranges for drawing a random PhoneLine per training example (see the module docstring).
     Ranges are (low, high), drawn uniformly; p_* are probabilities of a stage being on."""
 
     gain_db: tuple[float, float] = (-20.0, 20.0)
@@ -497,8 +499,8 @@ class ChannelConfig:
             raise ValueError(f"rt60_s must be positive, got {self.rt60_s}")
 
     def draw(self, rng: np.random.Generator, babble_available: bool = True,
-             sample_rate: int = 16000) -> Channel:
-        """A random Channel; `sample_rate` only decides when a low-pass is "none"."""
+             sample_rate: int = 16000) -> PhoneLine:
+        """A random PhoneLine; `sample_rate` only decides when a low-pass is "none"."""
         gain = float(rng.uniform(*self.gain_db))
         highpass = lowpass = None
         if rng.random() < self.p_bandlimit:
@@ -507,12 +509,12 @@ class ChannelConfig:
             highpass = hp if hp >= self.HIGHPASS_OFF_HZ else None
             lowpass = lp if lp < self.LOWPASS_OFF_NYQUIST * sample_rate / 2 else None
         narrowband = bool(rng.random() < self.p_narrowband)
-        codec, opus_kbps = None, Channel.opus_kbps
+        codec, opus_kbps = None, PhoneLine.opus_kbps
         if rng.random() < self.p_codec:
             codec = CODECS[int(rng.integers(len(CODECS)))]
             if codec == "opus":
                 opus_kbps = float(rng.uniform(*self.opus_kbps))
-        noise, snr = None, Channel.snr_db
+        noise, snr = None, PhoneLine.snr_db
         if rng.random() < self.p_noise:
             if babble_available and rng.random() < self.p_babble:
                 noise = "babble"
@@ -520,11 +522,11 @@ class ChannelConfig:
                 noise = ("white", "pink")[int(rng.integers(2))]
             snr = float(rng.uniform(*self.snr_db))
         rt60 = float(rng.uniform(*self.rt60_s)) if rng.random() < self.p_reverb else None
-        return Channel(gain_db=gain, highpass_hz=highpass, lowpass_hz=lowpass,
+        return PhoneLine(gain_db=gain, highpass_hz=highpass, lowpass_hz=lowpass,
                        narrowband=narrowband, codec=codec, opus_kbps=opus_kbps, noise=noise,
                        snr_db=snr, rt60_s=rt60)
 
-    def out_of_range(self, channel: Channel) -> list[str]:
+    def out_of_range(self, channel: PhoneLine) -> list[str]:
         """The fields of `channel` that `draw` could never produce (empty: a seen channel)."""
 
         def outside(value: float, bounds: tuple[float, float]) -> bool:
@@ -576,30 +578,30 @@ class ChannelConfig:
 
 # --- named evaluation conditions ------------------------------------------------------
 
-CONDITIONS: dict[str, Channel] = {
-    "clean": Channel(),
-    "telephone": Channel(highpass_hz=300.0, lowpass_hz=3400.0, narrowband=True, codec="ulaw"),
-    "ulaw": Channel(codec="ulaw"),
-    "alaw": Channel(codec="alaw"),
-    "gsm": Channel(codec="gsm"),
-    "opus": Channel(narrowband=True, codec="opus", opus_kbps=OPUS_KBPS_RANGE[0]),
-    "noise_snr20": Channel(noise="pink", snr_db=20.0),
-    "noise_snr10": Channel(noise="pink", snr_db=10.0),
-    "noise_snr5": Channel(noise="pink", snr_db=5.0),
-    "babble_snr10": Channel(noise="babble", snr_db=10.0),
-    "reverb": Channel(rt60_s=0.6),
-    "gain_plus20": Channel(gain_db=20.0),
-    "gain_minus20": Channel(gain_db=-20.0),
+CONDITIONS: dict[str, PhoneLine] = {
+    "clean": PhoneLine(),
+    "telephone": PhoneLine(highpass_hz=300.0, lowpass_hz=3400.0, narrowband=True, codec="ulaw"),
+    "ulaw": PhoneLine(codec="ulaw"),
+    "alaw": PhoneLine(codec="alaw"),
+    "gsm": PhoneLine(codec="gsm"),
+    "opus": PhoneLine(narrowband=True, codec="opus", opus_kbps=OPUS_KBPS_RANGE[0]),
+    "noise_snr20": PhoneLine(noise="pink", snr_db=20.0),
+    "noise_snr10": PhoneLine(noise="pink", snr_db=10.0),
+    "noise_snr5": PhoneLine(noise="pink", snr_db=5.0),
+    "babble_snr10": PhoneLine(noise="babble", snr_db=10.0),
+    "reverb": PhoneLine(rt60_s=0.6),
+    "gain_plus20": PhoneLine(gain_db=20.0),
+    "gain_minus20": PhoneLine(gain_db=-20.0),
     # outside every range ChannelConfig() draws from
-    "unseen_narrow": Channel(highpass_hz=500.0, lowpass_hz=2600.0, narrowband=True,
+    "unseen_narrow": PhoneLine(highpass_hz=500.0, lowpass_hz=2600.0, narrowband=True,
                              codec="gsm"),
-    "unseen_noise_snr0": Channel(noise="pink", snr_db=0.0),
-    "unseen_reverb": Channel(rt60_s=1.4),
+    "unseen_noise_snr0": PhoneLine(noise="pink", snr_db=0.0),
+    "unseen_reverb": PhoneLine(rt60_s=1.4),
 }
 
 
-def condition(name: str) -> Channel:
-    """The named evaluation condition."""
+def condition_line(name: str) -> PhoneLine:
+    """The line of a named evaluation condition (CONDITIONS)."""
     try:
         return CONDITIONS[name]
     except KeyError:

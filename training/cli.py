@@ -214,22 +214,18 @@ def tune(corpora, fold, n_folds, test_speakers, random_test, label_preset, label
 
     Several `callmood tune` processes on the same --out/--storage share one study.
     """
-    from callmood.training.splits import load_split
     from callmood.training.train import config_from_params
-    from callmood.training.tune import SearchSpace, run_study
+    from callmood.training.tune import SearchSpace, tune_run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     split_args = _split_args(corpora, fold, n_folds, test_speakers, random_test, label_preset,
                              label_overrides, shared, seed)
     try:
-        split, mapping = load_split(**split_args)
-        _echo_split(split)
-        split.test = []
         base = config_from_params(params_file, {"epochs": epochs, "seed": seed})
         space = SearchSpace.from_file(space_file) if space_file else SearchSpace()
-        best = run_study(split, base, space, out, label_map=mapping, n_trials=trials,
-                         timeout=timeout, study_name=study_name, storage=storage,
-                         pruner=pruner, cache_dir=cache_dir)
+        best = tune_run(split_args, base, space, out, n_trials=trials, timeout=timeout,
+                        study_name=study_name, storage=storage, pruner=pruner,
+                        cache_dir=cache_dir, on_split=_echo_split)
     except (ValueError, OSError) as err:
         _fail(err)
     if best is None:

@@ -1,8 +1,8 @@
 """Scoring utterances and reporting: WA, UA, macro/weighted F1, per-class figures, confusion.
 
-An utterance is scored on overlapping clips that cover all of it (features.utterance_clips,
-as predict does) whose probabilities are averaged; training's validation uses the same
-function.
+An utterance is scored as `callmood predict` and training's validation score it
+(callmood.model.predict.Inference): on the clips that cover all of it, probabilities
+averaged.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from sklearn.metrics import (  # noqa: E402
     accuracy_score,
     balanced_accuracy_score,
@@ -31,37 +30,8 @@ from sklearn.metrics import (  # noqa: E402
 from callmood.model.calibration import (  # noqa: E402
     expected_calibration_error,
     reliability_bins,
-    softmax,
 )
-from callmood.signal.features import MelConfig, utterance_clips  # noqa: E402
-
-
-def utterance_clip_batch(mels: list[torch.Tensor], frames: int
-                         ) -> tuple[torch.Tensor, np.ndarray]:
-    """Every utterance's clips (features.utterance_clips) stacked, and each clip's utterance."""
-    crops = [utterance_clips(m, frames) for m in mels]
-    if not crops:
-        return torch.zeros(0), np.zeros(0, dtype=int)
-    return torch.cat(crops), np.concatenate([np.full(len(c), i) for i, c in enumerate(crops)])
-
-
-def mean_per_utterance(values: np.ndarray, owners: np.ndarray, count: int) -> np.ndarray:
-    """(clips, labels) probabilities -> (count, labels): the mean over each utterance's clips."""
-    out = np.zeros((count, values.shape[1]), dtype=np.float64)
-    np.add.at(out, owners, values)
-    return out / np.bincount(owners, minlength=count)[:, None]
-
-
-def utterance_probs(mels: list[torch.Tensor], config: MelConfig,
-                    predict: Callable[[torch.Tensor], np.ndarray],
-                    batch_size: int = 64) -> np.ndarray:
-    """Average crop probabilities per utterance; `predict` maps clips to probabilities."""
-    clips, owners = utterance_clip_batch(mels, config.input_frames)
-    if not len(clips):
-        return np.zeros((0, 0), dtype=np.float32)
-    probs = np.concatenate([predict(clips[i:i + batch_size])
-                            for i in range(0, len(clips), batch_size)])
-    return mean_per_utterance(probs, owners, len(mels))
+from callmood.model.predict import Inference  # noqa: E402
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray,
@@ -243,7 +213,7 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
                      workers: int = 2) -> Scored:
     """Probabilities of a LoadedModel for labelled utterances heard through `channel`, a
     condition of training/channel.py (babble is made from the other speakers given)."""
-    from callmood.training.cache import babble_bank, condition, extract
+    from callmood.training.cache import babble_bank, condition_variant, extract
 
     label_id = {label: i for i, label in enumerate(model.labels)}
     unknown = sorted({u.label for u in utterances} - set(label_id))
@@ -251,26 +221,15 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
         raise ValueError(f"the test set has labels the model lacks: {unknown}; map them with "
                          f"--labels/--map (model labels: {model.labels})")
     babble = babble_bank(utterances, model.mel.sample_rate) if "babble" in channel else None
-    variant = condition(channel, babble)
+    variant = condition_variant(channel, babble)
     features = extract(utterances, model.mel, (variant,), cache_dir, workers)
     if not features.utterances:
         raise ValueError("no usable test audio")
     targets = np.array([label_id[u.label] for u in features.utterances])
-    probs, uncalibrated = model_probabilities(model, features.mels[variant.name])
-    return Scored(features.utterances, targets, probs, uncalibrated, features.failures)
-
-
-def model_probabilities(model, mels: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
-    """A LoadedModel's utterance probabilities for log-mels: calibrated by the folder's
-    temperature, and the raw softmax too when a temperature is set (one forward pass)."""
-    from callmood.model.folder import predict_logits
-
-    clips, owners = utterance_clip_batch(mels, model.mel.input_frames)
-    logits = predict_logits(model.model, clips, model.mel, model.norm)
-    probs = mean_per_utterance(softmax(logits, model.card.temperature), owners, len(mels))
-    uncalibrated = mean_per_utterance(softmax(logits), owners, len(mels)) \
-        if model.card.temperature != 1.0 else None
-    return probs, uncalibrated
+    scores = Inference.of(model).utterances(features.mels[variant.name],
+                                            uncalibrated=model.card.temperature != 1.0)
+    return Scored(features.utterances, targets, scores.probs, scores.uncalibrated,
+                  features.failures)
 
 
 def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: int = 2,

@@ -31,12 +31,8 @@ from callmood.model.calibration import (
     fit_temperature,
     softmax,
 )
-from callmood.model.folder import (
-    ModelCard,
-    predict_logits,
-    predict_probabilities,
-    save_model_folder,
-)
+from callmood.model.folder import ModelCard, save_model_folder
+from callmood.model.predict import Inference
 from callmood.progress import progress
 from callmood.signal.features import (
     MelConfig,
@@ -61,11 +57,7 @@ from callmood.training.checkpoint import (
     restore_random_state,
     save_checkpoint,
 )
-from callmood.training.evaluate import (
-    classification_metrics,
-    utterance_clip_batch,
-    utterance_probs,
-)
+from callmood.training.evaluate import classification_metrics
 from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model
 from callmood.training.splits import Split
@@ -258,14 +250,6 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-def predictor(model: torch.nn.Module, config: TrainConfig, norm: Normalization,
-              device: torch.device) -> Callable[[torch.Tensor], np.ndarray]:
-    def predict(clips: torch.Tensor) -> np.ndarray:
-        return predict_probabilities(model, clips, config.mel, norm, device=device,
-                                     bf16=uses_bf16(config.precision, device))
-    return predict
-
-
 def summarise_data(split: Split, failures: int) -> dict:
     return {
         "split": split.summary(),
@@ -332,7 +316,9 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
                                                          patience=2) \
         if config.schedule == "plateau" else None
-    predict = predictor(model, config, norm, device)
+    # validation scores utterances as the written folder will (uncalibrated until the end)
+    inference = Inference(model, config.mel, norm, device=device,
+                          bf16=uses_bf16(config.precision, device))
     beta = torch.distributions.Beta(config.augment.mixup_alpha, config.augment.mixup_alpha) \
         if config.augment.mixup_alpha > 0 else None
 
@@ -390,7 +376,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             seen += len(indices)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
 
-        val = _validation_metrics(val_data, val_targets, labels, config, predict)
+        val = _validation_metrics(val_data, val_targets, labels, inference)
         train_loss = total_loss / seen
         history.append({"epoch": epoch, "train_loss": train_loss, **val,
                         "lr": optimizer.param_groups[0]["lr"]})
@@ -419,13 +405,13 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     # --- the best epoch, calibrated on the validation speakers, becomes the model folder;
     # test speakers are scored once, at the end
     model.load_state_dict(best_state)
-    calibration = calibrate(model, val_data, val_targets, config, norm, device)
+    calibration = calibrate(inference, val_data, val_targets)
     test_metrics = None
     if split.test:
         test_data = _known_labels(extract(split.test, config.mel, (), cache_dir,
                                           config.workers), label_id)
         test_targets = np.array([label_id[u.label] for u in test_data.utterances])
-        probs = utterance_probs(test_data.mels[CLEAN], config.mel, predict)
+        probs = inference.utterances(test_data.mels[CLEAN]).probs
         test_metrics = classification_metrics(test_targets, probs.argmax(1), labels)
     card = ModelCard(
         name=model_name or out_dir.name, labels=labels, label_map=label_map,
@@ -444,15 +430,12 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
 
 
-def calibrate(model: torch.nn.Module, val_data: Features, val_targets: np.ndarray,
-              config: TrainConfig, norm: Normalization, device: torch.device) -> dict:
+def calibrate(inference: Inference, val_data: Features, val_targets: np.ndarray) -> dict:
     """Temperature scaling fitted on the validation speakers' clips (each clip a sample, as
     each scored segment of a call is one); an empty validation set leaves T = 1."""
-    clips, owners = utterance_clip_batch(val_data.mels[CLEAN], config.mel.input_frames)
-    if not len(clips):
+    logits, owners = inference.clip_logits(val_data.mels[CLEAN])
+    if not len(logits):
         return {"temperature": 1.0, "fitted_on": "nothing (no validation speakers)"}
-    logits = predict_logits(model, clips, config.mel, norm, device=device,
-                            bf16=uses_bf16(config.precision, device))
     targets = val_targets[owners]
     temperature = fit_temperature(logits, targets)
     return {"temperature": temperature, "method": "temperature scaling",
@@ -472,10 +455,10 @@ def _known_labels(data: Features, label_id: dict[str, int]) -> Features:
 
 
 def _validation_metrics(data: Features, targets: np.ndarray, labels: list[str],
-                        config: TrainConfig, predict) -> dict:
+                        inference: Inference) -> dict:
     if not data.utterances:
         return {"val_macro_f1": 0.0, "val_ua": 0.0, "val_wa": 0.0}
-    probs = utterance_probs(data.mels[CLEAN], config.mel, predict)
+    probs = inference.utterances(data.mels[CLEAN]).probs
     m = classification_metrics(targets, probs.argmax(1), labels)
     return {"val_macro_f1": m["macro_f1"], "val_ua": m["ua"], "val_wa": m["wa"]}
 

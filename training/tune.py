@@ -13,12 +13,13 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import optuna
 
-from callmood.training.splits import Split
+from callmood.training.splits import Split, load_split
 from callmood.training.train import TrainConfig, train
 
 # augmentation strength s in [0, 1] scales these maximal settings
@@ -137,6 +138,24 @@ def run_study(split: Split, base: TrainConfig, space: SearchSpace, out: str | Pa
         study.optimize(objective, timeout=timeout, callbacks=[
             optuna.study.MaxTrialsCallback(n_trials, states=_COUNTED)])
     return write_study_summary(study, base, out)
+
+
+def tune_run(split_args: dict, base: TrainConfig, space: SearchSpace, out: str | Path, *,
+             n_trials: int, timeout: float | None = None, study_name: str = "callmood",
+             storage: str | None = None, pruner: str = "median", cache_dir=None,
+             on_split: Callable[[Split], None] | None = None
+             ) -> optuna.trial.FrozenTrial | None:
+    """`callmood tune`: load the split of `split_args` (load_split's keyword arguments) and
+    run the study on its training and validation speakers; the test speakers are dropped
+    before any trial, so tuning never looks at them. `on_split(split)` sees the split as
+    loaded. Returns the best trial, None while none has completed."""
+    split, mapping = load_split(**split_args)
+    if on_split is not None:
+        on_split(split)
+    split.test = []
+    return run_study(split, base, space, out, label_map=mapping, n_trials=n_trials,
+                     timeout=timeout, study_name=study_name, storage=storage, pruner=pruner,
+                     cache_dir=cache_dir)
 
 
 def write_study_summary(study: optuna.Study, base: TrainConfig,

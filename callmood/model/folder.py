@@ -16,7 +16,6 @@ Batch scoring needs nothing from training but this module and features.py.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import reprlib
@@ -33,8 +32,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from transformers import ViTConfig, ViTForImageClassification
 
+from callmood.digest import sha256_hex
 from callmood.model.calibration import softmax
 from callmood.signal.features import MelConfig, Normalization, is_finite_number, model_input
+from callmood.valence import DEFAULT_VALENCE
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -49,10 +50,6 @@ MAX_WEIGHTS_BYTES = 2 << 30
 MAX_LABELS = 1000
 MAX_LAYERS = 64
 MAX_NAME_LENGTH = 200  # the name goes into every scored row
-
-# Sign of each emotion for "negative emotion" figures; labels not listed count as 0.
-DEFAULT_VALENCE = {"angry": -1, "sad": -1, "fearful": -1, "disgust": -1, "happy": 1,
-                   "surprised": 0, "neutral": 0, "calm": 0, "boredom": 0}
 
 
 class ModelFolderError(ValueError):
@@ -144,7 +141,7 @@ class LoadedModel:
     mel: MelConfig
     norm: Normalization
     card: ModelCard
-    version: str  # sha256 prefix of the weights file
+    version: str  # the first 12 hex digits of the weights file's sha256
 
     @property
     def labels(self) -> list[str]:
@@ -155,13 +152,14 @@ class LoadedModel:
         return self.card.name
 
     def predict_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities.
+        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities."""
+        return self.check_finite(predict_probabilities(self.model, mels, self.mel, self.norm,
+                                                       batch_size,
+                                                       temperature=self.card.temperature))
 
-        Raises ModelOutputError rather than return NaN or inf (finite weights can still
-        overflow), which would leave as NaN confidences and invalid JSON.
-        """
-        probs = predict_probabilities(self.model, mels, self.mel, self.norm, batch_size,
-                                      temperature=self.card.temperature)
+    def check_finite(self, probs: np.ndarray) -> np.ndarray:
+        """`probs`, or ModelOutputError if any is NaN or inf (finite weights can still
+        overflow): they would leave NaN confidences and invalid JSON."""
         if not np.isfinite(probs).all():
             raise ModelOutputError(f"model {self.name} ({self.version}) gave non-finite "
                                    "scores (NaN or inf): the model is broken, not the audio")
@@ -270,14 +268,6 @@ def _vit_config(path: Path, values: dict) -> ViTConfig:
         raise ModelFolderError(f"{path}: {_brief(err)}") from None
 
 
-def weights_version(weights: BinaryIO) -> str:
-    """sha256 prefix of an open weights file."""
-    digest = hashlib.sha256()
-    for block in iter(lambda: weights.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()[:12]
-
-
 def load_model_folder(path: str | Path) -> LoadedModel:
     """Load a model folder written by save_model_folder: safetensors + JSON only, each
     file and value checked before anything is built from them."""
@@ -287,7 +277,7 @@ def load_model_folder(path: str | Path) -> LoadedModel:
     weights = path / WEIGHTS
     try:
         with _open_model_file(weights, MAX_WEIGHTS_BYTES) as f:
-            version = weights_version(f)
+            version = sha256_hex(f)[:12]
     except FileNotFoundError:
         pickles = [p.name for p in path.iterdir() if p.suffix in _PICKLE_SUFFIXES]
         hint = (f" (found {reprlib.repr(pickles)}: pickled weights are refused because "

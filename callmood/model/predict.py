@@ -1,15 +1,22 @@
-"""Emotion of whole audio files: overlapping clips cover each file, probabilities averaged."""
+"""Emotion of whole utterances: the clips that cover each one scored, probabilities averaged.
+
+`Inference` is the one way an utterance is scored: `callmood predict` (predict_files),
+evaluation and training's validation all use it, so their figures cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from callmood.model.folder import LoadedModel, ModelOutputError
+from callmood.model.calibration import softmax
+from callmood.model.folder import LoadedModel, ModelOutputError, predict_logits
 from callmood.signal.audio import AudioError, load_mono
-from callmood.signal.features import log_mel, utterance_clips
+from callmood.signal.features import MelConfig, Normalization, log_mel, utterance_clips
 from callmood.workers import usable_cores
 
 
@@ -20,24 +27,79 @@ def idle_cores() -> int:
     return max(1, min(cores, round(cores - os.getloadavg()[0])))
 
 
+@dataclass
+class UtteranceScores:
+    """Per utterance: probabilities averaged over its clips, and how many clips it had."""
+
+    probs: np.ndarray  # (utterances, labels), softmax(logits / temperature)
+    uncalibrated: np.ndarray | None  # the plain softmax averaged, when asked for
+    clips: np.ndarray  # (utterances,)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A network and what scoring needs with it: its log-mel settings, normalisation and
+    calibrating temperature, the device and whether it runs in bf16.
+
+    A model folder gives one (`of`); training builds one around the network it fits, on
+    its device and precision, with no temperature yet.
+    """
+
+    network: torch.nn.Module
+    mel: MelConfig
+    norm: Normalization
+    temperature: float = 1.0
+    device: str | torch.device = "cpu"
+    bf16: bool = False
+
+    @classmethod
+    def of(cls, model: LoadedModel) -> Inference:
+        """A loaded model folder's, calibrated by its temperature, on the CPU."""
+        return cls(model.model, model.mel, model.norm, model.card.temperature)
+
+    def clip_logits(self, mels: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+        """(clips, labels) logits of the clips that cover each utterance's log-mel
+        (features.utterance_clips: a short one repeated to fill a clip, a long one covered
+        by overlapping clips), and the utterance of each clip; one forward pass for all."""
+        crops = [utterance_clips(m, self.mel.input_frames) for m in mels]
+        clips = torch.cat(crops) if crops else torch.zeros(0)
+        logits = predict_logits(self.network, clips, self.mel, self.norm, device=self.device,
+                                bf16=self.bf16)
+        return logits, np.repeat(np.arange(len(crops)), [len(c) for c in crops])
+
+    def utterances(self, mels: list[torch.Tensor], uncalibrated: bool = False
+                   ) -> UtteranceScores:
+        """Each utterance's probabilities: calibrated (softmax(logits / temperature)) and,
+        with `uncalibrated`, the plain softmax too, averaged over its clips."""
+        logits, owners = self.clip_logits(mels)
+        clips = np.bincount(owners, minlength=len(mels))
+
+        def mean(values: np.ndarray) -> np.ndarray:
+            out = np.zeros((len(mels), values.shape[1]), dtype=np.float64)
+            np.add.at(out, owners, values)
+            return out / clips[:, None]
+
+        return UtteranceScores(mean(softmax(logits, self.temperature)),
+                               mean(softmax(logits)) if uncalibrated else None, clips)
+
+
 def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
     """One dict per file, as each is done: emotion, confidence, probabilities, or an
     `error` message and its `error_kind` (the audio's, or "model" for non-finite scores).
 
-    The clips are those evaluation scores an utterance on (features.utterance_clips): a
-    file shorter than the clip is repeated to fill it, a longer one is covered by clips
-    that overlap, so every second of the file counts.
+    A file is one utterance (Inference.utterances), so every second of it counts.
     """
+    inference = Inference.of(model)
     for path in files:
         try:
             waveform = load_mono(path, model.mel.sample_rate)
-            clips = utterance_clips(log_mel(waveform, model.mel), model.mel.input_frames)
-            probs = model.predict_mels(clips).mean(axis=0)
+            scores = inference.utterances([log_mel(waveform, model.mel)])
+            probs = model.check_finite(scores.probs)[0]
         except (AudioError, ModelOutputError) as err:
             yield {"file": str(path), "error": f"{path}: {err.detail}", "error_kind": err.kind}
             continue
         best = int(np.argmax(probs))
         yield {"file": str(path), "emotion": model.labels[best],
-               "confidence": float(probs[best]), "clips": len(clips),
+               "confidence": float(probs[best]), "clips": int(scores.clips[0]),
                "duration_s": round(len(waveform) / model.mel.sample_rate, 3),
                "probabilities": dict(zip(model.labels, map(float, probs), strict=True))}

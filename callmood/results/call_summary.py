@@ -1,25 +1,80 @@
 """Call-level figures from scored segments: speech per role, emotion shares, escalation.
 
+How the probabilities of single segments become figures a manager reads (docs/analytics.md;
+the settings are `CallAnalytics`, fitted on the call benchmark's dev split):
+
+1. **Persistence.** A speaker's emotion in a call changes slowly, so each speaker channel's
+   segments are read together through a sticky hidden Markov model over the emotions
+   (forward-backward): the emotion stays from one segment to the next with probability
+   exp(-gap / persistence) (else it is drawn anew, uniformly), and a segment's
+   probabilities, raised to `evidence_weight` (< 1 because overlapping windows hear the
+   same audio twice), are its evidence. An agent's emotion changes more slowly than a
+   customer's (`agent_persistence_s` against `persistence_s`), so a calm agent is not shown
+   with the sporadic sad or angry windows a phone line makes of calm speech.
+2. **Shares from probability mass.** A role's share of an emotion is the expected share of
+   its speech time in that emotion: the duration-weighted mean of the smoothed
+   probabilities, not a count of each segment's top label (`shares="argmax"` counts them).
+3. **Uncertainty.** The customer negative share comes with a 95 % interval: the spread of
+   the share if each segment were negative with its probability, widened by the model's own
+   error on calls (`share_error_sd`, measured on the dev split).
+4. **Escalation.** The customer's mean negative probability (of each segment as scored,
+   since a trend is what is asked for) in the last third of the call is at least `min_rise`
+   above the first third's, with the evidence to back it: the rise is at least
+   `min_evidence` standard errors (of the difference of the two means), and the customer
+   spoke in at least `min_segments` segments in each of the two thirds. Live alerts apply
+   the same rule to the call so far and fire only after it has held for `confirm_segments`
+   customer segments in a row.
+
 Which emotions are negative comes from the model folder's valence map (label -> -1/0/1).
-A call escalates when the customer's negative probability rises over the call: its least
-squares slope per minute is at least `min_slope_per_min` AND the last third of the call
-is at least `min_rise` more negative than the first third.
+`escalation_slope` (least squares, negative probability per minute) is kept as a column
+for readers; the flag does not use it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 ROLES = ("agent", "customer")
+Z95 = 1.96
 
 
 @dataclass(frozen=True)
-class EscalationConfig:
-    min_slope_per_min: float = 0.05
-    min_rise: float = 0.15
-    min_segments: int = 4  # customer segments needed to judge a trend
+class CallAnalytics:
+    """How segment probabilities become call figures (see the module docstring); the
+    defaults were fitted with the bundled model on the call benchmark's dev split
+    (benchmarks/fit_call_analytics.py, benchmarks/results/call_analytics_fit.json)."""
+
+    shares: str = "mass"  # mass | argmax
+    persistence_s: float = 5.0  # customers (and calls without roles); 0: each segment alone
+    agent_persistence_s: float = 80.0
+    evidence_weight: float = 0.5
+    min_rise: float = 0.2
+    min_evidence: float = 1.0  # standard errors the rise must span
+    min_segments: int = 4  # customer segments needed in the first and in the last third
+    confirm_segments: int = 2  # live: customer segments the rule must hold for in a row
+    share_error_sd: float = 0.322  # the model's own error of a call's negative share
+
+    def __post_init__(self) -> None:
+        if self.shares not in ("mass", "argmax"):
+            raise ValueError(f"shares must be 'mass' or 'argmax', got {self.shares!r}")
+        if min(self.persistence_s, self.agent_persistence_s) < 0 \
+                or not 0 < self.evidence_weight <= 1:
+            raise ValueError("persistence must be >= 0 and evidence_weight in (0, 1]")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CallAnalytics:
+        """Settings from JSON (e.g. `chosen` of fit_call_analytics.py's report); the
+        defaults for those not given, a ValueError naming any that is not a setting."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown analytics settings: {', '.join(sorted(unknown))}")
+        try:
+            return cls(**values)
+        except TypeError as err:
+            raise ValueError(f"analytics settings: {err}") from None
 
 
 def roles_for(channels: int, customer_channel: int | None) -> list[str]:
@@ -31,29 +86,92 @@ def roles_for(channels: int, customer_channel: int | None) -> list[str]:
     return [f"ch{c}" for c in range(channels)]
 
 
-def _negative_probability(probs: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    return probs[:, negative].sum(axis=1) if negative.any() else np.zeros(len(probs))
+def persist(times_s: np.ndarray, probs: np.ndarray, persistence_s: float,
+            evidence_weight: float) -> np.ndarray:
+    """One speaker's segment probabilities (in time order) read through the sticky HMM:
+    the posteriors of forward-backward."""
+    if persistence_s == 0 or len(probs) < 2:
+        return probs
+    k = probs.shape[1]
+    evidence = np.power(np.clip(probs, 1e-6, None), evidence_weight)
+    stay = np.exp(-np.diff(times_s) / persistence_s)
+    forward = np.empty_like(evidence)
+    forward[0] = evidence[0] / evidence[0].sum()
+    for t in range(1, len(evidence)):
+        belief = (stay[t - 1] * forward[t - 1] + (1 - stay[t - 1]) / k) * evidence[t]
+        forward[t] = belief / belief.sum()
+    backward = np.ones_like(evidence)
+    for t in range(len(evidence) - 2, -1, -1):
+        message = evidence[t + 1] * backward[t + 1]
+        backward[t] = stay[t] * message + (1 - stay[t]) * message.sum() / k
+        backward[t] /= backward[t].sum()
+    posterior = forward * backward
+    return posterior / posterior.sum(axis=1, keepdims=True)
 
 
-def escalation(times_s: np.ndarray, negative_p: np.ndarray, duration_s: float,
-               config: EscalationConfig) -> tuple[float | None, bool]:
-    """(slope of negative probability per minute, escalated?) of the customer's segments."""
-    if len(times_s) < 2 or np.ptp(times_s) == 0:
-        return None, False
-    slope = float(np.polyfit(times_s / 60.0, negative_p, 1)[0])
+def negative_share_interval(weights: np.ndarray, negative_p: np.ndarray,
+                            analytics: CallAnalytics) -> tuple[float, float] | None:
+    """The 95 % interval of a negative share (module docstring, point 3)."""
+    total = weights.sum()
+    if total <= 0:
+        return None
+    share = float((weights * negative_p).sum() / total)
+    sampling = float((weights ** 2 * negative_p * (1 - negative_p)).sum() / total ** 2)
+    half = Z95 * math.sqrt(sampling + analytics.share_error_sd ** 2)
+    return max(0.0, share - half), min(1.0, share + half)
+
+
+def escalation_rule(times_s: np.ndarray, negative_p: np.ndarray, duration_s: float,
+                    analytics: CallAnalytics) -> bool:
+    """Whether the customer's negative probability rose over the call (docstring, point 4)."""
     first = negative_p[times_s < duration_s / 3]
     last = negative_p[times_s > 2 * duration_s / 3]
-    rising = (len(first) > 0 and len(last) > 0
-              and float(last.mean() - first.mean()) >= config.min_rise)
-    escalated = (len(times_s) >= config.min_segments and slope >= config.min_slope_per_min
-                 and rising)
-    return slope, escalated
+    if min(len(first), len(last)) < max(1, analytics.min_segments):
+        return False
+    rise = float(last.mean() - first.mean())
+    spread = math.sqrt(first.var() / len(first) + last.var() / len(last))
+    return rise >= analytics.min_rise and rise >= analytics.min_evidence * spread
+
+
+def escalation_slope(times_s: np.ndarray, negative_p: np.ndarray) -> float | None:
+    """Least-squares slope of the negative probability per minute."""
+    if len(times_s) < 2 or np.ptp(times_s) == 0:
+        return None
+    return float(np.polyfit(times_s / 60.0, negative_p, 1)[0])
+
+
+def customer_trend(labels: list[str], valence: dict[str, int],
+                   segments: list[tuple[str, float, float]], probs: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(midpoints, negative probability as scored) of the customer's segments, or of every
+    segment when no channel is the customer's (mono, unknown roles): the escalation rule's
+    input."""
+    negative = np.array([valence.get(label, 0) < 0 for label in labels])
+    roles = np.array([role for role, _, _ in segments])
+    mids = np.array([(s + e) / 2 for _, s, e in segments], dtype=np.float64)
+    focus = roles == "customer" if (roles == "customer").any() else np.ones(len(roles), bool)
+    scored = np.asarray(probs, dtype=np.float64).reshape(len(segments), len(labels))
+    return mids[focus], scored[focus][:, negative].sum(axis=1)
+
+
+def smoothed_by_role(roles: np.ndarray, mids: np.ndarray, probs: np.ndarray,
+                     analytics: CallAnalytics) -> np.ndarray:
+    """`persist` applied to each role's segments (each role is one speaker)."""
+    out = probs.astype(np.float64, copy=True)
+    for role in set(roles.tolist()):
+        mine = np.flatnonzero(roles == role)
+        order = mine[np.argsort(mids[mine], kind="stable")]
+        persistence = (analytics.agent_persistence_s if role == "agent"
+                       else analytics.persistence_s)
+        out[order] = persist(mids[order], probs[order].astype(np.float64), persistence,
+                             analytics.evidence_weight)
+    return out
 
 
 def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float,
                    speech: list[tuple[str, float, float]],
                    segments: list[tuple[str, float, float]], probs: np.ndarray,
-                   config: EscalationConfig) -> dict:
+                   analytics: CallAnalytics) -> dict:
     """The computed columns of a `calls` row.
 
     speech: (role, start_s, end_s) VAD regions; segments: (role, start_s, end_s) scored
@@ -61,44 +179,51 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
     """
     negative = np.array([valence.get(label, 0) < 0 for label in labels])
     roles = np.array([role for role, _, _ in segments])
-    starts = np.array([s for _, s, _ in segments])
-    ends = np.array([e for _, _, e in segments])
-    predicted = probs.argmax(axis=1)
+    starts = np.array([s for _, s, _ in segments], dtype=np.float64)
+    ends = np.array([e for _, _, e in segments], dtype=np.float64)
+    mids = (starts + ends) / 2
+    raw = np.asarray(probs, dtype=np.float64).reshape(len(segments), len(labels))
+    smoothed = smoothed_by_role(roles, mids, raw, analytics)
+    mass = (smoothed if analytics.shares == "mass"
+            else np.eye(len(labels))[smoothed.argmax(axis=1)] if len(smoothed) else smoothed)
+    smoothed_negative = smoothed[:, negative].sum(axis=1)
     row: dict = {}
     for role in ROLES:
         row[f"speech_s_{role}"] = float(sum(e - s for r, s, e in speech if r == role))
         mine = roles == role
         weights = (ends - starts)[mine]
         for i, label in enumerate(labels):
-            share = (float(weights[predicted[mine] == i].sum() / weights.sum())
-                     if weights.sum() > 0 else None)
-            row[f"{role}_share_{label}"] = share
+            row[f"{role}_share_{label}"] = (float(weights @ mass[mine, i] / weights.sum())
+                                            if weights.sum() > 0 else None)
 
     # a share of customer speech needs a known customer channel: None without one, since
     # the agent's speech would dilute it
+    customer = roles == "customer"
     shares = [row[f"customer_share_{label}"] for label in labels]
     row["customer_negative_share"] = (
         float(sum(s for s, neg in zip(shares, negative, strict=True) if neg))
         if shares and shares[0] is not None else None)
+    interval = (negative_share_interval((ends - starts)[customer], smoothed_negative[customer],
+                                        analytics) if customer.any() else None)
+    row["customer_negative_share_low"], row["customer_negative_share_high"] = (
+        interval if interval and row["customer_negative_share"] is not None else (None, None))
 
     # the peak and the trend are still worth flagging without roles (mono, unknown
     # channels): there the whole call stands in for the customer
-    focus = roles == "customer" if (roles == "customer").any() else np.ones(len(roles), bool)
+    focus = customer if customer.any() else np.ones(len(roles), bool)
 
-    peak = {"peak_negative_emotion": None, "peak_negative_confidence": None,
-            "peak_negative_at_s": None}
-    confident = probs.max(axis=1)
-    candidates = np.flatnonzero(focus & negative[predicted])
+    row.update({"peak_negative_emotion": None, "peak_negative_confidence": None,
+                "peak_negative_at_s": None})
+    predicted = raw.argmax(axis=1)
+    candidates = np.flatnonzero(focus & negative[predicted]) if len(raw) else []
     if len(candidates):
+        confident = raw.max(axis=1)
         best = candidates[np.argmax(confident[candidates])]
-        peak = {"peak_negative_emotion": labels[predicted[best]],
-                "peak_negative_confidence": float(confident[best]),
-                "peak_negative_at_s": float(starts[best])}
-    row.update(peak)
+        row.update({"peak_negative_emotion": labels[predicted[best]],
+                    "peak_negative_confidence": float(confident[best]),
+                    "peak_negative_at_s": float(starts[best])})
 
-    times = (starts[focus] + ends[focus]) / 2
-    slope, escalated = escalation(times, _negative_probability(probs[focus], negative),
-                                  duration_s, config)
-    row["escalation_slope"] = slope
-    row["escalated"] = escalated
+    times, trend = customer_trend(labels, valence, segments, raw)
+    row["escalation_slope"] = escalation_slope(times, trend)
+    row["escalated"] = escalation_rule(times, trend, duration_s, analytics)
     return row

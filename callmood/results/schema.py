@@ -49,6 +49,9 @@ CALL_FIELDS = [
     pa.field("speech_s_customer", pa.float64(), nullable=False),
     pa.field("n_segments", pa.int32(), nullable=False),
     pa.field("customer_negative_share", pa.float64()),
+    # its 95 % interval (callmood.results.call_summary); null in older folders
+    pa.field("customer_negative_share_low", pa.float64()),
+    pa.field("customer_negative_share_high", pa.float64()),
     pa.field("peak_negative_emotion", pa.string()),
     pa.field("peak_negative_confidence", pa.float32()),
     pa.field("peak_negative_at_s", pa.float64()),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
+from callmood.results.call_summary import CallAnalytics, roles_for, summarize_call
 from callmood.results.meta import CallMeta
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.results.scored import Segment, top_labels
@@ -137,11 +137,11 @@ class CallWriter:
     """Writes the outcome of each file (or live call) as it arrives, for one run."""
 
     def __init__(self, store: ResultsStore, stamp: ModelStamp | None,
-                 escalation: EscalationConfig, manifest: dict[str, dict],
+                 analytics: CallAnalytics, manifest: dict[str, dict],
                  summary: RunSummary, started: datetime, rescore: bool = False):
         # stamp: the nightly run's model; None when writing spooled live calls, which
         # each bring their own; rescore: a re-scored recording is dated anew
-        self.store, self.stamp, self.escalation = store, stamp, escalation
+        self.store, self.stamp, self.analytics = store, stamp, analytics
         self.rescore = rescore
         self.manifest, self.summary = manifest, summary
         self.started = started
@@ -270,7 +270,7 @@ class CallWriter:
         summary = summarize_call(
             labels, stamp.valence, outcome.duration_s,
             [(roles[c], s, e) for c, s, e in outcome.speech],
-            [(roles[c], s, e) for c, s, e in windows], probs, self.escalation)
+            [(roles[c], s, e) for c, s, e in windows], probs, self.analytics)
         call_row = {"call_id": meta.call_id, "source_file": call.path,
                     "agent_id": meta.agent_id, "queue": meta.queue,
                     "started_at": meta.started_at, "customer_channel": customer_channel,
@@ -325,7 +325,7 @@ LIVE_CHUNK = 50  # spooled calls a live server writes per hold of the lock (abou
 
 
 def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
-                    escalation: EscalationConfig) -> bool:
+                    analytics: CallAnalytics) -> bool:
     """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
     its recording, when it arrives with the same call id, is not scored again.
 
@@ -342,10 +342,10 @@ def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileO
         "duration_s": outcome.duration_s, "channels": outcome.channels,
         "speech": outcome.speech, "windows": outcome.windows,
         "probs": outcome.probs.tolist()})
-    return flush_live_spool(out, escalation, chunks=1)  # a backlog is the retry's work
+    return flush_live_spool(out, analytics, chunks=1)  # a backlog is the retry's work
 
 
-def flush_live_spool(out: str, escalation: EscalationConfig, wait_s: float = 0.0,
+def flush_live_spool(out: str, analytics: CallAnalytics, wait_s: float = 0.0,
                      chunks: int | None = None) -> bool:
     """Write the spooled calls (at most `chunks` times LIVE_CHUNK), LIVE_CHUNK per hold of
     the lock (a nightly run that starts meanwhile waits LIVE_WRITE_S at most), while the
@@ -361,7 +361,7 @@ def flush_live_spool(out: str, escalation: EscalationConfig, wait_s: float = 0.0
                 # be lost in it
                 if store.read_json(JOURNAL) is not None:
                     store.finish_compaction(store.manifest())
-                write_spooled_calls(store, escalation, limit=LIVE_CHUNK)
+                write_spooled_calls(store, analytics, limit=LIVE_CHUNK)
         except ResultsBusy:
             return False
         done += 1
@@ -378,7 +378,7 @@ def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, FileOutcome]:
         probs=np.asarray(value["probs"], np.float32).reshape(len(value["windows"]), -1))
 
 
-def write_spooled_calls(store: ResultsStore, escalation: EscalationConfig,
+def write_spooled_calls(store: ResultsStore, analytics: CallAnalytics,
                         manifest: dict[str, dict] | None = None,
                         limit: int | None = None) -> set[tuple[str, str]]:
     """Write the spooled live calls (the first `limit`), each stamped with the model that
@@ -393,7 +393,7 @@ def write_spooled_calls(store: ResultsStore, escalation: EscalationConfig,
     """
     names = store.spooled_files()[:limit]
     started = now()
-    run = CallWriter(store, None, escalation, {} if manifest is None else manifest,
+    run = CallWriter(store, None, analytics, {} if manifest is None else manifest,
                      RunSummary(f"live-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"),
                      started)
     recorded = {e["meta"]["call_id"] for path, e in run.manifest.items()

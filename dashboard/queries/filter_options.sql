@@ -1,5 +1,5 @@
 -- name: filter_options
--- description: The values the dashboard filters offer: first and last call day, queues, agents ('(none)' for calls without one), roles and emotions.
+-- description: The values the dashboard filters offer: first and last call day, queues, agents ('(none)' for calls without one), roles, emotions and their valences (label order; below zero: negative).
 SELECT (SELECT min(call_date) FROM calls) AS first_day,
        (SELECT max(call_date) FROM calls) AS last_day,
        coalesce((SELECT list(DISTINCT coalesce(queue, '(none)')
@@ -10,4 +10,6 @@ SELECT (SELECT min(call_date) FROM calls) AS first_day,
                 []) AS agents,
        coalesce((SELECT list(DISTINCT role ORDER BY role) FROM segments), []) AS roles,
        coalesce((SELECT list(label ORDER BY position) FROM emotion_labels
-                 WHERE position IS NOT NULL), []) AS emotions;
+                 WHERE position IS NOT NULL), []) AS emotions,
+       coalesce((SELECT list(valence ORDER BY position) FROM emotion_labels
+                 WHERE position IS NOT NULL), []) AS valences;

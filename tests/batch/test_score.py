@@ -21,7 +21,7 @@ from callmood.batch.scan import call_path, scan
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.worker import cached_model, score_file
 from callmood.cli import main
-from callmood.results.call_summary import EscalationConfig
+from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta, source_zone
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
 from callmood.results.store import ResultsStore
@@ -334,6 +334,42 @@ def test_clear_errors_for_bad_command_lines(calls, tmp_path, model_dir):
     assert dask.exit_code == 1 and "needs a scheduler address" in dask.output
 
 
+def test_analytics_settings_from_a_file_are_used_and_recorded(calls, tmp_path, model_dir):
+    """--analytics: a fit report's `chosen` settings score the calls and are kept in
+    score_config.json; a file that is not settings is refused naming the file."""
+    report = tmp_path / "fit.json"
+    report.write_text(json.dumps({"chosen": {"shares": "argmax", "persistence_s": 0.0,
+                                             "agent_persistence_s": 0.0}}))
+    out = tmp_path / "results"
+    result = CliRunner().invoke(main, ["score", str(calls), "--out", str(out), "--model",
+                                       model_dir, "--workers", "1", "--analytics", str(report)])
+    assert result.exit_code == 0, result.output
+    kept = json.loads((out / "score_config.json").read_text())["analytics"]
+    assert (kept["shares"], kept["persistence_s"], kept["min_rise"]) == ("argmax", 0.0, 0.2)
+    # argmax shares: a role's share of an emotion is the time of its windows whose top
+    # label that is, over all its windows' time
+    segments = rows(out, "segments")
+    checked = 0
+    for call in rows(out, "calls"):
+        mine = [s for s in segments if s["call_id"] == call["call_id"]
+                and s["role"] == "customer"]
+        total = sum(s["end_s"] - s["start_s"] for s in mine)
+        for key in (k for k in call if k.startswith("customer_share_") and total):
+            label = key.removeprefix("customer_share_")
+            top = sum(s["end_s"] - s["start_s"] for s in mine if s["emotion"] == label)
+            assert call[key] == pytest.approx(top / total)
+            checked += 1
+    assert checked
+    for text, message in (('{"min_rise": 0.1, "colour": 1}', "analytics settings: colour"),
+                          ("[1, 2]", "expected a JSON object"), ("{", "Expecting"),
+                          ('{"shares": "mode"}', "shares must be")):
+        report.write_text(text)
+        bad = CliRunner().invoke(main, ["score", str(calls), "--out", str(tmp_path / "r2"),
+                                        "--model", model_dir, "--analytics", str(report)])
+        assert bad.exit_code == 1 and f"--analytics {report}" in bad.output, bad.output
+        assert message in bad.output and "Traceback" not in bad.output
+
+
 def test_prior_shift_em_adapts_the_probabilities_of_the_run(calls, tmp_path, model_dir):
     plain, shifted = tmp_path / "plain", tmp_path / "em"
     run([calls], plain, model_dir)
@@ -500,7 +536,7 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     with store.lock():  # a nightly run is under way
         for call_id in ("live-1", "A-1"):  # A-1 is also a.wav's id in its sidecar
             assert not write_live_call(out, model, CallMeta(call_id, "ag7", None, started, 1),
-                                       outcome, EscalationConfig())
+                                       outcome, CallAnalytics())
     assert len(store.spooled_files()) == 2 and not (tmp_path / "results" / "calls").exists()
     summary = run([calls], out, model_dir)  # the next night writes them first...
     assert summary.calls_scored == 1  # ... so a.wav counts as scored live, nested/b scores
@@ -512,13 +548,13 @@ def test_live_calls_that_end_while_a_nightly_run_holds_the_results_are_not_lost(
     # the live server's retry writes what ended after the night let go
     with store.lock():
         write_live_call(out, model, CallMeta("live-2", None, None, started, None), outcome,
-                        EscalationConfig())
-    assert flush_live_spool(out, EscalationConfig()) and not store.spooled_files()
+                        CallAnalytics())
+    assert flush_live_spool(out, CallAnalytics()) and not store.spooled_files()
     assert "live-2" in {r["call_id"] for r in rows(out, "calls")}
     # a live call whose recording a night has scored does not replace the recording's rows
     with store.lock():
         write_live_call(out, model, CallMeta("nested/b", None, None, started, None),
-                        outcome, EscalationConfig())
+                        outcome, CallAnalytics())
     assert run([calls], out, model_dir).calls_scored == 0
     assert not store.spooled_files()
     assert [r["source_file"] for r in rows(out, "calls") if r["call_id"] == "nested/b"] == [
@@ -571,7 +607,7 @@ def test_the_spool_keeps_each_calls_model_and_sets_aside_what_it_cannot_write(
     store = ResultsStore(str(out))
     with store.lock():  # scored live by another model version while a night runs
         write_live_call(str(out), other, CallMeta("v2", None, None, started, 1), outcome,
-                        EscalationConfig())
+                        CallAnalytics())
     spool = out / "_live_spool"
     [good] = spool.glob("*.json")
     value = json.loads(good.read_text())

@@ -2,12 +2,13 @@
 results folder."""
 
 import datetime as dt
+import json
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from dashboard_data import write_audio, write_call
+from dashboard_data import colour_kind, write_audio, write_call, write_labels_json
 from processes import wait_for_http
 from streamlit.testing.v1 import AppTest
 
@@ -34,6 +35,10 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
+def markdown(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
 def charts(at: AppTest) -> list[str]:
     """The Vega-Lite specs on the page (JSON text)."""
     return [c.proto.spec for c in at.get("vega_lite_chart")]
@@ -52,7 +57,8 @@ def test_overview_figures_and_filters(app, sample_results):
     shown = metrics(at)
     assert shown["Calls"] == "5" and shown["Escalated calls"] == "2"
     assert shown["Customer negative share"] == "45%"
-    assert shown["Last run"] == "2026-03-10 02:05 UTC" and shown["Errors"] == "1"
+    assert shown["Errors"] == "1"
+    assert "**Last run:** 2026-03-10 02:05 UTC" in markdown(at)  # a line: a metric cut it
     assert len(charts(at)) >= 5
     assert any("Share of the role's speech time" in c for c in charts(at))
 
@@ -69,6 +75,32 @@ def test_overview_figures_and_filters(app, sample_results):
 
     at.radio(key="trend_grain").set_value("week")
     rerun(at)
+
+
+def emotion_colours(spec: str) -> dict[str, str] | None:
+    """The emotion -> colour map of a chart coloured by emotion, else None."""
+    colour = json.loads(spec).get("encoding", {}).get("color", {})
+    if colour.get("field") != "emotion":
+        return None
+    scale = colour.get("scale", {})
+    assert len(scale.get("range", [])) == len(scale.get("domain", [])), scale
+    return dict(zip(scale["domain"], scale["range"], strict=True))
+
+
+def test_emotions_have_one_colour_map_by_meaning(app, sample_results, tmp_path):
+    """Every chart coloured emotions with Tableau's first colours in label order: the
+    sample's neutral was blue, happy orange, angry red and sad teal."""
+    results = tmp_path / "results"
+    shutil.copytree(sample_results, results)
+    write_labels_json(results, {"neutral": 0, "happy": 1, "angry": -1, "sad": -1})
+    at = app(results)
+    maps = [m for m in map(emotion_colours, charts(at)) if m is not None]
+    at.switch_page("page_explorer.py")
+    maps += [m for m in map(emotion_colours, charts(rerun(at))) if m is not None]
+    assert len(maps) >= 3  # share by role, the trends, the explorer's timeline
+    assert all(m == maps[0] for m in maps), maps
+    kinds = {emotion: colour_kind(colour) for emotion, colour in maps[0].items()}
+    assert kinds == {"neutral": "grey", "happy": "green", "angry": "warm", "sad": "warm"}
 
 
 def test_a_dashboard_left_open_shows_the_new_nights_days(app, sample_results, tmp_path):
@@ -94,7 +126,7 @@ def test_a_dashboard_left_open_shows_the_new_nights_days(app, sample_results, tm
 def test_times_in_the_chosen_time_zone(app, sample_results, monkeypatch):
     monkeypatch.setenv("CALLMOOD_TIMEZONE", "Europe/Berlin")
     at = app(sample_results)
-    assert metrics(at)["Last run"] == "2026-03-10 03:05 Europe/Berlin"
+    assert "**Last run:** 2026-03-10 03:05 Europe/Berlin" in markdown(at)
     assert any("Hour of day (Europe/Berlin)" in c for c in charts(at))
 
 
@@ -128,6 +160,21 @@ def test_agents_page_and_click_through(app, sample_results):
     assert [o.split(" · ")[0] for o in at.selectbox(key="explorer_call").options] == ["c4", "c2"]
 
 
+def test_agents_tables_previous_period_and_sparklines(app, sample_results):
+    """No previous period read "None"; a sparkline with a missing day read as its list."""
+    at = app(sample_results, "page_agents.py")
+    agents, queues = at.dataframe
+    assert agents.proto.placeholder == "–" and queues.proto.placeholder == "–"
+    columns = json.loads(agents.proto.columns)
+    for name in ("previous_calls", "negative_share_change", "escalation_rate_change"):
+        assert "– : no previous period" in columns[name]["help"], name
+    for table in (agents, queues):
+        config = json.loads(table.proto.columns)["daily_negative_share"]
+        assert config["type_config"]["type"] == "image"
+        assert all(url.startswith("data:image/svg+xml;base64,")
+                   for url in table.value.daily_negative_share)
+
+
 def test_call_explorer(app, sample_results):
     at = app(sample_results, "page_explorer.py")
     call = at.selectbox(key="explorer_call")
@@ -136,8 +183,9 @@ def test_call_explorer(app, sample_results):
     call.select("c1")
     rerun(at)
     shown = metrics(at)
-    assert (shown["Agent"], shown["Queue"], shown["Duration"]) == ("` A1 `", "` billing `",
-                                                                   "60 s")
+    assert shown["Duration"] == "60 s"
+    assert "**Agent:** ` A1 ` · **Queue:** ` billing ` · **Peak negative:** ` angry ` 0.90" \
+        in markdown(at)
     assert shown["Customer negative"] == "33%"
     assert len(charts(at)) == 1 and "Time in call (s)" in charts(at)[0]
     assert len(at.get("audio")) == 1 and not at.warning
@@ -175,9 +223,8 @@ def test_values_from_the_url_and_the_data_render_as_text(app, sample_results, tm
     # a code span: Streamlit shows its text as it is, no link, image or autolink
     assert at.warning[0].value == f"Call ` {LINK} ` does not match the filters; showing another."
     assert at.selectbox(key="explorer_call").value == "c6"  # the newest call
-    shown = metrics(at)
-    assert (shown["Agent"], shown["Queue"]) == (f"` {LINK} `", f"`` {IMAGE} ``")
-    assert shown["Peak negative"] == "` sad ` 0.90"
+    assert (f"**Agent:** ` {LINK} ` · **Queue:** `` {IMAGE} `` · **Peak negative:** ` sad ` "
+            "0.90") in markdown(at)
 
 
 def test_escalated_call_opens_in_the_explorer(app, sample_results):
@@ -196,7 +243,7 @@ def test_every_page_on_an_empty_folder(app, empty_results, page):
     assert app_data.NO_CALLS in [i.value for i in at.info]
     assert [s.label for s in at.sidebar.selectbox] == ["Queue", "Agent", "Role", "Emotion"]
     if page is None:
-        assert metrics(at)["Calls"] == "0" and metrics(at)["Last run"] == "never"
+        assert metrics(at)["Calls"] == "0" and "**Last run:** never" in markdown(at)
 
 
 def test_missing_folder_is_reported(app, tmp_path, monkeypatch):

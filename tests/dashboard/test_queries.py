@@ -1,9 +1,12 @@
 """Canned queries on the hand-made results (tests/dashboard_fixtures.py) with known answers."""
 
 import datetime as dt
+import math
 import re
 import shutil
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from dashboard_data import CALLS, LABELS, write_call, write_labels_json
 
@@ -90,7 +93,9 @@ def test_agents_with_trend_vs_previous_period(con):
     assert df.loc["A1", "negative_share_change"] == pytest.approx(0.5 - 1 / 3)
     assert df.loc["A2", "negative_share_change"] == pytest.approx(0 - 2 / 3)
     assert df.loc["A2", "escalation_rate_change"] == pytest.approx(-1.0)
-    assert list(df.loc["A1", "daily_negative_share"]) == pytest.approx([1.0, 0.0])
+    # one value per day of the range, NULL (NaN here) on a day without calls
+    assert list(df.loc["A1", "daily_negative_share"]) == pytest.approx(
+        [1.0, *[math.nan] * 5, 0.0], nan_ok=True)
 
 
 def test_calls_without_an_agent_or_queue_can_be_picked(sample_results, tmp_path):
@@ -119,6 +124,30 @@ def test_queues(con):
     assert df.loc["support", "customer_negative_share"] == pytest.approx(40 / 50)
     assert df.loc["support", "escalated_calls"] == 2
     assert df.loc["support", "mean_duration_s"] == pytest.approx(35.0)
+
+
+def test_daily_shares_have_a_value_for_every_day_of_the_range(sample_results, tmp_path):
+    """The sparklines' lists skipped the days without calls (so days far apart looked
+    adjacent) and held a NULL for a day whose calls had no customer speech; now each
+    list has one value per day of the range, NULL where that day has no share."""
+    root = tmp_path / "results"
+    shutil.copytree(sample_results, root)
+    write_call(root, "c6", (dt.datetime(2026, 3, 5, 11, tzinfo=dt.timezone.utc), "A2",
+                            "billing", 15.0, False, None, [("agent", 0, 10, "neutral", 0.9)]))
+    gap = [math.nan] * 6  # NULL in DuckDB
+    with connect(root) as con:
+        queues = q(con, "queues").set_index("queue")
+        assert list(queues.loc["billing", "daily_negative_share"]) == pytest.approx(
+            [1 / 3, *gap, 0.0], nan_ok=True)
+        assert list(queues.loc["support", "daily_negative_share"]) == pytest.approx(
+            [2 / 3, 1.0, *gap], nan_ok=True)
+        agents = q(con, "agents").set_index("agent_id")
+        assert list(agents.loc["A2", "daily_negative_share"]) == pytest.approx(
+            [2 / 3, *gap, 0.0], nan_ok=True)
+        # the range is the date filter's, not the days that have calls
+        week = q(con, "queues", date_from="2026-03-08", date_to="2026-03-14")
+        assert list(week.set_index("queue").loc["billing", "daily_negative_share"]) == \
+            pytest.approx([math.nan, 0.0, *gap[:5]], nan_ok=True)
 
 
 def test_top_escalated(con):
@@ -214,6 +243,7 @@ def test_calls_list_segments_runs_and_options(con):
     options = q(con, "filter_options").iloc[0]
     assert list(options.queues) == ["billing", "support"]
     assert list(options.emotions) == LABELS
+    assert list(options.valences) == [0.0, 1.0, -1.0, -1.0]  # the default valence map
 
 
 def test_every_query_runs_on_an_empty_folder(empty_results):
@@ -293,3 +323,60 @@ def test_parameters_are_bound_not_pasted(con):
 def test_missing_results_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ResultsError, match="does not exist"):
         connect(tmp_path / "nope")
+
+
+def test_agent_and_queue_shares_come_with_an_interval_that_widens_with_few_calls(
+        con, tmp_path):
+    """The interval is the share +- 1.96 * sqrt(sum of speech^2 * ((share - group share)^2
+    + the call's own variance)) / speech; the fixture's calls predate stored intervals."""
+    calls = con.sql("SELECT * FROM calls WHERE customer_negative_share IS NOT NULL").df()
+    agents = q(con, "agents").set_index("agent_id")
+    for agent, group in calls.groupby("agent_id"):
+        share = (group.customer_negative_share * group.speech_s_customer).sum() \
+            / group.speech_s_customer.sum()
+        half = 1.96 * math.sqrt((group.speech_s_customer ** 2
+                                 * (group.customer_negative_share - share) ** 2).sum()) \
+            / group.speech_s_customer.sum()
+        row = agents.loc[agent]
+        assert row.negative_share_low == pytest.approx(max(0.0, share - half))
+        assert row.negative_share_high == pytest.approx(min(1.0, share + half))
+        assert row.few_calls  # 2 or 3 calls
+    queues = q(con, "queues").set_index("queue")
+    assert (queues.negative_share_low <= queues.customer_negative_share).all()
+    assert (queues.customer_negative_share <= queues.negative_share_high).all()
+    assert queues.few_calls.all()
+
+    # one call with its own interval stored: the agent's interval is that call's
+    root = tmp_path / "results"
+    write_call(root, "solo", CALLS["c2"])
+    path = next((root / "calls").rglob("*.parquet"))
+    table = pq.read_table(path)
+    for name, value in (("customer_negative_share_low", 0.3),
+                        ("customer_negative_share_high", 0.9)):
+        table = table.set_column(table.schema.get_field_index(name), name,
+                                 pa.array([value], pa.float64()))
+    pq.write_table(table, path)
+    solo = connect(root)
+    row = q(solo, "agents").iloc[0]
+    share = row.customer_negative_share
+    assert row.negative_share_high - row.negative_share_low == pytest.approx(
+        min(1.0, share + 0.3) - max(0.0, share - 0.3))
+    solo.close()
+
+
+def test_a_folder_written_before_the_interval_columns_still_opens(tmp_path):
+    """Columns are only ever added to the schema: calls files without the negative share's
+    interval columns read with them empty, in the views and in the canned queries."""
+    root = tmp_path / "results"
+    for call_id in ("c1", "c2"):
+        write_call(root, call_id, CALLS[call_id])
+    for path in (root / "calls").rglob("*.parquet"):
+        old = pq.read_table(path).drop_columns(["customer_negative_share_low",
+                                                "customer_negative_share_high"])
+        pq.write_table(old, path)
+    con = connect(root)
+    calls = con.sql("SELECT customer_negative_share_low, customer_negative_share_high "
+                    "FROM calls").fetchall()
+    assert calls == [(None, None), (None, None)]
+    assert len(q(con, "agents")) == 2 and len(q(con, "calls_list")) == 2
+    con.close()

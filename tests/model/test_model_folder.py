@@ -10,7 +10,6 @@ import torch
 from conftest import TINY_LABELS
 
 from callmood.model.folder import (
-    DEFAULT_VALENCE,
     IgnoredModelFiles,
     LoadedModel,
     ModelCard,
@@ -20,6 +19,7 @@ from callmood.model.folder import (
 )
 from callmood.signal.features import Normalization, log_mel, model_input
 from callmood.training.model import build_model
+from callmood.valence import DEFAULT_VALENCE
 
 
 def random_mels(mel, n=5, seed=0):

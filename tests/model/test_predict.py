@@ -1,12 +1,14 @@
-"""`predict_files`: the whole file counts, short files are filled like training clips."""
+"""`Inference` and `predict_files`: the whole file counts, short files are filled like
+training clips, and every path scores an utterance the same way."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from callmood.model.calibration import softmax
 from callmood.model.folder import default_model_dir, load_model_folder
-from callmood.model.predict import predict_files
+from callmood.model.predict import Inference, predict_files
 from callmood.signal.audio import load_mono
 from callmood.signal.features import fit_frames, log_mel
 
@@ -59,3 +61,35 @@ def test_a_file_shorter_than_a_clip_is_repeated_to_fill_it(model, speech, tmp_pa
     # the filled clip is the second of speech again and again, never a constant
     frames = log_mel(decoded, model.mel).shape[-1]
     assert torch.equal(filled[:, frames:2 * frames], filled[:, :frames])
+
+
+def test_predict_training_and_evaluation_score_an_utterance_alike(model, speech, tmp_path):
+    """A file through predict_files, the same log-mel among others (evaluation), and the
+    bare network as training holds it give one answer."""
+    path = write(tmp_path / "a.wav", speech[: 4 * RATE])
+    row = next(predict_files(model, [path]))
+    mel = log_mel(load_mono(path, RATE), model.mel)
+    others = [log_mel(speech[:RATE], model.mel), log_mel(speech[5 * RATE:], model.mel)]
+    together = Inference.of(model).utterances([others[0], mel, others[1]])
+    assert together.clips.tolist() == [1, row["clips"], 3]
+    got = np.array([row["probabilities"][k] for k in model.labels])
+    np.testing.assert_allclose(together.probs[1], got, atol=1e-6)
+    bare = Inference(model.model, model.mel, model.norm)  # no temperature yet
+    scores = bare.utterances([mel])
+    np.testing.assert_allclose(scores.probs,
+                               Inference.of(model).utterances([mel], True).uncalibrated,
+                               atol=1e-12)
+    assert scores.uncalibrated is None
+
+
+def test_calibrated_and_uncalibrated_means_come_from_one_forward_pass(model, speech):
+    inference = Inference(model.model, model.mel, model.norm, temperature=2.0)
+    mels = [log_mel(speech[: int(3.5 * RATE)], model.mel), log_mel(speech, model.mel)]
+    logits, owners = inference.clip_logits(mels)
+    assert owners.tolist() == [0] * 3 + [1] * 5
+    scores = inference.utterances(mels, uncalibrated=True)
+    for i in range(2):
+        np.testing.assert_allclose(scores.probs[i], softmax(logits[owners == i], 2.0).mean(0))
+        np.testing.assert_allclose(scores.uncalibrated[i], softmax(logits[owners == i]).mean(0))
+    empty = inference.utterances([], uncalibrated=True)
+    assert empty.probs.shape == empty.uncalibrated.shape == (0, len(model.labels))

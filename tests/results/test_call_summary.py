@@ -1,16 +1,20 @@
-"""callmood/results/call_summary.py: roles, the calls row's figures and the escalation rule,
-on hand-built probabilities (no model, no audio)."""
+"""callmood/results/call_summary.py: roles, the calls row's figures, persistence, the share
+interval and the escalation rule, on hand-built probabilities (no model, no audio)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from callmood.results.call_summary import EscalationConfig, roles_for, summarize_call
+from callmood.results.call_summary import CallAnalytics, persist, roles_for, summarize_call
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 VALENCE = {"neutral": 0, "happy": 1, "sad": -1, "angry": -1}
-RULE = EscalationConfig()  # slope >= 0.05 per minute, rise >= 0.15, 4 segments
+# each segment alone and counted by its top label, so the rule's thresholds are what is tested
+RULE = CallAnalytics(shares="argmax", persistence_s=0.0, agent_persistence_s=0.0,
+                     min_rise=0.15, min_evidence=0.0, min_segments=2)
 
 
 def row(negative: float, sad_share: float = 0.5) -> list[float]:
@@ -19,7 +23,7 @@ def row(negative: float, sad_share: float = 0.5) -> list[float]:
 
 
 def call(duration_s: float, segments: list[tuple[str, float, float, float]],
-         config: EscalationConfig = RULE, speech=None, valence=VALENCE) -> dict:
+         config: CallAnalytics = RULE, speech=None, valence=VALENCE) -> dict:
     """The summary of segments (role, start_s, end_s, negative probability)."""
     probs = np.array([row(p) for *_, p in segments]).reshape(len(segments), len(LABELS))
     windows = [(role, s, e) for role, s, e, _ in segments]
@@ -81,41 +85,39 @@ def test_the_agent_growing_negative_is_not_the_customers_escalation():
     assert got["escalated"] is False
 
 
-def test_the_rule_needs_min_segments_customer_segments():
+def test_the_rule_needs_min_segments_in_each_third():
     three = customer([10.0, 60.0, 110.0], [0.1, 0.45, 0.8])
     assert call(120.0, three)["escalation_slope"] == pytest.approx(0.42)
-    assert call(120.0, three)["escalated"] is False  # 3 < 4
-    assert call(120.0, three, EscalationConfig(min_segments=3))["escalated"] is True
+    assert call(120.0, three)["escalated"] is False  # one segment per third < 2
+    assert call(120.0, three, replace(RULE, min_segments=1))["escalated"] is True
 
 
-def test_the_slope_threshold_is_inclusive_and_gates_a_rise():
-    # 30 minutes from 0.2 to 0.5: the thirds differ by 0.2, but only 0.01 per minute
-    slow = customer(np.linspace(30, 1770, 10), np.linspace(0.2, 0.5, 10))
-    got = call(1800.0, slow)
-    slope = got["escalation_slope"]
-    assert slope == pytest.approx(0.3 / 29) and got["escalated"] is False
-    assert call(1800.0, slow, EscalationConfig(min_slope_per_min=slope))["escalated"]
-    assert not call(1800.0, slow, EscalationConfig(min_slope_per_min=slope + 1e-9))[
-        "escalated"]
+def test_the_rise_needs_its_evidence():
+    # the same mean rise of 0.3, once steady and once from two loud segments among noise
+    steady = customer(TIMES, [0.2, 0.2, 0.2, 0.5, 0.5, 0.5])
+    noisy = customer(TIMES, [0.0, 0.4, 0.3, 0.3, 0.9, 0.1])
+    sure = replace(RULE, min_evidence=3.0)
+    assert call(120.0, steady, sure)["escalated"] is True
+    assert call(120.0, noisy)["escalated"] is True
+    assert call(120.0, noisy, sure)["escalated"] is False
 
 
-def test_the_rise_threshold_is_inclusive_and_gates_a_slope():
+def test_the_rise_threshold_is_inclusive():
     # a step of 0.25 (exact in binary) from the first third to the last
     step = customer(TIMES, [0.25, 0.25, 0.25, 0.5, 0.5, 0.5])
     got = call(120.0, step)
-    assert got["escalation_slope"] > 0.05 and got["escalated"] is True
-    assert call(120.0, step, EscalationConfig(min_rise=0.25))["escalated"] is True
-    assert call(120.0, step, EscalationConfig(min_rise=0.25 + 1e-9))["escalated"] is False
+    assert got["escalated"] is True
+    assert call(120.0, step, replace(RULE, min_rise=0.25))["escalated"] is True
+    assert call(120.0, step, replace(RULE, min_rise=0.25 + 1e-9))["escalated"] is False
     small = customer(TIMES, [0.25, 0.25, 0.25, 0.375, 0.375, 0.375])  # rise 0.125
-    got = call(120.0, small)
-    assert got["escalation_slope"] > 0.05 and got["escalated"] is False
+    assert call(120.0, small)["escalated"] is False
 
 
 def test_the_thirds_are_of_the_call_not_of_the_customers_speech():
     # a steep rise within the first minute of a ten-minute call: no last third to compare
-    early = customer([5.0, 20.0, 35.0, 50.0], [0.1, 0.4, 0.7, 0.9])
+    early = customer([5.0, 15.0, 45.0, 55.0], [0.1, 0.3, 0.7, 0.9])
     got = call(600.0, early)
-    assert got["escalation_slope"] > 1.0 and got["escalated"] is False
+    assert got["escalation_slope"] > 0.9 and got["escalated"] is False
     assert call(60.0, early)["escalated"] is True  # the same segments in a one-minute call
 
 
@@ -195,7 +197,68 @@ def test_a_call_with_no_segments():
     assert got["peak_negative_emotion"] is None and got["peak_negative_at_s"] is None
     assert got["escalation_slope"] is None and got["escalated"] is False
     assert set(got) == {"speech_s_agent", "speech_s_customer", "customer_negative_share",
+                        "customer_negative_share_low", "customer_negative_share_high",
                         "peak_negative_emotion", "peak_negative_confidence",
                         "peak_negative_at_s", "escalation_slope", "escalated",
                         *(f"{role}_share_{label}" for role in ("agent", "customer")
                           for label in LABELS)}
+
+
+# --- persistence, shares from probability mass, the share interval
+
+
+def test_persistence_outvotes_a_lone_segment_but_follows_a_lasting_change():
+    times = np.arange(0.0, 60.0, 3.0)
+    probs = np.array([row(0.2)] * len(times))
+    probs[5] = row(0.8)  # one window heard as negative among neutral ones
+    probs[12:] = row(0.8)  # from 36 s on the speaker is negative
+    smoothed = persist(times, probs, persistence_s=30.0, evidence_weight=0.7)
+    negative = smoothed[:, 2:].sum(axis=1)
+    assert negative[5] < 0.5 < probs[5, 2:].sum()
+    assert (negative[14:] > 0.5).all()
+    assert np.allclose(smoothed.sum(axis=1), 1.0)
+    # without persistence every segment is read alone
+    assert persist(times, probs, persistence_s=0.0, evidence_weight=0.7) is probs
+
+
+def test_agents_and_customers_persist_by_their_own_settings():
+    """A lone negative window: an agent's is outvoted (agents change slowly), a customer's
+    counts when the customers' persistence is short."""
+    times = np.arange(1.0, 60.0, 3.0)
+    lone = [0.2] * len(times)
+    lone[10] = 0.9
+    analytics = replace(RULE, shares="mass", persistence_s=0.0, agent_persistence_s=60.0)
+    got = call(60.0, customer(times, lone) + customer(times, lone, role="agent"), analytics)
+    assert got["agent_share_angry"] + got["agent_share_sad"] < 0.2
+    assert got["customer_share_angry"] + got["customer_share_sad"] == pytest.approx(
+        np.mean(lone))
+
+
+def test_shares_are_expected_speech_time_not_top_label_counts():
+    segments = [("customer", 0.0, 2.0, 0.45), ("customer", 2.0, 4.0, 0.45)]
+    mass = call(10.0, segments, replace(RULE, shares="mass"))
+    assert mass["customer_negative_share"] == pytest.approx(0.45)
+    assert call(10.0, segments)["customer_negative_share"] == 0.0  # 0.55 neutral wins
+
+
+def test_the_share_interval_holds_the_share_and_narrows_with_evidence():
+    few = call(120.0, customer(np.arange(5.0, 120.0, 12.0), [0.5] * 10),
+               replace(RULE, shares="mass", share_error_sd=0.0))
+    many = call(600.0, customer(np.arange(5.0, 600.0, 10.0), [0.5] * 60),
+                replace(RULE, shares="mass", share_error_sd=0.0))
+    for got in (few, many):
+        assert got["customer_negative_share_low"] < 0.5 < got["customer_negative_share_high"]
+    assert (many["customer_negative_share_high"] - many["customer_negative_share_low"]
+            < few["customer_negative_share_high"] - few["customer_negative_share_low"])
+    wide = call(120.0, customer(np.arange(5.0, 120.0, 12.0), [0.5] * 10),
+                replace(RULE, shares="mass", share_error_sd=0.1))
+    assert wide["customer_negative_share_low"] < few["customer_negative_share_low"]
+    assert wide["customer_negative_share_low"] >= 0.0
+    assert wide["customer_negative_share_high"] <= 1.0
+
+
+def test_a_setting_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="shares"):
+        CallAnalytics(shares="mode")
+    with pytest.raises(ValueError, match="evidence_weight"):
+        CallAnalytics(evidence_weight=0.0)

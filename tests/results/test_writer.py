@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from callmood.dashboard.results_db import connect
-from callmood.results.call_summary import EscalationConfig
+from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta
 from callmood.results.scored import Segment
 from callmood.results.store import JOURNAL, ResultsStore, digest, is_compacted
@@ -55,7 +55,7 @@ def scored(windows: int, sha: str = "s1") -> FileOutcome:
 
 
 def writer(store: ResultsStore, rescore: bool = False) -> CallWriter:
-    return CallWriter(store, STAMP, EscalationConfig(), store.manifest(),
+    return CallWriter(store, STAMP, CallAnalytics(), store.manifest(),
                       RunSummary(f"r{time.time_ns()}"), now(), rescore)
 
 
@@ -123,7 +123,7 @@ def test_a_live_write_finishes_a_compaction_a_kill_left_half_done(tmp_path, day)
     store = results(tmp_path)
     for call_id in ("L", "M"):
         spool_live_call(store, call_id, DAY, 3)
-    write_spooled_calls(store, EscalationConfig())
+    write_spooled_calls(store, CallAnalytics())
     table_writer = store.write_table
 
     def kill_at_the_segments_merge(relative, table):
@@ -137,7 +137,7 @@ def test_a_live_write_finishes_a_compaction_a_kill_left_half_done(tmp_path, day)
     store.write_table = table_writer
     assert store.read_json(JOURNAL) is not None
     spool_live_call(store, "L", day, 5)  # L again, longer, while the journal waits
-    assert flush_live_spool(store.url, EscalationConfig())  # the live server's write
+    assert flush_live_spool(store.url, CallAnalytics())  # the live server's write
     assert seen(store) == [("L", 5, 5), ("M", 3, 3)]
     store.finish_compaction(store.manifest())  # the next night's start
     assert seen(store) == [("L", 5, 5), ("M", 3, 3)]

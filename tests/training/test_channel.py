@@ -15,10 +15,10 @@ from scipy import signal
 from callmood.training.channel import (
     CODECS,
     CONDITIONS,
-    Channel,
     ChannelConfig,
-    condition,
-    encode,
+    PhoneLine,
+    codec_encode,
+    condition_line,
     make_babble,
     opus_compression_level,
     room_impulse_response,
@@ -107,9 +107,9 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 @pytest.mark.parametrize(("channel", "passed", "stopped", "stop_db"), [
-    (Channel(highpass_hz=300.0), [1000.0, 3000.0], [100.0], -15.0),
-    (Channel(lowpass_hz=3400.0), [300.0, 1000.0], [5000.0, 7000.0], -15.0),
-    (Channel(narrowband=True), [300.0, 1000.0, 3400.0], [4300.0, 5000.0, 7000.0], -30.0),
+    (PhoneLine(highpass_hz=300.0), [1000.0, 3000.0], [100.0], -15.0),
+    (PhoneLine(lowpass_hz=3400.0), [300.0, 1000.0], [5000.0, 7000.0], -15.0),
+    (PhoneLine(narrowband=True), [300.0, 1000.0, 3400.0], [4300.0, 5000.0, 7000.0], -30.0),
 ], ids=["highpass300", "lowpass3400", "narrowband"])
 def test_band_edges(channel, passed, stopped, stop_db):
     for freq in passed:
@@ -125,7 +125,7 @@ def test_band_edges(channel, passed, stopped, stop_db):
 def test_band_edges_on_white_noise():
     """The same limits as a transfer function estimated from white noise (H = Pxy / Pxx)."""
     x = (0.1 * rng(1).standard_normal(4 * SR)).astype(np.float32)
-    y = Channel(highpass_hz=300.0, lowpass_hz=3400.0).apply(x, SR, rng())
+    y = PhoneLine(highpass_hz=300.0, lowpass_hz=3400.0).apply(x, SR, rng())
     freqs, pxx = signal.welch(x, SR, nperseg=2048)
     _, pxy = signal.csd(x, y, SR, nperseg=2048)
     gain = 20 * np.log10(np.abs(pxy / pxx))
@@ -146,8 +146,8 @@ def test_band_edges_on_white_noise():
 def test_codec_round_trip_snr(utterance, codec, low, high):
     """G.711 and GSM 06.10 run at 8 kHz, so the reference is the 8 kHz round trip alone."""
     x = utterance
-    narrow = Channel(narrowband=True).apply(x, SR, rng())
-    y = Channel(codec=codec).apply(x, SR, rng())
+    narrow = PhoneLine(narrowband=True).apply(x, SR, rng())
+    y = PhoneLine(codec=codec).apply(x, SR, rng())
     assert y.dtype == np.float32 and len(y) == len(x)
     assert not np.allclose(y, narrow, atol=1e-4)
     assert low <= snr_db(y, narrow) <= high
@@ -156,22 +156,22 @@ def test_codec_round_trip_snr(utterance, codec, low, high):
 
 def test_ulaw_output_lies_on_the_256_codewords(utterance):
     x8 = signal.resample_poly(utterance, 1, 2).astype(np.float32)
-    y = Channel(codec="ulaw").apply(x8, 8000, rng())
+    y = PhoneLine(codec="ulaw").apply(x8, 8000, rng())
     levels, _ = sf.read(io.BytesIO(bytes(range(256))), dtype="float32", format="RAW",
                         subtype="ULAW", samplerate=8000, channels=1)
     assert len(levels) == 256 and len(np.unique(levels)) == 255  # +0 and -0 are two codewords
     assert np.isin(y, levels).all()
     assert len(np.unique(y)) > 100  # speech uses many of them
     # a second pass changes nothing: the values are already codewords
-    np.testing.assert_array_equal(Channel(codec="ulaw").apply(y, 8000, rng()), y)
+    np.testing.assert_array_equal(PhoneLine(codec="ulaw").apply(y, 8000, rng()), y)
     # and A-law's levels are another set
-    assert not np.isin(Channel(codec="alaw").apply(x8, 8000, rng()), levels).all()
+    assert not np.isin(PhoneLine(codec="alaw").apply(x8, 8000, rng()), levels).all()
 
 
 @pytest.mark.parametrize(("kbps", "narrowband"), [(6.0, True), (12.0, False), (16.0, True)])
 def test_opus_is_aligned_and_same_length(utterance, kbps, narrowband):
     x = utterance
-    y = Channel(codec="opus", opus_kbps=kbps, narrowband=narrowband).apply(x, SR, rng())
+    y = PhoneLine(codec="opus", opus_kbps=kbps, narrowband=narrowband).apply(x, SR, rng())
     assert y.dtype == np.float32 and len(y) == len(x)
     assert abs(lag(y, x)) <= 1
     assert snr_db(y, x) < 25  # really coded
@@ -194,10 +194,10 @@ def test_opus_bitrate_follows_the_target(speech):
     x8 = signal.resample_poly(continuous, 1, 2).astype(np.float32)
     seconds = len(x8) / 8000
     assert seconds > 8
-    header = len(encode(x8[:0], 8000, "opus", 6.0))
+    header = len(codec_encode(x8[:0], 8000, "opus", 6.0))
     measured = {}
     for kbps in (6.0, 12.0, 16.0):
-        measured[kbps] = (len(encode(x8, 8000, "opus", kbps)) - header) * 8 / seconds / 1000
+        measured[kbps] = (len(codec_encode(x8, 8000, "opus", kbps)) - header) * 8 / seconds / 1000
         assert abs(measured[kbps] - kbps) <= 0.1 * kbps + 0.6, measured
     assert measured[6.0] < measured[12.0] < measured[16.0]
 
@@ -205,7 +205,7 @@ def test_opus_bitrate_follows_the_target(speech):
 def test_codec_at_odd_rates_keeps_length():
     x = speech_like(0.37, sample_rate=22050)
     for codec in CODECS:
-        y = Channel(codec=codec).apply(x, 22050, rng())
+        y = PhoneLine(codec=codec).apply(x, 22050, rng())
         assert len(y) == len(x) and y.dtype == np.float32
         assert abs(lag(y, x)) <= 1
 
@@ -216,7 +216,7 @@ def test_codec_at_odd_rates_keeps_length():
 @pytest.mark.parametrize("kind", ["white", "pink"])
 def test_noise_snr_against_active_speech(utterance, kind):
     x = utterance
-    y = Channel(noise=kind, snr_db=10.0).apply(x, SR, rng())
+    y = PhoneLine(noise=kind, snr_db=10.0).apply(x, SR, rng())
     noise = y.astype(np.float64) - x
     measured = 10 * np.log10(speech_active_power(x) / np.mean(noise**2))
     assert measured == pytest.approx(10.0, abs=0.5)
@@ -228,7 +228,7 @@ def test_noise_snr_against_active_speech(utterance, kind):
 def test_pink_noise_falls_3db_per_octave():
     x = np.zeros(4 * SR, dtype=np.float32)
     x[::400] = 0.5  # a click train sets the level; the noise dominates between clicks
-    y = Channel(noise="pink", snr_db=0.0).apply(x, SR, rng()) - x
+    y = PhoneLine(noise="pink", snr_db=0.0).apply(x, SR, rng()) - x
     freqs, psd = signal.welch(y, SR, nperseg=4096)
 
     def band(lo, hi):
@@ -238,7 +238,7 @@ def test_pink_noise_falls_3db_per_octave():
 
 
 def test_babble_needs_a_waveform(utterance, speech):
-    channel = condition("babble_snr10")
+    channel = condition_line("babble_snr10")
     with pytest.raises(ValueError, match="babble"):
         channel.apply(utterance, SR, rng())
     babble = make_babble(speech[1:], SR, rng(3), seconds=5.0, talkers=4)
@@ -250,7 +250,7 @@ def test_babble_needs_a_waveform(utterance, speech):
     assert 10 * np.log10(speech_active_power(utterance) / np.mean(noise**2)) == pytest.approx(
         10.0, abs=0.5)
     # a babble shorter than the clip is looped
-    short = Channel(noise="babble", snr_db=10.0).apply(utterance, SR, rng(), babble[:SR])
+    short = PhoneLine(noise="babble", snr_db=10.0).apply(utterance, SR, rng(), babble[:SR])
     assert len(short) == len(utterance) and np.isfinite(short).all()
 
 
@@ -291,7 +291,7 @@ def test_reverb_tail_decays():
     x = np.zeros(SR, dtype=np.float32)
     burst = slice(SR // 10, SR // 10 + SR // 5)  # 0.1 - 0.3 s
     x[burst] = 0.3 * rng(5).standard_normal(SR // 5)
-    y = Channel(rt60_s=0.6).apply(x, SR, rng()).astype(np.float64)
+    y = PhoneLine(rt60_s=0.6).apply(x, SR, rng()).astype(np.float64)
     assert len(y) == len(x)
     assert np.mean(y[: SR // 10 - 80] ** 2) < 1e-9  # the direct path sits at lag 0
     windows = [np.mean(y[s:s + SR // 20] ** 2) for s in range(burst.stop, SR, SR // 20)]
@@ -306,11 +306,11 @@ def test_reverb_tail_decays():
 
 def test_gain_plus_6db_doubles_the_amplitude():
     x = tone(440.0, amplitude=0.2)
-    y = Channel(gain_db=6.0).apply(x, SR, rng())
+    y = PhoneLine(gain_db=6.0).apply(x, SR, rng())
     ratio = np.max(np.abs(y)) / np.max(np.abs(x))
     assert ratio == pytest.approx(2.0, rel=0.005)
     np.testing.assert_allclose(y, x * 10 ** (6 / 20), rtol=1e-5, atol=1e-7)
-    loud = Channel(gain_db=20.0).apply(x, SR, rng())
+    loud = PhoneLine(gain_db=20.0).apply(x, SR, rng())
     assert np.max(np.abs(loud)) == 1.0  # clipped at full scale
 
 
@@ -354,7 +354,7 @@ def test_draw_stays_in_range_covers_every_stage_and_is_deterministic():
 
 def test_drawn_channel_is_a_pure_function_of_the_seed(utterance, speech):
     babble = make_babble(speech[1:], SR, rng(0), seconds=3.0)
-    channel = Channel(gain_db=-3.0, highpass_hz=120.0, lowpass_hz=3600.0, narrowband=True,
+    channel = PhoneLine(gain_db=-3.0, highpass_hz=120.0, lowpass_hz=3600.0, narrowband=True,
                       codec="opus", opus_kbps=9.0, noise="babble", snr_db=12.0, rt60_s=0.35)
     a = channel.apply(utterance, SR, rng(7), babble)
     b = channel.apply(utterance, SR, rng(7), babble)
@@ -375,7 +375,7 @@ def test_every_condition_applies_and_keeps_the_length():
         assert y.dtype == np.float32 and y.shape == x.shape, name
         assert np.isfinite(y).all() and np.max(np.abs(y)) <= 1.0, name
         json.dumps(channel.describe())
-        assert condition(name) is channel
+        assert condition_line(name) is channel
     assert np.array_equal(CONDITIONS["clean"].apply(x, SR, rng()), x)
 
 
@@ -387,19 +387,19 @@ def test_unseen_conditions_lie_outside_the_training_ranges():
             assert outside, name
         else:
             assert outside == [], (name, outside)
-    assert config.out_of_range(condition("unseen_narrow")) == ["highpass_hz", "lowpass_hz"]
-    assert config.out_of_range(condition("unseen_noise_snr0")) == ["snr_db"]
-    assert config.out_of_range(condition("unseen_reverb")) == ["rt60_s"]
+    assert config.out_of_range(condition_line("unseen_narrow")) == ["highpass_hz", "lowpass_hz"]
+    assert config.out_of_range(condition_line("unseen_noise_snr0")) == ["snr_db"]
+    assert config.out_of_range(condition_line("unseen_reverb")) == ["rt60_s"]
     # checked by hand as well, against the raw ranges
-    assert condition("unseen_narrow").highpass_hz > config.highpass_hz[1]
-    assert condition("unseen_narrow").lowpass_hz < config.lowpass_hz[0]
-    assert condition("unseen_noise_snr0").snr_db < config.snr_db[0]
-    assert condition("unseen_reverb").rt60_s > config.rt60_s[1]
+    assert condition_line("unseen_narrow").highpass_hz > config.highpass_hz[1]
+    assert condition_line("unseen_narrow").lowpass_hz < config.lowpass_hz[0]
+    assert condition_line("unseen_noise_snr0").snr_db < config.snr_db[0]
+    assert condition_line("unseen_reverb").rt60_s > config.rt60_s[1]
 
 
 def test_unknown_condition_names_the_known_ones():
     with pytest.raises(ValueError, match="telephone"):
-        condition("landline")
+        condition_line("landline")
 
 
 # --- configuration --------------------------------------------------------------------
@@ -421,12 +421,12 @@ def test_config_from_dict_and_key():
 
 def test_channel_rejects_bad_fields():
     with pytest.raises(ValueError, match="codec"):
-        Channel(codec="mp3")
+        PhoneLine(codec="mp3")
     with pytest.raises(ValueError, match="noise"):
-        Channel(noise="brown")
+        PhoneLine(noise="brown")
     with pytest.raises(ValueError, match="opus_kbps"):
-        Channel(codec="opus", opus_kbps=4.0)
+        PhoneLine(codec="opus", opus_kbps=4.0)
     with pytest.raises(ValueError):
-        Channel(highpass_hz=3000.0, lowpass_hz=2000.0)
+        PhoneLine(highpass_hz=3000.0, lowpass_hz=2000.0)
     with pytest.raises(ValueError, match="mono"):
-        Channel().apply(np.zeros((10, 2), dtype=np.float32), SR, rng())
+        PhoneLine().apply(np.zeros((10, 2), dtype=np.float32), SR, rng())

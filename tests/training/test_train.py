@@ -16,12 +16,13 @@ import torch
 from processes import kill_once_workers_run, still_alive_after
 
 from callmood.model.folder import load_model_folder
+from callmood.model.predict import Inference
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
     babble_bank,
     clean,
-    condition,
+    condition_variant,
     extract,
     training_channels,
 )
@@ -30,7 +31,6 @@ from callmood.training.checkpoint import STATE, CheckpointError, checkpoint_dir,
 from callmood.training.corpora import ravdess
 from callmood.training.corpora.base import Utterance
 from callmood.training.corpora.registry import load_corpus
-from callmood.training.evaluate import utterance_probs
 from callmood.training.splits import Split
 from callmood.training.train import (
     TrainConfig,
@@ -51,7 +51,7 @@ OVERFIT = dict(init="random:micro", epochs=40, batch_size=16, lr=1e-3, warmup_ep
 def accuracy(model_dir, utterances) -> float:
     model = load_model_folder(model_dir)
     features = extract(utterances, model.mel)
-    probs = utterance_probs(features.mels["clean"], model.mel, model.predict_mels)
+    probs = Inference.of(model).utterances(features.mels["clean"]).probs
     targets = np.array([model.labels.index(u.label) for u in features.utterances])
     return float((probs.argmax(1) == targets).mean())
 
@@ -252,7 +252,7 @@ def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
 def test_feature_cache(cache_dir, write_wav, tiny_mel):
     paths = [write_wav(f"c/{i}.wav", seconds=0.3, freq=200.0 * (i + 1)) for i in range(3)]
     utterances = [Utterance(str(p), "happy", f"x:{i}", "x") for i, p in enumerate(paths)]
-    variants = (clean(), condition("telephone"))
+    variants = (clean(), condition_variant("telephone"))
     first = extract(utterances, tiny_mel, variants=variants)
     files = sorted(cache_dir.rglob("*.npy"))
     assert len(files) == 6 and not list(cache_dir.rglob("*.tmp"))
@@ -270,7 +270,7 @@ def test_feature_cache(cache_dir, write_wav, tiny_mel):
     extract(utterances[:1], type(tiny_mel)(n_mels=32, input_frames=160))
     assert len(list(cache_dir.rglob("*.npy"))) == 8
     with pytest.raises(ValueError, match="unknown"):
-        condition("moon_landing")
+        condition_variant("moon_landing")
 
 
 def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tiny_mel,
@@ -282,8 +282,8 @@ def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tin
         return {f.name.split("-")[1] if "-" in f.name else f.name: f
                 for f in cache_dir.glob("*/*") if f.parent.name != "not-the-cache"}
 
-    extract(utterances, tiny_mel, variants=(condition("ulaw"),))
-    extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    extract(utterances, tiny_mel, variants=(condition_variant("ulaw"),))
+    extract(utterances, tiny_mel, variants=(condition_variant("alaw"),))
     stranger = cache_dir / "not-the-cache" / "kept"  # a folder the cache did not make
     stranger.mkdir(parents=True)
     (stranger / "big.npy").write_bytes(bytes(10_000))
@@ -297,10 +297,10 @@ def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tin
     assert set(folders()) == {"alaw", "clean"}
     # reading a folder marks it used; a folder used within the hour stays even over the limit
     monkeypatch.setenv(CACHE_LIMIT_ENV, "1e-9")
-    again = extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    again = extract(utterances, tiny_mel, variants=(condition_variant("alaw"),))
     assert len(again.mels["condition:alaw"]) == 2 and set(folders()) == {"alaw", "clean"}
     os.utime(folders()["clean"], (time.time() - 2 * hours,) * 2)
-    extract(utterances, tiny_mel, variants=(condition("alaw"),))
+    extract(utterances, tiny_mel, variants=(condition_variant("alaw"),))
     assert set(folders()) == {"alaw"} and (stranger / "big.npy").is_file()
     # 0 keeps everything; a setting that is not a size is named in the error
     monkeypatch.setenv(CACHE_LIMIT_ENV, "0")
@@ -313,11 +313,11 @@ def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tin
 
 EXTRACT_SCRIPT = """
 import sys
-from callmood.training.cache import condition, extract
+from callmood.training.cache import condition_variant, extract
 from callmood.training.corpora.base import Utterance
 from callmood.signal.features import MelConfig
 utterances = [Utterance(p, "sad", f"x:{i}", "x") for i, p in enumerate(sys.argv[1:])]
-extract(utterances, MelConfig(), (condition("gsm"), condition("reverb")), workers=2)
+extract(utterances, MelConfig(), (condition_variant("gsm"), condition_variant("reverb")), workers=2)
 """
 
 

@@ -14,7 +14,7 @@ from callmood.cli import main
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig
-from callmood.training.tune import SearchSpace, open_study, run_study
+from callmood.training.tune import SearchSpace, open_study, run_study, tune_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -159,3 +159,16 @@ def test_studies_of_one_process_draw_different_settings(tmp_path):
         study = open_study(tmp_path, name, None, "none", epochs=1, seed=0)
         drawn.append(study.ask().suggest_float("lr", 1e-5, 1e-3, log=True))
     assert drawn[0] != drawn[1]
+
+
+def test_tune_run_never_trains_on_the_test_speakers(manifest, shared_dir, tmp_path):
+    seen = []
+    split_args = {"corpora": [f"calls={manifest}"], "test_speakers": "08",
+                  "shared": str(shared_dir)}
+    best = tune_run(split_args, TrainConfig(init="random:micro", workers=1, epochs=1),
+                    SearchSpace(batch_size=[4], optimizer=["adamw"]), tmp_path, n_trials=1,
+                    on_split=lambda split: seen.append(len(split.test)))
+    assert seen == [8]  # the split as loaded, before its test speakers go
+    card = json.loads((tmp_path / "trials/0000/callmood.json").read_text())
+    assert card["training"]["split"]["test_utterances"] == 0
+    assert best is not None and best.number == 0

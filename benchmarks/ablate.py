@@ -1,0 +1,261 @@
+"""The ablation protocol for unseen voices: one lever, measured cheaply and the same way
+every time, against the same-budget baseline.
+
+    .venv/bin/python benchmarks/ablate.py --lever NAME [--set KEY=VALUE ...] [--report]
+
+A lever is a name and the training settings it changes (`--set augment.channel_p=0.4`;
+any key of `callmood train --params`); `baseline` changes nothing. Each lever is trained
+once per **held-out corpus** (EmoDB German, nEMO Polish, EMOVO Italian: three languages,
+none of them heard in training) and **seed** (0 and 1), on the other six corpora with the
+same small budget (`--epochs`, `--epoch-size`, at most `--max-per-corpus` utterances per
+corpus), and scored on
+
+* the held-out corpus (at most `--max-test` utterances, stratified by label): restricted
+  UA and macro-F1, clean and through a telephone line outside every training range
+  (`unseen_narrow`: 500-2600 Hz, GSM);
+* the call benchmark's **dev** split (benchmarks/callbench/, the first `--dev-calls`
+  calls, scored with the nightly job's own code): utterance UA, the customer negative
+  share error per call and the escalation F1.
+
+The voices of the call benchmark (the bundled model's test speakers) are never trained on,
+so its dev calls stay unseen. A cell is kept in OUT/ablation_cells (OUT: --out, default
+benchmarks/results; reused
+only with the same settings, so a stopped run resumes where it was, also in a later
+sitting); an unfinished training resumes from its checkpoint in --work. Every run
+rewrites OUT/ablation.{json,md}: per lever, the mean over held-out corpora
+of each seed, then the mean and spread over seeds, and the difference to the baseline.
+A lever's gain counts only when it exceeds the spread of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.training.checkpoint import has_checkpoint
+from callmood.training.evaluate import held_out_corpus_metrics
+from callmood.training.labels import parse_mapping
+from callmood.training.splits import make_split
+from callmood.training.train import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
+sys.path.insert(0, str(Path(__file__).resolve().parent / "callbench"))
+import eval_calls  # noqa: E402
+import harness  # noqa: E402
+from bench_transfer import load_all, subsample  # noqa: E402
+from generate import held_out_speakers  # noqa: E402
+
+CORPORA = ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess")
+HELD_OUT = ("emodb", "nemo", "emovo")
+SEEDS = (0, 1)
+LINE = "unseen_narrow"  # 500-2600 Hz and GSM: outside every training range
+
+
+def parse_sets(items: list[str]) -> dict:
+    """KEY=VALUE pairs (VALUE as JSON when it parses, else text)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def recipe(args, changes: dict, seed: int) -> TrainConfig:
+    values = json.loads(harness.RECIPE.read_text())
+    values.update({"init": str(args.shared / harness.DEIT), "epochs": args.epochs,
+                   "epoch_size": args.epoch_size, "seed": seed, "precision": args.precision,
+                   "device": args.device, "balance": "corpus", "mask_absent_classes": True})
+    return TrainConfig().with_overrides(values).with_overrides(changes)
+
+
+def settings(args, changes: dict, held_out: str, seed: int) -> dict:
+    config = recipe(args, changes, seed).to_dict()
+    config["init"] = Path(config["init"]).name
+    return {"held_out": held_out, "config": config, "max_per_corpus": args.max_per_corpus,
+            "max_test": args.max_test, "dev_calls": args.dev_calls, "line": LINE}
+
+
+def cell_name(lever: str, held_out: str, seed: int) -> str:
+    return f"{lever}-{held_out}-s{seed}"
+
+
+def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict:
+    """The first `count` dev calls scored by the cell's model, with eval_calls' figures."""
+    from callmood.batch.score import ScoreConfig, score_calls
+
+    calls = pd.read_csv(dev / "calls.csv", dtype=str, keep_default_na=False).head(count)
+    subset = work / f"dev_subset-{count}"
+    if not (subset / "calls.csv").exists():
+        subset.mkdir(parents=True, exist_ok=True)
+        (subset / "audio").mkdir(exist_ok=True)
+        for name in calls.file:
+            target = subset / name
+            if not target.exists():
+                target.symlink_to((dev / name).resolve())
+        calls.to_csv(subset / "calls.csv", index=False)
+        for table in ("ground_truth.csv", "calls_truth.csv"):
+            rows = pd.read_csv(dev / table, dtype=str, keep_default_na=False)
+            rows[rows.call_id.isin(calls.call_id)].to_csv(subset / table, index=False)
+    with tempfile.TemporaryDirectory(prefix="callmood-ablate-") as tmp:
+        score_calls([str(subset)], tmp, str(model_dir), ScoreConfig(workers=2),
+                    progress=False)
+        report = eval_calls.evaluate_folder(subset, Path(tmp), str(model_dir), live=False,
+                                            escalating=[], calm=[])
+    return {"calls": report["calls"], "utterance_ua": report["utterances"].get("ua"),
+            "customer_share_error_points":
+                report["customer_negative_share"]["mean_abs_error_points"],
+            "agent_negative_points": report["agent_negative_share"]["mean_abs_error_points"],
+            "escalation_f1": report["escalation"]["f1"]}
+
+
+def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: dict,
+             unseen: set[str]) -> dict:
+    train_utts = [u for name in CORPORA if name != held_out
+                  for u in subsample([u for u in data[name] if u.speaker not in unseen],
+                                     args.max_per_corpus, seed)]
+    test = subsample(data[held_out], args.max_test, seed)
+    split = make_split(train_utts + test, test_speakers=sorted({u.speaker for u in test}),
+                       shared=args.shared, seed=seed)
+    key = hashlib.sha1(json.dumps(settings(args, changes, held_out, seed), sort_keys=True,
+                                  default=str).encode()).hexdigest()[:10]
+    out = args.work / f"{cell_name(lever, held_out, seed)}-{key}"
+    started = time.time()
+    train(split, recipe(args, changes, seed), out, label_map=parse_mapping("calls", []),
+          cache_dir=args.cache_dir, resume=has_checkpoint(out))
+    trained = time.time() - started
+    model = load_model_folder(out)
+    clean = held_out_corpus_metrics(model, test, args.cache_dir, args.workers)
+    line = held_out_corpus_metrics(model, test, args.cache_dir, args.workers, LINE)
+    calls = dev_call_figures(out, args.calls, args.dev_calls, args.work)
+    return {"lever": lever, "held_out": held_out, "seed": seed, "changes": changes,
+            "ua": clean["ua_restricted"], "macro_f1": clean["macro_f1_restricted"],
+            "ua_line": line["ua_restricted"], "neutral_recall": clean["neutral_recall"],
+            "test_utterances": clean["n"], "train_utterances": len(split.train),
+            "best_epoch": model.card.training["best_epoch"],
+            "train_wall_s": round(trained, 1), "wall_s": round(time.time() - started, 1),
+            "dev_calls": calls}
+
+
+METRICS = {"ua": "held-out UA", "ua_line": f"held-out UA via {LINE}",
+           "dev_calls.utterance_ua": "dev calls utterance UA",
+           "dev_calls.customer_share_error_points": "dev calls share error (points)",
+           "dev_calls.escalation_f1": "dev calls escalation F1"}
+
+
+def metric(cell: dict, name: str) -> float | None:
+    value = cell
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def summarise(cells: list[dict]) -> dict:
+    """Per lever and metric: the mean over held-out corpora per seed, then the mean and
+    spread (sample sd) over the seeds, and how many cells it rests on."""
+    levers: dict[str, dict] = {}
+    for lever in sorted({c["lever"] for c in cells}):
+        mine = [c for c in cells if c["lever"] == lever]
+        row = {"cells": len(mine), "changes": mine[0]["changes"]}
+        for name in METRICS:
+            values = [[v for c in mine if c["seed"] == seed
+                       if (v := metric(c, name)) is not None]
+                      for seed in sorted({c["seed"] for c in mine})]
+            per_seed = [float(np.mean(v)) for v in values if v]
+            row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
+                         "sd": round(float(np.std(per_seed, ddof=1)), 4)
+                         if len(per_seed) > 1 else None, "seeds": len(per_seed)}
+        levers[lever] = row
+    return levers
+
+
+def markdown(levers: dict) -> str:
+    lines = ["| lever | changes | cells | " + " | ".join(METRICS.values()) + " |",
+             "| --- | --- | --- |" + " --- |" * len(METRICS)]
+    base = levers.get("baseline")
+    for lever, row in levers.items():
+        cells = []
+        for name in METRICS:
+            m = row[name]
+            if m["mean"] is None:
+                cells.append("–")
+                continue
+            text = f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
+            if base and lever != "baseline" and base[name]["mean"] is not None:
+                text += f" ({m['mean'] - base[name]['mean']:+.3f})"
+            cells.append(text)
+        lines.append(f"| {lever} | {json.dumps(row['changes']) if row['changes'] else '–'} "
+                     f"| {row['cells']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    harness.add_shared_option(parser)
+    parser.add_argument("--lever", default="baseline")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting the lever changes (repeatable)")
+    parser.add_argument("--held-out", default=",".join(HELD_OUT))
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epoch-size", type=int, default=800)
+    parser.add_argument("--max-per-corpus", type=int, default=800)
+    parser.add_argument("--max-test", type=int, default=400)
+    parser.add_argument("--dev-calls", type=int, default=30)
+    parser.add_argument("--calls", type=Path, default=harness.ROOT / "runs" / "callbench" / "dev",
+                        help="the call benchmark's dev split (callbench/generate.py)")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=harness.ROOT / "runs" / "ablation")
+    parser.add_argument("--cache-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=harness.RESULTS,
+                        help="where ablation.{json,md} and ablation_cells/ go")
+    parser.add_argument("--report", action="store_true", help="only rewrite the summary")
+    args = parser.parse_args()
+    store = harness.CellStore(args.out / "ablation_cells")
+    changes = parse_sets(args.set)
+    if args.lever == "baseline" and changes:
+        parser.error("the baseline changes nothing; name the lever")
+    if not args.report:
+        if not (args.calls / "calls_truth.csv").exists():
+            parser.error(f"{args.calls}: no call benchmark; run benchmarks/callbench/generate.py")
+        data = load_all(args.shared, list(CORPORA))
+        unseen = set(held_out_speakers(default_model_dir()))
+        for held_out in args.held_out.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                name = cell_name(args.lever, held_out, seed)
+                wanted = settings(args, changes, held_out, seed)
+                if store.load_if_same(name, wanted) is not None:
+                    print(f"{name}: kept", flush=True)
+                    continue
+                print(f"{name}: training", flush=True)
+                cell = run_cell(args, args.lever, changes, held_out, seed, data, unseen)
+                store.save_with_settings(name, wanted, cell)
+                print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f}, dev "
+                      f"calls {cell['dev_calls']} ({cell['wall_s']:.0f} s)", flush=True)
+    cells = [store.load(p.stem)["result"] for p in sorted(store.folder.glob("*.json"))]
+    levers = summarise(cells)
+    harness.write_json(args.out / "ablation.json",
+                       {"protocol": {"held_out": list(HELD_OUT), "seeds": list(SEEDS),
+                                     "line": LINE}, "levers": levers, "cells": cells,
+                        "machine": harness.machine("torch")})
+    harness.write_text(args.out / "ablation.md", markdown(levers))
+    print(markdown(levers))
+
+
+if __name__ == "__main__":
+    main()

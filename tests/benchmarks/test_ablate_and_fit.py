@@ -1,0 +1,80 @@
+"""benchmarks/ablate.py's protocol bookkeeping and benchmarks/fit_call_analytics.py's choices,
+on hand-made cells and trends (the trainings and the scoring are the benchmarks' own)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import load_benchmark
+
+from callmood.results.call_summary import CallAnalytics
+
+
+@pytest.fixture(scope="module")
+def ablate():
+    return load_benchmark("ablate")
+
+
+@pytest.fixture(scope="module")
+def fit():
+    return load_benchmark("fit_call_analytics")
+
+
+def cell(lever, held_out, seed, ua, share=None):
+    return {"lever": lever, "held_out": held_out, "seed": seed, "changes": {}, "ua": ua,
+            "ua_line": ua - 0.1, "dev_calls": {"customer_share_error_points": share}}
+
+
+def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
+    cells = [cell("baseline", "emodb", 0, 0.40, 30.0), cell("baseline", "nemo", 0, 0.50, 20.0),
+             cell("baseline", "emodb", 1, 0.44, 28.0), cell("baseline", "nemo", 1, 0.54, 22.0),
+             cell("prosody", "emodb", 0, 0.50), cell("prosody", "nemo", 0, 0.60)]
+    levers = ablate.summarise(cells)
+    base = levers["baseline"]
+    assert base["cells"] == 4
+    assert base["ua"]["mean"] == pytest.approx(0.47) and base["ua"]["seeds"] == 2
+    assert base["ua"]["sd"] == pytest.approx(np.std([0.45, 0.49], ddof=1), abs=1e-4)
+    assert base["dev_calls.customer_share_error_points"]["mean"] == pytest.approx(25.0)
+    prosody = levers["prosody"]
+    assert prosody["ua"]["mean"] == pytest.approx(0.55) and prosody["ua"]["sd"] is None
+    assert prosody["dev_calls.customer_share_error_points"]["mean"] is None
+    table = ablate.markdown(levers)
+    assert "| prosody |" in table and "(+0.080)" in table and "0.470 ± 0.028" in table
+
+
+def test_lever_settings_are_json_values(ablate):
+    assert ablate.parse_sets(["augment.channel_p=0.4", "optimizer=sgd", "epochs=3"]) == {
+        "augment.channel_p": 0.4, "optimizer": "sgd", "epochs": 3}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        ablate.parse_sets(["channel_p"])
+
+
+def test_live_alerts_wait_for_the_rule_to_hold_in_a_row(fit):
+    """Customer segments every 10 s over a 120 s call, negative from 60 s on: the rule (on
+    the call so far) first holds once enough of the late third is negative; confirmation
+    delays the alert by one segment per extra confirmation."""
+    mids = np.arange(5.0, 120.0, 10.0)
+    ends = mids + 4.0
+    negative = np.where(mids > 60, 0.9, 0.1)
+    trends = {"c": (ends, mids, negative)}
+    rule = CallAnalytics(min_rise=0.3, min_evidence=0.0, min_segments=2, confirm_segments=1)
+    first = fit.live_alerts(trends, rule)["c"]
+    later = fit.live_alerts(trends, CallAnalytics(min_rise=0.3, min_evidence=0.0,
+                                                  min_segments=2, confirm_segments=3))["c"]
+    assert first in ends and later == pytest.approx(first + 20.0)
+    calm = {"c": (ends, mids, np.full(len(mids), 0.1))}
+    assert np.isnan(fit.live_alerts(calm, rule)["c"])
+
+
+def test_bootstrap_figures_average_resamples_of_the_calls(fit):
+    table = pd.DataFrame({"escalates": [True, True, False, False],
+                          "calm": [False, False, True, True]}, index=list("abcd"))
+    flags = pd.Series([True, False, True, False], index=list("abcd"))
+    everyone = np.array([[0, 1, 2, 3]])  # one resample: the calls themselves
+    f1, false_alarms = fit.bootstrap_flags(flags, table, everyone)
+    assert f1 == pytest.approx(0.5) and false_alarms == pytest.approx(0.5)
+    only_hits = np.array([[0, 0, 2, 3], [0, 1, 3, 3]])
+    f1, false_alarms = fit.bootstrap_flags(flags, table, only_hits)
+    assert f1 == pytest.approx((2 * 2 / (2 * 2 + 1) + 2 / 3) / 2)
+    assert false_alarms == pytest.approx((0.5 + 0.0) / 2)

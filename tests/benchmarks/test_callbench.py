@@ -1,0 +1,148 @@
+"""benchmarks/callbench: the call benchmark's generator on the real corpora (a few short
+calls), its line profiles, and eval_calls.py's figures on calls heard perfectly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import load_benchmark
+
+from callmood.model.folder import default_model_dir
+from callmood.signal.audio import probe
+
+
+@pytest.fixture(scope="module")
+def generate():
+    return load_benchmark("callbench/generate")
+
+
+@pytest.fixture(scope="module")
+def bench_calls(generate, shared_dir, tmp_path_factory):
+    """Four calls (two per split) from the bundled model's held-out speakers."""
+    out = tmp_path_factory.mktemp("callbench")
+    generate.generate(shared_dir, default_model_dir(), out, count=4, seed=7, workers=1)
+    return out
+
+
+def test_the_splits_share_no_speaker_and_use_only_voices_the_model_never_heard(
+        generate, bench_calls):
+    split = json.loads((bench_calls / "split.json").read_text())
+    dev, test = set(split["speakers"]["dev"]), set(split["speakers"]["test"])
+    held_out = set(generate.held_out_speakers(default_model_dir()))
+    assert dev and test and not dev & test and dev | test == held_out
+    for name, members in (("dev", dev), ("test", test)):
+        truth = pd.read_csv(bench_calls / name / "ground_truth.csv")
+        assert set(truth.speaker) <= members
+        calls = pd.read_csv(bench_calls / name / "calls_truth.csv")
+        assert set(calls.split) == {name} and len(calls) == 2
+
+
+def test_the_truth_matches_the_audio(bench_calls):
+    """Each utterance is where the truth says, on its channel, and the call's negative share
+    is its customer's negative speech time."""
+    calls = pd.read_csv(bench_calls / "test" / "calls.csv")
+    truth = pd.read_csv(bench_calls / "test" / "ground_truth.csv")
+    meta = pd.read_csv(bench_calls / "test" / "calls_truth.csv").set_index("call_id")
+    for call in calls.itertuples():
+        path = bench_calls / "test" / call.file
+        info = probe(path)  # callmood reads what the generator writes
+        audio, rate = sf.read(path, always_2d=True)
+        assert info.channels == audio.shape[1] == (1 if meta.mono[call.call_id] else 2)
+        assert 60 <= len(audio) / rate <= 260
+        rows = truth[truth.call_id == call.call_id]
+        for role in ("customer", "agent"):
+            mine = rows[rows.role == role]
+            channel = int(mine.channel.iloc[0])
+            inside = np.zeros(len(audio), bool)
+            for u in mine.itertuples():
+                inside[int(u.start_s * rate):int(u.end_s * rate)] = True
+            power = audio[:, channel] ** 2
+            if not meta.mono[call.call_id]:
+                assert power[inside].mean() > 10 * power[~inside].mean()
+        customer = rows[rows.role == "customer"]
+        seconds = customer.end_s - customer.start_s
+        negative = customer.emotion.isin(["angry", "sad", "fearful", "disgust"])
+        expected = float((seconds * negative).sum() / seconds.sum())
+        if not meta.mono[call.call_id]:
+            assert meta.customer_negative_share[call.call_id] == pytest.approx(expected, abs=1e-3)
+
+
+def test_the_same_seed_makes_the_same_calls(generate, shared_dir, bench_calls, tmp_path):
+    generate.generate(shared_dir, default_model_dir(), tmp_path, count=4, seed=7, workers=1)
+    for name in ("dev/calls_truth.csv", "test/ground_truth.csv", "dev/calls.csv"):
+        assert (tmp_path / name).read_bytes() == (bench_calls / name).read_bytes()
+    first = pd.read_csv(tmp_path / "dev" / "calls.csv").file.iloc[0]
+    assert (tmp_path / "dev" / first).read_bytes() == (bench_calls / "dev" / first).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def lines(generate):
+    import lines  # benchmarks/callbench/lines.py, on sys.path once generate.py is loaded
+
+    return lines
+
+
+def test_packet_loss_loses_its_share_in_bursts(lines):
+    rng = np.random.default_rng(0)
+    x = np.ones(8000 * 600)
+    y = lines.lose_packets(x, 8000, 0.08, rng)
+    frames = y.reshape(-1, 160)[:, 0]
+    silent = frames == 0.0
+    concealed = frames == 0.5
+    assert 0.06 < (silent.sum() + concealed.sum()) / len(frames) < 0.10
+    # bursts: most lost packets follow a lost one, and each burst starts concealed
+    lost = silent | concealed
+    assert (lost[1:] & lost[:-1]).sum() > 0.4 * lost.sum()
+    assert not (silent[1:] & ~lost[:-1]).any()
+
+
+@pytest.mark.parametrize("name", ["g711_ulaw", "gsm", "tandem", "opus_low", "wideband",
+                                  "echo", "noisy"])
+def test_every_line_keeps_the_speech_where_it_was(lines, name):
+    """A tone burst in the customer channel stays at its time through the line (no codec or
+    filter delay is left), and the agent's side stays silent without echo."""
+    rate = lines.SOURCE_RATE
+    t = np.arange(rate * 4) / rate
+    customer = np.where((t > 1) & (t < 2), 0.1 * np.sin(2 * np.pi * 440 * t), 0.0)
+    agent = np.zeros_like(customer)
+    profile = replace(lines.LineProfile(name), codecs=("gsm",) if name in ("gsm", "tandem")
+                      else (), store="opus" if name == "opus_low" else "ulaw",
+                      wideband=name == "wideband", noise="babble" if name == "noisy" else None,
+                      snr_db=30.0)
+    babble = np.random.default_rng(1).standard_normal(rate) * 0.01
+    out = lines.render_line(customer, agent, profile, babble, np.random.default_rng(0))
+    rate_out = profile.rate
+    envelope = np.abs(out[0])
+    active = envelope > 0.5 * envelope.max()
+    first, last = np.flatnonzero(active)[[0, -1]] / rate_out
+    assert first == pytest.approx(1.0, abs=0.03) and last == pytest.approx(2.0, abs=0.03)
+    assert np.abs(out[1]).max() < 0.01
+
+
+def test_eval_calls_figures_are_exact_when_every_segment_is_heard_right(bench_calls):
+    eval_calls = load_benchmark("eval_calls")
+    folder = bench_calls / "dev"
+    truth = pd.read_csv(folder / "ground_truth.csv")
+    labels = ["neutral", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    negative = {"sad", "angry", "fearful", "disgust"}
+    table = eval_calls.call_truth(folder, truth, negative, [], [])
+    segments = truth[["call_id", "channel", "role", "start_s", "end_s"]].copy()
+    for label in labels:
+        segments[f"p_{label}"] = (truth.emotion == label).astype(float)
+    shown = (truth.assign(s=truth.end_s - truth.start_s, n=truth.emotion.isin(negative))
+             .query("role == 'customer'").groupby("call_id")
+             .apply(lambda g: (g.s * g.n).sum() / g.s.sum(), include_groups=False))
+    calls = pd.DataFrame({"call_id": table.index,
+                          "customer_negative_share": shown.reindex(table.index).to_numpy(),
+                          "escalated": table.escalates.to_numpy()})
+    got = eval_calls.figures(segments, calls, truth, table, labels, negative)
+    assert got["customer_negative_share"]["mean_abs_error_points"] == 0.0
+    assert got["utterances"]["ua"] == 1.0 and got["utterances"]["wa"] == 1.0
+    escalation = got["escalation"]
+    assert escalation["false_alarm_rate_calm"] in (0.0, None)
+    assert escalation["recall"] in (1.0, None)
