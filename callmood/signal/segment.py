@@ -84,7 +84,6 @@ class WindowPlanner:
         self.step = max(1, round(STEP_S * rate))
         self.noise_frames = int(NOISE_WINDOW_S / vad.frame_s)
         self.speech: list[tuple[int, int]] = []  # closed regions, in order
-        self._since_look = 0  # samples heard since the last look
         self._done_frame = 0  # frames before this belong to closed regions or silence
         self._next_window: int | None = None  # start of the next clip of an open region
         self._covered: int | None = None  # end of the last clip of the open region
@@ -103,35 +102,38 @@ class WindowPlanner:
             else min(self._done_frame * self.meter.frame, self.samples)
 
     def add(self, samples: np.ndarray) -> list[tuple[int, int]]:
-        """Hear more audio; returns the (start, end) windows it completed."""
+        """Hear more audio; returns the (start, end) windows it completed.
+
+        The block's frame levels are measured at once; each look then reads only the
+        frames heard up to its own moment, so the decisions are those of a look after
+        every STEP_S fed one by one, at a fraction of the cost."""
+        heard = self.samples
+        self.meter.add(samples)
         windows = []
-        while len(samples):
-            take = min(len(samples), self.step - self._since_look)
-            self.meter.add(samples[:take])
-            samples, self._since_look = samples[take:], self._since_look + take
-            if self._since_look == self.step:
-                windows += self._look(closing=False)
-                self._since_look = 0
+        for now in range(heard - heard % self.step + self.step, self.samples + 1, self.step):
+            windows += self._look(closing=False, now=now)
         return windows
 
     def finish(self) -> list[tuple[int, int]]:
         """The audio has ended: close what is open; returns the windows that completes."""
-        return self._look(closing=True)
+        return self._look(closing=True, now=self.samples)
 
-    def _look(self, closing: bool) -> list[tuple[int, int]]:
-        levels, first = self.meter.levels(), self.meter.first_frame  # levels[0]: frame first
+    def _look(self, closing: bool, now: int) -> list[tuple[int, int]]:
+        """Decide on what was heard up to sample `now`."""
+        first = self.meter.first_frame  # levels[0] is frame `first`
+        levels = self.meter.levels()[:now // self.meter.frame - first]
         if len(levels) == 0:
             return []
         if self._threshold_at is None \
-                or self.samples - self._threshold_at >= NOISE_UPDATE_S * self.rate:
+                or now - self._threshold_at >= NOISE_UPDATE_S * self.rate:
             self._threshold = noise_threshold(levels[-self.noise_frames:], self.vad)
-            self._threshold_at = self.samples
+            self._threshold_at = now
         regions = speech_regions(levels[self._done_frame - first:], self.vad, self.rate,
-                                 self.samples, self._threshold, self._done_frame)
+                                 now, self._threshold, self._done_frame)
         pause = round(self.vad.min_silence_s * self.rate)  # >= the clips' lookahead
         windows = []
         for a, b in regions:
-            closed = closing or self.samples - b >= pause
+            closed = closing or now - b >= pause
             if self._next_window is None and b - a >= self.clip:
                 self._next_window = a
             while self._next_window is not None and self._next_window + self.clip <= b:
