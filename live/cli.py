@@ -25,8 +25,11 @@ from callmood.options import (
 @source_timezone_option(
               help="zone of a start message's started_at written without an offset (IANA "
                    "name), as for `score`")
+@click.option("--max-calls", type=click.IntRange(min=1),
+              help="calls scored at once; a call beyond them is refused at its start with a "
+                   "`busy` error (default: 8 per core, the measured capacity)")
 @analytics_option()
-def live(model_dir, host, port, results, threads, source_timezone, analytics_file):
+def live(model_dir, host, port, results, threads, source_timezone, max_calls, analytics_file):
     """Score calls while they happen, over a WebSocket (ws://HOST:PORT).
 
     Send callmood's protocol (a JSON start, binary audio, a JSON stop) or a telephony
@@ -49,10 +52,11 @@ def live(model_dir, host, port, results, threads, source_timezone, analytics_fil
         raise click.ClickException(str(err)) from None
     try:
         server = LiveServer(model, results, threads=threads, source_zone=zone,
-                            analytics=read_analytics(analytics_file))
+                            analytics=read_analytics(analytics_file), max_calls=max_calls)
     except ResultsError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"callmood live: ws://{host}:{port} (model {model.name}"
+    click.echo(f"callmood live: ws://{host}:{port} (model {model.name}, at most "
+               f"{server.max_calls} calls at once"
                + (f", results into {results})" if results else ")"), err=True)
     try:
         asyncio.run(server.serve(host, port))

@@ -14,7 +14,10 @@ Events go back as JSON text messages: ``segment`` per scored speech segment, ``a
 when the escalation rule fires, ``summary`` after ``stop``, ``error`` for a message that
 cannot be used (the connection stays open for the next one): every field the server
 reads is checked, and the error names the field (live/protocol.py parses each message,
-pure functions); a call id already streaming to this server is refused. Clients only get
+pure functions); a call id already streaming to this server is refused, and so is a call
+beyond `max_calls` at once (an ``error`` event with ``"code": "busy"``; a media stream is
+then closed with 1013, try again later), counted in GET /health, which answers 200 while
+the server takes calls and 503 when it is full. Clients only get
 the server's own words (StreamError): anything else that fails on a message is logged
 and answered with INTERNAL_ERROR. When a call stops or its connection drops, its
 segments and calls row are written to ``--results`` with the nightly job's writer
@@ -32,8 +35,9 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
+from http import HTTPStatus
 
-from callmood.live.protocol import Audio, InCall, Media, Start, Stop, parse_message
+from callmood.live.protocol import MEDIA, Audio, InCall, Media, Start, Stop, parse_message
 from callmood.live.stream import StreamError, StreamScorer, decode_frames, frame_bytes
 from callmood.model.folder import LoadedModel, ModelOutputError
 from callmood.results.call_summary import CallAnalytics
@@ -45,9 +49,22 @@ from callmood.workers import usable_cores
 
 log = logging.getLogger("callmood.live")
 MAX_MESSAGE_BYTES = 1 << 20
+# calls per usable core that still get their events within a second: 16 calls on 2 cores
+# held p95 0.55 s, 32 fell behind real time (docs/benchmarks.md, live scoring)
+CALLS_PER_CORE = 8
+TRY_AGAIN_LATER = 1013  # the WebSocket close code a refused media stream gets
 RETRY_S = 10.0  # how often spooled calls are written while the results folder is busy
 # the answer to a message that failed other than by a StreamError: its text is for the log
 INTERNAL_ERROR = "the server failed on this message (its log says why); it was not used"
+
+
+class Busy(StreamError):
+    """A call refused at its start: the server scores as many calls as it can."""
+
+    def __init__(self, protocol: str, max_calls: int):
+        super().__init__(f"the server is at capacity ({max_calls} calls at once); the call "
+                         "was not accepted: send it to another server or try again later")
+        self.protocol = protocol
 
 
 @dataclass
@@ -67,9 +84,12 @@ class LiveServer:
 
     def __init__(self, model: LoadedModel, results: str | None = None,
                  vad: VadConfig | None = None, analytics: CallAnalytics | None = None,
-                 threads: int | None = None, source_zone: tzinfo = timezone.utc):
+                 threads: int | None = None, source_zone: tzinfo = timezone.utc,
+                 max_calls: int | None = None):
         # source_zone: the zone of a start message's started_at written without an offset
         self.model, self.results, self.source_zone = model, results, source_zone
+        self.max_calls = max_calls or CALLS_PER_CORE * usable_cores()
+        self.refused = 0  # calls refused at their start, since the server started
         self.vad, self.analytics = vad or VadConfig(), analytics or CallAnalytics()
         self.pool = ThreadPoolExecutor(threads or usable_cores(),
                                        initializer=_one_torch_thread)
@@ -87,7 +107,8 @@ class LiveServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         retry = asyncio.create_task(self._retry_spool()) if self.results else None
-        async with serve(self.handle, host, port, max_size=MAX_MESSAGE_BYTES) as server:
+        async with serve(self.handle, host, port, max_size=MAX_MESSAGE_BYTES,
+                         process_request=self._health) as server:
             log.info("listening on ws://%s:%d", host, port)
             await stop.wait()
             log.info("stopping: finishing the calls in progress")
@@ -100,6 +121,24 @@ class LiveServer:
                                               self.analytics, RETRY_S):
                 log.warning("the results folder is busy: finished calls wait in its "
                             "_live_spool/ for the nightly run or the next live server")
+
+    def status(self) -> dict:
+        """What a load balancer reads at /health: whether a new call would be taken."""
+        return {"accepting": len(self.streaming) < self.max_calls,
+                "calls": len(self.streaming), "max_calls": self.max_calls,
+                "refused": self.refused}
+
+    def _health(self, connection, request):
+        """GET /health: 200 while the server takes calls, 503 when it is full (its status
+        as JSON either way); other paths go on to the WebSocket handshake."""
+        if request.path.split("?")[0] != "/health":
+            return None
+        status = self.status()
+        response = connection.respond(HTTPStatus.OK if status["accepting"]
+                                      else HTTPStatus.SERVICE_UNAVAILABLE,
+                                      json.dumps(status) + "\n")
+        response.headers["Content-Type"] = "application/json"
+        return response
 
     async def _retry_spool(self) -> None:
         """Write the calls that ended while another process held the results folder."""
@@ -121,6 +160,13 @@ class LiveServer:
             async for message in websocket:
                 try:
                     call, events = await self._on_message(call, message)
+                except Busy as err:
+                    await websocket.send(json.dumps({"type": "error", "code": "busy",
+                                                     "message": str(err)}))
+                    if err.protocol == MEDIA:  # a media stream cannot wait: hang up
+                        await websocket.close(TRY_AGAIN_LATER, "server at capacity")
+                        return
+                    continue
                 except StreamError as err:
                     events = [{"type": "error", "message": str(err)}]
                 except ModelOutputError as err:  # the server's model is broken, not the call
@@ -162,15 +208,21 @@ class LiveServer:
         meta = CallMeta(start.call_id, start.agent_id, start.queue,
                         start.started_at or datetime.now(timezone.utc),
                         start.customer_channel)
-        return _Call(self._scorer(meta, start.channels, start.sample_rate), start.protocol,
-                     start.encoding)
+        return _Call(self._scorer(meta, start.channels, start.sample_rate, start.protocol),
+                     start.protocol, start.encoding)
 
-    def _scorer(self, meta: CallMeta, channels: int, rate: int) -> StreamScorer:
+    def _scorer(self, meta: CallMeta, channels: int, rate: int,
+                protocol: str) -> StreamScorer:
         """The call's scorer, its id then streaming until `_finish`: a second stream of a
         call in progress would write one call twice, or lose one of them."""
         if meta.call_id in self.streaming:
             raise StreamError(f"call {meta.call_id!r:.80} is already streaming to this "
                               "server; a call id can stream once at a time")
+        if len(self.streaming) >= self.max_calls:
+            self.refused += 1
+            log.warning("call %.80r refused: %d calls at once is the limit (%d refused so "
+                        "far)", meta.call_id, self.max_calls, self.refused)
+            raise Busy(protocol, self.max_calls)
         scorer = StreamScorer(self.model, meta, channels, rate, self.vad,
                               analytics=self.analytics)
         self.streaming.add(meta.call_id)
