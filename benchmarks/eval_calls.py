@@ -227,12 +227,13 @@ def breakdowns(segments, calls, truth, table, labels, negative) -> dict:
 
 
 def classifier_limit(truth: pd.DataFrame, table: pd.DataFrame, confusion: list,
-                     labels: list[str], negative: set[str], draws: int = 20) -> dict:
+                     labels: list[str], negative: set[str], durations: pd.Series,
+                     analytics, draws: int = 20) -> dict:
     """What the measured confusion alone costs: each truth utterance takes a label drawn
     from its true label's row of the utterance confusion, and the product's share and
     escalation rule run on those labels (one per utterance, certain). Per-call errors near
     the measured ones say the classifier, not the aggregation, limits them."""
-    from callmood.results.call_summary import CallAnalytics, escalation_rule
+    from callmood.results.call_summary import escalation_rule
 
     rates = np.array(confusion, dtype=float)
     rates = rates / np.where(rates.sum(axis=1, keepdims=True) > 0,
@@ -244,7 +245,6 @@ def classifier_limit(truth: pd.DataFrame, table: pd.DataFrame, confusion: list,
     customer, true_ids = customer[known], true_ids[known]
     is_negative = np.array([label in negative for label in labels])
     rng = np.random.default_rng(0)
-    analytics = CallAnalytics()
     errors, f1s = [], []
     for _ in range(draws):
         drawn = np.array([rng.choice(len(labels), p=rates[t]) for t in true_ids])
@@ -254,7 +254,8 @@ def classifier_limit(truth: pd.DataFrame, table: pd.DataFrame, confusion: list,
                       ["mean_abs_error_points"])
         flags = pd.Series({
             call: escalation_rule(((g.start_s + g.end_s) / 2).to_numpy(),
-                                  g.negative.to_numpy(float), float(g.end_s.max()), analytics)
+                                  g.negative.to_numpy(float), float(durations[call]),
+                                  analytics)
             for call, g in rows.groupby("call_id")})
         f1s.append(flag_figures(flags, table)["f1"] or 0.0)
     return {"draws": draws,
@@ -265,7 +266,7 @@ def classifier_limit(truth: pd.DataFrame, table: pd.DataFrame, confusion: list,
 
 
 # ------------------------------------------------------------------ live alerts
-def live_alerts(calls_dir: Path, model, chunk_s: float = 1.0) -> pd.DataFrame:
+def live_alerts(calls_dir: Path, model, analytics, chunk_s: float = 1.0) -> pd.DataFrame:
     """Stream every call of calls.csv through StreamScorer; per call the alert time (NaN
     when none) and whether the final summary flags it."""
     from callmood.live.stream import StreamScorer
@@ -281,7 +282,7 @@ def live_alerts(calls_dir: Path, model, chunk_s: float = 1.0) -> pd.DataFrame:
                         datetime.fromisoformat(call.started_at),
                         int(call.customer_channel) if call.customer_channel else None)
         audio, rate = read_channels(calls_dir / call.file)
-        scorer = StreamScorer(model, meta, audio.shape[0], rate)
+        scorer = StreamScorer(model, meta, audio.shape[0], rate, analytics=analytics)
         step = int(chunk_s * rate)
         alert = np.nan
         for start in range(0, audio.shape[1], step):
@@ -311,7 +312,13 @@ def alert_figures(alerts: pd.DataFrame, table: pd.DataFrame, truth: pd.DataFrame
 
 # ------------------------------------------------------------------ the report
 def evaluate_folder(calls_dir: Path, results: Path, model_dir: str, *, live: bool,
-                    escalating: list[str], calm: list[str]) -> dict:
+                    escalating: list[str], calm: list[str], analytics_file: str | None = None,
+                    ) -> dict:
+    """Every figure of a scored folder; `analytics_file`: the --analytics the scoring used
+    (the live alerts and the classifier's limit then use it too)."""
+    from callmood.options import read_analytics
+
+    analytics = read_analytics(analytics_file)
     model = load_model_folder(model_dir)
     negative = {label for label, v in model.card.valence.items() if v < 0}
     truth = pd.read_csv(calls_dir / "ground_truth.csv")
@@ -323,10 +330,11 @@ def evaluate_folder(calls_dir: Path, results: Path, model_dir: str, *, live: boo
               "by": breakdowns(segments, calls, truth, table, model.labels, negative)}
     if "story" in table and "confusion" in report["utterances"]:
         report["classifier_limit"] = classifier_limit(
-            truth, table, report["utterances"]["confusion"], model.labels, negative)
+            truth, table, report["utterances"]["confusion"], model.labels, negative,
+            calls.set_index("call_id").duration_s, analytics)
     if live:
-        report["live_alerts"] = alert_figures(live_alerts(calls_dir, model), table, truth,
-                                              negative)
+        report["live_alerts"] = alert_figures(live_alerts(calls_dir, model, analytics), table,
+                                              truth, negative)
     return report
 
 
@@ -387,9 +395,12 @@ def main() -> None:
             if results.exists():
                 shutil.rmtree(results)
             score_folder(args.calls, results, args.model, extra)
+        analytics = extra[extra.index("--analytics") + 1] if "--analytics" in extra[:-1] \
+            else None
         report = evaluate_folder(args.calls, results, args.model, live=args.live,
                                  escalating=[c for c in args.escalating.split(",") if c],
-                                 calm=[c for c in args.calm.split(",") if c])
+                                 calm=[c for c in args.calm.split(",") if c],
+                                 analytics_file=analytics)
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)

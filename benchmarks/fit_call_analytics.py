@@ -39,6 +39,7 @@ import pandas as pd
 
 from callmood.model.folder import default_model_dir, load_model_folder
 from callmood.results.call_summary import (
+    AlertConfirmation,
     CallAnalytics,
     customer_trend,
     escalation_rule,
@@ -166,16 +167,14 @@ def fit_rule(trends: dict, table: pd.DataFrame, durations: pd.Series) -> list[di
 
 
 def live_alerts(trends: dict, analytics: CallAnalytics) -> pd.Series:
-    """call -> the time the live alert fires (NaN: never): the rule on the call so far,
-    after each of the rule's segments ends, confirmed `confirm_segments` times in a row."""
+    """call -> the time the live alert fires (NaN: never), read as live scoring reads it
+    (AlertConfirmation): after each of the rule's segments ends, on those heard by then."""
     out = {}
     for call, (ends, mids, neg) in trends.items():
-        held, fired = 0, math.nan
+        confirmation, fired = AlertConfirmation(analytics), math.nan
         for now in ends:
             seen = ends <= now
-            held = held + 1 if escalation_rule(mids[seen], neg[seen], float(now),
-                                               analytics) else 0
-            if held >= analytics.confirm_segments:
+            if confirmation.after_segment(mids[seen], neg[seen], float(now)):
                 fired = float(now)
                 break
         out[call] = fired
@@ -210,7 +209,8 @@ def coverage(inputs, table, labels, valence, analytics: CallAnalytics) -> float:
     """The share of calls whose true negative share lies in their 95 % interval."""
     inside = []
     for call, weights, neg in customer_negatives(inputs, labels, valence, analytics):
-        low, high = negative_share_interval(weights, neg, analytics)
+        low, high = negative_share_interval(weights, neg, float(weights @ neg / weights.sum()),
+                                            analytics)
         inside.append(low <= table.customer_negative_true[call] <= high)
     return float(np.mean(inside))
 

@@ -50,11 +50,14 @@ WHERE (f_role IS NULL OR s.role = f_role)
 CREATE MACRO negative_share(share, speech) AS
     sum(share * speech) / nullif(sum(speech) FILTER (WHERE share IS NOT NULL), 0);
 
--- One call's part of the variance of its group's customer negative share (negative_share):
--- how far the call lies from the group's share (the spread over calls of a ratio estimate)
--- plus the call's own uncertainty (its stored 95 % interval; none in older folders),
--- weighted by its customer speech. The group's 95 % interval is the share
--- +- 1.96 * sqrt(sum of the parts) / (its customer speech), so a figure over 5 calls reads
--- wider than one over 500.
-CREATE MACRO share_variance_part(share, group_share, speech, low, high) AS
-    speech * speech * ((share - group_share) ^ 2 + coalesce(((high - low) / 3.92) ^ 2, 0));
+-- The 95 % interval of a group's customer negative share (negative_share), as its half
+-- width: over two or more calls, the spread of the calls around the group's share (a
+-- ratio estimate's variance, with the n / (n - 1) small-sample factor); for a single call,
+-- that call's own stored 95 % interval (none in older folders: no interval). A systematic
+-- bias of the model is in neither (docs/analytics.md measures it on the call benchmark).
+CREATE MACRO share_spread(share, group_share, speech) AS
+    sum(speech * speech * (share - group_share) ^ 2);
+CREATE MACRO share_half_width(calls, spread, speech, low, high) AS
+    CASE WHEN calls >= 2 THEN 1.96 * sqrt(spread * calls / (calls - 1)) / nullif(speech, 0)
+         WHEN calls = 1 THEN (high - low) / 2
+    END;

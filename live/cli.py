@@ -27,7 +27,7 @@ from callmood.options import (
                    "name), as for `score`")
 @click.option("--max-calls", type=click.IntRange(min=1),
               help="calls scored at once; a call beyond them is refused at its start with a "
-                   "`busy` error (default: 8 per core, the measured capacity)")
+                   "`busy` error (default: 8 per scoring thread, the measured capacity)")
 @analytics_option()
 def live(model_dir, host, port, results, threads, source_timezone, max_calls, analytics_file):
     """Score calls while they happen, over a WebSocket (ws://HOST:PORT).

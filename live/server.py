@@ -49,7 +49,8 @@ from callmood.workers import usable_cores
 
 log = logging.getLogger("callmood.live")
 MAX_MESSAGE_BYTES = 1 << 20
-# calls per usable core that still get their events within a second: 16 calls on 2 cores
+# calls per scoring thread (one per usable core by default) that still get their events
+# within a second: 16 calls on 2 cores
 # held p95 0.55 s, 32 fell behind real time (docs/benchmarks.md, live scoring)
 CALLS_PER_CORE = 8
 TRY_AGAIN_LATER = 1013  # the WebSocket close code a refused media stream gets
@@ -88,11 +89,11 @@ class LiveServer:
                  max_calls: int | None = None):
         # source_zone: the zone of a start message's started_at written without an offset
         self.model, self.results, self.source_zone = model, results, source_zone
-        self.max_calls = max_calls or CALLS_PER_CORE * usable_cores()
+        threads = threads or usable_cores()
+        self.max_calls = max_calls or CALLS_PER_CORE * threads
         self.refused = 0  # calls refused at their start, since the server started
         self.vad, self.analytics = vad or VadConfig(), analytics or CallAnalytics()
-        self.pool = ThreadPoolExecutor(threads or usable_cores(),
-                                       initializer=_one_torch_thread)
+        self.pool = ThreadPoolExecutor(threads, initializer=_one_torch_thread)
         self.streaming: set[str] = set()  # call ids in progress, on every connection
         if results:  # refused now, not at the end of every call (ResultsError)
             check_labels(ResultsStore(results), ModelStamp.of(model))
@@ -137,6 +138,7 @@ class LiveServer:
         response = connection.respond(HTTPStatus.OK if status["accepting"]
                                       else HTTPStatus.SERVICE_UNAVAILABLE,
                                       json.dumps(status) + "\n")
+        del response.headers["Content-Type"]  # respond() set text/plain
         response.headers["Content-Type"] = "application/json"
         return response
 

@@ -24,9 +24,9 @@ import soxr
 
 from callmood.model.folder import LoadedModel
 from callmood.results.call_summary import (
+    AlertConfirmation,
     CallAnalytics,
     customer_trend,
-    escalation_rule,
     roles_for,
     summarize_call,
 )
@@ -107,7 +107,11 @@ class StreamScorer:
         self.windows: list[Segment] = []
         self.probs: list[np.ndarray] = []
         self.alerted = False
-        self.rule_held = 0  # customer segments in a row the escalation rule has held for
+        # the alert reads the rule after each new customer segment (every segment without
+        # roles), on the segments heard by the time that one ended
+        self.focus = {c for c, role in enumerate(self.roles) if role == "customer"} \
+            or set(range(channels))
+        self.confirmation = AlertConfirmation(self.analytics)
         self.finished = False
 
     # --- audio in
@@ -186,33 +190,31 @@ class StreamScorer:
                            "probabilities": {label: round(float(v), 4) for label, v in
                                              zip(self.model.labels, p, strict=True)}})
         if not self.alerted:
-            alert = self._confirmed_alert([c for c, *_ in windows])
-            if alert:
-                events.append(alert)
+            events += self._alert(sorted(b / rate for c, _, b, _ in windows
+                                         if c in self.focus))
         return events
 
-    def _confirmed_alert(self, channels: list[int]) -> dict | None:
-        """The alert event once the escalation rule, read on the call so far, has held for
-        `confirm_segments` customer segments in a row; each new segment of the customer
-        (or of anyone, without roles) counts."""
-        focus = {c for c, role in enumerate(self.roles) if role == "customer"} \
-            or set(range(len(self.roles)))
-        times, trend = customer_trend(self.model.labels, self.model.card.valence,
-                                      [(self.roles[c], s, e) for c, s, e in self.windows],
-                                      np.array(self.probs))
-        holds = escalation_rule(times, trend, self.duration_s, self.analytics)
-        for c in channels:
-            if c in focus:
-                self.rule_held = self.rule_held + 1 if holds else 0
-        if self.rule_held < self.analytics.confirm_segments:
-            return None
-        self.alerted = True
-        summary = self.summary()
-        return {"type": "alert", "call_id": self.call.call_id,
-                "at_s": round(self.duration_s, 3),
-                "reason": "customer negative emotion rising",
-                "escalation_slope": summary["escalation_slope"],
-                "customer_negative_share": summary["customer_negative_share"]}
+    def _alert(self, new_ends: list[float]) -> list[dict]:
+        """The alert event, if the rule now holds for `confirm_segments` customer segments
+        in a row: it is read after each new one (`new_ends`, in time order) on the
+        segments that had ended by then, as fit_call_analytics.py simulates it."""
+        segments = [(self.roles[c], s, e) for c, s, e in self.windows]
+        ends = np.array([e for _, _, e in self.windows])
+        probs = np.array(self.probs)
+        for end in new_ends:
+            heard = ends <= end
+            times, trend = customer_trend(self.model.labels, self.model.card.valence,
+                                          [s for s, h in zip(segments, heard, strict=True)
+                                           if h], probs[heard])
+            if self.confirmation.after_segment(times, trend, end):
+                self.alerted = True
+                summary = self.summary()
+                return [{"type": "alert", "call_id": self.call.call_id,
+                         "at_s": round(self.duration_s, 3),
+                         "reason": "customer negative emotion rising",
+                         "escalation_slope": summary["escalation_slope"],
+                         "customer_negative_share": summary["customer_negative_share"]}]
+        return []
 
     @property
     def duration_s(self) -> float:

@@ -60,9 +60,20 @@ class CallAnalytics:
     def __post_init__(self) -> None:
         if self.shares not in ("mass", "argmax"):
             raise ValueError(f"shares must be 'mass' or 'argmax', got {self.shares!r}")
-        if min(self.persistence_s, self.agent_persistence_s) < 0 \
-                or not 0 < self.evidence_weight <= 1:
-            raise ValueError("persistence must be >= 0 and evidence_weight in (0, 1]")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "shares":
+                continue
+            whole = f.type == "int"
+            if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+                raise ValueError(f"{f.name} must be a {'whole ' if whole else ''}number, "
+                                 f"got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
+        if not 0 < self.evidence_weight <= 1:
+            raise ValueError(f"evidence_weight must lie in (0, 1], got {self.evidence_weight}")
+        if self.min_segments < 1 or self.confirm_segments < 1:
+            raise ValueError("min_segments and confirm_segments must be at least 1")
 
     @classmethod
     def from_dict(cls, values: dict) -> CallAnalytics:
@@ -109,13 +120,12 @@ def persist(times_s: np.ndarray, probs: np.ndarray, persistence_s: float,
     return posterior / posterior.sum(axis=1, keepdims=True)
 
 
-def negative_share_interval(weights: np.ndarray, negative_p: np.ndarray,
+def negative_share_interval(weights: np.ndarray, negative_p: np.ndarray, share: float,
                             analytics: CallAnalytics) -> tuple[float, float] | None:
-    """The 95 % interval of a negative share (module docstring, point 3)."""
+    """The 95 % interval of the negative share `share` (module docstring, point 3)."""
     total = weights.sum()
     if total <= 0:
         return None
-    share = float((weights * negative_p).sum() / total)
     sampling = float((weights ** 2 * negative_p * (1 - negative_p)).sum() / total ** 2)
     half = Z95 * math.sqrt(sampling + analytics.share_error_sd ** 2)
     return max(0.0, share - half), min(1.0, share + half)
@@ -123,14 +133,38 @@ def negative_share_interval(weights: np.ndarray, negative_p: np.ndarray,
 
 def escalation_rule(times_s: np.ndarray, negative_p: np.ndarray, duration_s: float,
                     analytics: CallAnalytics) -> bool:
-    """Whether the customer's negative probability rose over the call (docstring, point 4)."""
+    """Whether the customer's negative probability rose over the call (docstring, point 4);
+    the evidence needs two segments in each third (a spread of one is no spread)."""
     first = negative_p[times_s < duration_s / 3]
     last = negative_p[times_s > 2 * duration_s / 3]
-    if min(len(first), len(last)) < max(1, analytics.min_segments):
+    if min(len(first), len(last)) < analytics.min_segments:
         return False
     rise = float(last.mean() - first.mean())
-    spread = math.sqrt(first.var() / len(first) + last.var() / len(last))
-    return rise >= analytics.min_rise and rise >= analytics.min_evidence * spread
+    if rise < analytics.min_rise:
+        return False
+    if analytics.min_evidence == 0:
+        return True
+    if min(len(first), len(last)) < 2:
+        return False
+    spread = math.sqrt(first.var(ddof=1) / len(first) + last.var(ddof=1) / len(last))
+    return rise >= analytics.min_evidence * spread
+
+
+@dataclass
+class AlertConfirmation:
+    """Live alerts: the escalation rule read after each new customer segment of the call
+    so far, firing once it has held for `confirm_segments` of them in a row."""
+
+    analytics: CallAnalytics
+    held: int = 0
+
+    def after_segment(self, times_s: np.ndarray, negative_p: np.ndarray,
+                      heard_s: float) -> bool:
+        """Whether the alert fires now, `times_s` / `negative_p` being the rule's segments
+        heard so far and `heard_s` the call's length so far."""
+        holds = escalation_rule(times_s, negative_p, heard_s, self.analytics)
+        self.held = self.held + 1 if holds else 0
+        return self.held >= self.analytics.confirm_segments
 
 
 def escalation_slope(times_s: np.ndarray, negative_p: np.ndarray) -> float | None:
@@ -204,9 +238,10 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
         float(sum(s for s, neg in zip(shares, negative, strict=True) if neg))
         if shares and shares[0] is not None else None)
     interval = (negative_share_interval((ends - starts)[customer], smoothed_negative[customer],
-                                        analytics) if customer.any() else None)
+                                        row["customer_negative_share"], analytics)
+                if customer.any() and row["customer_negative_share"] is not None else None)
     row["customer_negative_share_low"], row["customer_negative_share_high"] = (
-        interval if interval and row["customer_negative_share"] is not None else (None, None))
+        interval or (None, None))
 
     # the peak and the trend are still worth flagging without roles (mono, unknown
     # channels): there the whole call stands in for the customer

@@ -28,11 +28,11 @@ per_period AS (
 ),
 spread AS (
     SELECT d.agent_id,
-           1.96 * sqrt(sum(share_variance_part(d.customer_negative_share,
-                                               p.customer_negative_share, d.speech_s_customer,
-                                               d.customer_negative_share_low,
-                                               d.customer_negative_share_high)))
-               / nullif(sum(d.speech_s_customer), 0) AS half_width,
+           share_half_width(count(*), share_spread(d.customer_negative_share,
+                                                   p.customer_negative_share,
+                                                   d.speech_s_customer),
+                            sum(d.speech_s_customer), any_value(d.customer_negative_share_low),
+                            any_value(d.customer_negative_share_high)) AS half_width,
            count(*) AS calls_with_customer
     FROM dated AS d
     JOIN per_period AS p ON p.agent_id IS NOT DISTINCT FROM d.agent_id AND p.period = d.period
@@ -62,8 +62,12 @@ SELECT coalesce(cur.agent_id, '(none)') AS agent_id,
        cur.calls,
        cur.audio_hours,
        cur.customer_negative_share,
-       greatest(0, cur.customer_negative_share - sp.half_width) AS negative_share_low,
-       least(1, cur.customer_negative_share + sp.half_width) AS negative_share_high,
+       CASE WHEN sp.half_width IS NOT NULL
+            THEN greatest(0, cur.customer_negative_share - sp.half_width) END
+           AS negative_share_low,
+       CASE WHEN sp.half_width IS NOT NULL
+            THEN least(1, cur.customer_negative_share + sp.half_width) END
+           AS negative_share_high,
        coalesce(sp.calls_with_customer, 0) < 10 AS few_calls,
        cur.escalation_rate,
        cur.escalated_calls,

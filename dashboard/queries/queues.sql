@@ -13,11 +13,10 @@ share AS (
 ),
 spread AS (
     SELECT s.queue,
-           1.96 * sqrt(sum(share_variance_part(s.customer_negative_share, g.share,
-                                               s.speech_s_customer,
-                                               s.customer_negative_share_low,
-                                               s.customer_negative_share_high)))
-               / nullif(sum(s.speech_s_customer), 0) AS half_width,
+           share_half_width(count(*), share_spread(s.customer_negative_share, g.share,
+                                                   s.speech_s_customer),
+                            sum(s.speech_s_customer), any_value(s.customer_negative_share_low),
+                            any_value(s.customer_negative_share_high)) AS half_width,
            count(*) AS calls_with_customer
     FROM selected AS s
     JOIN share AS g ON g.queue IS NOT DISTINCT FROM s.queue
@@ -50,8 +49,12 @@ SELECT coalesce(s.queue, '(none)') AS queue,
        sum(s.duration_s) / 3600 AS audio_hours,
        avg(s.duration_s) AS mean_duration_s,
        negative_share(s.customer_negative_share, s.speech_s_customer) AS customer_negative_share,
-       greatest(0, any_value(g.share) - any_value(sp.half_width)) AS negative_share_low,
-       least(1, any_value(g.share) + any_value(sp.half_width)) AS negative_share_high,
+       CASE WHEN any_value(sp.half_width) IS NOT NULL
+            THEN greatest(0, any_value(g.share) - any_value(sp.half_width)) END
+           AS negative_share_low,
+       CASE WHEN any_value(sp.half_width) IS NOT NULL
+            THEN least(1, any_value(g.share) + any_value(sp.half_width)) END
+           AS negative_share_high,
        coalesce(any_value(sp.calls_with_customer), 0) < 10 AS few_calls,
        avg(s.escalated::INTEGER) AS escalation_rate,
        count(*) FILTER (WHERE s.escalated) AS escalated_calls,

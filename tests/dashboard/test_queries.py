@@ -327,16 +327,17 @@ def test_missing_results_folder_is_a_clear_error(tmp_path):
 
 def test_agent_and_queue_shares_come_with_an_interval_that_widens_with_few_calls(
         con, tmp_path):
-    """The interval is the share +- 1.96 * sqrt(sum of speech^2 * ((share - group share)^2
-    + the call's own variance)) / speech; the fixture's calls predate stored intervals."""
+    """Over two or more calls the interval is the share +- 1.96 * sqrt(n / (n - 1) * sum of
+    speech^2 * (share - group share)^2) / speech; one call keeps its own stored interval
+    (none in folders that predate it); a group without customer speech has none."""
     calls = con.sql("SELECT * FROM calls WHERE customer_negative_share IS NOT NULL").df()
     agents = q(con, "agents").set_index("agent_id")
     for agent, group in calls.groupby("agent_id"):
+        n = len(group)
         share = (group.customer_negative_share * group.speech_s_customer).sum() \
             / group.speech_s_customer.sum()
-        half = 1.96 * math.sqrt((group.speech_s_customer ** 2
-                                 * (group.customer_negative_share - share) ** 2).sum()) \
-            / group.speech_s_customer.sum()
+        half = 1.96 * math.sqrt(n / (n - 1) * (group.speech_s_customer ** 2 * (
+            group.customer_negative_share - share) ** 2).sum()) / group.speech_s_customer.sum()
         row = agents.loc[agent]
         assert row.negative_share_low == pytest.approx(max(0.0, share - half))
         assert row.negative_share_high == pytest.approx(min(1.0, share + half))
@@ -346,10 +347,20 @@ def test_agent_and_queue_shares_come_with_an_interval_that_widens_with_few_calls
     assert (queues.customer_negative_share <= queues.negative_share_high).all()
     assert queues.few_calls.all()
 
-    # one call with its own interval stored: the agent's interval is that call's
     root = tmp_path / "results"
-    write_call(root, "solo", CALLS["c2"])
-    path = next((root / "calls").rglob("*.parquet"))
+    write_call(root, "solo", CALLS["c2"])  # A2's call, with customer speech
+    quiet = CALLS["c4"][:6] + ([("agent", 0, 10, "happy", 0.9)],)  # only the agent speaks
+    write_call(root, "quiet", (quiet[0], "A9", "mono_q", *quiet[3:]))
+    fresh = connect(root)
+    rows = q(fresh, "agents").set_index("agent_id")
+    assert rows.loc["A2"].negative_share_low is None or math.isnan(
+        rows.loc["A2"].negative_share_low)  # one call, no stored interval: none
+    assert math.isnan(rows.loc["A9"].customer_negative_share)
+    assert math.isnan(rows.loc["A9"].negative_share_low)  # no share: no "0-100 %"
+    fresh.close()
+
+    # one call with its own interval stored: the agent's interval is that call's
+    path = next(p for p in (root / "calls").rglob("*.parquet") if "solo" in p.name)
     table = pq.read_table(path)
     for name, value in (("customer_negative_share_low", 0.3),
                         ("customer_negative_share_high", 0.9)):
@@ -357,10 +368,10 @@ def test_agent_and_queue_shares_come_with_an_interval_that_widens_with_few_calls
                                  pa.array([value], pa.float64()))
     pq.write_table(table, path)
     solo = connect(root)
-    row = q(solo, "agents").iloc[0]
+    row = q(solo, "agents").set_index("agent_id").loc["A2"]
     share = row.customer_negative_share
-    assert row.negative_share_high - row.negative_share_low == pytest.approx(
-        min(1.0, share + 0.3) - max(0.0, share - 0.3))
+    assert (row.negative_share_low, row.negative_share_high) == pytest.approx(
+        (max(0.0, share - 0.3), min(1.0, share + 0.3)))
     solo.close()
 
 

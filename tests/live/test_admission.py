@@ -5,6 +5,7 @@ and GET /health tells a load balancer whether the server takes calls."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -27,6 +28,7 @@ def health(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url.replace("ws://", "http://") + "/health",
                                     timeout=10) as answer:
+            assert answer.headers.get_all("Content-Type") == ["application/json"]
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
@@ -44,7 +46,8 @@ def test_a_call_beyond_capacity_is_refused_and_the_server_says_it_is_full(full_s
         start(first, "first")
         first.send(b"\x00\x00" * 800)  # the call is under way
         status, body = health(full_server)
-        while body["calls"] == 0:  # the start is taken as its message arrives
+        deadline = time.monotonic() + 30
+        while body["calls"] == 0 and time.monotonic() < deadline:  # taken as it arrives
             status, body = health(full_server)
         assert status == 503 and body["accepting"] is False and body["calls"] == 1
 

@@ -8,7 +8,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from callmood.results.call_summary import CallAnalytics, persist, roles_for, summarize_call
+from callmood.results.call_summary import (
+    AlertConfirmation,
+    CallAnalytics,
+    persist,
+    roles_for,
+    summarize_call,
+)
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 VALENCE = {"neutral": 0, "happy": 1, "sad": -1, "angry": -1}
@@ -257,8 +263,50 @@ def test_the_share_interval_holds_the_share_and_narrows_with_evidence():
     assert wide["customer_negative_share_high"] <= 1.0
 
 
-def test_a_setting_out_of_range_is_refused():
-    with pytest.raises(ValueError, match="shares"):
-        CallAnalytics(shares="mode")
-    with pytest.raises(ValueError, match="evidence_weight"):
-        CallAnalytics(evidence_weight=0.0)
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"shares": "mode"}, "shares"),
+    ({"evidence_weight": 0.0}, "evidence_weight"),
+    ({"min_rise": "0.2"}, "min_rise must be a number"),
+    ({"confirm_segments": 0}, "at least 1"),
+    ({"min_segments": 2.5}, "min_segments must be a whole number"),
+    ({"persistence_s": float("nan")}, "finite"),
+    ({"share_error_sd": -0.1}, ">= 0"),
+    ({"min_evidence": True}, "must be a number"),
+])
+def test_a_setting_out_of_range_is_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        CallAnalytics.from_dict(settings)
+
+
+def test_one_segment_in_a_third_is_no_evidence():
+    """Its spread is not known (a variance of one value), so a rule that asks for
+    evidence does not flag it; without the evidence test the rise alone decides."""
+    one_each = customer([10.0, 110.0], [0.1, 0.6])
+    sure = replace(RULE, min_segments=1, min_evidence=1.0)
+    assert call(120.0, one_each, sure)["escalated"] is False
+    assert call(120.0, one_each, replace(sure, min_evidence=0.0))["escalated"] is True
+
+
+def test_an_argmax_share_sits_inside_its_interval():
+    segments = customer(np.arange(2.0, 60.0, 3.0), [0.45] * 20)  # neutral wins each window
+    got = call(60.0, segments, replace(RULE, share_error_sd=0.05))
+    assert got["customer_negative_share"] == 0.0
+    assert got["customer_negative_share_low"] == 0.0 < got["customer_negative_share_high"]
+
+
+def test_an_alert_needs_the_rule_to_hold_for_segments_in_a_row():
+    mids = np.arange(5.0, 120.0, 10.0)
+    negative = np.where(mids > 60, 0.9, 0.1)
+    rule = replace(RULE, min_rise=0.3, confirm_segments=2)
+    confirmation = AlertConfirmation(rule)
+    fired = [confirmation.after_segment(mids[:i + 1], negative[:i + 1], mids[i] + 4)
+             for i in range(len(mids))]
+    first_hold = next(i for i in range(len(mids)) if call(
+        mids[i] + 4, customer(mids[:i + 1], negative[:i + 1]), rule)["escalated"])
+    assert fired.index(True) == first_hold + 1  # held at first_hold and at the next one
+    # a segment on which the rule does not hold starts the count again
+    again = AlertConfirmation(rule)
+    assert not again.after_segment(mids[:first_hold + 1], negative[:first_hold + 1],
+                                   mids[first_hold] + 4)
+    assert not again.after_segment(mids[:1], negative[:1], mids[0] + 4)
+    assert again.held == 0
