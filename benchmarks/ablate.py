@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.model.folder import CARD, default_model_dir, load_model_folder
 from callmood.training.checkpoint import has_checkpoint
 from callmood.training.evaluate import held_out_corpus_metrics
 from callmood.training.labels import parse_mapping
@@ -111,8 +111,9 @@ def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict
             rows = pd.read_csv(dev / table, dtype=str, keep_default_na=False)
             rows[rows.call_id.isin(calls.call_id)].to_csv(subset / table, index=False)
     with tempfile.TemporaryDirectory(prefix="callmood-ablate-") as tmp:
-        score_calls([str(subset)], tmp, str(model_dir), ScoreConfig(workers=2),
-                    progress=False)
+        # the subset's recordings are links into the dev split
+        score_calls([str(subset)], tmp, str(model_dir),
+                    ScoreConfig(workers=2, follow_links=True), progress=False)
         report = eval_calls.evaluate_folder(subset, Path(tmp), str(model_dir), live=False,
                                             escalating=[], calm=[])
     return {"calls": report["calls"], "utterance_ua": report["utterances"].get("ua"),
@@ -134,8 +135,9 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
                                   default=str).encode()).hexdigest()[:10]
     out = args.work / f"{cell_name(lever, held_out, seed)}-{key}"
     started = time.time()
-    train(split, recipe(args, changes, seed), out, label_map=parse_mapping("calls", []),
-          cache_dir=args.cache_dir, resume=has_checkpoint(out))
+    if not ((out / CARD).is_file() and not has_checkpoint(out)):  # else trained already
+        train(split, recipe(args, changes, seed), out, label_map=parse_mapping("calls", []),
+              cache_dir=args.cache_dir, resume=has_checkpoint(out))
     trained = time.time() - started
     model = load_model_folder(out)
     clean = held_out_corpus_metrics(model, test, args.cache_dir, args.workers)

@@ -194,10 +194,16 @@ def figures(segments: pd.DataFrame, calls: pd.DataFrame, truth: pd.DataFrame,
     """Every figure of one group of calls (all, or one language / line profile)."""
     calls = calls.set_index("call_id").reindex(table.index)
     matched = match_segments(segments, truth)
+    shares = share_figures(calls.customer_negative_share, table.customer_negative_true)
+    if "customer_negative_share_low" in calls:  # how often the stored 95 % interval holds
+        both = pd.concat([calls.customer_negative_share_low, calls.customer_negative_share_high,
+                          table.customer_negative_true], axis=1).dropna()
+        shares["interval_coverage"] = round(float(
+            ((both.iloc[:, 0] <= both.iloc[:, 2]) & (both.iloc[:, 2] <= both.iloc[:, 1])).mean()
+        ), 4) if len(both) else None
     out = {
         "calls": int(len(table)),
-        "customer_negative_share": share_figures(calls.customer_negative_share,
-                                                 table.customer_negative_true),
+        "customer_negative_share": shares,
         "agent_negative_share": share_figures(negative_columns(calls, "agent", negative),
                                               table.agent_negative_true.fillna(0.0)),
         "escalation": flag_figures(calls.escalated, table),
@@ -367,11 +373,13 @@ def fmt(value) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     epilog="Options after -- go to `callmood score`.")
     parser.add_argument("calls", type=Path, help="a folder of calls with ground_truth.csv")
     parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--results", type=Path,
-                        help="score into this folder and keep it (default: a temporary one)")
+                        help="score into this folder and keep it (None: a temporary one)")
     parser.add_argument("--reuse", action="store_true",
                         help="use --results as it is, without scoring again")
     parser.add_argument("--live", action="store_true", help="also stream every call live")
@@ -379,7 +387,7 @@ def main() -> None:
                         help="comma-separated calls that escalate (without calls_truth.csv)")
     parser.add_argument("--calm", default="",
                         help="comma-separated calm calls (without calls_truth.csv)")
-    parser.add_argument("--out", type=Path, help="the JSON report (default: print only)")
+    parser.add_argument("--out", type=Path, help="the JSON report (None: printed only)")
     parser.add_argument("--confusion-png", type=Path, help="a picture of the confusion")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)

@@ -216,7 +216,8 @@ def coverage(inputs, table, labels, valence, analytics: CallAnalytics) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("calls", type=Path, help="the dev split (calls_truth.csv, ...)")
     parser.add_argument("--results", type=Path, required=True,
                         help="`callmood score` results of those calls")

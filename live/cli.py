@@ -34,7 +34,7 @@ def live(model_dir, host, port, results, threads, source_timezone, max_calls, an
 
     Send callmood's protocol (a JSON start, binary audio, a JSON stop) or a telephony
     platform's media-stream events; get back one JSON event per scored segment, an alert
-    when the customer escalates, and a summary. See the README for the messages.
+    when the customer escalates, and a summary. docs/live.md describes the messages.
     """
     import asyncio
     import logging

@@ -349,12 +349,14 @@ def generate(shared: Path, model_dir: Path, out: Path, count: int, seed: int,
 def main() -> None:
     from callmood.model.folder import default_model_dir
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     harness.add_shared_option(parser)
     parser.add_argument("--model", type=Path, default=default_model_dir(),
-                        help="the model whose held-out speakers voice the calls (default: "
-                             "the bundled one)")
-    parser.add_argument("--out", type=Path, default=harness.ROOT / "runs" / "callbench")
+                        help="the model whose held-out speakers voice the calls (the bundled "
+                             "one)")
+    parser.add_argument("--out", type=Path, default=harness.ROOT / "runs" / "callbench",
+                        help="where the dev/ and test/ call folders go")
     parser.add_argument("--calls", type=int, default=300, help="calls in all (half per split)")
     parser.add_argument("--seed", type=int, default=20261206)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
