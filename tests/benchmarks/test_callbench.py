@@ -146,3 +146,10 @@ def test_eval_calls_figures_are_exact_when_every_segment_is_heard_right(bench_ca
     escalation = got["escalation"]
     assert escalation["false_alarm_rate_calm"] in (0.0, None)
     assert escalation["recall"] in (1.0, None)
+    # every flag wrong: no escalating call found, every calm call flagged
+    wrong = calls.assign(escalated=~table.escalates.to_numpy())
+    escalation = eval_calls.figures(segments, wrong, truth, table, labels, negative)["escalation"]
+    calm, escalating = table.calm.any(), table.escalates.any()
+    assert escalation["false_alarm_rate_calm"] == (1.0 if calm else None)
+    assert escalation["recall"] == (0.0 if escalating else None)
+    assert escalation["true_positives"] == 0
