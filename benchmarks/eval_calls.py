@@ -166,14 +166,21 @@ def share_figures(shown: pd.Series, true: pd.Series) -> dict:
             if len(both) else None}
 
 
-def utterance_figures(matched: pd.DataFrame, truth: pd.DataFrame, labels: list[str]) -> dict:
+def utterance_predictions(matched: pd.DataFrame, labels: list[str]) -> pd.Series:
+    """Per truth utterance heard in the calls (indexed as the truth): the label id that
+    the mean probabilities of its matched segments choose."""
     scored = matched[matched.true_emotion.isin(labels)]
     probs = scored.groupby("utterance")[[f"p_{label}" for label in labels]].mean()
-    if probs.empty:
+    return pd.Series(probs.to_numpy().argmax(axis=1), index=probs.index, dtype=int)
+
+
+def utterance_figures(matched: pd.DataFrame, truth: pd.DataFrame, labels: list[str]) -> dict:
+    predicted = utterance_predictions(matched, labels)
+    if predicted.empty:
         return {"n": 0}
     label_id = {label: i for i, label in enumerate(labels)}
-    y_true = truth.emotion.loc[probs.index].map(label_id).to_numpy()
-    metrics = classification_metrics(y_true, probs.to_numpy().argmax(axis=1), labels)
+    y_true = truth.emotion.loc[predicted.index].map(label_id).to_numpy()
+    metrics = classification_metrics(y_true, predicted.to_numpy(), labels)
     neutral = metrics["per_class"].get("neutral", {})
     return {"n": metrics["n"], "ua": round(metrics["ua"], 4), "wa": round(metrics["wa"], 4),
             "macro_f1": round(metrics["macro_f1"], 4),

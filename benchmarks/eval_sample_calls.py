@@ -44,18 +44,11 @@ from eval_calls import (  # noqa: E402
     read_results,
     role_negative_share,
     score_folder,
+    utterance_predictions,
 )
 
 ESCALATING = ["call-0002", "call-0005", "call-0008"]
 CALM = ["call-0001", "call-0007", "call-0009", "call-0010"]
-
-
-def utterance_predictions(matched: pd.DataFrame, labels: list[str]) -> pd.Series:
-    """Per ground-truth utterance heard in the calls (indexed as the ground truth): the label
-    id that the mean probabilities of its matched segments choose."""
-    scored = matched[matched.true_emotion.isin(labels)]
-    probs = scored.groupby("utterance")[[f"p_{label}" for label in labels]].mean()
-    return pd.Series(probs.to_numpy().argmax(axis=1), index=probs.index)
 
 
 def none_if_nan(value) -> float | None:

@@ -46,6 +46,7 @@ from callmood.results.call_summary import (
     negative_share_interval,
     smoothed_by_role,
     summarize_call,
+    trend_focus,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
@@ -87,9 +88,8 @@ def customer_trends(inputs: dict, labels, valence) -> dict[str, tuple[np.ndarray
     for call, (roles, starts, ends, probs) in inputs.items():
         segments = list(zip(roles, starts, ends, strict=True))
         mids, trend = customer_trend(labels, valence, segments, probs)
-        focus = roles == "customer" if (roles == "customer").any() else np.ones(len(roles), bool)
         order = np.argsort(mids, kind="stable")
-        out[call] = (ends[focus][order], mids[order], trend[order])
+        out[call] = (ends[trend_focus(roles)][order], mids[order], trend[order])
     return out
 
 

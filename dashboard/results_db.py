@@ -135,21 +135,24 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _null_columns(con: duckdb.DuckDBPyConnection, schema: pa.Schema,
+                  skip: set[str] = frozenset()) -> list[str]:
+    """`CAST(NULL AS type) AS "column"` for each contract column not in `skip`."""
+    rel = con.from_arrow(schema.empty_table())
+    return [f'CAST(NULL AS {t}) AS "{c}"'
+            for c, t in zip(rel.columns, rel.types, strict=True) if c not in skip]
+
+
 def _empty_view_sql(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema) -> str:
     """A view with the contract's columns and no rows."""
-    rel = con.from_arrow(schema.empty_table())
-    pairs = zip(rel.columns, rel.types, strict=True)
-    cols = ", ".join(f'CAST(NULL AS {t}) AS "{c}"' for c, t in pairs)
-    return f"CREATE VIEW {name} AS SELECT {cols} WHERE false"
+    return f"CREATE VIEW {name} AS SELECT {', '.join(_null_columns(con, schema))} WHERE false"
 
 
 def _missing_columns(con: duckdb.DuckDBPyConnection, source: str, schema: pa.Schema) -> str:
     """`, NULL AS column` for each contract column a folder's files predate (columns are
     only ever added to the schema, so an old results folder still opens)."""
     present = set(con.sql(f"SELECT * FROM {source} LIMIT 0").columns)
-    rel = con.from_arrow(schema.empty_table())
-    return "".join(f', CAST(NULL AS {t}) AS "{c}"'
-                   for c, t in zip(rel.columns, rel.types, strict=True) if c not in present)
+    return "".join(f", {column}" for column in _null_columns(con, schema, present))
 
 
 # A call's rows are a version (their scored_at), and its calls row commits it: the batch

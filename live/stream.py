@@ -29,6 +29,7 @@ from callmood.results.call_summary import (
     customer_trend,
     roles_for,
     summarize_call,
+    trend_focus,
 )
 from callmood.results.meta import CallMeta
 from callmood.results.scored import Segment, top_labels
@@ -109,8 +110,7 @@ class StreamScorer:
         self.alerted = False
         # the alert reads the rule after each new customer segment (every segment without
         # roles), on the segments heard by the time that one ended
-        self.focus = {c for c, role in enumerate(self.roles) if role == "customer"} \
-            or set(range(channels))
+        self.focus = set(np.flatnonzero(trend_focus(np.array(self.roles))).tolist())
         self.confirmation = AlertConfirmation(self.analytics)
         self.finished = False
 

@@ -174,6 +174,13 @@ def escalation_slope(times_s: np.ndarray, negative_p: np.ndarray) -> float | Non
     return float(np.polyfit(times_s / 60.0, negative_p, 1)[0])
 
 
+def trend_focus(roles: np.ndarray) -> np.ndarray:
+    """Which of these (segments' or channels') roles the trend and the peak read: the
+    customer's, or all of them when none is the customer's (mono, unknown roles)."""
+    customer = roles == "customer"
+    return customer if customer.any() else np.ones(len(roles), bool)
+
+
 def customer_trend(labels: list[str], valence: dict[str, int],
                    segments: list[tuple[str, float, float]], probs: np.ndarray,
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +190,7 @@ def customer_trend(labels: list[str], valence: dict[str, int],
     negative = np.array([valence.get(label, 0) < 0 for label in labels])
     roles = np.array([role for role, _, _ in segments])
     mids = np.array([(s + e) / 2 for _, s, e in segments], dtype=np.float64)
-    focus = roles == "customer" if (roles == "customer").any() else np.ones(len(roles), bool)
+    focus = trend_focus(roles)
     scored = np.asarray(probs, dtype=np.float64).reshape(len(segments), len(labels))
     return mids[focus], scored[focus][:, negative].sum(axis=1)
 
@@ -245,7 +252,7 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
 
     # the peak and the trend are still worth flagging without roles (mono, unknown
     # channels): there the whole call stands in for the customer
-    focus = customer if customer.any() else np.ones(len(roles), bool)
+    focus = trend_focus(roles)
 
     row.update({"peak_negative_emotion": None, "peak_negative_confidence": None,
                 "peak_negative_at_s": None})
