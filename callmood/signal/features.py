@@ -54,6 +54,9 @@ class MelConfig:
     # loud frames, floored this many dB below them (see level_relative()). None: the legacy
     # absolute floor (log_floor) of model folders written before this setting existed.
     level_floor_db: float | None = 80.0
+    # subtract each mel band's mean over the clip (see level_relative()); False in every
+    # model folder written before this setting existed
+    spectral_mean: bool = False
 
     def __post_init__(self):
         for name, limit in MEL_LIMITS.items():
@@ -73,6 +76,8 @@ class MelConfig:
             value = getattr(self, name)
             if not (is_finite_number(value) or name == "level_floor_db" and value is None):
                 raise ValueError(f"{name} must be a finite number, got {reprlib.repr(value)}")
+        if not isinstance(self.equalize_level, bool) or not isinstance(self.spectral_mean, bool):
+            raise ValueError("equalize_level and spectral_mean must be true or false")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got {self}")
         if self.log_floor <= 0:
@@ -90,7 +95,8 @@ class MelConfig:
     def key(self) -> str:
         """Stable text of the settings that shape the cached log-mels (the feature cache key)."""
         shaping = asdict(self)
-        for applied_later in ("equalize_level", "level_floor_db"):  # on the way into the model
+        # applied on the way into the model (level_relative), not cached
+        for applied_later in ("equalize_level", "level_floor_db", "spectral_mean"):
             del shaping[applied_later]
         return json.dumps(shaping, sort_keys=True)
 
@@ -232,7 +238,8 @@ def equalize_level(mels: torch.Tensor) -> torch.Tensor:
 
 
 def level_relative(mels: torch.Tensor, config: MelConfig) -> torch.Tensor:
-    """Cached log-mels -> log power relative to the clip's level, floored below it.
+    """Cached log-mels -> log power relative to the clip's level (and with
+    config.spectral_mean to each band's speech level), floored below it.
 
     With the floor set relative to the loud frames (level_floor_db below them) instead of
     at an absolute power, the input does not depend on the recording's gain at all: a
@@ -243,10 +250,33 @@ def level_relative(mels: torch.Tensor, config: MelConfig) -> torch.Tensor:
     """
     if config.equalize_level:
         mels = equalize_level(mels)
+    if config.spectral_mean:
+        mels = mels - speech_band_mean(mels)
     if config.level_floor_db is None:
         return mels
     floor = -config.level_floor_db / 10 * math.log(10)
     return torch.logaddexp(mels, torch.tensor(floor, dtype=mels.dtype))
+
+
+# Frames within this many dB of the clip's level count as speech for speech_band_mean.
+_SPEECH_RANGE_DB = 30.0
+
+
+def speech_band_mean(mels: torch.Tensor) -> torch.Tensor:
+    """Each band's mean log power over the clip's speech frames, (..., n_mels, 1).
+
+    A microphone, handset or line colours the spectrum with a fixed filter, a gain per
+    band, which in the log-mel domain is an additive constant per band: subtracting this
+    mean removes it exactly, as equalize_level removes one gain (the clip-level form of
+    cepstral mean normalisation). Pauses are left out, as their bands hold the line's
+    noise rather than the filtered voice. It also removes the speaker's mean timbre
+    within the clip, and with it some of what separates emotions by spectral tilt;
+    benchmarks/ablate.py measures which weighs more on unseen voices.
+    """
+    energy = torch.logsumexp(mels, dim=-2)  # (..., T)
+    floor = clip_level(mels)[..., None] - _SPEECH_RANGE_DB / 10 * math.log(10)
+    speech = (energy >= floor).to(mels.dtype)[..., None, :]  # the loud frames at least
+    return (mels * speech).sum(dim=-1, keepdim=True) / speech.sum(dim=-1, keepdim=True)
 
 
 @dataclass(frozen=True)

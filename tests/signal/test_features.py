@@ -261,3 +261,30 @@ def test_level_relative_floors_below_the_loud_frames():
     floor = -c.level_floor_db / 10 * math.log(10)
     assert out[:, 20:].max().item() == pytest.approx(floor - (out[:, 0].logsumexp(0).item()),
                                                      abs=1e-3)
+
+
+def test_spectral_mean_removes_a_fixed_band_colouring(shared_dir):
+    """A fixed per-band gain (a handset's colouring: an additive constant per band in the
+    log-mel domain) moves the model input without spectral_mean; with it, a mild one
+    moves nothing and a strong one, which shifts a few frames across the speech
+    threshold, moves it 50x less. The setting shapes the model input only, and folders
+    written before it read as False."""
+    c = replace(MelConfig(), spectral_mean=True)
+    plain, norm = MelConfig(), Normalization(mean=0.0, std=1.0)
+    audio = load_mono(shared_dir / "data/ravdess" / TAKES[1], c.sample_rate)
+    mels = log_mel(torch.from_numpy(audio[: c.clip_samples]), c)[None]
+    for tilt_db, bound in ((2.0, 1e-5), (8.7, 0.01)):
+        tilt = torch.linspace(-1, 0.5, c.n_mels)[:, None] * tilt_db / 10 * math.log(10)
+
+        coloured, moved = mels + tilt, {}
+        for name, config in (("plain", plain), ("spectral_mean", c)):
+            moved[name] = (model_input(coloured, config, norm)
+                           - model_input(mels, config, norm)).abs().mean().item()
+        assert moved["plain"] > 0.08
+        assert moved["spectral_mean"] < min(bound, moved["plain"] / 50), (tilt_db, moved)
+    centred = model_input(mels, c, norm)
+    assert centred.std() > 0.2
+    assert c.key() == plain.key()
+    assert MelConfig.from_dict({"n_mels": 128}).spectral_mean is False
+    with pytest.raises(ValueError, match="spectral_mean"):
+        MelConfig.from_dict({"spectral_mean": "yes"})
