@@ -26,11 +26,11 @@ from callmood.model.calibration import adapt_priors
 from callmood.progress import progress as progress_bar
 from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import source_zone
+from callmood.results.scored import ScoredCall
 from callmood.results.store import ResultsError, ResultsStore, is_compacted, partition_of
 from callmood.results.writer import (
     LIVE_WRITE_S,
     CallWriter,
-    FileOutcome,
     ModelStamp,
     RunSummary,
     claim_labels,
@@ -91,7 +91,7 @@ class ScoreConfig:
 
 
 def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
-    """FileOutcomes in the order they finish."""
+    """ScoredCalls in the order they finish."""
     task = joblib.delayed(score_file)
     jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
                  config.batch_size, config.precision, config.file_minutes * 60)
@@ -112,7 +112,7 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
                                    return_as="generator_unordered")(jobs)
 
 
-def shift_priors(outcomes: list[FileOutcome], labels: list[str]) -> dict[str, float]:
+def shift_priors(outcomes: list[ScoredCall], labels: list[str]) -> dict[str, float]:
     """Adapt every outcome's probabilities to the class priors EM estimates over all of
     them; the model's training priors are uniform (class-balanced sampling)."""
     stacked = np.concatenate([o.probs for o in outcomes])
@@ -172,7 +172,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                                disable=not progress, desc="scoring",
                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f}"
                                           " h of audio [{elapsed}<{remaining}{postfix}]")
-            held: list[FileOutcome] = []  # scored files, with prior_shift="em"
+            held: list[ScoredCall] = []  # scored files, with prior_shift="em"
             with bar:
                 for done, outcome in enumerate(_outcomes(todo, model_dir, config), 1):
                     call = by_path[outcome.path]

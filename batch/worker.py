@@ -1,6 +1,6 @@
 """The nightly job's worker task: one file decoded, its speech found, its windows cut into
 log-mels and scored by the model, in a joblib worker (a local process or a Dask worker).
-It never raises: a file that cannot be scored comes back as a FileOutcome with its
+It never raises: a file that cannot be scored comes back as a ScoredCall with its
 error, so one bad file cannot stop the run.
 """
 
@@ -17,7 +17,7 @@ import torch
 
 from callmood.batch.extract import extract_file
 from callmood.model.folder import LoadedModel, ModelOutputError, load_model_folder
-from callmood.results.writer import FileOutcome
+from callmood.results.scored import ScoredCall
 from callmood.signal.audio import AudioError, unreadable_by_user
 from callmood.signal.segment import VadConfig
 
@@ -61,7 +61,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                max_seconds: float, batch_size: int, precision: str = "fp32",
-               time_limit_s: float | None = None) -> FileOutcome:
+               time_limit_s: float | None = None) -> ScoredCall:
     """The worker task; never raises, so one bad file cannot stop the run."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -70,7 +70,7 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
             return _score_file(path, model_dir, vad, overlap, max_seconds, batch_size,
                                precision)
     except FileTimeout:
-        return FileOutcome(path, error_kind="timeout",
+        return ScoredCall(path, error_kind="timeout",
                            error=f"not done within the limit of {time_limit_s / 60:g} min "
                                  "per file (--file-minutes); the run went on without it")
     finally:
@@ -78,22 +78,22 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
 
 
 def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
-                max_seconds: float, batch_size: int, precision: str) -> FileOutcome:
+                max_seconds: float, batch_size: int, precision: str) -> ScoredCall:
     try:
         model = cached_model(model_dir)
         found = extract_file(path, model.mel, vad, overlap, max_seconds)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             probs = np.concatenate([model.predict_mels(mels, batch_size)
                                     for mels in found.mel_batches(model.mel, batch_size)])
-        return FileOutcome(path, found.sha256, found.duration_s, found.channels, found.speech,
+        return ScoredCall(path, found.sha256, found.duration_s, found.channels, found.speech,
                            found.windows, probs)
     except (AudioError, ModelOutputError) as err:
-        return FileOutcome(path, error_kind=err.kind, error=err.detail)
+        return ScoredCall(path, error_kind=err.kind, error=err.detail)
     except FileNotFoundError:
-        return FileOutcome(path, error_kind="missing",
+        return ScoredCall(path, error_kind="missing",
                            error="removed while it was being scored")
     except PermissionError as err:
         refused = unreadable_by_user(path, err)
-        return FileOutcome(path, error_kind=refused.kind, error=refused.detail)
+        return ScoredCall(path, error_kind=refused.kind, error=refused.detail)
     except Exception as err:  # a bug or resource problem on one file: record it, go on
-        return FileOutcome(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
+        return ScoredCall(path, error_kind="internal", error=f"{type(err).__name__}: {err}")

@@ -246,7 +246,7 @@ class LiveServer:
             try:
                 written = await loop.run_in_executor(
                     self.pool, write_live_call, self.results, self.model, call.scorer.call,
-                    call.scorer.outcome(), self.analytics)
+                    call.scorer.scored_call(), self.analytics)
             except (ResultsError, OSError) as err:  # its text names the server's files
                 log.error("call %s not written: %s", call_id, err)
                 return events + [{"type": "error", "message": "the call was not written to "

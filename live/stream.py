@@ -32,8 +32,8 @@ from callmood.results.call_summary import (
     trend_focus,
 )
 from callmood.results.meta import CallMeta
-from callmood.results.scored import Segment, top_labels
-from callmood.results.writer import LIVE, FileOutcome
+from callmood.results.scored import ScoredCall, Segment, top_labels
+from callmood.results.writer import LIVE
 from callmood.signal.features import CLIP_OVERLAP
 from callmood.signal.segment import VadConfig, WindowPlanner, window_mels
 
@@ -228,9 +228,9 @@ class StreamScorer:
                               [(self.roles[c], s, e) for c, s, e in self.windows], probs,
                               self.analytics)
 
-    def outcome(self) -> FileOutcome:
-        """The call as a FileOutcome, for the nightly job's writer."""
-        return FileOutcome(LIVE + self.call.call_id, None, self.duration_s,
+    def scored_call(self) -> ScoredCall:
+        """The call as a ScoredCall, for the nightly job's writer."""
+        return ScoredCall(LIVE + self.call.call_id, None, self.duration_s,
                            len(self.channels), list(self.speech), list(self.windows),
                            np.array(self.probs, dtype=np.float32).reshape(
                                len(self.probs), len(self.model.labels)))

@@ -9,7 +9,7 @@ The nightly job (batch/score.py) writes each file's outcome as it arrives; a liv
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ import pyarrow as pa
 from callmood.results.call_summary import CallAnalytics, roles_for, summarize_call
 from callmood.results.meta import CallMeta
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
-from callmood.results.scored import Segment, top_labels
+from callmood.results.scored import ScoredCall, Segment, top_labels
 from callmood.results.store import (
     JOURNAL,
     LABELS_FILE,
@@ -61,21 +61,6 @@ class CallFile:
     # no time in its sidecar or path: meta.started_at is the file's mtime, which a copy
     # (cp without -p, a restore) moves although the call is the same
     dated_by_mtime: bool = False
-
-
-@dataclass
-class FileOutcome:
-    """What a worker sends back: the scored windows of one file, or why it failed."""
-
-    path: str
-    sha256: str | None = None
-    duration_s: float = 0.0
-    channels: int = 0
-    speech: list[Segment] = field(default_factory=list)  # the VAD's speech regions
-    windows: list[Segment] = field(default_factory=list)  # the windows scored
-    probs: np.ndarray | None = None
-    error_kind: str | None = None
-    error: str | None = None
 
 
 def dated_as_scored(call: CallFile, entry: dict) -> CallFile:
@@ -235,7 +220,7 @@ class CallWriter:
         else:
             self.summary.files_failed += 1
 
-    def write_scored(self, call: CallFile, outcome: FileOutcome,
+    def write_scored(self, call: CallFile, outcome: ScoredCall,
                stamp: ModelStamp | None = None) -> None:
         stamp = stamp or self.stamp
         previous = self._previous(call)
@@ -324,7 +309,7 @@ LIVE_WRITE_S = 10.0  # a nightly run waits this long for a live server writing i
 LIVE_CHUNK = 50  # spooled calls a live server writes per hold of the lock (about a second)
 
 
-def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: FileOutcome,
+def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: ScoredCall,
                     analytics: CallAnalytics) -> bool:
     """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
     its recording, when it arrives with the same call id, is not scored again.
@@ -368,10 +353,10 @@ def flush_live_spool(out: str, analytics: CallAnalytics, wait_s: float = 0.0,
     return True
 
 
-def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, FileOutcome]:
+def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, ScoredCall]:
     meta = CallMeta.from_json(value["meta"])
     path = LIVE + meta.call_id
-    return ModelStamp(**value["model"]), CallFile(path, 0, 0, meta), FileOutcome(
+    return ModelStamp(**value["model"]), CallFile(path, 0, 0, meta), ScoredCall(
         path, duration_s=float(value["duration_s"]), channels=int(value["channels"]),
         speech=[Segment(*s) for s in value["speech"]],
         windows=[Segment(*w) for w in value["windows"]],

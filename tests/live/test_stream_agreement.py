@@ -42,7 +42,7 @@ def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(
         scorer.feed(audio[at:at + size].T)
         at += size
     scorer.finish()
-    live = scorer.outcome()
+    live = scorer.scored_call()
     windows, probs = in_order(nightly.windows, nightly.probs)
     live_windows, live_probs = in_order(live.windows, live.probs)
     assert len(windows) > 10

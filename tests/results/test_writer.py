@@ -14,12 +14,11 @@ import pytest
 from callmood.dashboard.results_db import connect
 from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta
-from callmood.results.scored import Segment
+from callmood.results.scored import ScoredCall, Segment
 from callmood.results.store import JOURNAL, ResultsStore, digest, is_compacted
 from callmood.results.writer import (
     CallFile,
     CallWriter,
-    FileOutcome,
     ModelStamp,
     RunSummary,
     claim_labels,
@@ -48,10 +47,10 @@ def a_call(call_id: str, day: str = DAY) -> CallFile:
     return CallFile(f"/calls/{call_id}.wav", 100, 1, meta)
 
 
-def scored(windows: int, sha: str = "s1") -> FileOutcome:
+def scored(windows: int, sha: str = "s1") -> ScoredCall:
     segments = [Segment(0, float(i), i + 1.0) for i in range(windows)]
     probs = np.tile(np.array([[0.7, 0.3]], np.float32), (windows, 1))
-    return FileOutcome("x", sha, float(windows), 1, segments, segments, probs)
+    return ScoredCall("x", sha, float(windows), 1, segments, segments, probs)
 
 
 def writer(store: ResultsStore, rescore: bool = False) -> CallWriter:
