@@ -1,9 +1,10 @@
 """Per-epoch training checkpoints, so a stopped run continues to the same result.
 
 OUT/checkpoint/ holds `tensors.safetensors` (the model, the best epoch's model, the
-optimiser's tensors and the random generators' states) and `state.json` (epoch, step,
-history, the optimiser's settings, the plateau scheduler, the training settings and what
-`callmood train --resume` needs to rebuild the split). Like a model folder it is
+corpus adversary if one is trained, the optimiser's tensors and the random generators'
+states) and `state.json` (epoch, step, history, the optimiser's settings, the plateau
+scheduler, the training settings and what `callmood train --resume` needs to rebuild the
+split). Like a model folder it is
 safetensors and JSON only, so resuming a run never unpickles anything. The training loop
 saves it after every epoch and removes it once the model folder is written.
 """
@@ -46,6 +47,7 @@ class Checkpoint:
     torch_rng: torch.Tensor
     numpy_rng: tuple
     python_rng: tuple
+    adversary: dict[str, torch.Tensor] | None = None  # the corpus adversary, if trained
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -88,6 +90,8 @@ def save_checkpoint(out_dir: str | Path, point: Checkpoint, run: dict) -> Path:
     tensors = {**{f"model.{k}": v.detach().cpu().contiguous() for k, v in point.model.items()},
                **{f"best.{k}": v.detach().cpu().contiguous()
                   for k, v in point.best_model.items()},
+               **{f"adversary.{k}": v.detach().cpu().contiguous()
+                  for k, v in (point.adversary or {}).items()},
                **optimizer_tensors,
                "rng.generator": point.generator, "rng.torch": point.torch_rng,
                "rng.numpy": torch.from_numpy(np.asarray(numpy_keys, dtype=np.int64))}
@@ -138,7 +142,9 @@ def load_checkpoint(out_dir: str | Path, run: dict) -> Checkpoint:
         optimizer=_optimizer_state(tensors, state["optimizer"]), plateau=state["plateau"],
         generator=tensors["rng.generator"], torch_rng=tensors["rng.torch"],
         numpy_rng=(kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, gauss, cached),
-        python_rng=(python_version, tuple(python_state), python_gauss))
+        python_rng=(python_version, tuple(python_state), python_gauss),
+        adversary={k[10:]: v for k, v in tensors.items() if k.startswith("adversary.")}
+        or None)
 
 
 def restore_random_state(point: Checkpoint, generator: torch.Generator) -> None:

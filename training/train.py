@@ -40,6 +40,7 @@ from callmood.signal.features import (
     fit_frames,
     model_input,
 )
+from callmood.training.adversary import CorpusAdversary, reversal_strength
 from callmood.training.augment import AugmentConfig, spec_augment
 from callmood.training.cache import (
     CLEAN,
@@ -92,6 +93,9 @@ class TrainConfig:
     # epoch on RAVDESS fold 1 (validation macro-F1 0.05, against 0.40 without)
     dropout: float = 0.0
     label_smoothing: float = 0.05
+    # weight of a corpus classifier that reads the [CLS] embedding through gradient
+    # reversal (training/adversary.py), so that the encoder unlearns corpus cues; 0: off
+    corpus_adversary: float = 0.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native bf16 (AVX512-BF16,
@@ -112,6 +116,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive")
         if self.epoch_size < 0:
             raise ValueError("epoch_size must be 0 (the training set's size) or positive")
+        if not 0 <= self.corpus_adversary < math.inf:
+            raise ValueError(f"corpus_adversary must be >= 0, got {self.corpus_adversary}")
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig."""
@@ -296,13 +302,22 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
     norm = Normalization.fit(train_data.mels[CLEAN], config.mel)
 
-    # --- model, optimiser, schedule
+    corpus_names, corpus_ids = np.unique(corpora, return_inverse=True)
+
+    # --- model (and the corpus adversary, trained beside it), optimiser, schedule
     model = build_model(config.mel, labels, config.init, config.dropout).to(device)
+    adversary = None
+    if config.corpus_adversary > 0:
+        if len(corpus_names) < 2:
+            raise ValueError("corpus_adversary needs at least two training corpora, got "
+                             f"{list(corpus_names)}")
+        adversary = CorpusAdversary(model.config.hidden_size, len(corpus_names)).to(device)
+    parameters = list(model.parameters()) + (list(adversary.parameters()) if adversary else [])
     if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr,
                                       weight_decay=config.weight_decay)
     else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9,
+        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=0.9,
                                     weight_decay=config.weight_decay, nesterov=True)
     class_weights = None
     if config.balance == "loss":
@@ -328,6 +343,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     if resume:
         point = load_checkpoint(out_dir, run)
         model.load_state_dict(point.model)
+        if adversary is not None:
+            adversary.load_state_dict(point.adversary)
         optimizer.load_state_dict(point.optimizer)
         if plateau is not None:
             plateau.load_state_dict(point.plateau)
@@ -341,8 +358,10 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if epoch - best_epoch > config.patience:  # a resumed run that had stopped early
             break
         model.train()
+        if adversary is not None:
+            adversary.train()
         order = epoch_order(targets, config.balance, generator, corpora, config.epoch_size)
-        total_loss, seen = 0.0, 0
+        total_loss, corpus_loss, seen = 0.0, 0.0, 0
         bar = progress(range(0, len(order), config.batch_size),
                        desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
         for start in bar:
@@ -356,16 +375,26 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             y = torch.nn.functional.one_hot(torch.as_tensor(targets[indices]),
                                             len(labels)).float().to(device)
             allowed = allowed_all[indices].to(device) if allowed_all is not None else None
+            corpus = torch.nn.functional.one_hot(torch.as_tensor(corpus_ids[indices]),
+                                                 len(corpus_names)).float().to(device)
             if beta is not None:
                 lam = float(beta.sample())
                 perm = torch.randperm(len(indices), generator=generator).to(device)
                 x = lam * x + (1 - lam) * x[perm]
                 y = lam * y + (1 - lam) * y[perm]
+                corpus = lam * corpus + (1 - lam) * corpus[perm]
                 allowed = allowed | allowed[perm] if allowed is not None else None
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=uses_bf16(config.precision, device)):
-                logits = model(pixel_values=x).logits.float()
+                embedding = model.vit(pixel_values=x).last_hidden_state[:, 0]
+                logits = model.classifier(embedding).float()
+                corpus_logits = adversary(embedding, reversal_strength(step / total_steps)) \
+                    if adversary is not None else None
             loss = class_loss(logits, y, allowed, class_weights, config.label_smoothing)
+            if corpus_logits is not None:
+                hidden_corpus = class_loss(corpus_logits.float(), corpus, None, None, 0.0)
+                loss = loss + config.corpus_adversary * hidden_corpus
+                corpus_loss += hidden_corpus.item() * len(indices)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -379,7 +408,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         val = _validation_metrics(val_data, val_targets, labels, inference)
         train_loss = total_loss / seen
         history.append({"epoch": epoch, "train_loss": train_loss, **val,
-                        "lr": optimizer.param_groups[0]["lr"]})
+                        "lr": optimizer.param_groups[0]["lr"],
+                        **({"corpus_loss": corpus_loss / seen} if adversary else {})})
         log.info("epoch %d: loss %.4f, val macro-F1 %.3f, val UA %.3f", epoch, train_loss,
                  val["val_macro_f1"], val["val_ua"])
         tqdm.write(f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}  "
@@ -393,6 +423,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             save_checkpoint(out_dir, Checkpoint(
                 epoch=epoch, step=step, history=history, best_f1=best_f1,
                 best_epoch=best_epoch, model=model.state_dict(), best_model=best_state,
+                adversary=adversary.state_dict() if adversary is not None else None,
                 optimizer=optimizer.state_dict(),
                 plateau=plateau.state_dict() if plateau is not None else None,
                 **capture_random_state(generator)), run)

@@ -17,6 +17,7 @@ from processes import kill_once_workers_run, still_alive_after
 
 from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
+from callmood.training.adversary import CorpusAdversary, reversal_strength
 from callmood.training.augment import AugmentConfig
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
@@ -229,6 +230,59 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
     assert not (tmp_path / "stopped" / "checkpoint").exists()  # removed once finished
     with pytest.raises(CheckpointError, match="the run finished"):
         read_run(tmp_path / "stopped")
+
+
+def test_the_corpus_adversary_trains_resumes_and_stays_out_of_the_model_folder(
+        ravdess_subset, tiny_mel, tmp_path):
+    """With corpus_adversary, a two-corpus run logs the adversary's loss every epoch, a
+    run stopped after epoch 1 resumes to the same weights (the adversary's are in the
+    checkpoint), and the model folder holds exactly a plain model's tensors."""
+    utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
+    train_set = [u if i % 2 else replace(u, corpus="twin")  # a second corpus
+                 for i, u in enumerate(u for u in utterances if u.speaker == "ravdess:03")]
+    split = Split(train_set, [u for u in utterances if u.speaker == "ravdess:04"], [], "x",
+                  True)
+    config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 3, "batch_size": 4,
+                                          "patience": 10, "corpus_adversary": 0.5})
+    whole = train(split, config, tmp_path / "whole", label_map={})
+    assert all(np.isfinite(h["corpus_loss"]) for h in whole.history)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(epoch, f1):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after_one)
+    resumed = train(split, config, tmp_path / "stopped", label_map={}, resume=True)
+    assert resumed.history == whole.history
+    a, b = (load_model_folder(r.model_dir).model.state_dict() for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = train(split, replace(config, corpus_adversary=0.0, epochs=1), tmp_path / "plain",
+                  label_map={})
+    assert a.keys() == load_model_folder(plain.model_dir).model.state_dict().keys()
+    assert "corpus_loss" not in plain.history[0]
+    with pytest.raises(ValueError, match="at least two training corpora"):
+        train(Split([u for u in utterances if u.speaker == "ravdess:03"], [], [], "x", True),
+              config, tmp_path / "one", label_map={})
+
+
+def test_the_adversary_reverses_and_scales_its_gradient():
+    torch.manual_seed(0)
+    adversary = CorpusAdversary(hidden=8, corpora=3)
+    embedding = torch.randn(5, 8, requires_grad=True)
+    for strength in (1.0, 0.25):
+        embedding.grad = None
+        adversary(embedding, strength).sum().backward()
+        reversed_grad = embedding.grad.clone()
+        embedding.grad = None
+        adversary.head(embedding).sum().backward()  # the same path, not reversed
+        assert torch.allclose(reversed_grad, -strength * embedding.grad)
+    assert reversal_strength(0.0) == 0.0
+    assert 0.99 < reversal_strength(1.0) < 1.0
+    assert reversal_strength(0.1) < reversal_strength(0.5)
 
 
 def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
