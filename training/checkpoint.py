@@ -1,7 +1,7 @@
 """Per-epoch training checkpoints, so a stopped run continues to the same result.
 
 OUT/checkpoint/ holds `tensors.safetensors` (the model, the best epoch's model, the
-corpus adversary if one is trained, the optimiser's tensors and the random generators'
+auxiliary heads if any are trained, the optimiser's tensors and the random generators'
 states) and `state.json` (epoch, step, history, the optimiser's settings, the plateau
 scheduler, the training settings and what `callmood train --resume` needs to rebuild the
 split). Like a model folder it is
@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,8 @@ class Checkpoint:
     torch_rng: torch.Tensor
     numpy_rng: tuple
     python_rng: tuple
-    adversary: dict[str, torch.Tensor] | None = None  # the corpus adversary, if trained
+    # the auxiliary heads trained beside the model (training/auxiliary.py), if any
+    auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -90,8 +91,8 @@ def save_checkpoint(out_dir: str | Path, point: Checkpoint, run: dict) -> Path:
     tensors = {**{f"model.{k}": v.detach().cpu().contiguous() for k, v in point.model.items()},
                **{f"best.{k}": v.detach().cpu().contiguous()
                   for k, v in point.best_model.items()},
-               **{f"adversary.{k}": v.detach().cpu().contiguous()
-                  for k, v in (point.adversary or {}).items()},
+               **{f"auxiliary.{k}": v.detach().cpu().contiguous()
+                  for k, v in point.auxiliary.items()},
                **optimizer_tensors,
                "rng.generator": point.generator, "rng.torch": point.torch_rng,
                "rng.numpy": torch.from_numpy(np.asarray(numpy_keys, dtype=np.int64))}
@@ -143,8 +144,7 @@ def load_checkpoint(out_dir: str | Path, run: dict) -> Checkpoint:
         generator=tensors["rng.generator"], torch_rng=tensors["rng.torch"],
         numpy_rng=(kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, gauss, cached),
         python_rng=(python_version, tuple(python_state), python_gauss),
-        adversary={k[10:]: v for k, v in tensors.items() if k.startswith("adversary.")}
-        or None)
+        auxiliary={k[10:]: v for k, v in tensors.items() if k.startswith("auxiliary.")})
 
 
 def restore_random_state(point: Checkpoint, generator: torch.Generator) -> None:

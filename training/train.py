@@ -40,8 +40,13 @@ from callmood.signal.features import (
     fit_frames,
     model_input,
 )
-from callmood.training.adversary import CorpusAdversary, reversal_strength
 from callmood.training.augment import AugmentConfig, spec_augment
+from callmood.training.auxiliary import (
+    AffectHeads,
+    CorpusAdversary,
+    affect_table,
+    reversal_strength,
+)
 from callmood.training.cache import (
     CLEAN,
     Features,
@@ -96,6 +101,8 @@ class TrainConfig:
     # weight of a corpus classifier that reads the [CLS] embedding through gradient
     # reversal (training/adversary.py), so that the encoder unlearns corpus cues; 0: off
     corpus_adversary: float = 0.0
+    # weight of valence and arousal heads beside the classifier (multi-task); 0: off
+    affect_heads: float = 0.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native bf16 (AVX512-BF16,
@@ -116,8 +123,9 @@ class TrainConfig:
             raise ValueError("epochs, batch_size and lr must be positive")
         if self.epoch_size < 0:
             raise ValueError("epoch_size must be 0 (the training set's size) or positive")
-        if not 0 <= self.corpus_adversary < math.inf:
-            raise ValueError(f"corpus_adversary must be >= 0, got {self.corpus_adversary}")
+        for name in ("corpus_adversary", "affect_heads"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig."""
@@ -304,15 +312,19 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
 
     corpus_names, corpus_ids = np.unique(corpora, return_inverse=True)
 
-    # --- model (and the corpus adversary, trained beside it), optimiser, schedule
+    # --- model (and the auxiliary heads trained beside it), optimiser, schedule
     model = build_model(config.mel, labels, config.init, config.dropout).to(device)
-    adversary = None
+    auxiliary = torch.nn.ModuleDict()
     if config.corpus_adversary > 0:
         if len(corpus_names) < 2:
             raise ValueError("corpus_adversary needs at least two training corpora, got "
                              f"{list(corpus_names)}")
-        adversary = CorpusAdversary(model.config.hidden_size, len(corpus_names)).to(device)
-    parameters = list(model.parameters()) + (list(adversary.parameters()) if adversary else [])
+        auxiliary["corpus"] = CorpusAdversary(model.config.hidden_size, len(corpus_names))
+    if config.affect_heads > 0:
+        auxiliary["affect"] = AffectHeads(model.config.hidden_size)
+    auxiliary.to(device)
+    affect = affect_table(labels).to(device)
+    parameters = list(model.parameters()) + list(auxiliary.parameters())
     if config.optimizer == "adamw":
         optimizer = torch.optim.AdamW(parameters, lr=config.lr,
                                       weight_decay=config.weight_decay)
@@ -343,8 +355,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     if resume:
         point = load_checkpoint(out_dir, run)
         model.load_state_dict(point.model)
-        if adversary is not None:
-            adversary.load_state_dict(point.adversary)
+        auxiliary.load_state_dict(point.auxiliary)
         optimizer.load_state_dict(point.optimizer)
         if plateau is not None:
             plateau.load_state_dict(point.plateau)
@@ -358,10 +369,10 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if epoch - best_epoch > config.patience:  # a resumed run that had stopped early
             break
         model.train()
-        if adversary is not None:
-            adversary.train()
+        auxiliary.train()
         order = epoch_order(targets, config.balance, generator, corpora, config.epoch_size)
-        total_loss, corpus_loss, seen = 0.0, 0.0, 0
+        total_loss, seen = 0.0, 0
+        head_losses = dict.fromkeys(auxiliary, 0.0)  # per auxiliary head, summed
         bar = progress(range(0, len(order), config.batch_size),
                        desc=f"epoch {epoch}/{config.epochs}", unit="batch", leave=False)
         for start in bar:
@@ -388,13 +399,21 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                                 enabled=uses_bf16(config.precision, device)):
                 embedding = model.vit(pixel_values=x).last_hidden_state[:, 0]
                 logits = model.classifier(embedding).float()
-                corpus_logits = adversary(embedding, reversal_strength(step / total_steps)) \
-                    if adversary is not None else None
+                heads = {name: head(embedding, reversal_strength(step / total_steps))
+                         if name == "corpus" else head(embedding)
+                         for name, head in auxiliary.items()}
             loss = class_loss(logits, y, allowed, class_weights, config.label_smoothing)
-            if corpus_logits is not None:
-                hidden_corpus = class_loss(corpus_logits.float(), corpus, None, None, 0.0)
-                loss = loss + config.corpus_adversary * hidden_corpus
-                corpus_loss += hidden_corpus.item() * len(indices)
+            for name, out in heads.items():
+                out = out.float()
+                if name == "corpus":
+                    head_loss = config.corpus_adversary * class_loss(out, corpus, None, None, 0)
+                else:  # valence (3) and arousal (2), each a soft cross-entropy
+                    wanted = y @ affect
+                    head_loss = config.affect_heads * (
+                        class_loss(out[:, :3], wanted[:, :3], None, None, 0)
+                        + class_loss(out[:, 3:], wanted[:, 3:], None, None, 0))
+                loss = loss + head_loss
+                head_losses[name] += head_loss.item() * len(indices)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -409,7 +428,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         train_loss = total_loss / seen
         history.append({"epoch": epoch, "train_loss": train_loss, **val,
                         "lr": optimizer.param_groups[0]["lr"],
-                        **({"corpus_loss": corpus_loss / seen} if adversary else {})})
+                        **{f"{name}_loss": total / seen for name, total in head_losses.items()}})
         log.info("epoch %d: loss %.4f, val macro-F1 %.3f, val UA %.3f", epoch, train_loss,
                  val["val_macro_f1"], val["val_ua"])
         tqdm.write(f"epoch {epoch}/{config.epochs}: loss {train_loss:.4f}  "
@@ -423,7 +442,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             save_checkpoint(out_dir, Checkpoint(
                 epoch=epoch, step=step, history=history, best_f1=best_f1,
                 best_epoch=best_epoch, model=model.state_dict(), best_model=best_state,
-                adversary=adversary.state_dict() if adversary is not None else None,
+                auxiliary=auxiliary.state_dict(),
                 optimizer=optimizer.state_dict(),
                 plateau=plateau.state_dict() if plateau is not None else None,
                 **capture_random_state(generator)), run)

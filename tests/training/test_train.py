@@ -17,8 +17,8 @@ from processes import kill_once_workers_run, still_alive_after
 
 from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
-from callmood.training.adversary import CorpusAdversary, reversal_strength
 from callmood.training.augment import AugmentConfig
+from callmood.training.auxiliary import CorpusAdversary, affect_table, reversal_strength
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
     babble_bank,
@@ -232,20 +232,21 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
         read_run(tmp_path / "stopped")
 
 
-def test_the_corpus_adversary_trains_resumes_and_stays_out_of_the_model_folder(
+def test_auxiliary_heads_train_resume_and_stay_out_of_the_model_folder(
         ravdess_subset, tiny_mel, tmp_path):
-    """With corpus_adversary, a two-corpus run logs the adversary's loss every epoch, a
-    run stopped after epoch 1 resumes to the same weights (the adversary's are in the
-    checkpoint), and the model folder holds exactly a plain model's tensors."""
+    """With the corpus adversary and the affect heads, a two-corpus run logs each head's
+    loss every epoch, a run stopped after epoch 1 resumes to the same weights (the heads'
+    are in the checkpoint), and the model folder holds exactly a plain model's tensors."""
     utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
     train_set = [u if i % 2 else replace(u, corpus="twin")  # a second corpus
                  for i, u in enumerate(u for u in utterances if u.speaker == "ravdess:03")]
     split = Split(train_set, [u for u in utterances if u.speaker == "ravdess:04"], [], "x",
                   True)
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 3, "batch_size": 4,
-                                          "patience": 10, "corpus_adversary": 0.5})
+                                          "patience": 10, "corpus_adversary": 0.5,
+                                          "affect_heads": 0.5})
     whole = train(split, config, tmp_path / "whole", label_map={})
-    assert all(np.isfinite(h["corpus_loss"]) for h in whole.history)
+    assert all(np.isfinite(h["corpus_loss"]) and h["affect_loss"] > 0 for h in whole.history)
 
     class Stop(Exception):
         pass
@@ -260,13 +261,22 @@ def test_the_corpus_adversary_trains_resumes_and_stays_out_of_the_model_folder(
     assert resumed.history == whole.history
     a, b = (load_model_folder(r.model_dir).model.state_dict() for r in (whole, resumed))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    plain = train(split, replace(config, corpus_adversary=0.0, epochs=1), tmp_path / "plain",
-                  label_map={})
+    plain = train(split, replace(config, corpus_adversary=0.0, affect_heads=0.0, epochs=1),
+                  tmp_path / "plain", label_map={})
     assert a.keys() == load_model_folder(plain.model_dir).model.state_dict().keys()
-    assert "corpus_loss" not in plain.history[0]
+    assert not {"corpus_loss", "affect_loss"} & set(plain.history[0])
     with pytest.raises(ValueError, match="at least two training corpora"):
         train(Split([u for u in utterances if u.speaker == "ravdess:03"], [], [], "x", True),
               config, tmp_path / "one", label_map={})
+
+
+def test_affect_targets_follow_each_label_and_mix_with_it():
+    table = affect_table(["neutral", "happy", "sad", "angry", "disgust"])
+    #                       negative, neutral, positive, low, high arousal
+    assert table.tolist() == [[0, 1, 0, 1, 0], [0, 0, 1, 0, 1], [1, 0, 0, 1, 0],
+                              [1, 0, 0, 0, 1], [1, 0, 0, 0.5, 0.5]]
+    mixed = torch.tensor([[0.7, 0.0, 0.0, 0.3, 0.0]]) @ table  # mixup of neutral and angry
+    assert torch.allclose(mixed, torch.tensor([[0.3, 0.7, 0.0, 0.7, 0.3]]))
 
 
 def test_the_adversary_reverses_and_scales_its_gradient():
