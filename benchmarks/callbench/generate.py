@@ -90,7 +90,8 @@ class CallPlan:
     customer_channel: int
     queue: str
     started_at: str
-    seed: tuple[int, int]
+    seed: tuple[int, ...]
+    line: LineProfile | None = None  # a fixed line (the sample calls); None: drawn per call
 
 
 def held_out_speakers(model_dir: Path) -> list[str]:
@@ -256,7 +257,7 @@ def make_call(plan: CallPlan, voices: dict, babble: np.ndarray, out: Path) -> di
     """Render, line and write one call; returns its calls.csv, calls_truth and truth rows."""
     rng = np.random.default_rng(plan.seed)
     tracks, rows = render_dialogue(plan, voices, rng)
-    profile = draw_profile(rng)
+    profile = plan.line or draw_profile(rng)
     audio = render_line(tracks["customer"], tracks["agent"], profile, babble, rng)
     if plan.customer_channel == 1 and not profile.mono:
         audio = audio[::-1]
@@ -308,10 +309,30 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def write_calls(folder: Path, calls: list[dict], negative: set[str], data: Path) -> None:
+    """The sidecar and the truth of made calls (make_call's): calls.csv, calls_truth.csv,
+    ground_truth.csv. Sources are given relative to the corpora folder `data`, so the
+    files do not depend on where shared/ is."""
+    for call in calls:
+        call["truth"]["customer_negative_share"] = (
+            None if call["truth"]["mono"] else negative_share(call["utterances"], negative))
+        for row in call["utterances"]:
+            row["source"] = Path(row["source"]).resolve().relative_to(data.resolve()).as_posix()
+    write_csv(folder / "calls.csv", [c["sidecar"] for c in calls])
+    write_csv(folder / "calls_truth.csv", [c["truth"] for c in calls])
+    write_csv(folder / "ground_truth.csv", [r for c in calls for r in c["utterances"]])
+
+
+def negative_labels(model_dir: Path) -> set[str]:
+    """The labels the model's card counts as negative."""
+    card = json.loads((model_dir / "callmood.json").read_text())
+    return {label for label, v in card.get("valence", {}).items() if v < 0}
+
+
 def generate(shared: Path, model_dir: Path, out: Path, count: int, seed: int,
              workers: int) -> None:
     card = json.loads((model_dir / "callmood.json").read_text())
-    negative = {label for label, v in card.get("valence", {}).items() if v < 0}
+    negative = negative_labels(model_dir)
     speakers = held_out_speakers(model_dir)
     split = split_speakers(speakers)
     voices = load_voices(shared, speakers)
@@ -329,12 +350,7 @@ def generate(shared: Path, model_dir: Path, out: Path, count: int, seed: int,
                 calls = pool.starmap(make_call, jobs, chunksize=4)
         else:
             calls = [make_call(*job) for job in jobs]
-        for call in calls:
-            call["truth"]["customer_negative_share"] = (
-                None if call["truth"]["mono"] else negative_share(call["utterances"], negative))
-        write_csv(folder / "calls.csv", [c["sidecar"] for c in calls])
-        write_csv(folder / "calls_truth.csv", [c["truth"] for c in calls])
-        write_csv(folder / "ground_truth.csv", [r for c in calls for r in c["utterances"]])
+        write_calls(folder, calls, negative, shared / "data")
         audio_s = sum(c["truth"]["duration_s"] for c in calls)
         print(f"{name}: {len(calls)} calls, {audio_s / 3600:.2f} h of audio, "
               f"{sum(len(c['utterances']) for c in calls)} utterances, speakers "
