@@ -98,6 +98,18 @@ def tiny_mel():
 TINY_LABELS = ["neutral", "happy", "sad", "angry"]
 
 
+class StopTraining(Exception):
+    """Raised by a stop_after() epoch hook."""
+
+
+def stop_after(last_epoch: int):
+    """An on_epoch hook for train() that stops the run once `last_epoch` is finished."""
+    def hook(epoch: int, f1: float) -> None:
+        if epoch == last_epoch:
+            raise StopTraining
+    return hook
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_mel) -> Path:
     """A random `random:micro` model folder for `tiny_mel`, labels TINY_LABELS."""

@@ -5,6 +5,7 @@ import json
 import os
 
 import pytest
+from conftest import StopTraining, stop_after
 
 from callmood.training.augment import AugmentConfig
 from callmood.training.checkpoint import CheckpointError
@@ -80,16 +81,9 @@ def test_a_stopped_run_resumes_from_its_own_settings(ravdess_subset, tiny_mel, t
     split, mapping = load_split(**settings.split)
     out = tmp_path / "run"
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(epoch, f1):
-        if epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
+    with pytest.raises(StopTraining):
         train(split, config, out, label_map=mapping, cache_dir=settings.cache_dir,
-              on_epoch=stop_after_one, invocation=settings.invocation())
+              on_epoch=stop_after(1), invocation=settings.invocation())
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import StopTraining, stop_after
 from processes import kill_once_workers_run, still_alive_after
 
 from callmood.model.folder import load_model_folder
@@ -208,15 +209,8 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
                                                                    channel_variants=2)})
     whole = train(split, config, tmp_path / "whole", label_map={})
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(epoch, f1):
-        if epoch == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after_two)
+    with pytest.raises(StopTraining):
+        train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after(2))
     assert (tmp_path / "stopped" / "checkpoint" / "tensors.safetensors").is_file()
     assert read_run(tmp_path / "stopped")["config"]["epochs"] == 4
     with pytest.raises(CheckpointError, match="other training settings"):
@@ -248,15 +242,8 @@ def test_auxiliary_heads_train_resume_and_stay_out_of_the_model_folder(
     whole = train(split, config, tmp_path / "whole", label_map={})
     assert all(np.isfinite(h["corpus_loss"]) and h["affect_loss"] > 0 for h in whole.history)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_one(epoch, f1):
-        if epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after_one)
+    with pytest.raises(StopTraining):
+        train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after(1))
     resumed = train(split, config, tmp_path / "stopped", label_map={}, resume=True)
     assert resumed.history == whole.history
     a, b = (load_model_folder(r.model_dir).model.state_dict() for r in (whole, resumed))
@@ -297,19 +284,10 @@ def test_the_adversary_reverses_and_scales_its_gradient():
 
 def test_epoch_hook_can_stop_training(ravdess_subset, tiny_mel, tmp_path):
     utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
-
-    class Stop(Exception):
-        pass
-
-    def hook(epoch, f1):
-        if epoch == 2:
-            raise Stop
-
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 5})
-    with pytest.raises(Stop):
+    with pytest.raises(StopTraining):
         train(Split(utterances, [], [], "x", True), config, tmp_path / "m", label_map={},
-              checkpoint=False,
-              on_epoch=hook)
+              checkpoint=False, on_epoch=stop_after(2))
     assert not (tmp_path / "m").exists()
 
 
