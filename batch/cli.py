@@ -9,14 +9,16 @@ from callmood.options import (
     model_dir_or_bundled,
     read_analytics,
     source_timezone_option,
+    storage_options_option,
 )
 from callmood.workers import usable_cores
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", "-o", required=True,
-              help="Results folder or fsspec URL; one Parquet dataset per table inside.")
+              help="Results folder or fsspec URL (s3://bucket/results); one Parquet "
+                   "dataset per table inside.")
 @click.option("--model", "model_dir", type=click.Path(file_okay=False),
               help="Model folder [default: the model bundled with callmood].")
 @click.option("--workers", "-j", type=click.IntRange(min=1), default=usable_cores(),
@@ -56,15 +58,17 @@ from callmood.workers import usable_cores
                    "the probabilities for them (calls are written after the last file; "
                    "see README, Prior shift, for when it helps).")
 @analytics_option()
+@storage_options_option()
 @click.option("--progress/--no-progress", default=True,
               help="Show progress (hours of audio, ETA): a bar on a terminal, a line every "
                    "30 s in a log [default: on].")
 @click.pass_context
 def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follow_links, metadata,
           source_timezone, max_hours, file_minutes, batch_size, precision, backend, scheduler,
-          prior_shift, analytics_file, progress):
+          prior_shift, analytics_file, storage_options, progress):
     """Score recorded calls under INPUT... into Parquet under --out.
 
+    An INPUT may be a folder, a file or an object store's URL (s3://bucket/prefix).
     Finds audio files recursively, scores the speech of each channel with the model and
     writes the segments, calls and errors tables. Only new or changed files are scored.
     Exits with status 1 if any file could not be scored (see the errors table); a sidecar
@@ -74,6 +78,7 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follo
     from callmood.batch.scan import AUDIO_PATTERNS, ScanError
     from callmood.batch.score import ScoreConfig, score_calls
     from callmood.model.folder import ModelFolderError
+    from callmood.results.location import LocationError, parse_storage_options
     from callmood.results.store import ResultsError
 
     model_dir = model_dir_or_bundled(model_dir)
@@ -87,8 +92,9 @@ def score(ctx, inputs, out, model_dir, workers, rescore, include, exclude, follo
                              follow_links=follow_links,
                              metadata=metadata, source_timezone=source_timezone,
                              prior_shift=prior_shift, analytics=analytics)
-        summary = score_calls(list(inputs), out, model_dir, config, progress=progress)
-    except (ValueError, ScanError, ResultsError, ModelFolderError) as err:
+        summary = score_calls(list(inputs), out, model_dir, config, progress=progress,
+                              storage_options=parse_storage_options(storage_options))
+    except (ValueError, ScanError, ResultsError, ModelFolderError, LocationError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(summary.line())
     if summary.files_failed:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.digest import file_sha256
+from callmood.batch.source import content_sha256, probe_recording, read_recording_blocks
 from callmood.results.scored import Segment
-from callmood.signal.audio import AudioError, check_length, check_peak, probe, read_blocks
+from callmood.signal.audio import AudioError, check_length, check_peak
 from callmood.signal.features import MelConfig, log_mel
 from callmood.signal.segment import VadConfig, WindowPlanner, clip_start, window_mels
 
@@ -38,12 +38,14 @@ class Extracted:
     windows: list[Segment]
     clips: list[tuple[int, int]]  # (channel, first sample of the clip), one per window
     max_seconds: float | None
+    storage_options: dict | None = None  # of a recording in an object store
 
     def mel_batches(self, mel: MelConfig, batch_size: int,
                     block_s: float = BLOCK_S) -> Iterator[torch.Tensor]:
         """(<= batch_size, n_mels, input_frames) log-mels of the windows, in order."""
         clip = mel.clip_samples
-        blocks = read_blocks(self.path, mel.sample_rate, block_s, self.max_seconds)
+        blocks = read_recording_blocks(self.path, mel.sample_rate, block_s, self.max_seconds,
+                                       self.storage_options)
         if self.samples < clip:  # a recording shorter than a clip is repeated to fill one
             audio = np.concatenate(list(blocks), axis=1)
             for channel in range(self.channels):
@@ -71,15 +73,19 @@ class Extracted:
 
 
 def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
-                 max_seconds: float | None, block_s: float = BLOCK_S) -> Extracted:
-    """Raises AudioError for files that cannot be scored (unreadable, silent, no speech)."""
-    check_length(probe(path), max_seconds)  # the header first: a huge file is not hashed
-    sha = file_sha256(path)
+                 max_seconds: float | None, block_s: float = BLOCK_S,
+                 storage_options: dict | None = None) -> Extracted:
+    """Raises AudioError for files that cannot be scored (unreadable, silent, no speech).
+    `path` may be an fsspec URL (batch/source.py)."""
+    # the header first: a huge file is not hashed
+    check_length(probe_recording(path, storage_options), max_seconds)
+    sha = content_sha256(path, storage_options)
     clip = mel.clip_samples
     planners: list[WindowPlanner] = []
     planned: list[tuple[int, int, int]] = []  # (channel, start, end) windows
     peak = 0.0
-    for block in read_blocks(path, mel.sample_rate, block_s, max_seconds):
+    for block in read_recording_blocks(path, mel.sample_rate, block_s, max_seconds,
+                                       storage_options):
         planners = planners or [WindowPlanner(mel.sample_rate, clip, overlap, vad)
                                 for _ in block]
         for channel, (planner, samples) in enumerate(zip(planners, block, strict=True)):
@@ -100,4 +106,5 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
     return Extracted(path, sha, samples / rate, len(planners), samples, speech,
                      [Segment(planned[i][0], planned[i][1] / rate, planned[i][2] / rate)
                       for i in order],
-                     [(planned[i][0], starts[i]) for i in order], max_seconds)
+                     [(planned[i][0], starts[i]) for i in order], max_seconds,
+                     storage_options)

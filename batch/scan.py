@@ -13,6 +13,10 @@ start time is a date written in that path (``2026-11-20``, ``20261120_143000``,
 and sidecar times such as ``2026-11-20 09:30``) are read in the recorders' zone
 (``source_zone``, UTC unless the run says otherwise) and stored in UTC.
 
+An input may be an object store's URL (``s3://bucket/calls/2026-11-20``): its objects
+are listed once (size, ETag, modification time: the object store's stat), ``calls.csv``
+objects are its sidecars, and the same rules name and date its calls (``Objects``).
+
 What is new or changed since the last run is the ledger's business (batch/ledger.py).
 """
 
@@ -28,8 +32,10 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from callmood.results.location import explain, is_url, open_location, url_of
+from callmood.results.location import shown as shown_url
 from callmood.results.meta import YEARS, CallMeta, parse_time
 from callmood.results.writer import CallFile, Rejected
 
@@ -73,6 +79,64 @@ def shown(path: str | Path) -> str:
 
 def _inside(path: str | Path, roots: list[Path]) -> bool:
     return any(Path(path).is_relative_to(root) for root in roots)
+
+
+class Files:
+    """What the scan reads of the local file system (stat, sidecar bytes)."""
+
+    def is_file(self, path: PurePosixPath) -> bool:
+        return Path(path).is_file()
+
+    def stat(self, path: PurePosixPath) -> tuple[int, int, str | None]:
+        """(size, mtime in ns, ETag: None for a local file)."""
+        result = Path(path).stat()
+        return result.st_size, result.st_mtime_ns, None
+
+    def read_bytes(self, path: PurePosixPath) -> bytes:
+        return Path(path).read_bytes()
+
+    def url(self, path: PurePosixPath) -> str:
+        return shown(path)
+
+
+class Objects(Files):
+    """The objects under an object store's URL, listed once: their sizes, ETags and
+    modification times are what a stat gives of a local file. Paths are the store's
+    (`bucket/key`), as PurePosixPath, so the local rules (call ids, dates in paths,
+    sidecars by folder) apply unchanged."""
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        self.fs, root = open_location(url, storage_options)
+        try:
+            listed = self.fs.find(root, detail=True)
+        except Exception as err:
+            raise ScanError(str(explain(url, err))) from None
+        if not listed:
+            raise ScanError(f"{shown_url(url)}: no such object or prefix (nothing is "
+                            "stored under it)")
+        self.infos = {PurePosixPath(p): info for p, info in listed.items()
+                      if info.get("type") != "directory"}
+        self.single = PurePosixPath(root) in self.infos  # the URL names one object
+        self.root = PurePosixPath(root).parent if self.single else PurePosixPath(root)
+
+    def is_file(self, path: PurePosixPath) -> bool:
+        return path in self.infos
+
+    def stat(self, path: PurePosixPath) -> tuple[int, int, str | None]:
+        info = self.infos[path]
+        modified = info.get("LastModified") or info.get("mtime")
+        mtime_ns = int(modified.timestamp() * 1e9) if isinstance(modified, datetime) \
+            else int(float(modified or 0) * 1e9)
+        return int(info["size"]), mtime_ns, info.get("ETag")
+
+    def read_bytes(self, path: PurePosixPath) -> bytes:
+        return self.fs.cat_file(str(path))
+
+    def url(self, path: PurePosixPath) -> str:
+        return url_of(self.fs, str(path))
+
+
+LOCAL = Files()
 
 
 @dataclass
@@ -177,7 +241,7 @@ MAX_SIDECAR_BYTES = 256 << 20
 
 
 def read_sidecar(csv_path: Path, roots: list[Path], zone: tzinfo = timezone.utc,
-                 ) -> tuple[dict[Path, dict], list[Rejected]]:
+                 files: Files = LOCAL) -> tuple[dict[Path, dict], list[Rejected]]:
     """Rows of a metadata CSV keyed by the absolute path of their audio file, which must
     lie under one of the input folders `roots`, and its problems; times without an offset
     are read in `zone`. A bad value costs only that field (the call falls back to the path
@@ -189,13 +253,13 @@ def read_sidecar(csv_path: Path, roots: list[Path], zone: tzinfo = timezone.utc,
 
     def problem(line: int | None, message: str) -> None:
         where = f"line {line}: " if line else ""
-        problems.append(Rejected(shown(csv_path), "metadata", f"{where}{message}"))
+        problems.append(Rejected(files.url(csv_path), "metadata", f"{where}{message}"))
 
     try:
-        if csv_path.stat().st_size > MAX_SIDECAR_BYTES:
+        if files.stat(csv_path)[0] > MAX_SIDECAR_BYTES:
             problem(None, f"larger than {MAX_SIDECAR_BYTES >> 20} MB; its metadata is ignored")
             return {}, problems
-        text = csv_path.read_bytes().decode("utf-8-sig")  # a byte-order mark is no column
+        text = files.read_bytes(csv_path).decode("utf-8-sig")  # a byte-order mark is no column
     except UnicodeDecodeError as err:
         problem(None, f"not UTF-8 text ({err.reason} at byte {err.start}); its metadata is "
                       "ignored, the calls score with defaults from their paths and file times")
@@ -232,7 +296,7 @@ def read_sidecar(csv_path: Path, roots: list[Path], zone: tzinfo = timezone.utc,
                                f"lines {after + 1}-{line} are ignored")
             continue
         name = (row.get("file") or "").strip()
-        path, error = _sidecar_file(csv_path, name, roots)
+        path, error = _sidecar_file(csv_path, name, roots, files)
         if error or path in rows:
             error = error or f"{_short(name)!r} is already described on line " \
                              f"{rows[path]['line']}"  # the first description stands
@@ -250,7 +314,8 @@ def read_sidecar(csv_path: Path, roots: list[Path], zone: tzinfo = timezone.utc,
     return rows, problems
 
 
-def _sidecar_file(csv_path: Path, name: str, roots: list[Path]) -> tuple[Path | None, str]:
+def _sidecar_file(csv_path: Path, name: str, roots: list[Path],
+                  files: Files) -> tuple[Path | None, str]:
     """The recording a sidecar row names (relative to the CSV), or why it names none. A
     name outside the input folders is refused whether or not it exists, so a sidecar
     cannot probe the file system."""
@@ -258,11 +323,11 @@ def _sidecar_file(csv_path: Path, name: str, roots: list[Path]) -> tuple[Path | 
         return None, "empty"
     if "\0" in name or len(name) > 4096:
         return None, f"{_short(name)!r} is no file name (a NUL byte, or over 4096 characters)"
-    path = Path(os.path.normpath(csv_path.parent / name))
+    path = type(csv_path)(os.path.normpath(csv_path.parent / name))
     if not _inside(path, roots):
         return None, f"{_short(name)!r} lies outside the input folders"
     try:
-        if path.is_file():
+        if files.is_file(path):
             return path, ""
     except OSError:  # a name too long for the file system, a loop of links
         pass
@@ -317,21 +382,21 @@ def call_path(path: Path, root: Path) -> str:
 
 
 def describe(path: Path, name: str, sidecar: dict | None,
-             zone: tzinfo = timezone.utc) -> CallFile:
+             zone: tzinfo = timezone.utc, files: Files = LOCAL) -> CallFile:
     """The call's metadata: sidecar values first, then defaults from its `name` (its
     call_path, extension kept only where needed to tell files apart, a time in it read in
     `zone`) and mtime. Raises ValueError for a call dated by an mtime outside YEARS (a
     broken clock, or `touch -d`), OSError for a file gone since the scan listed it."""
-    stat_result = path.stat()
+    size, mtime_ns, etag = files.stat(path)
     sidecar = sidecar or {}
     started_at = sidecar.get("started_at") or _time_from_path(name, zone)
     dated_by_mtime = started_at is None
     if dated_by_mtime:
-        started_at = _file_time(stat_result.st_mtime)
+        started_at = _file_time(mtime_ns / 1e9)
     meta = CallMeta(sidecar.get("call_id") or name, sidecar.get("agent_id"),
                     sidecar.get("queue"), started_at, sidecar.get("customer_channel"))
-    return CallFile(str(path), stat_result.st_size, stat_result.st_mtime_ns, meta,
-                    dated_by_mtime=dated_by_mtime)
+    return CallFile(files.url(path), size, mtime_ns, meta, dated_by_mtime=dated_by_mtime,
+                    etag=etag)
 
 
 def _file_time(mtime: float) -> datetime:
@@ -375,28 +440,63 @@ def regular_file(path: Path) -> Rejected | None:
 def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
          exclude: tuple[str, ...] = (), metadata: tuple[str, ...] = (),
          zone: tzinfo = timezone.utc, follow_links: bool = False,
+         storage_options: dict | None = None,
          ) -> tuple[list[CallFile], list[Rejected], int]:
-    """Every audio file under the inputs (see find_audio for which), with its metadata
-    (times without an offset read in `zone`); the matching paths that cannot be scored and
-    the sidecar problems; and how many hidden recordings were skipped."""
-    found = find_audio(inputs, include, exclude, follow_links)
+    """Every audio file under the inputs (see find_audio for which; an input may be an
+    object store's URL, see Objects), with its metadata (times without an offset read in
+    `zone`); the matching paths that cannot be scored and the sidecar problems; and how
+    many hidden recordings were skipped."""
+    local = [item for item in inputs if not is_url(item)]
+    found = find_audio(local, include, exclude, follow_links) if local else Found([])
     rejected = found.rejected
     rejected += [r for r in (regular_file(path) for path in found.files) if r is not None]
     bad = {r.path for r in rejected}
     files = [(path, root) for path, root in found.files.items() if str(path) not in bad]
+    calls, problems = _described(files, found.roots, [Path(m).resolve() for m in metadata],
+                                 zone, LOCAL)
+    hidden = found.hidden
+    for url in (item for item in inputs if is_url(item)):
+        objects = Objects(url, storage_options)
+        listed, count = _matching_objects(objects, include, exclude)
+        more, more_problems = _described(listed, [objects.root], [], zone, objects)
+        calls, problems, hidden = calls + more, problems + more_problems, hidden + count
+    return calls, rejected + problems, hidden
+
+
+def _matching_objects(objects: Objects, include: tuple[str, ...], exclude: tuple[str, ...],
+                      ) -> tuple[list[tuple[PurePosixPath, PurePosixPath]], int]:
+    """The objects find_audio would score, as (path, root), and how many are hidden (a
+    name in their path starting with '.')."""
+    files, hidden = [], 0
+    for path in sorted(objects.infos):
+        relative = path.relative_to(objects.root).as_posix()
+        if not (objects.single or _matches(relative, include)) or _matches(relative, exclude):
+            continue
+        if any(part.startswith(".") for part in relative.split("/")):
+            hidden += 1
+        else:
+            files.append((path, objects.root))
+    return files, hidden
+
+
+def _described(files: list[tuple[Path, Path]], roots: list[Path], metadata: list[Path],
+               zone: tzinfo, store: Files) -> tuple[list[CallFile], list[Rejected]]:
+    """The calls of `files`, found under `roots` in `store`: their sidecars read (those
+    beside them, then `metadata`), each described; and the problems met."""
+    rejected: list[Rejected] = []
     sidecars: dict[Path, dict] = {}
     csvs = {folder / SIDECAR for path, root in files
             for folder in [path.parent, *path.parent.parents]
-            if folder.is_relative_to(root) and (folder / SIDECAR).is_file()}
-    for csv_path in sorted(csvs) + [Path(m).resolve() for m in metadata]:
-        if not csv_path.is_file():
+            if folder.is_relative_to(root) and store.is_file(folder / SIDECAR)}
+    for csv_path in sorted(csvs) + metadata:
+        if not store.is_file(csv_path):
             raise ScanError(f"{shown(csv_path)}: metadata file not found")
-        rows, problems = read_sidecar(csv_path, found.roots, zone)
+        rows, problems = read_sidecar(csv_path, roots, zone, store)
         rejected += problems
         for path, row in rows.items():
             if path in sidecars:  # the first description of a file stands
                 first = sidecars[path]
-                rejected.append(Rejected(shown(csv_path), "metadata", (
+                rejected.append(Rejected(store.url(csv_path), "metadata", (
                     f"line {row['line']}: field file: {shown(path)} is already described "
                     f"on line {first['line']} of {shown(first['sidecar'])}; the row is "
                     "ignored")))
@@ -406,10 +506,10 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     calls = []
     for path, _ in files:
         try:
-            calls.append(describe(path, names[path], sidecars.get(path), zone))
+            calls.append(describe(path, names[path], sidecars.get(path), zone, store))
         except OSError as err:  # removed (e.g. by a retention job) since it was listed
             rejected.append(Rejected(str(path), "missing", f"removed during the scan "
                                                            f"({err.strerror or err})"))
         except ValueError as err:
-            rejected.append(Rejected(str(path), "bad_time", str(err)))
-    return calls, rejected, found.hidden
+            rejected.append(Rejected(store.url(path), "bad_time", str(err)))
+    return calls, rejected

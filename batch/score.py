@@ -21,10 +21,12 @@ import numpy as np
 
 from callmood.batch.ledger import claim_call_ids, to_score
 from callmood.batch.scan import AUDIO_PATTERNS, CallFile, input_root, scan
+from callmood.batch.source import probe_recording
 from callmood.batch.worker import cached_model, score_file
 from callmood.model.calibration import adapt_priors
 from callmood.progress import progress as progress_bar
 from callmood.results.call_summary import CallAnalytics
+from callmood.results.location import is_url, shown
 from callmood.results.meta import source_zone
 from callmood.results.scored import ScoredCall
 from callmood.results.store import ResultsError, ResultsStore, is_compacted, partition_of
@@ -38,7 +40,7 @@ from callmood.results.writer import (
     scored_live,
     write_spooled_calls,
 )
-from callmood.signal.audio import AudioError, probe
+from callmood.signal.audio import AudioError
 from callmood.signal.features import CLIP_OVERLAP
 from callmood.signal.segment import VadConfig
 from callmood.workers import workers_die_with_this_process
@@ -90,11 +92,14 @@ class ScoreConfig:
                              "positive")
 
 
-def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig):
-    """ScoredCalls in the order they finish."""
+def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig,
+              storage_options: dict | None):
+    """ScoredCalls in the order they finish. A Dask worker that dies (killed, out of
+    memory) has its files scored again by another: each comes back once."""
     task = joblib.delayed(score_file)
     jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
-                 config.batch_size, config.precision, config.file_minutes * 60)
+                 config.batch_size, config.precision, config.file_minutes * 60,
+                 storage_options)
             for call in todo)
     if config.backend == "dask":
         from dask.distributed import Client
@@ -124,16 +129,20 @@ def shift_priors(outcomes: list[ScoredCall], labels: list[str]) -> dict[str, flo
     return dict(zip(labels, map(float, priors), strict=True))
 
 
-def _audio_seconds(path: str) -> float:
+def _audio_seconds(path: str, storage_options: dict | None) -> float:
     try:
-        return probe(path).duration_s
-    except AudioError:
+        return probe_recording(path, storage_options).duration_s
+    except (AudioError, OSError):
         return 0.0
 
 
 def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig,
-                progress: bool = True) -> RunSummary:
-    """Score what is new or changed under `inputs` into the results folder `out`.
+                progress: bool = True, storage_options: dict | None = None,
+                lease_s: float | None = None) -> RunSummary:
+    """Score what is new or changed under `inputs` into the results folder `out`; either
+    may be an fsspec URL (`s3://bucket/prefix`), opened with `storage_options` (which are
+    never written: score_config.json holds `config` only). `lease_s`: the run lock's
+    lease on an object store (results.store.ObjectLock).
 
     progress: show progress (a bar on a terminal, a line every 30 s in a log).
     """
@@ -143,20 +152,22 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     model = cached_model(model_dir)
     stamp = ModelStamp.of(model)
     files, rejected, hidden = scan(inputs, config.include, config.exclude, config.metadata,
-                                   source_zone(config.source_timezone), config.follow_links)
+                                   source_zone(config.source_timezone), config.follow_links,
+                                   storage_options)
     summary = RunSummary(f"{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
                          len(files) + len(rejected), hidden_skipped=hidden)
-    store = ResultsStore(out)
+    store = ResultsStore(out, storage_options, **({"lease_s": lease_s} if lease_s else {}))
     with store.lock(LIVE_WRITE_S):
         store.remove_leftovers()
         claim_labels(store, stamp)
         store.write_json(CONFIG, asdict(config))
-        store.add_input_roots([str(input_root(item)) for item in inputs])
+        store.add_input_roots([shown(item) if is_url(item) else str(input_root(item))
+                               for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
         write_spooled_calls(store, config.analytics, manifest)
         live = scored_live(manifest)
-        todo = to_score(files, manifest, live, store, config.rescore)
+        todo = to_score(files, manifest, live, store, config.rescore, storage_options)
         summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
         run = CallWriter(store, stamp, config.analytics, manifest, summary, started,
                          config.rescore)
@@ -165,16 +176,18 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
         for item in rejected:
             run.write_rejected(item)
         try:
-            todo = claim_call_ids(todo, manifest, run)
+            todo = claim_call_ids(todo, manifest, run, storage_options)
             by_path = {call.path: call for call in todo}
-            hours = {call.path: _audio_seconds(call.path) / 3600 for call in todo}
+            hours = {call.path: _audio_seconds(call.path, storage_options) / 3600
+                     for call in todo}
             bar = progress_bar(total=sum(hours.values()), unit="h",
                                disable=not progress, desc="scoring",
                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f}"
                                           " h of audio [{elapsed}<{remaining}{postfix}]")
             held: list[ScoredCall] = []  # scored files, with prior_shift="em"
             with bar:
-                for done, outcome in enumerate(_outcomes(todo, model_dir, config), 1):
+                for done, outcome in enumerate(
+                        _outcomes(todo, model_dir, config, storage_options), 1):
                     call = by_path[outcome.path]
                     if outcome.error_kind:
                         run.write_failed(call, outcome.error_kind, outcome.error,

@@ -17,6 +17,7 @@ import torch
 
 from callmood.batch.extract import extract_file
 from callmood.model.folder import LoadedModel, ModelOutputError, load_model_folder
+from callmood.results.location import explain, is_url
 from callmood.results.scored import ScoredCall
 from callmood.signal.audio import AudioError, unreadable_by_user
 from callmood.signal.segment import VadConfig
@@ -61,14 +62,16 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                max_seconds: float, batch_size: int, precision: str = "fp32",
-               time_limit_s: float | None = None) -> ScoredCall:
-    """The worker task; never raises, so one bad file cannot stop the run."""
+               time_limit_s: float | None = None,
+               storage_options: dict | None = None) -> ScoredCall:
+    """The worker task; never raises, so one bad file cannot stop the run. `path` may be
+    an fsspec URL, read with `storage_options` (batch/source.py)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with time_limit(time_limit_s):
             return _score_file(path, model_dir, vad, overlap, max_seconds, batch_size,
-                               precision)
+                               precision, storage_options)
     except FileTimeout:
         return ScoredCall(path, error_kind="timeout",
                            error=f"not done within the limit of {time_limit_s / 60:g} min "
@@ -78,10 +81,12 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
 
 
 def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
-                max_seconds: float, batch_size: int, precision: str) -> ScoredCall:
+                max_seconds: float, batch_size: int, precision: str,
+                storage_options: dict | None) -> ScoredCall:
     try:
         model = cached_model(model_dir)
-        found = extract_file(path, model.mel, vad, overlap, max_seconds)
+        found = extract_file(path, model.mel, vad, overlap, max_seconds,
+                             storage_options=storage_options)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             probs = np.concatenate([model.predict_mels(mels, batch_size)
                                     for mels in found.mel_batches(model.mel, batch_size)])
@@ -96,4 +101,5 @@ def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
         refused = unreadable_by_user(path, err)
         return ScoredCall(path, error_kind=refused.kind, error=refused.detail)
     except Exception as err:  # a bug or resource problem on one file: record it, go on
-        return ScoredCall(path, error_kind="internal", error=f"{type(err).__name__}: {err}")
+        message = str(explain(path, err)) if is_url(path) else f"{type(err).__name__}: {err}"
+        return ScoredCall(path, error_kind="internal", error=message)

@@ -1,5 +1,5 @@
 """What the subcommands share on the command line: the recorders' time zone option, the
-call analytics settings and the model folder's default."""
+call analytics settings, an object store's options and the model folder's default."""
 
 from __future__ import annotations
 
@@ -55,3 +55,15 @@ def read_analytics(path: str | None):
         return CallAnalytics.from_dict(values)
     except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise click.ClickException(f"--analytics {path}: {err}") from None
+
+
+def storage_options_option():
+    """--storage-options JSON (or $CALLMOOD_STORAGE_OPTIONS): fsspec options for an object
+    store's URL, e.g. its endpoint or profile. Credentials are better left to the
+    environment or the provider's profile files; given here they are used, never written."""
+    return click.option("--storage-options", envvar="CALLMOOD_STORAGE_OPTIONS",
+                        metavar="JSON",
+                        help="fsspec options for s3:// and other URLs, as a JSON object, "
+                             'e.g. \'{"endpoint_url": "http://minio:9000", "profile": '
+                             '"nightly"}\' (or $CALLMOOD_STORAGE_OPTIONS); credentials '
+                             "come from the environment or profile files otherwise")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from callmood.options import storage_options_option
+
 FORMATS = ("table", "csv", "json")
 
 
@@ -39,8 +41,11 @@ _timezone_option = click.option(
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the canned query, e.g. --param date_from=2026-03-01.")
 @_timezone_option
-def query(results, sql, fmt, csv_raw, list_only, summary, canned, params, timezone):
-    """Run read-only SQL over the Parquet results in RESULTS.
+@storage_options_option()
+def query(results, sql, fmt, csv_raw, list_only, summary, canned, params, timezone,
+          storage_options):
+    """Run read-only SQL over the Parquet results in RESULTS (a folder, or an object
+    store's URL such as s3://bucket/results).
 
     The views segments, calls, errors and runs are defined, plus the emotion_labels
     table and the filtered_calls / filtered_segments macros. Only SELECT statements run.
@@ -58,7 +63,7 @@ def query(results, sql, fmt, csv_raw, list_only, summary, canned, params, timezo
     try:
         text = query_cli.run(results, sql=sql, fmt=fmt, csv_raw=csv_raw, list_only=list_only,
                              summary=summary, canned=canned, params=_parse_params(params),
-                             timezone=timezone)
+                             timezone=timezone, storage_options=storage_options)
     except query_cli.USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(text)

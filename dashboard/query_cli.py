@@ -14,8 +14,9 @@ from callmood.dashboard.results_db import (
     run_sql,
 )
 from callmood.dashboard.summary import summarize
+from callmood.results.location import LocationError, parse_storage_options
 
-USER_ERRORS = (ResultsError, ReadOnlyError, QueryError, duckdb.Error)
+USER_ERRORS = (ResultsError, ReadOnlyError, QueryError, LocationError, duckdb.Error)
 # a spreadsheet runs a cell starting with one of these as a formula (OWASP, CSV injection)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -73,8 +74,10 @@ def describe(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def run(results, *, sql=None, fmt="table", csv_raw=False, list_only=False, summary=False,
-        canned=None, params=None, timezone=None) -> str:
-    con = connect(results, read_only=True, timezone=timezone)
+        canned=None, params=None, timezone=None, storage_options=None) -> str:
+    """`storage_options`: --storage-options' JSON, for a results folder in an object store."""
+    con = connect(results, read_only=True, timezone=timezone,
+                  storage_options=parse_storage_options(storage_options))
     try:
         if list_only:
             return describe(con)

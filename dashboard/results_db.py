@@ -7,6 +7,11 @@ out), a table ``emotion_labels`` (label, position, valence, negative) and the fi
 macros of ``macros.sql`` that every canned query uses.
 A table with no Parquet files yet becomes an empty view with the contract's columns,
 so every query also works on an empty folder.
+
+The folder may be in an object store (``s3://bucket/results``): it is listed through
+fsspec, and DuckDB reads its objects through the same fsspec file system, registered
+with the connection (DuckDB's httpfs extension is not installable from the package
+registry for the DuckDB in use; docs/scale.md has the measurements).
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
 
+from callmood.results.location import LocationError, explain, open_location, shown, url_of
 from callmood.results.schema import (
     ERRORS_SCHEMA,
     PARTITION_KEYS,
@@ -58,45 +66,86 @@ class LabelInfo:
         return self.valence.get(label, 0) < 0
 
 
-def resolve_results(results: str | os.PathLike) -> Path:
-    root = Path(results).expanduser()
-    if not root.exists():
-        raise ResultsError(f"results folder {str(root)!r} does not exist")
-    if not root.is_dir():
-        raise ResultsError(f"results path {str(root)!r} is not a folder")
-    return root.resolve()
+@dataclass(frozen=True)
+class Folder:
+    """A results folder to read: a local one, or one in an object store."""
+
+    fs: AbstractFileSystem
+    root: str  # the folder's path in fs
+    url: str  # as given (a local folder: its absolute path)
+
+    @property
+    def local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def path(self, relative: str) -> str:
+        return f"{self.root.rstrip('/')}/{relative}"
+
+    def source(self, path: str) -> str:
+        """What DuckDB reads for a path in fs: a local path, or the object's URL."""
+        return url_of(self.fs, path)
+
+    def __str__(self) -> str:
+        return self.url
 
 
-def _journal(root: Path) -> dict | None:
+def resolve_results(results: str | os.PathLike | Folder,
+                    storage_options: dict | None = None) -> Folder:
+    if isinstance(results, Folder):
+        return results
     try:
-        return json.loads((root / JOURNAL).read_text())
+        fs, root = open_location(str(results), storage_options)
+    except LocationError as err:
+        raise ResultsError(str(err)) from None
+    if isinstance(fs, LocalFileSystem):
+        path = Path(results).expanduser()
+        if not path.exists():
+            raise ResultsError(f"results folder {str(path)!r} does not exist")
+        if not path.is_dir():
+            raise ResultsError(f"results path {str(path)!r} is not a folder")
+        return Folder(fs, str(path.resolve()), str(path.resolve()))
+    try:
+        listed = fs.find(root, maxdepth=1, withdirs=True)
+    except Exception as err:
+        raise ResultsError(f"cannot open the results: {explain(str(results), err)}") from None
+    if not listed:
+        raise ResultsError(f"results folder {shown(str(results))!r} does not exist (nothing "
+                           "is stored under it)")
+    return Folder(fs, root, str(results))
+
+
+def _journal(folder: Folder) -> dict | None:
+    try:
+        return json.loads(folder.fs.cat_file(folder.path(JOURNAL)))
     except (OSError, ValueError):
         return None
 
 
-def parquet_files(root: Path, table: str) -> list[Path]:
-    """The table's finished Parquet files, without those a compaction under way has
-    already merged (the journal is read before and after listing, so a merge that starts
-    meanwhile is seen too)."""
-    before = _journal(root)
-    listed = sorted(p.relative_to(root).as_posix() for p in (root / table).glob("*/*.parquet"))
-    return [root / p for p in live_parts(listed, [before, _journal(root)])]
+def parquet_files(folder: Folder, table: str) -> list[str]:
+    """The table's finished Parquet files (paths in the folder's file system), without
+    those a compaction under way has already merged (the journal is read before and after
+    listing, so a merge that starts meanwhile is seen too)."""
+    before = _journal(folder)
+    prefix = folder.root.rstrip("/") + "/"
+    listed = sorted(p[len(prefix):] for p in folder.fs.glob(folder.path(f"{table}/*/*.parquet")))
+    return [folder.path(p) for p in live_parts(listed, [before, _journal(folder)])]
 
 
-def read_label_file(root: Path) -> dict | None:
-    path = root / LABELS_FILE
-    if not path.is_file():
-        return None
+def read_label_file(folder: Folder) -> dict | None:
+    path = folder.path(LABELS_FILE)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(folder.fs.cat_file(path))
+    except FileNotFoundError:
+        return None
     except (OSError, ValueError) as exc:
-        raise ResultsError(f"cannot read {path}: {exc}") from exc
+        raise ResultsError(f"cannot read {folder.source(path)}: {exc}") from exc
     if not isinstance(data, dict):
-        raise ResultsError(f"{path} must hold a JSON object with 'labels' and 'valence'")
+        raise ResultsError(f"{folder.source(path)} must hold a JSON object with 'labels' "
+                           "and 'valence'")
     return data
 
 
-def label_info(root: Path, columns: list[str]) -> LabelInfo:
+def label_info(root: Folder, columns: list[str]) -> LabelInfo:
     """Labels from the ``p_`` columns (model order), else from labels.json; valence from
     labels.json when present, else the default negative set."""
     labels = [c[2:] for c in columns if c.startswith("p_")]
@@ -110,24 +159,36 @@ def label_info(root: Path, columns: list[str]) -> LabelInfo:
     return LabelInfo(tuple(labels), valence)
 
 
-def fingerprint(results: str | os.PathLike) -> str:
+def _stamp(info: dict) -> str:
+    when = info.get("mtime") or info.get("LastModified") or info.get("ETag")
+    return f"{info['name'].rsplit('/', 1)[-1]}:{when}:{info.get('size')}"
+
+
+def _listed(folder: Folder, path: str) -> list[dict]:
+    try:
+        return sorted(folder.fs.ls(path, detail=True), key=lambda e: e["name"])
+    except FileNotFoundError:
+        return []
+
+
+def fingerprint(results: str | os.PathLike | Folder) -> str:
     """Changes whenever a file is added to or removed from the results (a nightly run, a
     compaction), so the dashboard opens a fresh connection over the files then present.
 
-    Cheap enough to compute on every dashboard rerun: it looks at folder times (a folder's
-    mtime moves when a file in it is added, renamed or deleted), never lists segment files.
+    Cheap enough to compute on every dashboard rerun: on a local folder it looks at folder
+    times (a folder's mtime moves when a file in it is added, renamed or deleted), never
+    lists segment files; an object store has no folder times, so there it lists each
+    partition's objects (one or two a day once compacted).
     """
-    root = Path(results)
-    parts = []
-    folders = [root, *(root / t for t in TABLES)]
-    folders += [p for t in TABLES if (root / t).is_dir() for p in sorted((root / t).iterdir())]
-    for path in [root / LABELS_FILE, *folders]:
-        if path.exists():
-            parts.append(f"{path.relative_to(root)}:{path.stat().st_mtime_ns}")
-    for table in ("runs", "errors"):  # rewritten in place as a run goes on
-        for path in parquet_files(root, table):
-            stat = path.stat()
-            parts.append(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}")
+    folder = resolve_results(results)
+    parts = [_stamp(e) for e in _listed(folder, folder.root)
+             if e["name"].rsplit("/", 1)[-1] in (LABELS_FILE, *TABLES)]
+    for table in TABLES:
+        for partition in _listed(folder, folder.path(table)):
+            timeless = partition["type"] == "directory" and not partition.get("mtime")
+            parts.append(_stamp(partition))
+            if timeless or table in ("runs", "errors"):  # these rewritten in place
+                parts += [_stamp(e) for e in _listed(folder, partition["name"])]
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -170,22 +231,22 @@ COMMITTED = {
 }
 
 
-def _read_sql(table: str, files: list[Path]) -> str:
-    listed = "[" + ", ".join(_sql_string(str(p)) for p in files) + "]"
+def _read_sql(table: str, files: list[str]) -> str:
+    listed = "[" + ", ".join(_sql_string(p) for p in files) + "]"
     return (f"read_parquet({listed}, hive_partitioning = true, union_by_name = true, "
             f"hive_types = {{'{PARTITION_KEYS[table]}': DATE}})")
 
 
-def _table_sql(table: str, files: list[Path]) -> str:
+def _table_sql(table: str, files: list[str]) -> str:
     """The query a table's view runs over its files (see COMMITTED)."""
     if table not in COMMITTED:
         return f"SELECT * FROM {_read_sql(table, files)}"
-    by_partition: dict[Path, list[Path]] = {}
+    by_partition: dict[str, list[str]] = {}
     for path in files:
-        by_partition.setdefault(path.parent, []).append(path)
+        by_partition.setdefault(path.rsplit("/", 1)[0], []).append(path)
     merged, others = [], []
     for paths in by_partition.values():
-        if len(paths) == 1 and is_compacted(paths[0].name):
+        if len(paths) == 1 and is_compacted(paths[0]):
             merged += paths
         else:
             others += paths
@@ -194,8 +255,8 @@ def _table_sql(table: str, files: list[Path]) -> str:
     return " UNION ALL BY NAME ".join(branches)
 
 
-def _create_views(con: duckdb.DuckDBPyConnection, root: Path) -> LabelInfo:
-    files = {t: parquet_files(root, t) for t in TABLES}
+def _create_views(con: duckdb.DuckDBPyConnection, root: Folder) -> LabelInfo:
+    files = {t: [root.source(p) for p in parquet_files(root, t)] for t in TABLES}
     sources = {t: f"({_table_sql(t, files[t])})" for t in TABLES if files[t]}
     # Labels decide the empty schemas, so look at segments (then calls) first.
     if files["segments"]:
@@ -289,20 +350,26 @@ def _private_spill_folder() -> str:
     return folder
 
 
-def connect(results: str | os.PathLike, read_only: bool = True,
-            timezone: str | None = None) -> duckdb.DuckDBPyConnection:
+def connect(results: str | os.PathLike | Folder, read_only: bool = True,
+            timezone: str | None = None, storage_options: dict | None = None,
+            ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the results views, labels and macros.
 
     With ``read_only`` (the default) the connection can read only the results folder
     and its configuration is locked: no extension installs, no file access elsewhere,
     no SET. Statements are still checked with ``check_read_only`` before they run,
-    since COPY ... TO inside the results folder would otherwise be allowed.
+    since COPY ... TO inside the results folder would otherwise be allowed. A folder in
+    an object store is read through its fsspec file system, registered with the
+    connection (which can then read, and never write: its objects are reached only
+    through the views' read_parquet).
     Use ``cursor()`` on the returned connection for each thread.
     """
-    root = resolve_results(results)
+    root = resolve_results(results, storage_options)
     con = duckdb.connect(":memory:")
     try:
         set_timezone(con, timezone)
+        if not root.local:
+            con.register_filesystem(root.fs)
         info = _create_views(con, root)
         _create_label_table(con, info)
         con.execute(MACROS_SQL.read_text())
@@ -310,14 +377,15 @@ def connect(results: str | os.PathLike, read_only: bool = True,
             # DuckDB may always read its spill folder (default: .tmp under the working
             # directory, which may hold anything); give it one of this process's own
             con.execute(f"SET temp_directory = {_sql_string(_private_spill_folder())}")
-            con.execute(f"SET allowed_directories = [{_sql_string(str(root) + os.sep)}]")
+            allowed = root.source(root.root).rstrip("/") + "/"
+            con.execute(f"SET allowed_directories = [{_sql_string(allowed)}]")
             con.execute("SET enable_external_access = false")
             con.execute("SET autoinstall_known_extensions = false")
             con.execute("SET autoload_known_extensions = false")
             con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
         con.close()
-        raise ResultsError(f"cannot open the results in {root}: {exc}") from exc
+        raise ResultsError(f"cannot open the results in {shown(root.url)}: {exc}") from exc
     except ResultsError:
         con.close()
         raise

@@ -26,7 +26,12 @@ A call scored live is first spooled (``_live_spool/<hash of the call id>.json``)
 then written by whoever holds the folder next (see results.writer.write_spooled_calls), so a
 nightly run holding the lock for hours delays it but does not lose it.
 
-``--out`` may be any fsspec URL; the lock that keeps two runs apart needs a local folder.
+``--out`` may be a local folder or an fsspec URL (``s3://bucket/results``): every write is
+one whole object (a PUT is atomic: an object appears whole or not at all), so the same
+protocol holds on an object store with strongly consistent listings (AWS S3, GCS, Azure,
+MinIO); there is no rename and nothing to clean up. The run lock is ``flock`` on a local
+folder and a lease object written with conditional writes on an object store
+(``ObjectLock``); docs/results.md states the protocol.
 """
 
 from __future__ import annotations
@@ -37,22 +42,27 @@ import hashlib
 import io
 import json
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from callmood.results.location import explain, open_location, shown
 from callmood.results.schema import PARTITION_KEYS
 
 MANIFEST = "_manifest"
 LABELS_FILE = "labels.json"  # the label set and valence the folder holds scores for
 LOCK = ".lock"
+OBJECT_LOCK = "_lock.json"  # the lease object of a results folder in an object store
+LEASE_S = 600.0  # a lease not renewed for this long (its holder died) may be taken over
 JOURNAL = "_compaction.json"
 SPOOL = "_live_spool"
 # every input folder ever scored into these results: the dashboard plays only files in them
@@ -120,23 +130,36 @@ def newest_rows(table: pa.Table, committed: pa.Table | None = None) -> pa.Table:
 
 
 class ResultsStore:
-    def __init__(self, url: str):
-        self.url = url
-        self.fs, self.root = fsspec.core.url_to_fs(url)
+    def __init__(self, url: str, storage_options: dict | None = None,
+                 lease_s: float = LEASE_S):
+        self.url = shown(url)  # what messages name: never a password in a URL
+        self.fs, self.root = open_location(url, storage_options)
         self.local = isinstance(self.fs, LocalFileSystem)
-        self.fs.makedirs(self.root, exist_ok=True)
+        self.lease_s = lease_s
+        self._lease: ObjectLock | None = None
+        if self.local:
+            self.fs.makedirs(self.root, exist_ok=True)
+            return
+        bucket = self.root.split("/", 1)[0]
+        try:  # an object store has no folders to make; see that the bucket is there
+            self.fs.info(bucket)
+        except FileNotFoundError:
+            raise ResultsError(f"{self.url}: the bucket {bucket!r} does not exist") from None
+        except Exception as err:
+            raise ResultsError(str(explain(url, err))) from None
 
     def _path(self, relative: str) -> str:
         return f"{self.root.rstrip('/')}/{relative}"
 
     def _write_bytes(self, relative: str, data: bytes) -> None:
+        if self._lease is not None:
+            self._lease.check()
         final = self._path(relative)
+        if not self.local:  # one PUT: the object appears whole or not at all
+            self.fs.pipe_file(final, data)
+            return
         folder, name = final.rsplit("/", 1)
         self.fs.makedirs(folder, exist_ok=True)
-        if not self.local:
-            with self.fs.open(final, "wb") as f:
-                f.write(data)
-            return
         temp = f"{folder}/{_TMP}{name}.{uuid.uuid4().hex[:8]}"
         with open(temp, "wb") as f:
             f.write(data)
@@ -170,7 +193,10 @@ class ResultsStore:
     def remove_leftovers(self) -> int:
         """Delete temporary files a killed run left behind; returns how many. The spool's
         are left alone: live servers write there without the lock (one may be renaming
-        its file into place right now)."""
+        its file into place right now). An object store has none: it writes no
+        temporary files (an upload a kill interrupted never becomes an object)."""
+        if not self.local:
+            return 0
         spool = self._path(SPOOL) + "/"
         leftovers = [p for p in self.fs.find(self.root)
                      if p.rsplit("/", 1)[-1].startswith(_TMP) and not p.startswith(spool)]
@@ -300,7 +326,11 @@ class ResultsStore:
         """Hold the results folder for one run (or one live call's write), waiting up to
         `wait_s` for another holder; then refused with a clear message."""
         if not self.local:
-            yield
+            with ObjectLock(self, wait_s) as self._lease:
+                try:
+                    yield
+                finally:
+                    self._lease = None
             return
         path = self._path(LOCK)
         deadline = time.monotonic() + wait_s
@@ -326,3 +356,79 @@ class ResultsStore:
             finally:
                 f.truncate(0)
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class ObjectLock:
+    """The run lock of a results folder in an object store, which has no flock: a lease
+    object (OBJECT_LOCK) made with a conditional write (If-None-Match: *), so of two runs
+    that start together one gets it; renewed every lease_s / 3 (a conditional write on
+    its own ETag) while the run lasts, and deleted at its end. A lease its holder stopped
+    renewing for lease_s (killed, or cut off from the store) is taken over with a write
+    conditional on its ETag, so of two runs that find it stale one takes it. A holder that
+    finds its lease taken over stops writing (ResultsBusy at its next write).
+
+    Needs conditional writes (AWS S3 since 2024, MinIO, moto) and clocks within a small
+    part of lease_s of the store's: staleness is the lease object's modification time.
+    """
+
+    def __init__(self, store: ResultsStore, wait_s: float):
+        self.store, self.wait_s = store, wait_s
+        self.path = store._path(OBJECT_LOCK)
+        self.body = json.dumps({"holder": f"{socket.gethostname()} pid {os.getpid()}",
+                                "lease_s": store.lease_s}).encode()
+        self.etag: str | None = None
+        self.lost: str | None = None
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+
+    def __enter__(self) -> ObjectLock:
+        fs, deadline = self.store.fs, time.monotonic() + self.wait_s
+        while self.etag is None:
+            try:
+                self.etag = fs.pipe_file(self.path, self.body, mode="create")["ETag"]
+                break
+            except FileExistsError:
+                pass
+            try:
+                info = fs.info(self.path)
+                age = (datetime.now(timezone.utc) - info["LastModified"]).total_seconds()
+                if age > self.store.lease_s:  # its holder stopped renewing it
+                    self.etag = fs.pipe_file(self.path, self.body,
+                                             IfMatch=info["ETag"])["ETag"]
+                    break
+            except FileNotFoundError:  # let go meanwhile: try to make it again
+                continue
+            except OSError:  # taken over by another run meanwhile: look again
+                age = 0.0
+            if time.monotonic() >= deadline:
+                holder = json.loads(fs.cat_file(self.path) or b"{}").get("holder")
+                raise ResultsBusy(
+                    f"{self.store.url} is being written by another `callmood` process "
+                    f"({holder or 'unknown'}, lease renewed {age:.0f} s ago); wait for it "
+                    f"to finish, or for its lease to lapse ({self.store.lease_s:g} s after "
+                    f"its last renewal) if it was killed, or use another --out")
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.01)))
+        self._renewer.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.store.lease_s / 3):
+            try:
+                self.etag = self.store.fs.pipe_file(self.path, self.body,
+                                                    IfMatch=self.etag)["ETag"]
+            except Exception as err:  # taken over, or the store out of reach
+                self.lost = f"{type(err).__name__}: {err}"
+                return
+
+    def check(self) -> None:
+        """Refuse to write once the lease is lost: another run may hold the folder."""
+        if self.lost:
+            raise ResultsBusy(f"{self.store.url}: the run lost its lock ({self.lost}); "
+                              "it stops writing, another run may hold the folder")
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._renewer.join()
+        if self.lost is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.store.fs.rm_file(self.path)

@@ -61,6 +61,7 @@ class CallFile:
     # no time in its sidecar or path: meta.started_at is the file's mtime, which a copy
     # (cp without -p, a restore) moves although the call is the same
     dated_by_mtime: bool = False
+    etag: str | None = None  # of an object in an object store (batch/scan.py's Objects)
 
 
 def dated_as_scored(call: CallFile, entry: dict) -> CallFile:
@@ -180,6 +181,8 @@ class CallWriter:
                  "sha256": sha256, "meta": call.meta.as_json(), "status": status,
                  "parts": parts, "run_id": self.summary.run_id,
                  "done_at": now().isoformat(), **detail}
+        if call.etag:
+            entry["etag"] = call.etag
         self.store.put_manifest(entry)
         self.manifest[call.path] = entry
         self.touched.update(partition_of(part) for part in parts)

@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -54,19 +55,26 @@ def probe(path: str | Path) -> AudioInfo:
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "missing", "file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty", "file is empty (0 bytes)")
     try:
-        open(path, "rb").close()
+        with open(path, "rb") as f:
+            return describe(f, path, os.fstat(f.fileno()).st_size)
     except PermissionError as err:
         raise unreadable_by_user(path, err) from None
+
+
+def describe(source: BinaryIO, path: str | Path, size: int) -> AudioInfo:
+    """The header of a recording open as `source` (seekable, `size` bytes), wherever it
+    lives (probe: a local file; batch/source.py: an object in a store); AudioError for
+    an empty, non-audio or truncated one."""
+    if size == 0:
+        raise AudioError(path, "empty", "file is empty (0 bytes)")
     try:
-        info = sf.info(str(path))
+        info = sf.info(source)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, "unreadable", f"not a readable audio file ({err})") from None
     if info.frames <= 0:
         raise AudioError(path, "empty", "audio file holds no samples")
-    check_wav_complete(path)
+    check_wav_complete(source, path, size)
     return AudioInfo(str(path), info.samplerate, info.channels, info.frames, info.format,
                      info.subtype)
 
@@ -76,30 +84,30 @@ def probe(path: str | Path) -> AudioInfo:
 STREAMED_SIZE = 0xFFFFFFFF
 
 
-def check_wav_complete(path: str | Path) -> None:
-    """Refuse a WAV file shorter than its header says (libsndfile reads what is there).
+def check_wav_complete(f: BinaryIO, path: str | Path, size: int) -> None:
+    """Refuse a WAV file (open as `f`, `size` bytes) shorter than its header says
+    (libsndfile reads what is there).
 
     A truncated copy or an upload cut short would otherwise be scored as a shorter call.
     """
-    with open(path, "rb") as f:
-        if f.read(4) != b"RIFF":
+    f.seek(0)
+    if f.read(4) != b"RIFF":
+        return
+    f.seek(12)
+    while header := f.read(8):
+        if len(header) < 8:
             return
-        size = os.fstat(f.fileno()).st_size
-        f.seek(12)
-        while header := f.read(8):
-            if len(header) < 8:
+        chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+        if chunk == b"data":
+            if length == STREAMED_SIZE:
                 return
-            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
-            if chunk == b"data":
-                if length == STREAMED_SIZE:
-                    return
-                declared, present = length, size - f.tell()
-                if present < declared:
-                    raise AudioError(path, "truncated",
-                                     f"file is truncated: the WAV header declares {declared} "
-                                     f"bytes of audio, the file holds {present}")
-                return
-            f.seek(length + length % 2, os.SEEK_CUR)
+            declared, present = length, size - f.tell()
+            if present < declared:
+                raise AudioError(path, "truncated",
+                                 f"file is truncated: the WAV header declares {declared} "
+                                 f"bytes of audio, the file holds {present}")
+            return
+        f.seek(length + length % 2, os.SEEK_CUR)
 
 
 def check_length(info: AudioInfo, max_seconds: float | None) -> None:
@@ -135,11 +143,17 @@ def read_blocks(path: str | Path, sample_rate: int, block_seconds: float,
     not grow with the file. Concatenated, the blocks are exactly
     resample(*read_channels(path)) (soxr resamples a stream as it does a whole array);
     the errors are those of read_channels."""
-    info = probe(path)
-    check_length(info, max_seconds)
+    check_length(probe(path), max_seconds)
+    yield from decode_blocks(str(path), path, sample_rate, block_seconds)
+
+
+def decode_blocks(source: str | BinaryIO, path: str | Path, sample_rate: int,
+                  block_seconds: float) -> Iterator[np.ndarray]:
+    """read_blocks' decoding of `source` (a local file's name or an open binary file,
+    e.g. an object streamed from a store), with its errors naming `path`."""
     decoded = 0
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(source) as f:
             stream = None if f.samplerate == sample_rate else soxr.ResampleStream(
                 f.samplerate, sample_rate, f.channels, dtype="float32")
             size = max(1, int(block_seconds * f.samplerate))

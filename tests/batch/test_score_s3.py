@@ -1,0 +1,147 @@
+"""The nightly job with recordings and results in an object store: a real S3-compatible
+server (moto, a separate process), the same rows as a night on the local disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from batch_fixtures import SAMPLE_CALLS
+from click.testing import CliRunner
+from s3_data import SECRET, assert_same_scores, table_rows
+
+from callmood.batch.score import ScoreConfig, score_calls
+from callmood.cli import main
+from callmood.results.store import MANIFEST
+
+pytest_plugins = ["s3_fixtures"]
+
+
+def test_a_night_from_a_bucket_to_a_bucket_equals_the_local_night(s3, local_night):
+    calls = s3.upload(SAMPLE_CALLS, "calls")
+    out = s3.url("results")
+    summary = score_calls([calls], out, local_night.model, ScoreConfig(workers=2),
+                          progress=False)
+    assert (summary.calls_scored, summary.files_failed) == (12, 0)
+    for table in ("calls", "segments"):
+        assert_same_scores(table_rows(str(local_night.results), table),
+                           table_rows(out, table), 1e-6)
+    # the sidecar in the bucket named the calls; the recordings are the bucket's objects
+    entries = [json.loads(s3.fs.cat_file(f"{s3.name}/{k}"))
+               for k in s3.keys(f"results/{MANIFEST}")]
+    assert {e["path"] for e in entries} == {f"{calls}/audio/{p.name}"
+                                            for p in (SAMPLE_CALLS / "audio").iterdir()}
+    assert all(e["etag"] for e in entries)
+
+    # the same bytes uploaded again (a new modification time, the same ETag): not scored;
+    # other bytes under a known key: scored again, and its old rows replaced
+    s3.fs.put_file(str(SAMPLE_CALLS / "audio/call-0001.wav"), f"{s3.name}/calls/audio/"
+                                                               "call-0001.wav")
+    s3.fs.put_file(str(SAMPLE_CALLS / "audio/call-0003.wav"), f"{s3.name}/calls/audio/"
+                                                               "call-0002.wav")
+    again = score_calls([calls], out, local_night.model, ScoreConfig(workers=2),
+                        progress=False)
+    assert (again.calls_scored, again.files_unchanged) == (1, 11)
+    rows = table_rows(out, "calls")
+    assert sorted(r["call_id"] for r in rows) == sorted({r["call_id"] for r in rows})
+    assert len(rows) == 12
+
+    # callmood query reads the bucket, read-only: the local night's answers
+    runner = CliRunner()
+    local = runner.invoke(main, ["query", str(local_night.results), "--canned", "daily_negative"])
+    remote = runner.invoke(main, ["query", out, "--canned", "daily_negative"])
+    assert remote.exit_code == 0, remote.output
+    assert remote.output.splitlines()[0] == local.output.splitlines()[0]
+    assert len(remote.output.splitlines()) == len(local.output.splitlines())
+    refused = runner.invoke(main, ["query", out, f"SELECT * FROM read_parquet('{calls}/x')"])
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+
+
+def test_credentials_given_as_storage_options_are_written_nowhere(s3, local_night,
+                                                                  monkeypatch):
+    s3.fs.put_file(str(SAMPLE_CALLS / "audio/call-0001.wav"), f"{s3.name}/calls/0001.wav")
+    s3.fs.pipe_file(f"{s3.name}/calls/broken.wav", b"RIFF, but no audio")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    options = json.dumps({"key": "callmood-test", "secret": SECRET})
+    result = CliRunner().invoke(main, [
+        "score", s3.url("calls"), "--out", s3.url("results"), "--model", local_night.model,
+        "--workers", "2", "--no-progress", "--storage-options", options])
+    assert result.exit_code == 1, result.output  # the broken one is an error row
+    assert "1 calls scored" in result.output
+    stored = b"".join(s3.fs.cat_file(f"{s3.name}/{k}") for k in s3.keys("results"))
+    assert f"{s3.url('calls')}/broken.wav".encode() in stored  # its error row
+    assert SECRET.encode() not in stored and SECRET not in result.output
+
+
+@pytest.mark.parametrize(("where", "problem"), [
+    ("input", "no-such-bucket"), ("out", "no-such-bucket"), ("input", "no-credentials"),
+    ("input", "empty-prefix"), ("input", "bad-scheme"), ("options", "not-json")])
+def test_a_location_that_cannot_be_used_is_a_clear_error(s3, local_night, monkeypatch,
+                                                         where, problem):
+    calls, out, options = s3.upload(SAMPLE_CALLS / "audio", "calls"), s3.url("out"), "{}"
+    expected = {"no-such-bucket": "does not exist", "no-credentials": "no usable credentials",
+                "empty-prefix": "nothing is stored under it", "bad-scheme": "nosuch",
+                "not-json": "--storage-options is not JSON"}[problem]
+    wrong = {"no-such-bucket": "s3://no-such-bucket-here/x", "empty-prefix": s3.url("none"),
+             "bad-scheme": "nosuch://bucket/x"}.get(problem)
+    if problem == "no-credentials":
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    if where == "input":
+        calls = wrong or calls
+    elif where == "out":
+        out = wrong
+    else:
+        options = "{endpoint"
+    result = CliRunner().invoke(main, ["score", calls, "--out", out, "--model",
+                                       local_night.model, "--no-progress",
+                                       "--storage-options", options])
+    assert result.exit_code == 1
+    assert expected in result.output and "Traceback" not in result.output
+    if wrong:
+        assert wrong.rstrip("/") in result.output  # the message names the location
+    assert s3.keys("out") == []  # nothing written where the run could not start
+
+
+SCORE_THEN_DIE = """
+import sys
+from callmood.batch.score import ScoreConfig, score_calls
+score_calls([sys.argv[1]], sys.argv[2], sys.argv[3], ScoreConfig(workers=1), progress=False,
+            lease_s=2)
+"""
+
+
+def test_a_run_killed_mid_night_loses_nothing_and_the_next_finishes(s3, local_night):
+    calls, out = s3.upload(SAMPLE_CALLS, "calls"), s3.url("results")
+    process = subprocess.Popen([sys.executable, "-c", SCORE_THEN_DIE, calls, out,
+                                local_night.model], env=dict(os.environ))
+    deadline = time.monotonic() + 120
+    while len(s3.keys(f"results/{MANIFEST}")) < 3 and time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it was killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    entries = [json.loads(s3.fs.cat_file(f"{s3.name}/{k}"))
+               for k in s3.keys(f"results/{MANIFEST}")]
+    finished = sum(e["status"] == "scored" for e in entries)
+    assert 0 < finished < 12  # killed mid-night, its lock left behind
+    assert "results/_lock.json" in s3.keys("results")
+    # a reader meanwhile sees each finished call once, and nothing of the others
+    seen = [r["call_id"] for r in table_rows(out, "calls")]
+    assert len(seen) == len(set(seen)) >= finished
+
+    # the next run waits for the dead run's lease to lapse, takes the folder over, and
+    # scores only what the killed one had not finished
+    summary = score_calls([calls], out, local_night.model, ScoreConfig(workers=2),
+                          progress=False, lease_s=2)
+    assert summary.calls_scored == 12 - finished
+    assert "results/_lock.json" not in s3.keys("results")
+    for table in ("calls", "segments"):
+        assert_same_scores(table_rows(str(local_night.results), table),
+                           table_rows(out, table), 1e-6)
