@@ -29,7 +29,7 @@ from callmood.results.call_summary import CallAnalytics
 from callmood.results.location import is_url, shown
 from callmood.results.meta import source_zone
 from callmood.results.scored import ScoredCall
-from callmood.results.store import ResultsError, ResultsStore, is_compacted, partition_of
+from callmood.results.store import ResultsStore, is_compacted, partition_of
 from callmood.results.writer import (
     LIVE_WRITE_S,
     CallWriter,
@@ -102,14 +102,9 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig,
                  storage_options)
             for call in todo)
     if config.backend == "dask":
-        from dask.distributed import Client
+        from callmood.batch.cluster import cluster
 
-        try:
-            client = Client(config.scheduler, timeout="10s")
-        except OSError as err:
-            raise ResultsError(f"cannot reach the Dask scheduler at {config.scheduler} "
-                               f"({err})") from None
-        with client, joblib.parallel_config(backend="dask"):
+        with cluster(config.scheduler, model_dir), joblib.parallel_config(backend="dask"):
             yield from joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs)
         return
     with workers_die_with_this_process():

@@ -35,6 +35,18 @@ def cached_model(model_dir: str) -> LoadedModel:
         return _MODELS[key]
 
 
+def install_model(model_dir: str, model: LoadedModel) -> None:
+    """Make `model` the one cached_model(model_dir) gives in this process: a Dask worker
+    gets the model shipped to it (batch/cluster.py), not the client's folder."""
+    with _MODELS_LOCK:
+        _MODELS[str(Path(model_dir).resolve())] = model
+
+
+def forget_model(model_dir: str) -> None:
+    with _MODELS_LOCK:
+        _MODELS.pop(str(Path(model_dir).resolve()), None)
+
+
 class FileTimeout(BaseException):
     """Not an Exception, so that no `except Exception` on the way swallows it."""
 

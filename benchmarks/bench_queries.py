@@ -101,6 +101,8 @@ def generate(root: Path, n_calls: int, seed: int = 0, compacted: bool = True) ->
         "speech_s_agent": speech[:, 0], "speech_s_customer": speech[:, 1],
         "n_segments": np.full(n_calls, SEGMENTS_PER_CALL, np.int32),
         "customer_negative_share": neg_share,
+        "customer_negative_share_low": np.clip(neg_share - 0.1, 0, 1),
+        "customer_negative_share_high": np.clip(neg_share + 0.1, 0, 1),
         "peak_negative_emotion": np.where(neg_share > 0, "angry", None),
         "peak_negative_confidence": np.where(neg_share > 0, 0.9, np.nan).astype(np.float32),
         "peak_negative_at_s": np.where(neg_share > 0, 30.0, np.nan),
