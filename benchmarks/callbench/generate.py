@@ -170,10 +170,14 @@ def speakable(voice: dict[str, list[str]], wanted: str) -> str:
     return next(iter(voice))
 
 
+MIN_RUN_S = 0.08  # shorter runs of loud frames are clicks and breaths, not the voice
+
+
 @functools.lru_cache(maxsize=4096)
 def _speech_of(path: str) -> np.ndarray:
-    """The utterance without leading and trailing silence (frames more than 35 dB under
-    the loudest), at unit RMS."""
+    """The utterance from its first to its last run of at least MIN_RUN_S within 35 dB of
+    its loudest 10 ms (a click before a quiet second of a take is not its start), at unit
+    RMS."""
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
     if rate != SOURCE_RATE:
@@ -181,8 +185,12 @@ def _speech_of(path: str) -> np.ndarray:
     frame = rate // 100
     n = len(audio) // frame
     power = np.mean(audio[:n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12
-    active = np.flatnonzero(10 * np.log10(power) > 10 * np.log10(power.max()) - 35)
-    audio = audio[active[0] * frame:(active[-1] + 1) * frame]
+    loud = np.concatenate([[False], 10 * np.log10(power) > 10 * np.log10(power.max()) - 35,
+                           [False]])
+    runs = np.flatnonzero(np.diff(loud.astype(np.int8))).reshape(-1, 2)  # [start, end)
+    voiced = runs[runs[:, 1] - runs[:, 0] >= round(MIN_RUN_S * 100)]
+    first, last = (voiced if len(voiced) else runs)[[0, -1]]
+    audio = audio[first[0] * frame:last[1] * frame]
     return audio / np.sqrt(np.mean(audio ** 2))
 
 
