@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.batch.source import content_sha256, probe_recording, read_recording_blocks
+from callmood.batch.source import open_recording, read_recording_blocks
 from callmood.results.scored import Segment
 from callmood.signal.audio import AudioError, check_length, check_peak
 from callmood.signal.features import MelConfig, log_mel
@@ -77,20 +77,19 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
                  storage_options: dict | None = None) -> Extracted:
     """Raises AudioError for files that cannot be scored (unreadable, silent, no speech).
     `path` may be an fsspec URL (batch/source.py)."""
-    # the header first: a huge file is not hashed
-    check_length(probe_recording(path, storage_options), max_seconds)
-    sha = content_sha256(path, storage_options)
     clip = mel.clip_samples
     planners: list[WindowPlanner] = []
     planned: list[tuple[int, int, int]] = []  # (channel, start, end) windows
     peak = 0.0
-    for block in read_recording_blocks(path, mel.sample_rate, block_s, max_seconds,
-                                       storage_options):
-        planners = planners or [WindowPlanner(mel.sample_rate, clip, overlap, vad)
-                                for _ in block]
-        for channel, (planner, samples) in enumerate(zip(planners, block, strict=True)):
-            planned += [(channel, a, b) for a, b in planner.add(samples)]
-        peak = max(peak, float(np.abs(block).max(initial=0.0)))
+    with open_recording(path, storage_options) as recording:  # one read: decoded, hashed
+        check_length(recording.info, max_seconds)  # the header first: a huge file is not read
+        for block in recording.blocks(mel.sample_rate, block_s):
+            planners = planners or [WindowPlanner(mel.sample_rate, clip, overlap, vad)
+                                    for _ in block]
+            for channel, (planner, samples) in enumerate(zip(planners, block, strict=True)):
+                planned += [(channel, a, b) for a, b in planner.add(samples)]
+            peak = max(peak, float(np.abs(block).max(initial=0.0)))
+        sha = recording.sha256()
     check_peak(peak, path)
     for channel, planner in enumerate(planners):
         planned += [(channel, a, b) for a, b in planner.finish()]

@@ -9,7 +9,11 @@ describe and decode_blocks, on the open object), with the same AudioError kinds.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 
@@ -22,7 +26,6 @@ from callmood.signal.audio import (
     decode_blocks,
     describe,
     probe,
-    read_blocks,
 )
 
 READ_BLOCK = 4 << 20  # bytes per ranged read of an object (its read-ahead buffer)
@@ -49,10 +52,71 @@ def content_sha256(path: str, storage_options: dict | None = None) -> str:
 def probe_recording(path: str, storage_options: dict | None = None) -> AudioInfo:
     """The header of a recording; AudioError for a missing, empty, non-audio or truncated
     one."""
+    with open_recording(path, storage_options) as recording:
+        return recording.info
+
+
+class _Hashed:
+    """A seekable binary file that hashes its bytes as they are read: those read in order
+    from the start are hashed once, and `sha256` reads only what the reader skipped. (No
+    `readinto`, so soundfile reads through `read`.)"""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.digest, self.hashed = raw, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        at = self.raw.tell()
+        data = self.raw.read(size)
+        if at <= self.hashed < at + len(data):
+            self.digest.update(data[self.hashed - at:])
+            self.hashed = at + len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def sha256(self) -> str:
+        self.raw.seek(self.hashed)
+        while self.read(1 << 20):  # the rest, hashed as it is read
+            pass
+        return self.digest.hexdigest()
+
+
+class Recording:
+    """A recording open once: its header, its samples in blocks, and the sha256 of its
+    bytes. An object in a store is hashed as it is decoded, so it is fetched once for all
+    three (up to READ_BLOCK bytes in one ranged read). A local file is decoded by
+    libsndfile from its path and hashed apart (from the page cache): read through Python,
+    a signal's exception (the worker's time limit) would be lost in soundfile's callback."""
+
+    def __init__(self, path: str, info: AudioInfo, hashed: _Hashed | None = None):
+        self.path, self.info, self._object = path, info, hashed  # hashed: an object's
+
+    def blocks(self, sample_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
+        """(channels, samples) float32 blocks at `sample_rate` (signal.audio.read_blocks)."""
+        if self._object is None:
+            yield from decode_blocks(self.path, self.path, sample_rate, block_seconds)
+            return
+        self._object.seek(0)
+        yield from decode_blocks(self._object, self.path, sample_rate, block_seconds)
+
+    def sha256(self) -> str:
+        return file_sha256(self.path) if self._object is None else self._object.sha256()
+
+
+@contextlib.contextmanager
+def open_recording(path: str, storage_options: dict | None = None) -> Iterator[Recording]:
+    """A local path or an fsspec URL, open as a Recording; AudioError as probe_recording
+    gives it."""
     if not is_url(path):
-        return probe(path)
-    with _open(path, storage_options) as f:
-        return describe(f, path, f.size)
+        yield Recording(path, probe(path))
+        return
+    with _open(path, storage_options) as raw:
+        hashed = _Hashed(raw)
+        yield Recording(path, describe(hashed, path, raw.size), hashed)
 
 
 def read_recording_blocks(path: str, sample_rate: int, block_seconds: float,
@@ -60,9 +124,6 @@ def read_recording_blocks(path: str, sample_rate: int, block_seconds: float,
                           storage_options: dict | None = None) -> Iterator[np.ndarray]:
     """(channels, samples) float32 blocks at `sample_rate`, as signal.audio.read_blocks
     gives them for a local file."""
-    if not is_url(path):
-        yield from read_blocks(path, sample_rate, block_seconds, max_seconds)
-        return
-    check_length(probe_recording(path, storage_options), max_seconds)
-    with _open(path, storage_options) as raw:
-        yield from decode_blocks(raw, path, sample_rate, block_seconds)
+    with open_recording(path, storage_options) as recording:
+        check_length(recording.info, max_seconds)
+        yield from recording.blocks(sample_rate, block_seconds)

@@ -14,8 +14,10 @@
   and each recording read and decoded alone (batch/source.py), without the model.
 * queries: benchmarks/bench_queries.py's results set (`--calls` calls, 20 segments
   each, 60 days, compacted) in the bucket, every canned query without and with the
-  dashboard's typical filter, read through callmood's DuckDB connection; the same
-  folder on the local disk beside it.
+  dashboard's typical filter, read through callmood's DuckDB connection (for the
+  bucket: its local copy, dashboard/results_cache.py, in a fresh cache folder); the
+  time to open it the first time (the whole copy fetched) and again (`--query-repeat`
+  times: listed, nothing new); the same folder on the local disk beside it.
 
 Runs alternate (local, Dask, S3, then again) so that a change of the machine's load
 touches each alike. `--pause REGEX` stops the processes whose command line matches
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -38,11 +41,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import s3fs
 
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.source import read_recording_blocks
 from callmood.dashboard.canned import load_queries
+from callmood.dashboard.results_cache import CACHE_ENV
 from callmood.dashboard.results_db import connect
 from callmood.model.folder import default_model_dir
 
@@ -181,6 +186,21 @@ def time_queries(con, repeat: int, pause: str | None) -> dict:
     return times
 
 
+@dataclasses.dataclass
+class Opened:
+    con: duckdb.DuckDBPyConnection
+    opened_s: float
+
+
+def timed_connect(location: str, pause: str | None) -> Opened:
+    """callmood's connection, timed: for a bucket, the listing and the local copy brought
+    up to date (all of it on the first open, nothing new on the next)."""
+    with paused(pause):
+        t0 = time.perf_counter()
+        con = connect(location)
+        return Opened(con, round(time.perf_counter() - t0, 3))
+
+
 def median_wall(rows: list[dict], name: str) -> float:
     return statistics.median(r["wall_s"] for r in rows if r["run"] == name)
 
@@ -245,15 +265,17 @@ def main() -> None:
         fs.put(str(results), f"{BUCKET}/results", recursive=True)
         upload_s = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
+        os.environ[CACHE_ENV] = str(tmp / "cache")  # the bucket's local copy: cold at first
         queries = {}
         for where, location in (("local", str(results)), ("s3", f"s3://{BUCKET}/results")):
-            t0 = time.perf_counter()
-            with paused(args.pause):
-                con = connect(location)
-            connect_s = time.perf_counter() - t0
-            queries[where] = {"connect_s": round(connect_s, 3),
-                              "queries": time_queries(con, args.query_repeat, args.pause)}
-            con.close()
+            con = timed_connect(location, args.pause)
+            queries[where] = {"connect_s": con.opened_s,
+                              "queries": time_queries(con.con, args.query_repeat, args.pause)}
+            con.con.close()
+            warm = [timed_connect(location, args.pause) for _ in range(args.query_repeat)]
+            for again in warm:
+                again.con.close()
+            queries[where]["warm_connect_s"] = [again.opened_s for again in warm]
             print(where, queries[where], flush=True)
 
     worst = {where: max(r["max_s"] for q in found["queries"].values() for r in q.values())

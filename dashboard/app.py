@@ -4,6 +4,7 @@
 import streamlit as st
 
 from callmood.dashboard import app_data
+from callmood.results.location import LocationError
 from callmood.results.store import ResultsError
 
 st.set_page_config(page_title="callmood", layout="wide")
@@ -14,7 +15,7 @@ if not path:
     st.stop()
 try:
     results = app_data.open_results(path)
-except ResultsError as exc:
+except (ResultsError, LocationError) as exc:
     st.error(f"Cannot open the results: {app_data.literal(exc)}")
     st.stop()
 

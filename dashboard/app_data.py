@@ -16,6 +16,7 @@ import streamlit as st
 from callmood.dashboard import charts
 from callmood.dashboard.canned import run_canned
 from callmood.dashboard.results_db import connect, fingerprint, resolve_timezone
+from callmood.results.location import STORAGE_OPTIONS_ENV, parse_storage_options
 
 RESULTS_ENV = "CALLMOOD_RESULTS"
 NO_CALLS = "No calls in this period."
@@ -44,7 +45,7 @@ def results_arg(argv: list[str] | None = None) -> str | None:
 def _connection(path: str, fingerprint: str, timezone: str):
     """One DuckDB per results folder and state; a new nightly run changes the
     fingerprint, hence a fresh connection (and fresh cached query results)."""
-    return connect(path, timezone=timezone)
+    return connect(path, timezone=timezone, storage_options=storage_options())
 
 
 @st.cache_data(show_spinner=False, max_entries=1024)
@@ -57,8 +58,13 @@ def _query(path: str, fingerprint: str, timezone: str, name: str,
         cursor.close()
 
 
+def storage_options() -> dict:
+    """`callmood dashboard --storage-options`, passed on in $CALLMOOD_STORAGE_OPTIONS."""
+    return parse_storage_options(os.environ.get(STORAGE_OPTIONS_ENV))
+
+
 def open_results(path: str) -> Results:
-    results = Results(path, fingerprint(path), resolve_timezone(None))
+    results = Results(path, fingerprint(path, storage_options()), resolve_timezone(None))
     _connection(results.path, results.fingerprint, results.timezone)  # fail early if bad
     st.session_state[_CONTEXT] = results
     return results

@@ -74,19 +74,22 @@ def query(results, sql, fmt, csv_raw, list_only, summary, canned, params, timezo
 @click.argument("results", type=click.Path(file_okay=False))
 @click.argument("streamlit_options", nargs=-1, type=click.UNPROCESSED)
 @_timezone_option
-def dashboard(results, streamlit_options, timezone):
-    """Open the Streamlit dashboard on RESULTS.
+@storage_options_option()
+def dashboard(results, streamlit_options, timezone, storage_options):
+    """Open the Streamlit dashboard on RESULTS (a folder, or an object store's URL such
+    as s3://bucket/results).
 
     Extra options go to `streamlit run`, e.g. --server.port 8502. The page has no login
     and listens on 127.0.0.1 only; --server.address 0.0.0.0 exposes it (put an
     authenticating proxy in front, see the README).
     """
     from callmood.dashboard.launch import exec_dashboard
+    from callmood.results.location import LocationError
     from callmood.results.store import ResultsError
 
     try:
-        exec_dashboard(results, list(streamlit_options), timezone)
-    except ResultsError as exc:
+        exec_dashboard(results, list(streamlit_options), timezone, storage_options)
+    except (ResultsError, LocationError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 

@@ -9,14 +9,16 @@ A table with no Parquet files yet becomes an empty view with the contract's colu
 so every query also works on an empty folder.
 
 The folder may be in an object store (``s3://bucket/results``): it is listed through
-fsspec, and DuckDB reads its objects through the same fsspec file system, registered
-with the connection (DuckDB's httpfs extension is not installable from the package
-registry for the DuckDB in use; docs/scale.md has the measurements).
+fsspec, and DuckDB reads a local copy of its objects that each ``connect`` brings up to
+date (dashboard/results_cache.py; DuckDB's httpfs extension is not installable from the
+package registry for the DuckDB in use, and reading through a registered fsspec file
+system is 10-50 times slower: docs/scale.md has the measurements).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import json
@@ -32,6 +34,7 @@ import pyarrow as pa
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from callmood.dashboard.results_cache import cache_folder, sync, version
 from callmood.results.location import LocationError, explain, open_location, shown, url_of
 from callmood.results.schema import (
     ERRORS_SCHEMA,
@@ -121,14 +124,36 @@ def _journal(folder: Folder) -> dict | None:
         return None
 
 
-def parquet_files(folder: Folder, table: str) -> list[str]:
-    """The table's finished Parquet files (paths in the folder's file system), without
-    those a compaction under way has already merged (the journal is read before and after
-    listing, so a merge that starts meanwhile is seen too)."""
+def parquet_files(folder: Folder) -> dict[str, dict[str, dict]]:
+    """Each table's finished Parquet files (path in the folder's file system: its listing
+    entry), without those a compaction under way has already merged (the journal is read
+    before and after listing, so a merge that starts meanwhile is seen too)."""
     before = _journal(folder)
     prefix = folder.root.rstrip("/") + "/"
-    listed = sorted(p[len(prefix):] for p in folder.fs.glob(folder.path(f"{table}/*/*.parquet")))
-    return [folder.path(p) for p in live_parts(listed, [before, _journal(folder)])]
+    found = {t: folder.fs.glob(folder.path(f"{t}/*/*.parquet"), detail=True) for t in TABLES}
+    journals = [before, _journal(folder)]
+    return {t: {folder.path(p): found[t][folder.path(p)]
+                for p in live_parts(sorted(p[len(prefix):] for p in found[t]), journals)}
+            for t in TABLES}
+
+
+def local_copy(folder: Folder) -> Folder:
+    """A folder in an object store as its local copy, brought up to date (what DuckDB
+    reads; dashboard/results_cache.py), named by its URL in messages."""
+    prefix = folder.root.rstrip("/") + "/"
+    try:
+        wanted = {path[len(prefix):]: version(info)
+                  for files in parquet_files(folder).values() for path, info in files.items()}
+        with contextlib.suppress(FileNotFoundError):
+            wanted[LABELS_FILE] = version(folder.fs.info(folder.path(LABELS_FILE)))
+    except OSError as err:
+        raise explain(folder.url, err) from None
+    try:
+        copy = sync(folder.fs, folder.root, folder.url, wanted)
+    except OSError as err:  # the local side; the store's errors are LocationErrors
+        raise ResultsError(f"cannot keep the local copy of {shown(folder.url)} in "
+                           f"{cache_folder(folder.url)}: {err}") from None
+    return Folder(LocalFileSystem(), str(copy), folder.url)
 
 
 def read_label_file(folder: Folder) -> dict | None:
@@ -171,7 +196,8 @@ def _listed(folder: Folder, path: str) -> list[dict]:
         return []
 
 
-def fingerprint(results: str | os.PathLike | Folder) -> str:
+def fingerprint(results: str | os.PathLike | Folder, storage_options: dict | None = None
+                ) -> str:
     """Changes whenever a file is added to or removed from the results (a nightly run, a
     compaction), so the dashboard opens a fresh connection over the files then present.
 
@@ -180,7 +206,7 @@ def fingerprint(results: str | os.PathLike | Folder) -> str:
     lists segment files; an object store has no folder times, so there it lists each
     partition's objects (one or two a day once compacted).
     """
-    folder = resolve_results(results)
+    folder = resolve_results(results, storage_options)
     parts = [_stamp(e) for e in _listed(folder, folder.root)
              if e["name"].rsplit("/", 1)[-1] in (LABELS_FILE, *TABLES)]
     for table in TABLES:
@@ -256,7 +282,7 @@ def _table_sql(table: str, files: list[str]) -> str:
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, root: Folder) -> LabelInfo:
-    files = {t: [root.source(p) for p in parquet_files(root, t)] for t in TABLES}
+    files = {t: [root.source(p) for p in found] for t, found in parquet_files(root).items()}
     sources = {t: f"({_table_sql(t, files[t])})" for t in TABLES if files[t]}
     # Labels decide the empty schemas, so look at segments (then calls) first.
     if files["segments"]:
@@ -359,17 +385,19 @@ def connect(results: str | os.PathLike | Folder, read_only: bool = True,
     and its configuration is locked: no extension installs, no file access elsewhere,
     no SET. Statements are still checked with ``check_read_only`` before they run,
     since COPY ... TO inside the results folder would otherwise be allowed. A folder in
-    an object store is read through its fsspec file system, registered with the
-    connection (which can then read, and never write: its objects are reached only
-    through the views' read_parquet).
+    an object store is read from its local copy (``local_copy``), brought up to date
+    first; the connection can read only that copy.
     Use ``cursor()`` on the returned connection for each thread.
     """
     root = resolve_results(results, storage_options)
+    if not root.local:
+        try:
+            root = local_copy(root)
+        except LocationError as err:
+            raise ResultsError(f"cannot read the results: {err}") from None
     con = duckdb.connect(":memory:")
     try:
         set_timezone(con, timezone)
-        if not root.local:
-            con.register_filesystem(root.fs)
         info = _create_views(con, root)
         _create_label_table(con, info)
         con.execute(MACROS_SQL.read_text())

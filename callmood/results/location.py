@@ -16,6 +16,7 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 LOCAL_PROTOCOLS = ("file", "local")
+STORAGE_OPTIONS_ENV = "CALLMOOD_STORAGE_OPTIONS"  # --storage-options, from the environment
 
 
 class LocationError(RuntimeError):

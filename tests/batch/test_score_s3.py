@@ -3,6 +3,7 @@ server (moto, a separate process), the same rows as a night on the local disk.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -10,14 +11,17 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from batch_fixtures import SAMPLE_CALLS
 from click.testing import CliRunner
 from s3_data import SECRET, assert_same_scores, table_rows
 
 from callmood.batch.score import ScoreConfig, score_calls
+from callmood.batch.source import open_recording
 from callmood.cli import main
 from callmood.results.store import MANIFEST
+from callmood.signal.audio import read_blocks
 
 pytest_plugins = ["s3_fixtures"]
 
@@ -145,3 +149,22 @@ def test_a_run_killed_mid_night_loses_nothing_and_the_next_finishes(s3, local_ni
     for table in ("calls", "segments"):
         assert_same_scores(table_rows(str(local_night.results), table),
                            table_rows(out, table), 1e-6)
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_a_recording_read_once_decodes_and_hashes_as_apart(s3, tmp_path, where):
+    # a chunk after the audio, which the decoder skips: the hash must still cover it
+    data = (SAMPLE_CALLS / "audio/call-0001.wav").read_bytes() + b"LIST\x04\x00\x00\x00note"
+    local = tmp_path / "call.wav"
+    local.write_bytes(data)
+    path = str(local)
+    if where == "bucket":
+        s3.fs.pipe_file(f"{s3.name}/call.wav", data)
+        path = s3.url("call.wav")
+    with open_recording(path) as recording:
+        blocks = list(recording.blocks(16000, 7.0))
+        assert recording.sha256() == hashlib.sha256(data).hexdigest()
+    expected = list(read_blocks(local, 16000, 7.0))  # libsndfile reading the file itself
+    assert len(blocks) == len(expected)
+    for got, want in zip(blocks, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
