@@ -27,9 +27,14 @@ from callmood.options import (
                    "name), as for `score`")
 @click.option("--max-calls", type=click.IntRange(min=1),
               help="calls scored at once; a call beyond them is refused at its start with a "
-                   "`busy` error (default: 8 per scoring thread, the measured capacity)")
+                   "`busy` error (default: 16 per scoring thread, the measured capacity)")
+@click.option("--buffer-s", type=click.FloatRange(min=1.0),
+              help="seconds of a call's audio that may wait to be scored; a live call that "
+                   "falls further behind is cut, and marked incomplete for the nightly run "
+                   "(default: 30)")
 @analytics_option()
-def live(model_dir, host, port, results, threads, source_timezone, max_calls, analytics_file):
+def live(model_dir, host, port, results, threads, source_timezone, max_calls, buffer_s,
+         analytics_file):
     """Score calls while they happen, over a WebSocket (ws://HOST:PORT).
 
     Send callmood's protocol (a JSON start, binary audio, a JSON stop) or a telephony
@@ -52,7 +57,8 @@ def live(model_dir, host, port, results, threads, source_timezone, max_calls, an
         raise click.ClickException(str(err)) from None
     try:
         server = LiveServer(model, results, threads=threads, source_zone=zone,
-                            analytics=read_analytics(analytics_file), max_calls=max_calls)
+                            analytics=read_analytics(analytics_file), max_calls=max_calls,
+                            buffer_s=buffer_s)
     except ResultsError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"callmood live: ws://{host}:{port} (model {model.name}, at most "

@@ -130,13 +130,14 @@ class StreamScorer:
             raise StreamError(f"no channel {channel} in a {len(self.channels)}-channel call")
         return self._score(self._hear(channel, np.asarray(samples, np.float32), last=False))
 
-    def finish(self) -> list[dict]:
-        """Score what is still open and end with the call summary."""
+    def finish(self, score_open: bool = True) -> list[dict]:
+        """Score what is still open (unless `score_open` is False: a call cut short ends
+        with what is scored) and end with the call summary."""
         if self.finished:
             return []
-        windows = [w for c in range(len(self.channels))
-                   for w in self._hear(c, np.zeros(0, np.float32), last=True)]
-        events = self._score(windows)
+        events = self._score([w for c in range(len(self.channels))
+                              for w in self._hear(c, np.zeros(0, np.float32), last=True)]
+                             ) if score_open else []
         self.finished = True
         return events + [{"type": "summary", "call_id": self.call.call_id,
                           "duration_s": round(self.duration_s, 3),

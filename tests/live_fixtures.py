@@ -27,14 +27,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path, callmood: str = CALLMOOD,
-                 options: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, callmood: str = CALLMOOD, options: tuple[str, ...] = (),
+                 results: Path | None = None) -> tuple[subprocess.Popen, str]:
     """A real `callmood live` (the `callmood` command given, with `options`) writing into
-    folder/results; returns it and its URL."""
+    `results` (default folder/results), its log in folder; returns it and its URL."""
     port = free_port()
     with open(folder / "server.log", "w") as log:
         process = subprocess.Popen([callmood, "live", "--port", str(port), "--results",
-                                    str(folder / "results"), *options], stderr=log)
+                                    str(results or folder / "results"), *options],
+                                   stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert process.poll() is None, (folder / "server.log").read_text()

@@ -224,7 +224,9 @@ class CallWriter:
             self.summary.files_failed += 1
 
     def write_scored(self, call: CallFile, outcome: ScoredCall,
-               stamp: ModelStamp | None = None) -> None:
+               stamp: ModelStamp | None = None, incomplete: str | None = None) -> None:
+        """incomplete: why a live call's audio was not all scored (its manifest entry says
+        so, and the nightly run scores its recording and replaces it: scored_live)."""
         stamp = stamp or self.stamp
         previous = self._previous(call)
         if previous.get("status") == "scored" and previous["sha256"] == outcome.sha256 \
@@ -274,7 +276,8 @@ class CallWriter:
             [call_row], schema=calls_schema(labels)))
         parts += self._replace_parts(call, keep=parts)
         self._finish(call, outcome.sha256, "scored", parts,
-                     {"model_version": stamp.version})
+                     {"model_version": stamp.version}
+                     | ({"incomplete": incomplete} if incomplete else {}))
         self.summary.calls_scored += 1
         self.summary.segments += n
         self.summary.audio_s += outcome.duration_s
@@ -313,9 +316,11 @@ LIVE_CHUNK = 50  # spooled calls a live server writes per hold of the lock (abou
 
 
 def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: ScoredCall,
-                    analytics: CallAnalytics) -> bool:
+                    analytics: CallAnalytics, incomplete: str | None = None) -> bool:
     """Write a call scored live (live/stream.py) with the nightly job's writer and schema;
-    its recording, when it arrives with the same call id, is not scored again.
+    its recording, when it arrives with the same call id, is not scored again, unless
+    `incomplete` says why not all of the call's audio was scored (an errors row of kind
+    `incomplete` says it too): then the nightly run scores the recording and replaces it.
 
     The call is spooled first, then written with the other spooled calls if the results
     folder is free; True if it was. A nightly run holds the folder for hours: then the
@@ -329,7 +334,7 @@ def write_live_call(out: str, model: LoadedModel, meta: CallMeta, outcome: Score
         "model": asdict(stamp), "meta": meta.as_json(),
         "duration_s": outcome.duration_s, "channels": outcome.channels,
         "speech": outcome.speech, "windows": outcome.windows,
-        "probs": outcome.probs.tolist()})
+        "probs": outcome.probs.tolist(), "incomplete": incomplete})
     return flush_live_spool(out, analytics, chunks=1)  # a backlog is the retry's work
 
 
@@ -356,14 +361,21 @@ def flush_live_spool(out: str, analytics: CallAnalytics, wait_s: float = 0.0,
     return True
 
 
-def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, ScoredCall]:
+def _spooled_call(value: dict) -> tuple[ModelStamp, CallFile, ScoredCall, str | None]:
+    incomplete = value.get("incomplete")
+    if not isinstance(incomplete, str | None):
+        raise ValueError(f"incomplete must be a string, got {incomplete!r:.80}")
     meta = CallMeta.from_json(value["meta"])
     path = LIVE + meta.call_id
+    windows, labels = value["windows"], value["model"]["labels"]
+    probs = np.asarray(value["probs"], np.float32)
+    if probs.size != len(windows) * len(labels):  # a row per window, a column per label
+        raise ValueError(f"{probs.size} probabilities for {len(windows)} windows and the "
+                         f"{len(labels)} labels of its model")
     return ModelStamp(**value["model"]), CallFile(path, 0, 0, meta), ScoredCall(
         path, duration_s=float(value["duration_s"]), channels=int(value["channels"]),
-        speech=[Segment(*s) for s in value["speech"]],
-        windows=[Segment(*w) for w in value["windows"]],
-        probs=np.asarray(value["probs"], np.float32).reshape(len(value["windows"]), -1))
+        speech=[Segment(*s) for s in value["speech"]], windows=[Segment(*w) for w in windows],
+        probs=probs.reshape(len(windows), len(labels))), incomplete
 
 
 def write_spooled_calls(store: ResultsStore, analytics: CallAnalytics,
@@ -388,7 +400,7 @@ def write_spooled_calls(store: ResultsStore, analytics: CallAnalytics,
                 if not path.startswith(LIVE) and e["status"] == "scored"}
     for relative in names:
         try:
-            stamp, call, outcome = _spooled_call(store.read_json(relative))
+            stamp, call, outcome, incomplete = _spooled_call(store.read_json(relative))
             if not check_labels(store, stamp):  # only live calls so far
                 claim_labels(store, stamp)
         except (ValueError, KeyError, TypeError, ResultsError) as err:
@@ -402,12 +414,16 @@ def write_spooled_calls(store: ResultsStore, analytics: CallAnalytics,
         else:
             if manifest is None and (entry := store.manifest_entry(call.path)):
                 run.manifest[call.path] = entry  # its rows from an earlier stream go
-            run.write_scored(call, outcome, stamp)
+            run.write_scored(call, outcome, stamp, incomplete)
+            if incomplete:
+                run.write_rejected(Rejected(call.path, "incomplete", incomplete))
         store.delete(relative)
     return run.touched
 
 
 def scored_live(manifest: dict[str, dict]) -> dict[str, dict]:
-    """Manifest entries of live calls, by call id."""
+    """Manifest entries of live calls scored in full, by call id: their recordings are not
+    scored again. An incomplete one's recording is, and replaces it (batch/ledger.py takes
+    the live entry for the one the recording moved from)."""
     return {e["meta"]["call_id"]: e for path, e in manifest.items()
-            if path.startswith(LIVE) and e["status"] == "scored"}
+            if path.startswith(LIVE) and e["status"] == "scored" and not e.get("incomplete")}
