@@ -11,8 +11,8 @@ reported.
 
 writes benchmarks/results/sample_calls.json and sample_calls_confusion.png. The calls are
 scored with `callmood score` twice, without and with `--prior-shift em`, and live too
-(eval_calls.py's figures for each). The stories: 0002, 0005 and 0008 escalate; 0001, 0007,
-0009 and 0010 are calm. The mono call (0009) has no customer channel, so no customer share.
+(eval_calls.py's figures for each; which calls escalate and which are calm comes from
+their calls_truth.csv). The mono call (0009) has no customer channel, so no customer share.
 
 Where the calls' errors come from: with --shared (default ../shared), the RAVDESS studio
 recordings the calls were made from are scored too, clean and whole, by the same model.
@@ -47,9 +47,6 @@ from eval_calls import (  # noqa: E402
     utterance_predictions,
 )
 
-ESCALATING = ["call-0002", "call-0005", "call-0008"]
-CALM = ["call-0001", "call-0007", "call-0009", "call-0010"]
-
 
 def none_if_nan(value) -> float | None:
     """JSON has no NaN: a share that does not exist (a mono call has no customer) is null."""
@@ -63,7 +60,7 @@ def mean_abs_error(per_call: dict, key: str) -> float:
 
 
 def studio_attribution(model, truth: pd.DataFrame, matched: pd.DataFrame,
-                       ravdess: Path) -> dict:
+                       data: Path) -> dict:
     """The calls' utterances scored on the studio recordings they were cut from, beside the
     same utterances as the nightly job heard them in the calls (see the module docstring)."""
     labels = model.labels
@@ -71,11 +68,11 @@ def studio_attribution(model, truth: pd.DataFrame, matched: pd.DataFrame,
     known = truth[truth.emotion.isin(labels)]
     sources = known.drop_duplicates("source")
     scored = score_utterances(model, [
-        Utterance(str(ravdess / row.source), row.emotion, f"ravdess:{row.actor:02d}", "ravdess")
+        Utterance(str(data / row.source), row.emotion, row.speaker, row.corpus)
         for row in sources.itertuples()])
     by_path = {u.path: p for u, p in zip(scored.utterances, scored.probs.argmax(axis=1),
                                          strict=True)}
-    studio = known.source.map(lambda source: by_path[str(ravdess / source)]).to_numpy()
+    studio = known.source.map(lambda source: by_path[str(data / source)]).to_numpy()
     call_pred = utterance_predictions(matched, labels)
     found = known.index.isin(call_pred.index)
     y_true = known.emotion.map(label_id).to_numpy()[found]
@@ -128,12 +125,11 @@ def main() -> None:
             results = Path(tmp) / "results"
             score_folder(args.calls, results, args.model, ["--prior-shift", prior_shift])
             figures = evaluate_folder(args.calls, results, args.model, live=True,
-                                      escalating=ESCALATING, calm=CALM)
+                                      escalating=[], calm=[])
             segments, _ = read_results(results)
-        ravdess = args.shared / "data" / "ravdess"
-        if prior_shift == "off" and ravdess.is_dir():
+        if prior_shift == "off" and (args.shared / "data" / "ravdess").is_dir():
             figures["studio_attribution"] = studio_attribution(
-                model, truth, match_segments(segments, truth), ravdess)
+                model, truth, match_segments(segments, truth), args.shared / "data")
         report[f"prior_shift_{prior_shift}"] = figures
         print(f"prior shift {prior_shift}: {headline(figures)}")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ def test_studio_attribution_counts_only_the_models_errors_when_the_calls_are_hea
     truth = pd.read_csv(SAMPLE_CALLS / "ground_truth.csv")
     segments = perfect_segments(truth, TINY_LABELS, stereo_only=True)
     out = bench.studio_attribution(model, truth, bench.match_segments(segments, truth),
-                                   shared_dir / "data" / "ravdess")
+                                   shared_dir / "data")
 
     known = truth[truth.emotion.isin(TINY_LABELS)]
     assert out["utterances"] == len(known)
