@@ -167,7 +167,10 @@ def metric(cell: dict, name: str) -> float | None:
 
 def summarise(cells: list[dict]) -> dict:
     """Per lever and metric: the mean over held-out corpora per seed, then the mean and
-    spread (sample sd) over the seeds, and how many cells it rests on."""
+    spread (sample sd) over the seeds, and how many cells it rests on; and against the
+    baseline, the mean difference over the cells (held-out corpus, seed) both have, so that
+    a lever stopped early is compared with the same corpora and seeds, not all six."""
+    base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
     levers: dict[str, dict] = {}
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
@@ -180,6 +183,12 @@ def summarise(cells: list[dict]) -> dict:
             row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
                          "sd": round(float(np.std(per_seed, ddof=1)), 4)
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
+            paired = [v - b for c in mine if lever != "baseline"
+                      and (other := base.get((c["held_out"], c["seed"])))
+                      and (v := metric(c, name)) is not None
+                      and (b := metric(other, name)) is not None]
+            row[name]["vs_baseline"] = {"mean": round(float(np.mean(paired)), 4),
+                                        "cells": len(paired)} if paired else None
         levers[lever] = row
     return levers
 
@@ -196,8 +205,10 @@ def markdown(levers: dict) -> str:
                 cells.append("–")
                 continue
             text = f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
-            if base and lever != "baseline" and base[name]["mean"] is not None:
-                text += f" ({m['mean'] - base[name]['mean']:+.3f})"
+            if m["vs_baseline"]:
+                change, paired = m["vs_baseline"]["mean"], m["vs_baseline"]["cells"]
+                text += f" ({change:+.3f})" if base and paired == base["cells"] \
+                    else f" ({change:+.3f} on {paired} paired cells)"
             cells.append(text)
         lines.append(f"| {lever} | {json.dumps(row['changes']) if row['changes'] else '–'} "
                      f"| {row['cells']} | " + " | ".join(cells) + " |")

@@ -39,8 +39,11 @@ def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
     prosody = levers["prosody"]
     assert prosody["ua"]["mean"] == pytest.approx(0.55) and prosody["ua"]["sd"] is None
     assert prosody["dev_calls.customer_share_error_points"]["mean"] is None
+    # against the baseline's cells of the same corpora and seeds (seed 0 only), not all four
+    assert prosody["ua"]["vs_baseline"] == {"mean": pytest.approx(0.1), "cells": 2}
     table = ablate.markdown(levers)
-    assert "| prosody |" in table and "(+0.080)" in table and "0.470 ± 0.028" in table
+    assert "| prosody |" in table and "(+0.100 on 2 paired cells)" in table
+    assert "0.470 ± 0.028" in table
 
 
 def test_lever_settings_are_json_values(ablate):
