@@ -447,6 +447,9 @@ def scan(inputs: list[str], include: tuple[str, ...] = AUDIO_PATTERNS,
     `zone`); the matching paths that cannot be scored and the sidecar problems; and how
     many hidden recordings were skipped."""
     local = [item for item in inputs if not is_url(item)]
+    if metadata and (len(local) < len(inputs) or any(is_url(m) for m in metadata)):
+        raise ScanError("--metadata works with local folders only; in a bucket, put a "
+                        "calls.csv beside the recordings it describes")
     found = find_audio(local, include, exclude, follow_links) if local else Found([])
     rejected = found.rejected
     rejected += [r for r in (regular_file(path) for path in found.files) if r is not None]

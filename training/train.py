@@ -99,7 +99,7 @@ class TrainConfig:
     dropout: float = 0.0
     label_smoothing: float = 0.05
     # weight of a corpus classifier that reads the [CLS] embedding through gradient
-    # reversal (training/adversary.py), so that the encoder unlearns corpus cues; 0: off
+    # reversal (training/auxiliary.py), so that the encoder unlearns corpus cues; 0: off
     corpus_adversary: float = 0.0
     # weight of valence and arousal heads beside the classifier (multi-task); 0: off
     affect_heads: float = 0.0
@@ -403,6 +403,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                          if name == "corpus" else head(embedding)
                          for name, head in auxiliary.items()}
             loss = class_loss(logits, y, allowed, class_weights, config.label_smoothing)
+            emotion_loss = loss.item()  # train_loss: comparable with and without heads
             for name, out in heads.items():
                 out = out.float()
                 if name == "corpus":
@@ -417,10 +418,10 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
             optimizer.step()
             step += 1
-            total_loss += loss.item() * len(indices)
+            total_loss += emotion_loss * len(indices)
             seen += len(indices)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
 

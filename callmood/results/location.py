@@ -2,8 +2,9 @@
 through s3fs, or any other fsspec file system), opened with credentials from the standard
 places only: the environment, the provider's profile files, or ``--storage-options``.
 
-Credentials never reach a result, a log line or an error row: URLs are shown without a
-``user:password@`` part, and the options themselves are never written anywhere.
+Credentials never reach a result, a log line or an error row: a URL with a
+``user:password@`` part is refused (it would show in process lists), and the options
+themselves are never written anywhere.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def open_location(url: str, storage_options: dict | None = None,
     """(file system, path in it) of a local path or URL. Listings are not cached: a
     reader must see what a writer in another process has committed since."""
     options = dict(storage_options or {})
+    if is_url(url) and shown(url) != str(url):  # it would show in `ps` and in paths
+        raise LocationError(f"{shown(url)}: credentials in a URL are not accepted; give "
+                            "them in the environment, a profile or --storage-options")
     try:
         if is_url(url):
             options.setdefault("use_listings_cache", False)

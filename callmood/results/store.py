@@ -28,10 +28,10 @@ nightly run holding the lock for hours delays it but does not lose it.
 
 ``--out`` may be a local folder or an fsspec URL (``s3://bucket/results``): every write is
 one whole object (a PUT is atomic: an object appears whole or not at all), so the same
-protocol holds on an object store with strongly consistent listings (AWS S3, GCS, Azure,
+protocol holds on an S3-compatible store with strongly consistent listings (AWS S3,
 MinIO); there is no rename and nothing to clean up. The run lock is ``flock`` on a local
-folder and a lease object written with conditional writes on an object store
-(``ObjectLock``); docs/results.md states the protocol.
+folder and a lease object written with S3's conditional writes (``ObjectLock``);
+docs/results.md states the protocol.
 """
 
 from __future__ import annotations
@@ -187,6 +187,8 @@ class ResultsStore:
             return None
 
     def delete(self, relative: str) -> None:
+        if self._lease is not None:
+            self._lease.check()
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm(self._path(relative))
 
@@ -242,6 +244,8 @@ class ResultsStore:
         """Move a spool file that cannot be written into _live_spool/rejected/; returns
         its new path (relative to the root)."""
         aside = f"{SPOOL}/rejected/{relative.rsplit('/', 1)[-1]}"
+        if self._lease is not None:
+            self._lease.check()
         self.fs.makedirs(self._path(f"{SPOOL}/rejected"), exist_ok=True)
         self.fs.mv(self._path(relative), self._path(aside))
         return aside
@@ -359,40 +363,58 @@ class ResultsStore:
 
 
 class ObjectLock:
-    """The run lock of a results folder in an object store, which has no flock: a lease
-    object (OBJECT_LOCK) made with a conditional write (If-None-Match: *), so of two runs
-    that start together one gets it; renewed every lease_s / 3 (a conditional write on
-    its own ETag) while the run lasts, and deleted at its end. A lease its holder stopped
-    renewing for lease_s (killed, or cut off from the store) is taken over with a write
-    conditional on its ETag, so of two runs that find it stale one takes it. A holder that
-    finds its lease taken over stops writing (ResultsBusy at its next write).
+    """The run lock of a results folder in an S3-compatible store, which has no flock: a
+    lease object (OBJECT_LOCK) made with a conditional write (If-None-Match: *), so of two
+    runs that start together one gets it; renewed every lease_s / 3 (a conditional write
+    on its own ETag) while the run lasts, and deleted at its end. A lease its holder
+    stopped renewing for lease_s (killed, or cut off from the store) is taken over with a
+    write conditional on its ETag, so of two runs that find it stale one takes it. A
+    failed renewal is tried again every few seconds; the holder counts its lease lost, and
+    stops writing and deleting (ResultsBusy), once another run holds the lease object or
+    two thirds of lease_s have passed without a renewal, before any taker may see it stale.
 
-    Needs conditional writes (AWS S3 since 2024, MinIO, moto) and clocks within a small
-    part of lease_s of the store's: staleness is the lease object's modification time.
+    Needs S3's conditional writes (AWS S3 since 2024, MinIO, moto) and clocks within a
+    small part of lease_s of the store's: staleness is the lease object's modification
+    time, judged against the longer of the waiter's and the holder's lease_s.
     """
 
+    RETRY_S = 5.0  # between tries of a failed renewal
+
     def __init__(self, store: ResultsStore, wait_s: float):
+        if "s3" not in store.fs.protocol:
+            raise ResultsError(f"{store.url}: the run lock on an object store needs S3's "
+                               "conditional writes (s3:// URLs, AWS S3, MinIO); write the "
+                               "results to a local folder or an S3-compatible store")
         self.store, self.wait_s = store, wait_s
         self.path = store._path(OBJECT_LOCK)
-        self.body = json.dumps({"holder": f"{socket.gethostname()} pid {os.getpid()}",
-                                "lease_s": store.lease_s}).encode()
+        self.holder = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex[:8]}"
+        self.body = json.dumps({"holder": self.holder, "lease_s": store.lease_s}).encode()
         self.etag: str | None = None
         self.lost: str | None = None
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, daemon=True)
 
+    def _lease(self) -> dict:
+        """The lease object's body ({} when it is gone or unreadable)."""
+        try:
+            return json.loads(self.store.fs.cat_file(self.path) or b"{}")
+        except (OSError, ValueError):
+            return {}
+
     def __enter__(self) -> ObjectLock:
         fs, deadline = self.store.fs, time.monotonic() + self.wait_s
+        age = 0.0
         while self.etag is None:
             try:
                 self.etag = fs.pipe_file(self.path, self.body, mode="create")["ETag"]
                 break
-            except FileExistsError:
+            except OSError:  # there already (FileExistsError), or a conflicting write
                 pass
             try:
                 info = fs.info(self.path)
                 age = (datetime.now(timezone.utc) - info["LastModified"]).total_seconds()
-                if age > self.store.lease_s:  # its holder stopped renewing it
+                lease_s = max(self.store.lease_s, float(self._lease().get("lease_s") or 0))
+                if age > lease_s:  # its holder stopped renewing it
                     self.etag = fs.pipe_file(self.path, self.body,
                                              IfMatch=info["ETag"])["ETag"]
                     break
@@ -401,7 +423,7 @@ class ObjectLock:
             except OSError:  # taken over by another run meanwhile: look again
                 age = 0.0
             if time.monotonic() >= deadline:
-                holder = json.loads(fs.cat_file(self.path) or b"{}").get("holder")
+                holder = self._lease().get("holder")
                 raise ResultsBusy(
                     f"{self.store.url} is being written by another `callmood` process "
                     f"({holder or 'unknown'}, lease renewed {age:.0f} s ago); wait for it "
@@ -412,16 +434,30 @@ class ObjectLock:
         return self
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.store.lease_s / 3):
+        renewed, wait = time.monotonic(), self.store.lease_s / 3
+        while not self._stop.wait(wait):
             try:
                 self.etag = self.store.fs.pipe_file(self.path, self.body,
                                                     IfMatch=self.etag)["ETag"]
-            except Exception as err:  # taken over, or the store out of reach
-                self.lost = f"{type(err).__name__}: {err}"
+                renewed, wait = time.monotonic(), self.store.lease_s / 3
+                continue
+            except Exception as err:  # taken over, or the store out of reach for now
+                failure = f"{type(err).__name__}: {err}"
+            holder = self._lease().get("holder")
+            if holder is not None and holder != self.holder:
+                self.lost = f"taken over by {holder}"
                 return
+            if time.monotonic() - renewed > self.store.lease_s * 2 / 3:
+                self.lost = f"not renewed for {time.monotonic() - renewed:.0f} s ({failure})"
+                return
+            if holder == self.holder:  # ours still: a write whose answer was lost
+                with contextlib.suppress(OSError):
+                    self.etag = self.store.fs.info(self.path)["ETag"]
+            wait = min(self.RETRY_S, self.store.lease_s / 3)
 
     def check(self) -> None:
-        """Refuse to write once the lease is lost: another run may hold the folder."""
+        """Refuse to write or delete once the lease is lost: another run may hold the
+        folder."""
         if self.lost:
             raise ResultsBusy(f"{self.store.url}: the run lost its lock ({self.lost}); "
                               "it stops writing, another run may hold the folder")
@@ -430,5 +466,5 @@ class ObjectLock:
         self._stop.set()
         self._renewer.join()
         if self.lost is None:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 self.store.fs.rm_file(self.path)

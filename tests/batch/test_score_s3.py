@@ -20,7 +20,7 @@ from s3_data import SECRET, assert_same_scores, table_rows
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.source import open_recording
 from callmood.cli import main
-from callmood.results.store import MANIFEST
+from callmood.results.store import MANIFEST, ResultsBusy, ResultsStore
 from callmood.signal.audio import read_blocks
 
 pytest_plugins = ["s3_fixtures"]
@@ -85,29 +85,36 @@ def test_credentials_given_as_storage_options_are_written_nowhere(s3, local_nigh
 
 @pytest.mark.parametrize(("where", "problem"), [
     ("input", "no-such-bucket"), ("out", "no-such-bucket"), ("input", "no-credentials"),
-    ("input", "empty-prefix"), ("input", "bad-scheme"), ("options", "not-json")])
+    ("input", "empty-prefix"), ("input", "bad-scheme"), ("options", "not-json"),
+    ("input", "credentials-in-url"), ("metadata", "metadata-with-bucket")])
 def test_a_location_that_cannot_be_used_is_a_clear_error(s3, local_night, monkeypatch,
                                                          where, problem):
     calls, out, options = s3.upload(SAMPLE_CALLS / "audio", "calls"), s3.url("out"), "{}"
     expected = {"no-such-bucket": "does not exist", "no-credentials": "no usable credentials",
                 "empty-prefix": "nothing is stored under it", "bad-scheme": "nosuch",
-                "not-json": "--storage-options is not JSON"}[problem]
+                "not-json": "--storage-options is not JSON",
+                "credentials-in-url": "credentials in a URL are not accepted",
+                "metadata-with-bucket": "--metadata works with local folders only"}[problem]
     wrong = {"no-such-bucket": "s3://no-such-bucket-here/x", "empty-prefix": s3.url("none"),
              "bad-scheme": "nosuch://bucket/x"}.get(problem)
+    extra = ["--metadata", str(SAMPLE_CALLS / "calls.csv")] if where == "metadata" else []
     if problem == "no-credentials":
         monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
         monkeypatch.delenv("AWS_ACCESS_KEY_ID")
-    if where == "input":
+    if problem == "credentials-in-url":
+        calls = calls.replace("s3://", "s3://key:hunter2@")
+    elif where == "input":
         calls = wrong or calls
     elif where == "out":
         out = wrong
-    else:
+    elif where == "options":
         options = "{endpoint"
     result = CliRunner().invoke(main, ["score", calls, "--out", out, "--model",
                                        local_night.model, "--no-progress",
-                                       "--storage-options", options])
+                                       "--storage-options", options, *extra])
     assert result.exit_code == 1
     assert expected in result.output and "Traceback" not in result.output
+    assert "hunter2" not in result.output
     if wrong:
         assert wrong.rstrip("/") in result.output  # the message names the location
     assert s3.keys("out") == []  # nothing written where the run could not start
@@ -168,3 +175,29 @@ def test_a_recording_read_once_decodes_and_hashes_as_apart(s3, tmp_path, where):
     assert len(blocks) == len(expected)
     for got, want in zip(blocks, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_bucket_lock_keeps_a_second_run_out_and_a_taken_over_holder_stops(s3):
+    """A second run is refused while the lease is renewed, by the holder's lease length
+    when its own is shorter; a holder whose lease another run took stops writing and
+    deleting, and leaves the lease object to its new owner."""
+    url = s3.url("results")
+    holder = ResultsStore(url, lease_s=3.0)  # renewed every second (S3 times are whole seconds)
+    with holder.lock():
+        holder.write_json("kept.json", {"x": 1})
+        with pytest.raises(ResultsBusy, match="pid"), ResultsStore(url, lease_s=0.1).lock(2.0):
+            pass  # its 0.1-s lease would call the holder's stale: the holder's 3 s counts
+        lease = f"{s3.name}/results/_lock.json"
+        s3.fs.pipe_file(lease, json.dumps({"holder": "another run", "lease_s": 600}).encode())
+        deadline, refused = time.monotonic() + 20, None
+        while refused is None and time.monotonic() < deadline:
+            try:
+                holder.write_json("late.json", {})
+                time.sleep(0.05)
+            except ResultsBusy as err:
+                refused = str(err)
+        assert refused is not None and "taken over by another run" in refused
+        with pytest.raises(ResultsBusy):
+            holder.delete("kept.json")
+    assert json.loads(s3.fs.cat_file(lease))["holder"] == "another run"
+    assert s3.fs.exists(f"{s3.name}/results/kept.json")
