@@ -61,7 +61,9 @@ def storage_options_option():
     """--storage-options JSON (or $CALLMOOD_STORAGE_OPTIONS): fsspec options for an object
     store's URL, e.g. its endpoint or profile. Credentials are better left to the
     environment or the provider's profile files; given here they are used, never written."""
-    return click.option("--storage-options", envvar="CALLMOOD_STORAGE_OPTIONS",
+    from callmood.results.location import STORAGE_OPTIONS_ENV
+
+    return click.option("--storage-options", envvar=STORAGE_OPTIONS_ENV,
                         metavar="JSON",
                         help="fsspec options for s3:// and other URLs, as a JSON object, "
                              'e.g. \'{"endpoint_url": "http://minio:9000", "profile": '
