@@ -119,8 +119,11 @@ def moto_server():
 
 
 @contextlib.contextmanager
-def dask_cluster(workers: int, local_directory: Path):
-    """A `dask scheduler` and `workers` single-threaded `dask worker` processes."""
+def dask_cluster(workers: int, local_directory: Path, wrap=None, cwd: Path | None = None):
+    """A `dask scheduler` and `workers` single-threaded `dask worker` processes without
+    nannies (a killed worker stays dead), each a process of its own, the workers' command
+    lines passed through `wrap` (e.g. into a namespace) and run in `cwd`; yields
+    (address, {pid: worker process}) once every worker has joined."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -129,18 +132,21 @@ def dask_cluster(workers: int, local_directory: Path):
     started = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port",
                                  address.rsplit(":", 1)[1], "--no-dashboard"], **quiet)]
     try:
-        started += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1",
-                                      "--no-nanny", "--no-dashboard", "--local-directory",
-                                      str(local_directory / f"w{n}")], **quiet)
-                    for n in range(workers)]
+        for n in range(workers):
+            command = [*dask, "worker", address, "--nthreads", "1", "--no-nanny",
+                       "--no-dashboard", "--name", f"w{n}", "--local-directory",
+                       str(local_directory / f"w{n}")]
+            started.append(subprocess.Popen(wrap(command) if wrap else command, cwd=cwd,
+                                            **quiet))
         with Client(address, timeout="60s") as client:
             client.wait_for_workers(workers, timeout=120)
-        yield address
+        yield address, {process.pid: process for process in started[1:]}
     finally:
         for process in reversed(started):  # the workers first, then the scheduler
             process.terminate()
+        for process in started:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -232,7 +238,7 @@ def main() -> None:
         model = str(args.model)
 
         runs = []
-        with dask_cluster(2, tmp / "dask") as scheduler:
+        with dask_cluster(2, tmp / "dask") as (scheduler, _):
             # untimed: each kind once on one copy (workers started, the model loaded)
             for k, (inputs, config) in enumerate([
                     (tmp / "calls/copy00", ScoreConfig(workers=2)),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from batch_fixtures import SAMPLE_CALLS
-from live_fixtures import free_port
+from conftest import load_benchmark
 from s3_data import assert_same_scores, table_rows
 
 from callmood.results.store import MANIFEST
@@ -38,32 +38,15 @@ def hidden(folders: list[Path], command: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def dask_cluster(hide: list[Path], workers: int = 2):
-    """A scheduler and `workers` single-threaded workers without nannies (a killed worker
-    stays dead), each a process of its own; yields (address, {pid: worker process})."""
+    """bench_storage's cluster of processes, its workers in a namespace where the folders
+    `hide` are empty; yields (address, {pid: worker process})."""
     if subprocess.run(hidden(hide, ["true"]), capture_output=True).returncode:
         pytest.skip("needs mount namespaces (unshare --user --mount) to hide the folders "
                     "from the workers")
-    address = f"tcp://127.0.0.1:{free_port()}"
-    dask = [sys.executable, "-m", "dask"]
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    started = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port",
-                                 address.rsplit(":", 1)[1], "--no-dashboard"], **quiet)]
-    try:
-        for n in range(workers):
-            started.append(subprocess.Popen(hidden(hide, [
-                *dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                "--name", f"w{n}", "--local-directory", str(hide[0] / f"dask-w{n}")]),
-                cwd=Path(sys.executable).parent, **quiet))
-        yield address, {p.pid: p for p in started[1:]}
-    finally:
-        for process in reversed(started):
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with load_benchmark("bench_storage").dask_cluster(
+            workers, hide[0] / "dask", wrap=lambda command: hidden(hide, command),
+            cwd=Path(sys.executable).parent) as cluster:
+        yield cluster
 
 
 SCORE_ON_CLUSTER = """
