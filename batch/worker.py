@@ -86,8 +86,8 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
                                precision, storage_options)
     except FileTimeout:
         return ScoredCall(path, error_kind="timeout",
-                           error=f"not done within the limit of {time_limit_s / 60:g} min "
-                                 "per file (--file-minutes); the run went on without it")
+                          error=f"not done within the limit of {time_limit_s / 60:g} min "
+                                "per file (--file-minutes); the run went on without it")
     finally:
         torch.set_num_threads(threads)
 
@@ -103,12 +103,12 @@ def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
             probs = np.concatenate([model.predict_mels(mels, batch_size)
                                     for mels in found.mel_batches(model.mel, batch_size)])
         return ScoredCall(path, found.sha256, found.duration_s, found.channels, found.speech,
-                           found.windows, probs)
+                          found.windows, probs)
     except (AudioError, ModelOutputError) as err:
         return ScoredCall(path, error_kind=err.kind, error=err.detail)
     except FileNotFoundError:
         return ScoredCall(path, error_kind="missing",
-                           error="removed while it was being scored")
+                          error="removed while it was being scored")
     except PermissionError as err:
         refused = unreadable_by_user(path, err)
         return ScoredCall(path, error_kind=refused.kind, error=refused.detail)

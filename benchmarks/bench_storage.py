@@ -47,9 +47,9 @@ import s3fs
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.source import read_recording_blocks
 from callmood.dashboard.canned import load_queries
-from callmood.dashboard.results_cache import CACHE_ENV
 from callmood.dashboard.results_db import connect
 from callmood.model.folder import default_model_dir
+from callmood.user_cache import CACHE_ENV
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
 import bench_queries  # noqa: E402

@@ -23,15 +23,14 @@ from pathlib import Path
 from fsspec import AbstractFileSystem
 
 from callmood.results.location import explain, shown
+from callmood.user_cache import cache_root
 
-CACHE_ENV = "CALLMOOD_CACHE"
 VERSIONS = "_versions.json"  # relative path -> version of each copy, in the copy's folder
 
 
 def cache_folder(url: str) -> Path:
     """Where the copy of the results at `url` lives."""
-    root = Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "callmood"))
-    return root / "results" / hashlib.sha256(shown(url).encode()).hexdigest()[:16]
+    return cache_root() / "results" / hashlib.sha256(shown(url).encode()).hexdigest()[:16]
 
 
 def version(info: dict) -> str:

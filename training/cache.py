@@ -39,6 +39,7 @@ from callmood.signal.audio import AudioError, load_mono
 from callmood.signal.features import MelConfig, log_mel
 from callmood.training import channel as channels
 from callmood.training.corpora.base import Utterance
+from callmood.user_cache import cache_root
 from callmood.workers import workers_die_with_this_process
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,6 @@ CACHE_LIMIT_ENV = "CALLMOOD_CACHE_GB"
 DEFAULT_CACHE_LIMIT_GB = 40.0
 IN_USE_S = 3600.0  # a variant folder used this recently is never pruned
 _SETTINGS_FOLDER = re.compile(r"[0-9a-f]{12}")  # only the cache's own folders are pruned
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CALLMOOD_CACHE", Path.home() / ".cache" / "callmood"))
 
 
 def cache_limit_bytes() -> int | None:
@@ -269,7 +266,7 @@ def extract(utterances: list[Utterance], mel: MelConfig,
     `variants` defaults to the clean audio alone; `mels` is keyed by variant name. The
     cache is then pruned to its size limit, keeping the folders just used.
     """
-    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = Path(cache_dir) if cache_dir else cache_root()
     limit = cache_limit_bytes()
     variants = tuple(variants) or (clean(),)
     failures, todo = [], []
