@@ -232,6 +232,6 @@ class StreamScorer:
     def scored_call(self) -> ScoredCall:
         """The call as a ScoredCall, for the nightly job's writer."""
         return ScoredCall(LIVE + self.call.call_id, None, self.duration_s,
-                           len(self.channels), list(self.speech), list(self.windows),
-                           np.array(self.probs, dtype=np.float32).reshape(
-                               len(self.probs), len(self.model.labels)))
+                          len(self.channels), list(self.speech), list(self.windows),
+                          np.array(self.probs, dtype=np.float32).reshape(
+                              len(self.probs), len(self.model.labels)))
