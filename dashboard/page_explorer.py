@@ -75,7 +75,9 @@ def segment_label(i) -> str:
 
 picked = st.selectbox("Play", choices, format_func=segment_label, key="explorer_segment")
 span = (None, None) if picked is None else (segments.start_s[picked], segments.end_s[picked])
-audio = read_audio(call.source_file, input_roots(app_data.results_path()), *span)
+options = app_data.storage_options()
+audio = read_audio(call.source_file, input_roots(app_data.results_path(), options), *span,
+                   storage_options=options)
 if audio is None:
     # the name as plain text: a file name is data, never Markdown (it could hold a link)
     st.warning("The recording is not available (moved, deleted, unreadable, or not under "

@@ -4,29 +4,37 @@ server (moto, a separate process), the same rows as a night on the local disk.""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 from batch_fixtures import SAMPLE_CALLS
 from click.testing import CliRunner
 from s3_data import SECRET, assert_same_scores, table_rows
+from streamlit.testing.v1 import AppTest
 
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.source import open_recording
 from callmood.cli import main
+from callmood.dashboard import app_data
+from callmood.dashboard.audio import input_roots, read_audio
 from callmood.results.store import MANIFEST, ResultsBusy, ResultsStore
 from callmood.signal.audio import read_blocks
 
 pytest_plugins = ["s3_fixtures"]
+APP = str(Path(app_data.__file__).with_name("app.py"))
 
 
-def test_a_night_from_a_bucket_to_a_bucket_equals_the_local_night(s3, local_night):
+def test_a_night_from_a_bucket_to_a_bucket_equals_the_local_night(s3, local_night,
+                                                                 monkeypatch):
     calls = s3.upload(SAMPLE_CALLS, "calls")
     out = s3.url("results")
     summary = score_calls([calls], out, local_night.model, ScoreConfig(workers=2),
@@ -64,6 +72,26 @@ def test_a_night_from_a_bucket_to_a_bucket_equals_the_local_night(s3, local_nigh
     assert len(remote.output.splitlines()) == len(local.output.splitlines())
     refused = runner.invoke(main, ["query", out, f"SELECT * FROM read_parquet('{calls}/x')"])
     assert refused.exit_code != 0 and "Traceback" not in refused.output
+
+    # the explorer plays a call from the bucket: the whole object, or a segment as WAV;
+    # nothing outside the scored input URL, however the key is spelled
+    roots = input_roots(out)
+    assert roots == [calls]
+    source = f"{calls}/audio/call-0001.wav"
+    whole, _ = read_audio(source, roots)
+    assert whole == (SAMPLE_CALLS / "audio/call-0001.wav").read_bytes()
+    cut, mime = read_audio(source, roots, 2.0, 3.0)
+    assert mime == "audio/wav" and sf.info(io.BytesIO(cut)).duration == pytest.approx(1.0)
+    s3.fs.put_file(str(SAMPLE_CALLS / "audio/call-0001.wav"), f"{s3.name}/private/a.wav")
+    for outside in (s3.url("private/a.wav"), f"{calls}/../private/a.wav",
+                    f"{calls}-other/audio/call-0001.wav", f"{out}/inputs.json",
+                    f"{calls}/audio/missing.wav"):
+        assert read_audio(outside, roots) is None, outside
+    monkeypatch.setenv(app_data.RESULTS_ENV, out)
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    at.switch_page("page_explorer.py").run()
+    assert not at.exception and not at.warning, [w.value for w in at.warning]
+    assert len(at.get("audio")) == 1
 
 
 def test_credentials_given_as_storage_options_are_written_nowhere(s3, local_night,
