@@ -99,9 +99,15 @@ def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
         model = cached_model(model_dir)
         found = extract_file(path, model.mel, vad, overlap, max_seconds,
                              storage_options=storage_options)
+        profiles = found.window_speaker_profiles(model.mel, batch_size) \
+            if model.mel.speaker_mean else None
+        batches, done = [], 0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            probs = np.concatenate([model.predict_mels(mels, batch_size)
-                                    for mels in found.mel_batches(model.mel, batch_size)])
+            for mels in found.mel_batches(model.mel, batch_size):
+                speakers = None if profiles is None else profiles[done:done + len(mels)]
+                batches.append(model.predict_mels(mels, batch_size, speakers))
+                done += len(mels)
+        probs = np.concatenate(batches)
         return ScoredCall(path, found.sha256, found.duration_s, found.channels, found.speech,
                           found.windows, probs)
     except (AudioError, ModelOutputError) as err:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import soundfile as sf
 import soxr
+import torch
 
 from callmood.model.folder import LoadedModel
 from callmood.results.call_summary import (
@@ -34,7 +35,7 @@ from callmood.results.call_summary import (
 from callmood.results.meta import CallMeta
 from callmood.results.scored import ScoredCall, Segment, top_labels
 from callmood.results.writer import LIVE
-from callmood.signal.features import CLIP_OVERLAP
+from callmood.signal.features import CLIP_OVERLAP, band_levels
 from callmood.signal.segment import VadConfig, WindowPlanner, window_mels
 
 ENCODINGS = {"pcm16": "PCM_16", "mulaw": "ULAW"}
@@ -73,6 +74,16 @@ class _ChannelState:
     buffer: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     offset: int = 0  # sample index of buffer[0] in the call
     regions_seen: int = 0  # of planner.speech, those already in StreamScorer.speech
+    # with mel.speaker_mean: the sum of the band levels of the windows scored so far
+    levels_sum: torch.Tensor | float = 0.0
+    levels_count: int = 0
+
+    def speaker_profile(self, levels: torch.Tensor) -> torch.Tensor:
+        """The speaker profile after one more window's band levels: the running mean over
+        the channel's windows so far (the nightly job's is over the whole channel)."""
+        self.levels_sum = self.levels_sum + levels
+        self.levels_count += 1
+        return self.levels_sum / self.levels_count
 
     @property
     def samples(self) -> int:
@@ -174,9 +185,12 @@ class StreamScorer:
     def _score(self, windows: list[tuple]) -> list[dict]:
         if not windows:
             return []
-        import torch
-
-        probs = self.model.predict_mels(torch.cat([m for *_, m in windows]))
+        mels = torch.cat([m for *_, m in windows])
+        speakers = None
+        if self.model.mel.speaker_mean:
+            speakers = torch.stack([self.channels[c].speaker_profile(levels) for (c, *_), levels
+                                    in zip(windows, band_levels(mels), strict=True)])
+        probs = self.model.predict_mels(mels, speakers=speakers)
         rate = self.model.mel.sample_rate
         events = []
         emotions, confidences = top_labels(probs, self.model.labels)

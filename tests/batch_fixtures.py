@@ -17,13 +17,13 @@ TINY_MEL = MelConfig(n_mels=64, input_frames=160)
 SAMPLE_CALLS = Path(__file__).resolve().parent.parent / "sample_calls"
 
 
-def make_model_folder(path: Path, seed: int = 0) -> Path:
+def make_model_folder(path: Path, seed: int = 0, mel: MelConfig = TINY_MEL) -> Path:
     """A randomly initialised micro ViT saved as a model folder (a second or so to build)."""
     import torch
 
     torch.manual_seed(seed)
-    model = build_model(TINY_MEL, LABELS, "random:micro")
-    return save_model_folder(path, model, TINY_MEL, Normalization(mean=-8.0, std=4.0),
+    model = build_model(mel, LABELS, "random:micro")
+    return save_model_folder(path, model, mel, Normalization(mean=-8.0, std=4.0),
                              ModelCard(name="tiny-test", labels=LABELS))
 
 

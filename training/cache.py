@@ -224,6 +224,10 @@ class Features:
     mels: dict[str, list[torch.Tensor]]  # variant name -> one (n_mels, frames) tensor each
     failures: list[AudioError] = field(default_factory=list)
 
+    def speakers(self) -> list[tuple[str, str]]:
+        """Who speaks each utterance: (corpus, speaker id), unique across corpora."""
+        return [(u.corpus, u.speaker) for u in self.utterances]
+
 
 def _cache_file(root: Path, mel: MelConfig, path: str, variant: Variant) -> Path:
     stat = os.stat(path)

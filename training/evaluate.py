@@ -227,7 +227,8 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
         raise ValueError("no usable test audio")
     targets = np.array([label_id[u.label] for u in features.utterances])
     scores = Inference.of(model).utterances(features.mels[variant.name],
-                                            uncalibrated=model.card.temperature != 1.0)
+                                            uncalibrated=model.card.temperature != 1.0,
+                                            speakers=features.speakers())
     return Scored(features.utterances, targets, scores.probs, scores.uncalibrated,
                   features.failures)
 

@@ -39,6 +39,8 @@ from callmood.signal.features import (
     Normalization,
     fit_frames,
     model_input,
+    speaker_profile,
+    speaker_profiles,
 )
 from callmood.training.augment import AugmentConfig, spec_augment
 from callmood.training.auxiliary import (
@@ -192,12 +194,15 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> f
 
 
 def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: TrainConfig,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: torch.Generator,
+               profiles: dict[str, list[torch.Tensor]] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random crops of the chosen examples; with probability channel_p an example comes from
-    one of its cached channel variants (chosen at random) instead of the clean audio."""
+    one of its cached channel variants (chosen at random) instead of the clean audio. With
+    `profiles` (example_speaker_profiles), each crop's speaker profile comes too."""
     frames = config.mel.input_frames
     channels = [name for name in mels if name != CLEAN]
-    clips = []
+    clips, speakers = [], []
     for i in indices:
         variant = CLEAN
         if channels and torch.rand(1, generator=generator).item() < config.augment.channel_p:
@@ -206,7 +211,22 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
         room = mel.shape[-1] - frames
         offset = int(torch.randint(0, room + 1, (1,), generator=generator)) if room > 0 else 0
         clips.append(fit_frames(mel, frames, offset))
-    return spec_augment(torch.stack(clips), config.augment, generator)
+        if profiles is not None:
+            speakers.append(profiles[variant][i])
+    return (spec_augment(torch.stack(clips), config.augment, generator),
+            torch.stack(speakers) if profiles is not None else None)
+
+
+def example_speaker_profiles(data: Features) -> dict[str, list[torch.Tensor]]:
+    """Per cached variant, each example's speaker profile (features.speaker_profile): its
+    speaker's over their clean utterances, plus what the example's line did to its own
+    band levels (through the line minus clean), because a call channel's profile holds
+    its line's colouring as well as the voice."""
+    speakers = speaker_profiles(data.mels[CLEAN], data.speakers())
+    own = [speaker_profile([m]) for m in data.mels[CLEAN]]
+    return {variant: speakers if variant == CLEAN else
+            [s + speaker_profile([m]) - o for s, m, o in zip(speakers, mels, own, strict=True)]
+            for variant, mels in data.mels.items()}
 
 
 def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator,
@@ -308,7 +328,9 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     allowed_all = torch.stack([has_class[c] for c in corpora]) \
         if config.mask_absent_classes else None
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
-    norm = Normalization.fit(train_data.mels[CLEAN], config.mel)
+    profiles = example_speaker_profiles(train_data) if config.mel.speaker_mean else None
+    norm = Normalization.fit(train_data.mels[CLEAN], config.mel,
+                             profiles[CLEAN] if profiles else None)
 
     corpus_names, corpus_ids = np.unique(corpora, return_inverse=True)
 
@@ -381,8 +403,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                     group["lr"] = base * lr_factor(step, total_steps, warmup_steps,
                                                    config.schedule == "cosine")
             indices = order[start:start + config.batch_size]
-            x = model_input(make_batch(train_data.mels, indices, config, generator),
-                            config.mel, norm).to(device)
+            clips, speakers = make_batch(train_data.mels, indices, config, generator, profiles)
+            x = model_input(clips, config.mel, norm, speakers).to(device)
             y = torch.nn.functional.one_hot(torch.as_tensor(targets[indices]),
                                             len(labels)).float().to(device)
             allowed = allowed_all[indices].to(device) if allowed_all is not None else None
@@ -462,7 +484,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         test_data = _known_labels(extract(split.test, config.mel, (), cache_dir,
                                           config.workers), label_id)
         test_targets = np.array([label_id[u.label] for u in test_data.utterances])
-        probs = inference.utterances(test_data.mels[CLEAN]).probs
+        probs = inference.utterances(test_data.mels[CLEAN],
+                                     speakers=test_data.speakers()).probs
         test_metrics = classification_metrics(test_targets, probs.argmax(1), labels)
     card = ModelCard(
         name=model_name or out_dir.name, labels=labels, label_map=label_map,
@@ -484,7 +507,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
 def calibrate(inference: Inference, val_data: Features, val_targets: np.ndarray) -> dict:
     """Temperature scaling fitted on the validation speakers' clips (each clip a sample, as
     each scored segment of a call is one); an empty validation set leaves T = 1."""
-    logits, owners = inference.clip_logits(val_data.mels[CLEAN])
+    logits, owners = inference.clip_logits(val_data.mels[CLEAN], val_data.speakers())
     if not len(logits):
         return {"temperature": 1.0, "fitted_on": "nothing (no validation speakers)"}
     targets = val_targets[owners]
@@ -509,7 +532,7 @@ def _validation_metrics(data: Features, targets: np.ndarray, labels: list[str],
                         inference: Inference) -> dict:
     if not data.utterances:
         return {"val_macro_f1": 0.0, "val_ua": 0.0, "val_wa": 0.0}
-    probs = inference.utterances(data.mels[CLEAN]).probs
+    probs = inference.utterances(data.mels[CLEAN], speakers=data.speakers()).probs
     m = classification_metrics(targets, probs.argmax(1), labels)
     return {"val_macro_f1": m["macro_f1"], "val_ua": m["ua"], "val_wa": m["wa"]}
 

@@ -109,15 +109,18 @@ class ModelCard:
 @torch.inference_mode()
 def predict_logits(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
                    norm: Normalization, batch_size: int = 64, device: str | torch.device = "cpu",
-                   bf16: bool = False) -> np.ndarray:
-    """(N, n_mels, input_frames) log-mels -> (N, labels) logits, in batches.
+                   bf16: bool = False, speakers: torch.Tensor | None = None) -> np.ndarray:
+    """(N, n_mels, input_frames) log-mels -> (N, labels) logits, in batches; `speakers`
+    (N, n_mels, 1): each clip's speaker profile, for a model with mel.speaker_mean.
 
     The one forward pass behind training's validation, evaluation, predict and scoring.
     """
     model.eval()
     out = []
     for start in range(0, len(mels), batch_size):
-        x = model_input(mels[start:start + batch_size], mel, norm).to(device)
+        chunk = slice(start, start + batch_size)
+        x = model_input(mels[chunk], mel, norm,
+                        None if speakers is None else speakers[chunk]).to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
             logits = model(pixel_values=x).logits
         out.append(logits.float().cpu())
@@ -129,9 +132,10 @@ def predict_logits(model: ViTForImageClassification, mels: torch.Tensor, mel: Me
 def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
                           norm: Normalization, batch_size: int = 64,
                           device: str | torch.device = "cpu", bf16: bool = False,
-                          temperature: float = 1.0) -> np.ndarray:
+                          temperature: float = 1.0, speakers: torch.Tensor | None = None,
+                          ) -> np.ndarray:
     """(N, n_mels, input_frames) log-mels -> (N, labels) probabilities, softmax(logits / T)."""
-    logits = predict_logits(model, mels, mel, norm, batch_size, device, bf16)
+    logits = predict_logits(model, mels, mel, norm, batch_size, device, bf16, speakers)
     return softmax(logits, temperature).astype(np.float32)
 
 
@@ -151,11 +155,13 @@ class LoadedModel:
     def name(self) -> str:
         return self.card.name
 
-    def predict_mels(self, mels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities."""
-        return self.check_finite(predict_probabilities(self.model, mels, self.mel, self.norm,
-                                                       batch_size,
-                                                       temperature=self.card.temperature))
+    def predict_mels(self, mels: torch.Tensor, batch_size: int = 64,
+                     speakers: torch.Tensor | None = None) -> np.ndarray:
+        """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities;
+        `speakers` as for predict_logits."""
+        return self.check_finite(predict_probabilities(
+            self.model, mels, self.mel, self.norm, batch_size,
+            temperature=self.card.temperature, speakers=speakers))
 
     def check_finite(self, probs: np.ndarray) -> np.ndarray:
         """`probs`, or ModelOutputError if any is NaN or inf (finite weights can still

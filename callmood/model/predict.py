@@ -16,7 +16,13 @@ import torch
 from callmood.model.calibration import softmax
 from callmood.model.folder import LoadedModel, ModelOutputError, predict_logits
 from callmood.signal.audio import AudioError, load_mono
-from callmood.signal.features import MelConfig, Normalization, log_mel, utterance_clips
+from callmood.signal.features import (
+    MelConfig,
+    Normalization,
+    log_mel,
+    speaker_profiles,
+    utterance_clips,
+)
 from callmood.workers import usable_cores
 
 
@@ -57,21 +63,33 @@ class Inference:
         """A loaded model folder's, calibrated by its temperature, on the CPU."""
         return cls(model.model, model.mel, model.norm, model.card.temperature)
 
-    def clip_logits(self, mels: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    def clip_logits(self, mels: list[torch.Tensor], speakers: list | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         """(clips, labels) logits of the clips that cover each utterance's log-mel
         (features.utterance_clips: a short one repeated to fill a clip, a long one covered
-        by overlapping clips), and the utterance of each clip; one forward pass for all."""
+        by overlapping clips), and the utterance of each clip; one forward pass for all.
+
+        `speakers`: who speaks each utterance (any hashable id). A model with
+        mel.speaker_mean sees each utterance relative to the profile of all its
+        speaker's utterances here; without ids, each utterance is its own speaker."""
         crops = [utterance_clips(m, self.mel.input_frames) for m in mels]
         clips = torch.cat(crops) if crops else torch.zeros(0)
+        counts = [len(c) for c in crops]
+        profiles = None
+        if self.mel.speaker_mean and crops:
+            profiles = torch.stack(speaker_profiles(
+                mels, list(range(len(mels))) if speakers is None else speakers))
+            profiles = torch.repeat_interleave(profiles, torch.tensor(counts), dim=0)
         logits = predict_logits(self.network, clips, self.mel, self.norm, device=self.device,
-                                bf16=self.bf16)
-        return logits, np.repeat(np.arange(len(crops)), [len(c) for c in crops])
+                                bf16=self.bf16, speakers=profiles)
+        return logits, np.repeat(np.arange(len(crops)), counts)
 
-    def utterances(self, mels: list[torch.Tensor], uncalibrated: bool = False
-                   ) -> UtteranceScores:
+    def utterances(self, mels: list[torch.Tensor], uncalibrated: bool = False,
+                   speakers: list | None = None) -> UtteranceScores:
         """Each utterance's probabilities: calibrated (softmax(logits / temperature)) and,
-        with `uncalibrated`, the plain softmax too, averaged over its clips."""
-        logits, owners = self.clip_logits(mels)
+        with `uncalibrated`, the plain softmax too, averaged over its clips; `speakers` as
+        for clip_logits."""
+        logits, owners = self.clip_logits(mels, speakers)
         clips = np.bincount(owners, minlength=len(mels))
 
         def mean(values: np.ndarray) -> np.ndarray:

@@ -57,6 +57,9 @@ class MelConfig:
     # subtract each mel band's mean over the clip (see level_relative()); False in every
     # model folder written before this setting existed
     spectral_mean: bool = False
+    # subtract the speaker's mean band levels over all their speech (a call: the channel's),
+    # see speaker_profile(); False in every model folder written before this setting existed
+    speaker_mean: bool = False
 
     def __post_init__(self):
         for name, limit in MEL_LIMITS.items():
@@ -76,8 +79,9 @@ class MelConfig:
             value = getattr(self, name)
             if not (is_finite_number(value) or name == "level_floor_db" and value is None):
                 raise ValueError(f"{name} must be a finite number, got {reprlib.repr(value)}")
-        if not isinstance(self.equalize_level, bool) or not isinstance(self.spectral_mean, bool):
-            raise ValueError("equalize_level and spectral_mean must be true or false")
+        switches = ("equalize_level", "spectral_mean", "speaker_mean")
+        if not all(isinstance(getattr(self, name), bool) for name in switches):
+            raise ValueError(f"{', '.join(switches)} must be true or false")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise ValueError(f"need 0 <= f_min < f_max <= sample_rate/2, got {self}")
         if self.log_floor <= 0:
@@ -96,7 +100,8 @@ class MelConfig:
         """Stable text of the settings that shape the cached log-mels (the feature cache key)."""
         shaping = asdict(self)
         # applied on the way into the model (level_relative), not cached
-        for applied_later in ("equalize_level", "level_floor_db", "spectral_mean"):
+        for applied_later in ("equalize_level", "level_floor_db", "spectral_mean",
+                              "speaker_mean"):
             del shaping[applied_later]
         return json.dumps(shaping, sort_keys=True)
 
@@ -237,9 +242,12 @@ def equalize_level(mels: torch.Tensor) -> torch.Tensor:
     return mels - clip_level(mels)[..., None, None]
 
 
-def level_relative(mels: torch.Tensor, config: MelConfig) -> torch.Tensor:
+def level_relative(mels: torch.Tensor, config: MelConfig,
+                   speaker: torch.Tensor | None = None) -> torch.Tensor:
     """Cached log-mels -> log power relative to the clip's level (and with
-    config.spectral_mean to each band's speech level), floored below it.
+    config.spectral_mean to each band's speech level in the clip, with config.speaker_mean
+    to the speaker's: `speaker`, their speaker_profile, broadcastable to (..., n_mels, 1);
+    without one, the clip's own), floored below it.
 
     With the floor set relative to the loud frames (level_floor_db below them) instead of
     at an absolute power, the input does not depend on the recording's gain at all: a
@@ -252,6 +260,8 @@ def level_relative(mels: torch.Tensor, config: MelConfig) -> torch.Tensor:
         mels = equalize_level(mels)
     if config.spectral_mean:
         mels = mels - speech_band_mean(mels)
+    if config.speaker_mean:
+        mels = mels - (speech_band_mean(mels) if speaker is None else speaker)
     if config.level_floor_db is None:
         return mels
     floor = -config.level_floor_db / 10 * math.log(10)
@@ -279,6 +289,39 @@ def speech_band_mean(mels: torch.Tensor) -> torch.Tensor:
     return (mels * speech).sum(dim=-1, keepdim=True) / speech.sum(dim=-1, keepdim=True)
 
 
+def speaker_profile(mels: list[torch.Tensor]) -> torch.Tensor:
+    """A speaker's mean band levels, (n_mels, 1): the mean over their log-mels (utterances,
+    or a call channel's windows) of each one's speech_band_mean relative to its level.
+
+    Subtracted from each of their clips (MelConfig.speaker_mean) it removes what stays the
+    same across their speech: the voice's timbre, and in a call the line's colouring; what
+    changes with emotion stays, unlike a clip's own mean (spectral_mean), which removes
+    the emotion's spectral tilt with the speaker's. Speaker normalisation is the main lever
+    of cross-corpus emotion recognition in the literature (Schuller et al. 2010).
+    """
+    return torch.stack([band_levels(m) for m in mels]).mean(0)
+
+
+def band_levels(mels: torch.Tensor) -> torch.Tensor:
+    """(..., n_mels, T) -> (..., n_mels, 1): each band's speech level relative to the clip's
+    level, what speaker_profile averages."""
+    return speech_band_mean(equalize_level(mels))
+
+
+def speaker_profiles(mels: list[torch.Tensor], speakers: list) -> list[torch.Tensor]:
+    """Each log-mel's speaker_profile, over all the log-mels of its speaker (`speakers`:
+    one hashable id per log-mel)."""
+    groups: dict = {}
+    for i, speaker in enumerate(speakers):
+        groups.setdefault(speaker, []).append(i)
+    profiles = [torch.zeros(0)] * len(mels)
+    for members in groups.values():
+        profile = speaker_profile([mels[i] for i in members])
+        for i in members:
+            profiles[i] = profile
+    return profiles
+
+
 @dataclass(frozen=True)
 class Normalization:
     """Dataset statistics of the log-mel values; inputs become (x - mean) / (2 std) as in AST."""
@@ -295,12 +338,14 @@ class Normalization:
         return (mel - self.mean) / (2.0 * self.std)
 
     @classmethod
-    def fit(cls, mels: list[torch.Tensor] | list[np.ndarray],
-            config: MelConfig) -> Normalization:
-        """Statistics of the log-mels as the model sees them (relative to the clip level)."""
+    def fit(cls, mels: list[torch.Tensor] | list[np.ndarray], config: MelConfig,
+            speakers: list[torch.Tensor] | None = None) -> Normalization:
+        """Statistics of the log-mels as the model sees them (relative to the clip level,
+        and to each one's speaker profile in `speakers` with config.speaker_mean)."""
         total = count = square = 0.0
-        for m in mels:
-            t = level_relative(torch.as_tensor(m, dtype=torch.float32), config).double()
+        for i, m in enumerate(mels):
+            t = level_relative(torch.as_tensor(m, dtype=torch.float32), config,
+                               None if speakers is None else speakers[i]).double()
             total += float(t.sum())
             square += float(t.square().sum())
             count += t.numel()
@@ -311,12 +356,15 @@ class Normalization:
         return cls(mean=mean, std=std)
 
 
-def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization) -> torch.Tensor:
+def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
+                speakers: torch.Tensor | None = None) -> torch.Tensor:
     """(B, n_mels, frames) log-mels of exactly input_frames -> model input (B, 1, n_mels, frames).
 
     The one place where features become model input, for training, evaluation and scoring.
+    `speakers`: (B, n_mels, 1), each clip's speaker_profile, for a config with speaker_mean
+    (without them each clip is its own speaker).
     """
     if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
         raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
                          f"got {tuple(mels.shape)}")
-    return norm.apply(level_relative(mels, config)).unsqueeze(1)
+    return norm.apply(level_relative(mels, config, speakers)).unsqueeze(1)

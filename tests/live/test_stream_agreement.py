@@ -3,10 +3,12 @@ the nightly job, however its audio was cut into messages: both use one window pl
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
-from batch_fixtures import SAMPLE_CALLS, make_model_folder
+from batch_fixtures import SAMPLE_CALLS, TINY_MEL, make_model_folder
 
 from callmood.batch.worker import score_file
 from callmood.live.stream import StreamScorer
@@ -49,3 +51,31 @@ def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(
     assert live_windows == windows
     np.testing.assert_allclose(live_probs, probs, atol=1e-5)
     assert sorted(live.speech) == sorted(nightly.speech)
+
+
+
+def test_with_speaker_mean_live_runs_the_channel_profile_the_nightly_job_takes_whole(
+        tmp_path):
+    """A model with mel.speaker_mean: the nightly job scores each window relative to its
+    channel's profile over the whole call, live relative to the channel's windows so far.
+    So they agree on each channel's last window, not on its first."""
+    mel = replace(TINY_MEL, speaker_mean=True)
+    model_dir = str(make_model_folder(tmp_path / "model", mel=mel))
+    path = SAMPLE_CALLS / "audio" / "call-0001.wav"
+    nightly = score_file(str(path), model_dir, VadConfig(), CLIP_OVERLAP, 3600, 16)
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    scorer = StreamScorer(load_model_folder(model_dir),
+                          CallMeta("c", None, None, np.datetime64("2026-01-01").item(), None),
+                          audio.shape[1], rate)
+    for at in range(0, len(audio), rate):
+        scorer.feed(audio[at:at + rate].T)
+    scorer.finish()
+    live = scorer.scored_call()
+    windows, probs = in_order(nightly.windows, nightly.probs)
+    live_windows, live_probs = in_order(live.windows, live.probs)
+    assert live_windows == windows
+    for channel in (0, 1):
+        mine = [i for i, w in enumerate(windows) if w[0] == channel]
+        assert len(mine) > 3
+        np.testing.assert_allclose(live_probs[mine[-1]], probs[mine[-1]], atol=1e-5)
+        assert not np.allclose(live_probs[mine[0]], probs[mine[0]], atol=1e-4)

@@ -17,6 +17,9 @@ from callmood.signal.features import (
     log_mel,
     mel_filterbank,
     model_input,
+    speaker_profile,
+    speaker_profiles,
+    speech_band_mean,
     utterance_clips,
     window_starts,
 )
@@ -288,3 +291,39 @@ def test_spectral_mean_removes_a_fixed_band_colouring(shared_dir):
     assert MelConfig.from_dict({"n_mels": 128}).spectral_mean is False
     with pytest.raises(ValueError, match="spectral_mean"):
         MelConfig.from_dict({"spectral_mean": "yes"})
+
+
+def test_speaker_mean_removes_a_speaker_lines_colouring_and_keeps_the_emotion(shared_dir):
+    """One speaker's takes all through the same coloured line (a fixed per-band gain):
+    with speaker_mean and their profile over the coloured takes, each take's input is
+    what it was uncoloured, up to a constant per take and the few frames the colouring
+    moves across the speech threshold (7x less than without). Unlike spectral_mean it keeps
+    what separates the takes' spectra (a neutral and an angry take differ more)."""
+    c = replace(MelConfig(), speaker_mean=True)
+    plain, norm = MelConfig(), Normalization(mean=0.0, std=1.0)
+    takes = [log_mel(torch.from_numpy(load_mono(shared_dir / "data/ravdess" / t,
+                                                c.sample_rate)), c) for t in TAKES]
+    clips = torch.stack([fit_frames(m, c.input_frames, 0) for m in takes])
+    tilt = torch.linspace(-1, 0.5, c.n_mels)[:, None] * 2.0 / 10 * math.log(10)
+    coloured = [m + tilt for m in takes]
+    profile, coloured_profile = speaker_profile(takes), speaker_profile(coloured)
+    grouped = speaker_profiles(takes + coloured, ["a", "a", "b", "b"])
+    for got, wanted in zip(grouped, [profile] * 2 + [coloured_profile] * 2, strict=True):
+        torch.testing.assert_close(got, wanted)
+    moved = {}
+    for name, config, before, after in (("plain", plain, None, None),
+                                        ("speaker_mean", c, profile, coloured_profile)):
+        diff = (model_input(clips + tilt, config, norm, after)
+                - model_input(clips, config, norm, before))
+        moved[name] = (diff - diff.mean(dim=(-1, -2), keepdim=True)).abs().mean().item()
+    assert moved["plain"] > 0.05 and moved["speaker_mean"] < moved["plain"] / 5, moved
+
+    def spread(config, speakers):  # how far apart the two takes' speech spectra are
+        x = speech_band_mean(level_relative(clips, config, speakers))
+        return (x[0] - x[1]).abs().mean().item()
+
+    own = replace(MelConfig(), spectral_mean=True)
+    assert spread(c, profile) > 3 * spread(own, None)
+    # without a profile a clip is its own speaker: spectral_mean's input
+    torch.testing.assert_close(model_input(clips, c, norm), model_input(clips, own, norm))
+    assert c.key() == plain.key() and MelConfig.from_dict({}).speaker_mean is False

@@ -18,10 +18,12 @@ from processes import kill_once_workers_run, still_alive_after
 
 from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
+from callmood.signal.features import speaker_profile
 from callmood.training.augment import AugmentConfig
 from callmood.training.auxiliary import CorpusAdversary, affect_table, reversal_strength
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
+    Features,
     babble_bank,
     clean,
     condition_variant,
@@ -39,6 +41,7 @@ from callmood.training.train import (
     class_loss,
     corpus_classes,
     epoch_order,
+    example_speaker_profiles,
     lr_factor,
     make_batch,
     train,
@@ -397,11 +400,12 @@ def test_make_batch_crops_to_the_clip(tiny_mel):
     config = TrainConfig(mel=tiny_mel, augment=AugmentConfig(channel_p=1.0))
     long, short = torch.randn(64, 400), torch.randn(64, 50)
     mels = {"clean": [long, short], "channel0": [long + 100, short + 100]}
-    batch = make_batch(mels, [0, 1], config, torch.Generator().manual_seed(0))
+    batch, speakers = make_batch(mels, [0, 1], config, torch.Generator().manual_seed(0))
+    assert speakers is None
     assert batch.shape == (2, 64, 160)
     assert batch.mean() > 50  # every example came from its channel variant
     plain = TrainConfig(mel=tiny_mel, augment=AugmentConfig.off())
-    batch = make_batch(mels, [1], plain, torch.Generator().manual_seed(0))
+    batch, _ = make_batch(mels, [1], plain, torch.Generator().manual_seed(0))
     torch.testing.assert_close(batch[0, :, :50], short)
     torch.testing.assert_close(batch[0, :, 50:100], short)  # repeated, not padded
 
@@ -505,3 +509,41 @@ def test_params_file_values_become_configs():
     assert config.augment.channel.p_reverb == 0.0
     with pytest.raises(ValueError, match="unknown mel settings"):
         TrainConfig().with_overrides({"mel": {"n_mel": 64}})
+
+
+def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_subset,
+                                                                      tiny_mel, tmp_path):
+    """Each training example's speaker profile is its speaker's over their clean takes,
+    plus what its line did to its band levels: an example through a fixed colouring gets
+    the clean profile plus that colouring (and a constant, the level it moved), as a call
+    channel's profile would.
+    A tiny run trains with it, keeps the setting in the model folder, and evaluation
+    scores each held-out utterance relative to its speaker's other takes."""
+    rng = torch.Generator().manual_seed(0)
+    clean_mels = [torch.randn(tiny_mel.n_mels, 50, generator=rng) for _ in range(4)]
+    colour = torch.linspace(-1, 1, tiny_mel.n_mels)[:, None]
+    people = [Utterance(f"{i}.wav", "sad", f"c:{i // 2}", "c") for i in range(4)]
+    data = Features(people, {"clean": clean_mels, "channel0": [m + colour for m in clean_mels]})
+    profiles = example_speaker_profiles(data)
+    first = speaker_profile(clean_mels[:2])
+    torch.testing.assert_close(profiles["clean"][1], first)
+    line = profiles["channel0"][1] - first - colour  # the colouring, and the level it moved
+    torch.testing.assert_close(line, torch.full_like(line, line.mean().item()))
+    assert not torch.allclose(profiles["clean"][2], first)
+
+    mel = replace(tiny_mel, speaker_mean=True)
+    root = ravdess_subset([3, 4, 5], ["angry", "sad"], per_emotion=2)
+    utterances = ravdess.scan(root)[0]
+    by = {s: [u for u in utterances if u.speaker == f"ravdess:0{s}"] for s in (3, 4, 5)}
+    config = TrainConfig(mel=mel, **{**OVERFIT, "epochs": 2, "batch_size": 4,
+                                     "augment": AugmentConfig(channel_p=0.5,
+                                                              channel_variants=1)})
+    result = train(Split(by[3], by[4], by[5], "manual", True), config, tmp_path / "m",
+                   label_map={})
+    model = load_model_folder(result.model_dir)
+    assert model.mel.speaker_mean
+    test = extract(by[5], model.mel)
+    inference = Inference.of(model)
+    together = inference.utterances(test.mels["clean"], speakers=test.speakers()).probs
+    alone = inference.utterances(test.mels["clean"]).probs
+    assert not np.allclose(together, alone)  # the speaker's other takes count
