@@ -130,11 +130,19 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
-        """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig."""
+        """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig,
+        `mel.x` keys (or a `mel` dict) change those mel settings and keep the others."""
         top = {f.name for f in fields(self)}
         overrides = dict(overrides)
-        if isinstance(overrides.get("mel"), dict):  # e.g. from a --params JSON file
-            overrides["mel"] = MelConfig.from_dict(overrides["mel"])
+        mel = overrides.pop("mel", {})
+        if isinstance(mel, MelConfig):
+            mel = asdict(mel)
+        if not isinstance(mel, dict):
+            raise ValueError(f"mel must be an object of mel settings, got {mel!r}")
+        mel |= {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides)
+                if k.startswith("mel.")}
+        if mel:
+            overrides["mel"] = MelConfig.from_dict({**asdict(self.mel), **mel})
         if isinstance(overrides.get("augment"), dict):
             nested = overrides.pop("augment")
             overrides.update({f"augment.{k}": v for k, v in nested.items()})

@@ -509,6 +509,10 @@ def test_params_file_values_become_configs():
     assert config.augment.channel.p_reverb == 0.0
     with pytest.raises(ValueError, match="unknown mel settings"):
         TrainConfig().with_overrides({"mel": {"n_mel": 64}})
+    # a mel setting changes that setting only, the others stay those of the base
+    speaker = config.with_overrides({"mel.speaker_mean": True})
+    assert speaker.mel == MelConfig(n_mels=64, input_frames=160, speaker_mean=True)
+    assert config.with_overrides({"mel": {"speaker_mean": True}}).mel == speaker.mel
 
 
 def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_subset,
