@@ -96,20 +96,25 @@ def _outcomes(todo: list[CallFile], model_dir: str, config: ScoreConfig,
               storage_options: dict | None):
     """ScoredCalls in the order they finish. A Dask worker that dies (killed, out of
     memory) has its files scored again by another: each comes back once."""
-    task = joblib.delayed(score_file)
-    jobs = (task(call.path, model_dir, config.vad, config.overlap, config.max_hours * 3600,
-                 config.batch_size, config.precision, config.file_minutes * 60,
-                 storage_options)
-            for call in todo)
+
+    def jobs(model: str):  # a path, or the name of the model the run shipped to Dask
+        task = joblib.delayed(score_file)
+        return (task(call.path, model, config.vad, config.overlap, config.max_hours * 3600,
+                     config.batch_size, config.precision, config.file_minutes * 60,
+                     storage_options)
+                for call in todo)
+
     if config.backend == "dask":
         from callmood.batch.cluster import cluster
 
-        with cluster(config.scheduler, model_dir), joblib.parallel_config(backend="dask"):
-            yield from joblib.Parallel(n_jobs=-1, return_as="generator_unordered")(jobs)
+        with cluster(config.scheduler, model_dir) as model, \
+                joblib.parallel_config(backend="dask"):
+            yield from joblib.Parallel(n_jobs=-1,
+                                       return_as="generator_unordered")(jobs(model))
         return
     with workers_die_with_this_process():
         yield from joblib.Parallel(n_jobs=config.workers,
-                                   return_as="generator_unordered")(jobs)
+                                   return_as="generator_unordered")(jobs(model_dir))
 
 
 def shift_priors(outcomes: list[ScoredCall], labels: list[str]) -> dict[str, float]:

@@ -26,25 +26,28 @@ _MODELS: dict[str, LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def cached_model(model_dir: str) -> LoadedModel:
-    """The model folder, loaded once per process (workers are reused across files)."""
-    key = str(Path(model_dir).resolve())
+def cached_model(model: str) -> LoadedModel:
+    """The model installed under the name `model` in this process (install_model), else
+    the model folder at the path `model`, loaded once per process (workers are reused
+    across files)."""
     with _MODELS_LOCK:
+        key = model if model in _MODELS else str(Path(model).resolve())
         if key not in _MODELS:
             _MODELS[key] = load_model_folder(key)
         return _MODELS[key]
 
 
-def install_model(model_dir: str, model: LoadedModel) -> None:
-    """Make `model` the one cached_model(model_dir) gives in this process: a Dask worker
-    gets the model shipped to it (batch/cluster.py), not the client's folder."""
+def install_model(name: str, model: LoadedModel) -> None:
+    """Make `model` the one cached_model(name) gives in this process: a Dask worker holds
+    each run's model under that run's own name (batch/cluster.py), never under a folder's
+    path, so runs on one cluster with the same path keep their own models."""
     with _MODELS_LOCK:
-        _MODELS[str(Path(model_dir).resolve())] = model
+        _MODELS[name] = model
 
 
-def forget_model(model_dir: str) -> None:
+def forget_model(name: str) -> None:
     with _MODELS_LOCK:
-        _MODELS.pop(str(Path(model_dir).resolve()), None)
+        _MODELS.pop(name, None)
 
 
 class FileTimeout(BaseException):
