@@ -185,7 +185,8 @@ def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: M
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
     preprocessor = {"feature_extractor_type": "callmood-log-mel", "mel": asdict(mel),
-                    "normalization": asdict(norm)}
+                    "normalization": {k: v for k, v in asdict(norm).items()
+                                      if v is not None}}  # no reference: as older folders
     (path / PREPROCESSOR).write_text(json.dumps(preprocessor, indent=2) + "\n")
     (path / CARD).write_text(json.dumps(asdict(card), indent=2, default=str) + "\n")
     return path
@@ -298,6 +299,9 @@ def load_model_folder(path: str | Path) -> LoadedModel:
         # folders written before level_floor_db existed used the absolute floor
         mel = MelConfig.from_dict({"level_floor_db": None, **preprocessor["mel"]})
         norm = Normalization(**preprocessor["normalization"])
+        if mel.speaker_shift_db is not None and len(norm.speaker_reference or ()) != mel.n_mels:
+            raise ValueError(f"speaker_shift_db needs a speaker_reference of {mel.n_mels} "
+                             "values in the normalization")
     with _blame(path / CARD):
         card = ModelCard(**card_dict)
     config = _vit_config(path / CONFIG, config_dict)

@@ -60,6 +60,11 @@ class MelConfig:
     # subtract the speaker's mean band levels over all their speech (a call: the channel's),
     # see speaker_profile(); False in every model folder written before this setting existed
     speaker_mean: bool = False
+    # with speaker_mean: move each band by at most this many dB, from the speaker's profile
+    # towards the training speakers' mean profile (Normalization.speaker_reference), so a
+    # band a line left empty is not lifted to the level of speech; None: subtract the
+    # whole profile
+    speaker_shift_db: float | None = None
 
     def __post_init__(self):
         for name, limit in MEL_LIMITS.items():
@@ -75,9 +80,10 @@ class MelConfig:
         if self.clip_seconds > MAX_CLIP_SECONDS:
             raise ValueError(f"input_frames x hop_length make a clip of {self.clip_seconds:g} "
                              f"s, longer than {MAX_CLIP_SECONDS:g} s")
-        for name in ("f_min", "f_max", "log_floor", "level_floor_db"):
+        for name in ("f_min", "f_max", "log_floor", "level_floor_db", "speaker_shift_db"):
             value = getattr(self, name)
-            if not (is_finite_number(value) or name == "level_floor_db" and value is None):
+            if not (is_finite_number(value) or name in ("level_floor_db", "speaker_shift_db")
+                    and value is None):
                 raise ValueError(f"{name} must be a finite number, got {reprlib.repr(value)}")
         switches = ("equalize_level", "spectral_mean", "speaker_mean")
         if not all(isinstance(getattr(self, name), bool) for name in switches):
@@ -101,7 +107,7 @@ class MelConfig:
         shaping = asdict(self)
         # applied on the way into the model (level_relative), not cached
         for applied_later in ("equalize_level", "level_floor_db", "spectral_mean",
-                              "speaker_mean"):
+                              "speaker_mean", "speaker_shift_db"):
             del shaping[applied_later]
         return json.dumps(shaping, sort_keys=True)
 
@@ -328,11 +334,34 @@ class Normalization:
 
     mean: float = 0.0
     std: float = 1.0
+    # the training speakers' mean speaker_profile, one value per mel band, for
+    # MelConfig.speaker_shift_db; None in folders without it
+    speaker_reference: tuple[float, ...] | None = None
 
     def __post_init__(self):
         if not is_finite_number(self.mean) or not is_finite_number(self.std) or self.std <= 0:
             raise ValueError("normalization needs a finite mean and a finite std > 0, got "
                              f"mean {reprlib.repr(self.mean)}, std {reprlib.repr(self.std)}")
+        reference = self.speaker_reference
+        if reference is not None:
+            if not isinstance(reference, list | tuple) or not all(map(is_finite_number,
+                                                                       reference)):
+                raise ValueError("normalization's speaker_reference must be a list of finite "
+                                 f"numbers, got {reprlib.repr(reference)}")
+            object.__setattr__(self, "speaker_reference", tuple(map(float, reference)))
+
+    def speaker_shift(self, profiles: torch.Tensor, config: MelConfig) -> torch.Tensor:
+        """What level_relative subtracts for speakers of these profiles (..., n_mels, 1):
+        the whole profile, or with config.speaker_shift_db its difference to the reference
+        bounded to that many dB per band."""
+        if config.speaker_shift_db is None:
+            return profiles
+        if self.speaker_reference is None or len(self.speaker_reference) != config.n_mels:
+            raise ValueError(f"speaker_shift_db needs a speaker_reference of {config.n_mels} "
+                             "bands in the normalisation")
+        limit = config.speaker_shift_db / 10 * math.log(10)
+        reference = torch.tensor(self.speaker_reference, dtype=profiles.dtype)[:, None]
+        return (profiles - reference).clamp(-limit, limit)
 
     def apply(self, mel: torch.Tensor) -> torch.Tensor:
         return (mel - self.mean) / (2.0 * self.std)
@@ -341,11 +370,17 @@ class Normalization:
     def fit(cls, mels: list[torch.Tensor] | list[np.ndarray], config: MelConfig,
             speakers: list[torch.Tensor] | None = None) -> Normalization:
         """Statistics of the log-mels as the model sees them (relative to the clip level,
-        and to each one's speaker profile in `speakers` with config.speaker_mean)."""
+        and with config.speaker_mean to each one's speaker profile in `speakers`, whose
+        mean becomes the speaker_reference)."""
+        reference = None
+        if config.speaker_mean and speakers:
+            reference = tuple(torch.stack(speakers).mean(0).flatten().tolist())
+        shifted = cls(speaker_reference=reference)
         total = count = square = 0.0
         for i, m in enumerate(mels):
+            speaker = None if speakers is None else shifted.speaker_shift(speakers[i], config)
             t = level_relative(torch.as_tensor(m, dtype=torch.float32), config,
-                               None if speakers is None else speakers[i]).double()
+                               speaker).double()
             total += float(t.sum())
             square += float(t.square().sum())
             count += t.numel()
@@ -353,7 +388,7 @@ class Normalization:
             raise ValueError("cannot fit normalisation statistics on no data")
         mean = total / count
         std = math.sqrt(max(square / count - mean * mean, 1e-12))
-        return cls(mean=mean, std=std)
+        return cls(mean=mean, std=std, speaker_reference=reference)
 
 
 def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
@@ -367,4 +402,7 @@ def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
     if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
         raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
                          f"got {tuple(mels.shape)}")
+    if config.speaker_mean:
+        speakers = norm.speaker_shift(band_levels(mels) if speakers is None else speakers,
+                                      config)
     return norm.apply(level_relative(mels, config, speakers)).unsqueeze(1)

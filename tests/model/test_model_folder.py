@@ -3,6 +3,7 @@
 import json
 import shutil
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -117,6 +118,9 @@ def edit_json(path, change):
     ("preprocessor_config.json", lambda p: p["mel"].update(n_mels=80), "image_size"),
     ("preprocessor_config.json", lambda p: p["mel"].update(window="hamming"),
      "unknown mel settings"),
+    ("preprocessor_config.json", lambda p: p["mel"].update(speaker_mean=True,
+                                                           speaker_shift_db=10.0),
+     "speaker_shift_db needs a speaker_reference of 64 values"),
     ("config.json", lambda c: c.update(model_type="bert"), "model_type must be 'vit'"),
     ("config.json", lambda c: c.update(hidden_size=32, intermediate_size=64),
      "does not describe the weights"),
@@ -153,6 +157,15 @@ def test_the_stored_temperature_is_applied_wherever_probabilities_leave(tmp_path
     plain = load_model_folder(save_model_folder(tmp_path / "p", model, tiny_mel, norm, card))
     np.testing.assert_allclose(plain.predict_mels(mels), torch.softmax(logits, -1).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_speaker_reference_travels_in_the_folder(tmp_path, tiny_mel):
+    mel = replace(tiny_mel, speaker_mean=True, speaker_shift_db=10.0)
+    model = build_model(mel, TINY_LABELS, "random:micro")
+    norm = Normalization(mean=-5.5, std=2.5, speaker_reference=[-3.0] * mel.n_mels)
+    loaded = load_model_folder(save_model_folder(tmp_path / "m", model, mel, norm,
+                                                 ModelCard(name="s", labels=TINY_LABELS)))
+    assert (loaded.mel, loaded.norm) == (mel, norm)
 
 
 def test_folders_older_than_the_relative_floor_keep_their_absolute_floor(tmp_path,

@@ -327,3 +327,27 @@ def test_speaker_mean_removes_a_speaker_lines_colouring_and_keeps_the_emotion(sh
     # without a profile a clip is its own speaker: spectral_mean's input
     torch.testing.assert_close(model_input(clips, c, norm), model_input(clips, own, norm))
     assert c.key() == plain.key() and MelConfig.from_dict({}).speaker_mean is False
+
+
+def test_speaker_shift_moves_each_band_at_most_the_limit_towards_the_reference():
+    """With speaker_shift_db a speaker's profile is moved onto the training speakers'
+    (the reference) by at most that many dB per band: a voice near the reference fully,
+    a band a narrowband line left empty (60 dB below) only by the limit, so it is not
+    lifted to the level of speech. Without a reference of the right size it is refused."""
+    c = replace(MelConfig(n_mels=4, input_frames=16), speaker_mean=True, speaker_shift_db=10.0)
+    reference = (-2.0, -3.0, -4.0, -5.0)
+    norm = Normalization(speaker_reference=list(reference))
+    assert norm.speaker_reference == reference  # a JSON list becomes a tuple
+    db = math.log(10) / 10  # nepers per dB
+    profile = torch.tensor([-2.0 + 3 * db, -3.0 - 5 * db, -4.0 - 60 * db, -5.0 + 60 * db])
+    shift = norm.speaker_shift(profile[:, None], c)[:, 0]
+    torch.testing.assert_close(shift, torch.tensor([3 * db, -5 * db, -10 * db, 10 * db]))
+    assert torch.equal(Normalization().speaker_shift(profile, replace(c, speaker_shift_db=None)),
+                       profile)
+    with pytest.raises(ValueError, match="speaker_reference of 4 bands"):
+        Normalization().speaker_shift(profile[:, None], c)
+    with pytest.raises(ValueError, match="speaker_reference"):
+        Normalization(speaker_reference=[0.0, float("nan")])
+    fitted = Normalization.fit([torch.randn(4, 30), torch.randn(4, 30)], c,
+                               [profile[:, None], torch.zeros(4, 1)])
+    torch.testing.assert_close(torch.tensor(fitted.speaker_reference), profile / 2)

@@ -521,8 +521,9 @@ def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_su
     plus what its line did to its band levels: an example through a fixed colouring gets
     the clean profile plus that colouring (and a constant, the level it moved), as a call
     channel's profile would.
-    A tiny run trains with it, keeps the setting in the model folder, and evaluation
-    scores each held-out utterance relative to its speaker's other takes."""
+    A tiny run trains with it (each band moved at most 10 dB), keeps the setting and the
+    training speakers' mean profile in the model folder, and evaluation scores each
+    held-out utterance relative to its speaker's other takes."""
     rng = torch.Generator().manual_seed(0)
     clean_mels = [torch.randn(tiny_mel.n_mels, 50, generator=rng) for _ in range(4)]
     colour = torch.linspace(-1, 1, tiny_mel.n_mels)[:, None]
@@ -535,7 +536,7 @@ def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_su
     torch.testing.assert_close(line, torch.full_like(line, line.mean().item()))
     assert not torch.allclose(profiles["clean"][2], first)
 
-    mel = replace(tiny_mel, speaker_mean=True)
+    mel = replace(tiny_mel, speaker_mean=True, speaker_shift_db=10.0)
     root = ravdess_subset([3, 4, 5], ["angry", "sad"], per_emotion=2)
     utterances = ravdess.scan(root)[0]
     by = {s: [u for u in utterances if u.speaker == f"ravdess:0{s}"] for s in (3, 4, 5)}
@@ -545,7 +546,7 @@ def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_su
     result = train(Split(by[3], by[4], by[5], "manual", True), config, tmp_path / "m",
                    label_map={})
     model = load_model_folder(result.model_dir)
-    assert model.mel.speaker_mean
+    assert model.mel == mel and len(model.norm.speaker_reference) == mel.n_mels
     test = extract(by[5], model.mel)
     inference = Inference.of(model)
     together = inference.utterances(test.mels["clean"], speakers=test.speakers()).probs
