@@ -9,6 +9,8 @@ workers, a killed run).
 
 from __future__ import annotations
 
+import functools
+import os
 import subprocess
 import sys
 import uuid
@@ -20,14 +22,17 @@ from live_fixtures import free_port
 from processes import wait_for_http
 from s3_data import Bucket, Night, s3_environment
 
+from callmood.workers import die_with
+
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # dies with the tests, also when they are killed
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=functools.partial(die_with, os.getpid()))
     try:
         wait_for_http(f"{endpoint}/moto-api/", process)
         with pytest.MonkeyPatch.context() as env:
