@@ -21,7 +21,6 @@ import numpy as np
 
 from callmood.batch.ledger import claim_call_ids, to_score
 from callmood.batch.scan import AUDIO_PATTERNS, CallFile, input_root, scan
-from callmood.batch.source import probe_recording
 from callmood.batch.worker import cached_model, score_file
 from callmood.model.calibration import adapt_priors
 from callmood.progress import progress as progress_bar
@@ -40,7 +39,7 @@ from callmood.results.writer import (
     scored_live,
     write_spooled_calls,
 )
-from callmood.signal.audio import AudioError
+from callmood.signal.audio import AudioError, probe
 from callmood.signal.features import CLIP_OVERLAP
 from callmood.signal.segment import VadConfig
 from callmood.workers import workers_die_with_this_process
@@ -129,11 +128,30 @@ def shift_priors(outcomes: list[ScoredCall], labels: list[str]) -> dict[str, flo
     return dict(zip(labels, map(float, priors), strict=True))
 
 
-def _audio_seconds(path: str, storage_options: dict | None) -> float:
+def _audio_seconds(path: str) -> float:
     try:
-        return probe_recording(path, storage_options).duration_s
+        return probe(path).duration_s
     except (AudioError, OSError):
         return 0.0
+
+
+def _progress(todo: list[CallFile], show: bool):
+    """The run's bar, and each file's share of it: hours of audio, from local files'
+    headers; bytes, as the scan listed them, when recordings are in an object store (a
+    header there costs a request and a ranged read of up to READ_BLOCK bytes per object
+    before the first is scored, and the worker reads and checks it anyway)."""
+    if any(is_url(call.path) for call in todo):
+        shares = {call.path: float(call.size) for call in todo}
+        unit = {"unit": "B", "unit_scale": True, "unit_divisor": 1024,
+                "bar_format": "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B of "
+                              "recordings [{elapsed}<{remaining}{postfix}]"}
+    else:
+        shares = {call.path: _audio_seconds(call.path) / 3600 for call in todo}
+        unit = {"unit": "h", "bar_format": "{desc}: {percentage:3.0f}%|{bar}| "
+                                           "{n:.3f}/{total:.3f} h of audio "
+                                           "[{elapsed}<{remaining}{postfix}]"}
+    return shares, progress_bar(total=sum(shares.values()), disable=not show,
+                                desc="scoring", **unit)
 
 
 def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig,
@@ -178,12 +196,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
         try:
             todo = claim_call_ids(todo, manifest, run, storage_options)
             by_path = {call.path: call for call in todo}
-            hours = {call.path: _audio_seconds(call.path, storage_options) / 3600
-                     for call in todo}
-            bar = progress_bar(total=sum(hours.values()), unit="h",
-                               disable=not progress, desc="scoring",
-                               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f}"
-                                          " h of audio [{elapsed}<{remaining}{postfix}]")
+            shares, bar = _progress(todo, progress)
             held: list[ScoredCall] = []  # scored files, with prior_shift="em"
             with bar:
                 for done, outcome in enumerate(
@@ -197,7 +210,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                     else:
                         run.write_scored(call, outcome)
                     bar.set_postfix_str(f"files {done}/{len(todo)}", refresh=False)
-                    bar.update(hours[call.path])
+                    bar.update(shares[call.path])
             if held:
                 summary.priors = shift_priors(held, model.labels)
                 for outcome in held:

@@ -49,13 +49,6 @@ def content_sha256(path: str, storage_options: dict | None = None) -> str:
         return sha256_hex(f)
 
 
-def probe_recording(path: str, storage_options: dict | None = None) -> AudioInfo:
-    """The header of a recording; AudioError for a missing, empty, non-audio or truncated
-    one."""
-    with open_recording(path, storage_options) as recording:
-        return recording.info
-
-
 class _Hashed:
     """A seekable binary file that hashes its bytes as they are read: those read in order
     from the start are hashed once, and `sha256` reads only what the reader skipped. (No
@@ -90,7 +83,8 @@ class Recording:
     bytes. An object in a store is hashed as it is decoded, so it is fetched once for all
     three (up to READ_BLOCK bytes in one ranged read). A local file is decoded by
     libsndfile from its path and hashed apart (from the page cache): read through Python,
-    a signal's exception (the worker's time limit) would be lost in soundfile's callback."""
+    a signal's exception (the worker's time limit) would be lost in soundfile's callback,
+    as it is for an object (batch/worker.py's time limit raises it again once out)."""
 
     def __init__(self, path: str, info: AudioInfo, hashed: _Hashed | None = None):
         self.path, self.info, self._object = path, info, hashed  # hashed: an object's
@@ -109,8 +103,8 @@ class Recording:
 
 @contextlib.contextmanager
 def open_recording(path: str, storage_options: dict | None = None) -> Iterator[Recording]:
-    """A local path or an fsspec URL, open as a Recording; AudioError as probe_recording
-    gives it."""
+    """A local path or an fsspec URL, open as a Recording; AudioError for a missing, empty,
+    non-audio or truncated one."""
     if not is_url(path):
         yield Recording(path, probe(path))
         return

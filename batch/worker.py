@@ -7,9 +7,10 @@ error, so one bad file cannot stop the run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
+import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from callmood.results.location import explain, is_url
 from callmood.results.scored import ScoredCall
 from callmood.signal.audio import AudioError, unreadable_by_user
 from callmood.signal.segment import VadConfig
+
+log = logging.getLogger(__name__)
 
 _MODELS: dict[str, LoadedModel] = {}
 _MODELS_LOCK = threading.Lock()
@@ -54,25 +57,58 @@ class FileTimeout(BaseException):
     """Not an Exception, so that no `except Exception` on the way swallows it."""
 
 
-@contextlib.contextmanager
-def time_limit(seconds: float | None) -> Iterator[None]:
-    """Raise FileTimeout in this thread after `seconds` (it takes effect between the
-    blocks a file is decoded and scored in). Only the main thread of a process can set
-    the alarm; elsewhere (a Dask worker thread) there is no limit."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
+AGAIN_S = 0.1  # once the limit has passed, FileTimeout is raised this often until it ends
 
-    def expire(signum, frame):
-        raise FileTimeout
 
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
+class _Alarm:
+    """time_limit's SIGALRM. A FileTimeout raised in Python code that C calls back can be
+    lost: cffi prints and drops one raised in soundfile's read callback (through which an
+    object in a store is decoded, batch/source.py), and the read just comes back short.
+    So it is raised again every AGAIN_S until the block is left, and a block that ends
+    after the limit ends in FileTimeout, whatever it returned or raised (its audio may have
+    been cut short). Never raised in __enter__ or __exit__: the alarm is always put back."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.expired = seconds, False
+
+    def __enter__(self) -> None:
+        self.previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        self.previous = signal.signal(signal.SIGALRM, self._expire)
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, AGAIN_S)
+
+    def __exit__(self, kind, error, traceback) -> None:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, self.previous)
+        sys.unraisablehook = self.previous_hook
+        if self.expired and (kind is None or issubclass(kind, Exception)):
+            raise FileTimeout
+
+    def _unraisable(self, unraisable) -> None:
+        """A FileTimeout dropped in a callback is no error (it is raised again): logged at
+        debug level instead of cffi's traceback on stderr in the night's log."""
+        if isinstance(unraisable.exc_value, FileTimeout):
+            log.debug("the time limit's FileTimeout was dropped in a C callback (%s); "
+                      "raised again", unraisable.object)
+        else:
+            self.previous_hook(unraisable)
+
+    def _expire(self, signum, frame) -> None:
+        self.expired = True
+        if frame is None or frame.f_code not in _ALARM_CODE:
+            raise FileTimeout
+
+
+_ALARM_CODE = (_Alarm.__enter__.__code__, _Alarm.__exit__.__code__)
+
+
+def time_limit(seconds: float | None) -> contextlib.AbstractContextManager[None]:
+    """Raise FileTimeout in this thread after `seconds` (it takes effect between the
+    blocks a file is decoded and scored in, or cuts a read from an object store short).
+    Only the main thread of a process can set the alarm; elsewhere (a Dask worker thread)
+    there is no limit."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    return _Alarm(seconds)
 
 
 def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from click.testing import CliRunner
 
 from callmood.batch.scan import call_path, scan
 from callmood.batch.score import ScoreConfig, score_calls
-from callmood.batch.worker import cached_model, score_file
+from callmood.batch.worker import FileTimeout, cached_model, score_file, time_limit
 from callmood.cli import main
 from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta, source_zone
@@ -481,6 +483,19 @@ def test_the_time_limit_stops_a_long_file_between_blocks(tmp_path, model_dir):
     started = time.monotonic()
     outcome = score_file(*args, time_limit_s=0.05)
     assert outcome.error_kind == "timeout" and time.monotonic() - started < 1.0
+
+
+def test_a_time_limit_dropped_where_it_was_raised_still_ends_the_block():
+    """cffi drops an exception raised in a callback (soundfile reading an object in a
+    store): the limit is raised again, and a block that ends after it ends in FileTimeout."""
+    for work_s in (0.05, 1.0):  # ends before the limit is raised again, or not
+        started = time.monotonic()
+        with pytest.raises(FileTimeout), time_limit(0.01):
+            with contextlib.suppress(FileTimeout):  # dropped
+                time.sleep(0.02)
+            time.sleep(work_s)
+        assert time.monotonic() - started < 0.5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 
 def test_a_moved_recording_replaces_its_rows_instead_of_doubling_the_call(tmp_path, model_dir):

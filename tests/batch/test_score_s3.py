@@ -3,10 +3,13 @@ server (moto, a separate process), the same rows as a night on the local disk.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,19 +18,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import s3fs
 import soundfile as sf
 from batch_fixtures import SAMPLE_CALLS
 from click.testing import CliRunner
 from s3_data import SECRET, assert_same_scores, table_rows
 from streamlit.testing.v1 import AppTest
 
+from callmood.batch import source
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.source import open_recording
+from callmood.batch.worker import score_file
 from callmood.cli import main
 from callmood.dashboard import app_data
 from callmood.dashboard.audio import input_roots, read_audio
+from callmood.dashboard.results_db import connect, fetch_frame
 from callmood.results.store import MANIFEST, ResultsBusy, ResultsStore
 from callmood.signal.audio import read_blocks
+from callmood.signal.segment import VadConfig
 
 pytest_plugins = ["s3_fixtures"]
 APP = str(Path(app_data.__file__).with_name("app.py"))
@@ -229,3 +237,112 @@ def test_the_bucket_lock_keeps_a_second_run_out_and_a_taken_over_holder_stops(s3
             holder.delete("kept.json")
     assert json.loads(s3.fs.cat_file(lease))["holder"] == "another run"
     assert s3.fs.exists(f"{s3.name}/results/kept.json")
+
+
+def long_call(path: Path, minutes: float) -> None:
+    """The 8-kHz sample calls one after another, over and over, for `minutes` of audio."""
+    parts = [sf.read(str(p), dtype="float32", always_2d=True)[0]
+             for p in sorted((SAMPLE_CALLS / "audio").glob("*.wav"))]
+    with sf.SoundFile(str(path), "w", 8000, 2, "ULAW") as f:
+        frames = 0
+        while frames < minutes * 60 * 8000:
+            for part in parts:
+                f.write(part)
+                frames += len(part)
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+def test_a_long_recording_over_the_time_limit_is_a_timeout_row_and_the_rest_is_scored(
+        s3, local_night, tmp_path, where):
+    """The per-file limit (--file-minutes) stops a long call wherever it is read from (in
+    a bucket: decoded through soundfile's read callbacks), and the night's other calls are
+    scored as on a night without it."""
+    calls = tmp_path / "calls"
+    shutil.copytree(SAMPLE_CALLS, calls)
+    inputs, out = str(calls), str(tmp_path / "results")
+    if where == "bucket":
+        inputs, out = s3.upload(calls, "calls"), s3.url("results")
+    # a first night, without the long call: the workers hold the model and their S3
+    # client before the limit is made tight enough to catch the long call alone
+    assert score_calls([inputs], out, local_night.model, ScoreConfig(workers=2),
+                       progress=False).calls_scored == 12
+    long_call(tmp_path / "long.wav", 60.0)  # some 6 s to score, 0.2 s a sample call
+    if where == "bucket":
+        s3.fs.put_file(str(tmp_path / "long.wav"), f"{s3.name}/calls/audio/long.wav")
+    else:
+        shutil.move(tmp_path / "long.wav", calls / "audio/long.wav")
+    summary = score_calls([inputs], out, local_night.model,
+                          ScoreConfig(workers=2, file_minutes=2 / 60, rescore=True),
+                          progress=False)
+    with connect(out) as con:
+        errors = fetch_frame(con, "SELECT * FROM errors").to_dict("records")
+    assert (summary.calls_scored, summary.files_failed) == (12, 1), errors
+    [error] = errors
+    assert error["file"] == f"{inputs}/audio/long.wav"
+    assert error["error_kind"] == "timeout" and "--file-minutes" in error["message"]
+    for table in ("calls", "segments"):  # the other calls as on a night without it
+        assert_same_scores(table_rows(str(local_night.results), table),
+                           table_rows(out, table), 1e-6)
+    # its manifest entry says failed: the next run tries it again
+    entry = ResultsStore(out).manifest()[f"{inputs}/audio/long.wav"]
+    assert (entry["status"], entry["error_kind"]) == ("failed", "timeout")
+
+
+@pytest.mark.parametrize("where", ["header", "audio"])
+def test_a_bucket_read_that_hangs_is_stopped_by_the_time_limit(s3, local_night, monkeypatch,
+                                                               caplog, capsys, where):
+    """The alarm goes off while libsndfile waits in its read callback for a ranged read
+    that hangs (s3fs waits on its event loop's thread). cffi drops the FileTimeout raised
+    there and the read comes back empty; the limit was lost with it, and the call failed
+    as unreadable (the header's read) or was scored as the seconds read before it (a later
+    read)."""
+    s3.fs.put_file(str(SAMPLE_CALLS / "audio/call-0002.wav"), f"{s3.name}/hangs.wav")
+    monkeypatch.setattr(source, "READ_BLOCK", 1 << 16)  # some 4 s of audio a read
+    args = (s3.url("hangs.wav"), local_night.model, VadConfig(), 0.25, 3600.0, 4)
+    assert score_file(*args).duration_s == pytest.approx(84.78, abs=0.01)  # S3 client made
+    fetch, stalled = s3fs.core._inner_fetch, []
+
+    async def hanging(fs, bucket, key, version_id, start, *args, **kwargs):
+        if not stalled and (where == "header" or start > 0):  # the first read, or the next
+            stalled.append(start)
+            await asyncio.sleep(10)  # a connection that stalls, once
+        return await fetch(fs, bucket, key, version_id, start, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.core, "_inner_fetch", hanging)
+    caplog.set_level(logging.DEBUG, logger="callmood.batch.worker")
+    handler = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    outcome = score_file(*args, time_limit_s=0.5)
+    assert (outcome.error_kind, outcome.duration_s) == ("timeout", 0.0), outcome
+    assert time.monotonic() - started < 3
+    # cffi dropped it in the read callback: logged at debug level, not printed
+    assert "FileTimeout was dropped in a C callback" in caplog.text
+    assert "Exception ignored" not in capsys.readouterr().err
+    # the alarm is off and its handler put back, as after a file done in time
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    assert signal.getsignal(signal.SIGALRM) == handler
+
+
+def test_the_run_reads_no_recording_in_a_bucket_itself(s3, local_night, monkeypatch, capsys):
+    """The workers read each object (its header for the length limit among the rest); the
+    run's own process reads none, and counts its progress in the bytes the scan listed."""
+    calls = s3.upload(SAMPLE_CALLS / "audio", "calls")
+    fetch, fetched = s3fs.core._inner_fetch, []
+
+    async def counted(fs, bucket, key, *args, **kwargs):
+        fetched.append(key)
+        return await fetch(fs, bucket, key, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.core, "_inner_fetch", counted)
+    out = s3.url("results")
+    summary = score_calls([calls], out, local_night.model,
+                          ScoreConfig(workers=2, max_hours=80 / 3600))
+    assert [key for key in fetched if key.startswith("calls/")] == []
+    with connect(out) as con:
+        errors = fetch_frame(con, "SELECT * FROM errors").to_dict("records")
+    assert (summary.calls_scored, summary.files_failed) == (10, 2)
+    assert sorted((e["file"].rsplit("/", 1)[1], e["error_kind"]) for e in errors) == [
+        ("call-0002.wav", "too_long"), ("call-0005.wav", "too_long")]  # 85 and 106 s
+    mib = sum(p.stat().st_size for p in (SAMPLE_CALLS / "audio").iterdir()) / 2 ** 20
+    assert "scoring: 100%" in (log := capsys.readouterr().err)
+    assert f"{mib:.2f}MB/{mib:.2f}MB of recordings" in log, log
