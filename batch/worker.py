@@ -111,17 +111,18 @@ def time_limit(seconds: float | None) -> contextlib.AbstractContextManager[None]
     return _Alarm(seconds)
 
 
-def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
+def score_file(path: str, model: str, vad: VadConfig, overlap: float,
                max_seconds: float, batch_size: int, precision: str = "fp32",
                time_limit_s: float | None = None,
                storage_options: dict | None = None) -> ScoredCall:
     """The worker task; never raises, so one bad file cannot stop the run. `path` may be
-    an fsspec URL, read with `storage_options` (batch/source.py)."""
+    an fsspec URL, read with `storage_options` (batch/source.py); `model` is a model
+    folder's path, or on a Dask worker the name the run shipped it under (cached_model)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with time_limit(time_limit_s):
-            return _score_file(path, model_dir, vad, overlap, max_seconds, batch_size,
+            return _score_file(path, model, vad, overlap, max_seconds, batch_size,
                                precision, storage_options)
     except FileTimeout:
         return ScoredCall(path, error_kind="timeout",
@@ -131,11 +132,11 @@ def score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
         torch.set_num_threads(threads)
 
 
-def _score_file(path: str, model_dir: str, vad: VadConfig, overlap: float,
+def _score_file(path: str, model_key: str, vad: VadConfig, overlap: float,
                 max_seconds: float, batch_size: int, precision: str,
                 storage_options: dict | None) -> ScoredCall:
     try:
-        model = cached_model(model_dir)
+        model = cached_model(model_key)
         found = extract_file(path, model.mel, vad, overlap, max_seconds,
                              storage_options=storage_options)
         profiles = found.window_speaker_profiles(model.mel, batch_size) \
