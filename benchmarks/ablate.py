@@ -82,6 +82,35 @@ def recipe(args, changes: dict, seed: int) -> TrainConfig:
     return TrainConfig().with_overrides(values).with_overrides(changes)
 
 
+# Training settings added after cells were kept, at the value that turns them off: left
+# out wherever settings are compared or name a checkpoint, so that a cell kept before a
+# setting existed still counts as made with it off.
+ADDED_LATER = {("mel", "spectral_mean"): False, ("mel", "speaker_mean"): False,
+               ("mel", "speaker_shift_db"): None, ("corpus_adversary",): 0.0,
+               ("affect_heads",): 0.0}
+
+
+def comparable(settings: dict) -> dict:
+    """`settings` as JSON keeps them (tuples are lists), without ADDED_LATER's settings
+    where they are off."""
+    out = json.loads(json.dumps(settings, default=str))
+    for (*parents, name), off in ADDED_LATER.items():
+        holder = out["config"]
+        for key in parents:
+            holder = holder.get(key, {})
+        if holder.get(name, off) == off:
+            holder.pop(name, None)
+    return out
+
+
+def kept_cell(store, name: str, wanted: dict) -> dict | None:
+    """The kept result of the cell `name` if it was made with the `wanted` settings."""
+    kept = store.load(name)
+    if kept is None or comparable(kept["settings"]) != comparable(wanted):
+        return None
+    return kept["result"]
+
+
 def settings(args, changes: dict, held_out: str, seed: int) -> dict:
     config = recipe(args, changes, seed).to_dict()
     config["init"] = Path(config["init"]).name
@@ -131,8 +160,8 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
     test = subsample(data[held_out], args.max_test, seed)
     split = make_split(train_utts + test, test_speakers=sorted({u.speaker for u in test}),
                        shared=args.shared, seed=seed)
-    key = hashlib.sha1(json.dumps(settings(args, changes, held_out, seed), sort_keys=True,
-                                  default=str).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps(comparable(settings(args, changes, held_out, seed)),
+                                  sort_keys=True).encode()).hexdigest()[:10]
     out = args.work / f"{cell_name(lever, held_out, seed)}-{key}"
     started = time.time()
     if not ((out / CARD).is_file() and not has_checkpoint(out)):  # else trained already
@@ -252,7 +281,7 @@ def main() -> None:
             for seed in map(int, args.seeds.split(",")):
                 name = cell_name(args.lever, held_out, seed)
                 wanted = settings(args, changes, held_out, seed)
-                if store.load_if_same(name, wanted) is not None:
+                if kept_cell(store, name, wanted) is not None:
                     print(f"{name}: kept", flush=True)
                     continue
                 print(f"{name}: training", flush=True)

@@ -139,6 +139,7 @@ class TrainConfig:
             mel = asdict(mel)
         if not isinstance(mel, dict):
             raise ValueError(f"mel must be an object of mel settings, got {mel!r}")
+        mel = dict(mel)  # the caller's stays as it was
         mel |= {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides)
                 if k.startswith("mel.")}
         if mel:

@@ -72,6 +72,13 @@ class MelConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
                 raise ValueError(f"{name} must be a positive integer of at most {limit}, got "
                                  f"{reprlib.repr(value)}")
+        if self.speaker_shift_db is not None and not (
+                self.speaker_mean and is_finite_number(self.speaker_shift_db)
+                and self.speaker_shift_db >= 0):
+            raise ValueError("speaker_shift_db needs speaker_mean and a number of dB >= 0, "
+                             f"got {reprlib.repr(self.speaker_shift_db)}")
+        if self.spectral_mean and self.speaker_mean:
+            raise ValueError("spectral_mean and speaker_mean each subtract a mean: choose one")
         if self.win_length > self.n_fft:
             raise ValueError("win_length must not exceed n_fft")
         if self.sample_rate / self.hop_length > MAX_FRAMES_PER_SECOND:

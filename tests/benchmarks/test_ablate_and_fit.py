@@ -81,3 +81,22 @@ def test_bootstrap_figures_average_resamples_of_the_calls(fit):
     f1, false_alarms = fit.bootstrap_flags(flags, table, only_hits)
     assert f1 == pytest.approx((2 * 2 / (2 * 2 + 1) + 2 / 3) / 2)
     assert false_alarms == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_a_cell_kept_before_a_setting_existed_counts_as_made_with_it_off(ablate, tmp_path):
+    store = ablate.harness.CellStore(tmp_path)
+    old = {"held_out": "emodb", "config": {"lr": 1e-4, "mel": {"n_mels": 128},
+                                           "augment": {"gain_db": [-20.0, 20.0]}}}
+    store.save_with_settings("baseline-emodb-s0", old, {"ua": 0.4})
+    now = {"held_out": "emodb", "config": {"lr": 1e-4, "affect_heads": 0.0,
+                                           "corpus_adversary": 0.0,
+                                           "mel": {"n_mels": 128, "speaker_mean": False,
+                                                   "speaker_shift_db": None,
+                                                   "spectral_mean": False},
+                                           "augment": {"gain_db": (-20.0, 20.0)}}}
+    assert ablate.kept_cell(store, "baseline-emodb-s0", now) == {"ua": 0.4}
+    on = {**now, "config": {**now["config"], "affect_heads": 0.5}}
+    assert ablate.kept_cell(store, "baseline-emodb-s0", on) is None
+    changed = {**now, "config": {**now["config"], "lr": 2e-4}}
+    assert ablate.kept_cell(store, "baseline-emodb-s0", changed) is None
+    assert ablate.comparable(now) == ablate.comparable(old)  # names one checkpoint too

@@ -166,6 +166,14 @@ def test_a_speaker_reference_travels_in_the_folder(tmp_path, tiny_mel):
     loaded = load_model_folder(save_model_folder(tmp_path / "m", model, mel, norm,
                                                  ModelCard(name="s", labels=TINY_LABELS)))
     assert (loaded.mel, loaded.norm) == (mel, norm)
+    # a folder without speaker normalisation does not name its settings: readers older
+    # than them still load it
+    plain = save_model_folder(tmp_path / "p", build_model(tiny_mel, TINY_LABELS, "random:micro"),
+                              tiny_mel, Normalization(), ModelCard(name="p", labels=TINY_LABELS))
+    written = json.loads((plain / "preprocessor_config.json").read_text())
+    assert not {"speaker_mean", "speaker_shift_db", "speaker_reference"} & {
+        *written["mel"], *written["normalization"]}
+    assert load_model_folder(plain).mel == tiny_mel
 
 
 def test_folders_older_than_the_relative_floor_keep_their_absolute_floor(tmp_path,

@@ -348,6 +348,11 @@ def test_speaker_shift_moves_each_band_at_most_the_limit_towards_the_reference()
         Normalization().speaker_shift(profile[:, None], c)
     with pytest.raises(ValueError, match="speaker_reference"):
         Normalization(speaker_reference=[0.0, float("nan")])
+    for bad in ({"speaker_shift_db": 10.0},  # without speaker_mean it would never load
+                {"speaker_mean": True, "speaker_shift_db": -1.0},
+                {"speaker_mean": True, "spectral_mean": True}):
+        with pytest.raises(ValueError, match="speaker_mean"):
+            MelConfig(**bad)
     fitted = Normalization.fit([torch.randn(4, 30), torch.randn(4, 30)], c,
                                [profile[:, None], torch.zeros(4, 1)])
     torch.testing.assert_close(torch.tensor(fitted.speaker_reference), profile / 2)

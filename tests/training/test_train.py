@@ -532,6 +532,13 @@ def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_su
     profiles = example_speaker_profiles(data)
     first = speaker_profile(clean_mels[:2])
     torch.testing.assert_close(profiles["clean"][1], first)
+    # a batch takes each example's profile from the variant its crop came from
+    config = TrainConfig(mel=tiny_mel, augment=AugmentConfig(channel_p=1.0, specaug_masks=0))
+    crops, speakers = make_batch(data.mels, [1, 2], config, rng, profiles)
+    for crop, speaker, i in zip(crops, speakers, [1, 2], strict=True):
+        torch.testing.assert_close(speaker, profiles["channel0"][i])
+        assert crop.mean() == pytest.approx((clean_mels[i] + colour)[:, :tiny_mel.input_frames]
+                                            .mean().item(), abs=0.2)
     line = profiles["channel0"][1] - first - colour  # the colouring, and the level it moved
     torch.testing.assert_close(line, torch.full_like(line, line.mean().item()))
     assert not torch.allclose(profiles["clean"][2], first)
