@@ -4,7 +4,9 @@ Runs in the parallel workers. Memory does not grow with the length of a call: th
 is decoded twice in blocks of BLOCK_S seconds, once to find the speech (frame levels
 are all that is kept) and once to cut the windows' clips, which leave in batches
 (`Extracted.mel_batches`) to be scored before the next are cut. A 6-hour call needs
-about what a 10-minute one does (benchmarks/bench_long_calls.py).
+about what a 10-minute one does (benchmarks/bench_long_calls.py). An object in a store
+small enough for one ranged read (batch/source.py's READ_BLOCK, 4 MiB: some 4 minutes of
+stereo G.711) is kept in memory between the passes instead of fetched again.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ class Extracted:
     clips: list[tuple[int, int]]  # (channel, first sample of the clip), one per window
     max_seconds: float | None
     storage_options: dict | None = None  # of a recording in an object store
+    kept: bytes | None = None  # a small object's bytes, read once (Recording.kept_bytes)
 
     def mel_batches(self, mel: MelConfig, batch_size: int,
                     block_s: float = BLOCK_S) -> Iterator[torch.Tensor]:
         """(<= batch_size, n_mels, input_frames) log-mels of the windows, in order."""
         clip = mel.clip_samples
         blocks = read_recording_blocks(self.path, mel.sample_rate, block_s, self.max_seconds,
-                                       self.storage_options)
+                                       self.storage_options, self.kept)
         if self.samples < clip:  # a recording shorter than a clip is repeated to fill one
             audio = np.concatenate(list(blocks), axis=1)
             for channel in range(self.channels):
@@ -101,6 +104,7 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
                 planned += [(channel, a, b) for a, b in planner.add(samples)]
             peak = max(peak, float(np.abs(block).max(initial=0.0)))
         sha = recording.sha256()
+        kept = recording.kept_bytes()
     check_peak(peak, path)
     for channel, planner in enumerate(planners):
         planned += [(channel, a, b) for a, b in planner.finish()]
@@ -117,4 +121,4 @@ def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,
                      [Segment(planned[i][0], planned[i][1] / rate, planned[i][2] / rate)
                       for i in order],
                      [(planned[i][0], starts[i]) for i in order], max_seconds,
-                     storage_options)
+                     storage_options, kept)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -100,6 +101,15 @@ class Recording:
     def sha256(self) -> str:
         return file_sha256(self.path) if self._object is None else self._object.sha256()
 
+    def kept_bytes(self) -> bytes | None:
+        """The whole object, if one ranged read fetched it all (at most READ_BLOCK bytes),
+        from that read's buffer, no new request: a second pass decodes it from memory.
+        None for a local file or a larger object (read again, streaming)."""
+        if self._object is None or self._object.raw.size > READ_BLOCK:
+            return None
+        self._object.raw.seek(0)
+        return self._object.raw.read()
+
 
 @contextlib.contextmanager
 def open_recording(path: str, storage_options: dict | None = None) -> Iterator[Recording]:
@@ -115,9 +125,13 @@ def open_recording(path: str, storage_options: dict | None = None) -> Iterator[R
 
 def read_recording_blocks(path: str, sample_rate: int, block_seconds: float,
                           max_seconds: float | None = None,
-                          storage_options: dict | None = None) -> Iterator[np.ndarray]:
+                          storage_options: dict | None = None,
+                          kept: bytes | None = None) -> Iterator[np.ndarray]:
     """(channels, samples) float32 blocks at `sample_rate`, as signal.audio.read_blocks
-    gives them for a local file."""
+    gives them for a local file; from `kept` (Recording.kept_bytes) if given."""
+    if kept is not None:
+        yield from decode_blocks(io.BytesIO(kept), path, sample_rate, block_seconds)
+        return
     with open_recording(path, storage_options) as recording:
         check_length(recording.info, max_seconds)
         yield from recording.blocks(sample_rate, block_seconds)

@@ -346,3 +346,30 @@ def test_the_run_reads_no_recording_in_a_bucket_itself(s3, local_night, monkeypa
     mib = sum(p.stat().st_size for p in (SAMPLE_CALLS / "audio").iterdir()) / 2 ** 20
     assert "scoring: 100%" in (log := capsys.readouterr().err)
     assert f"{mib:.2f}MB/{mib:.2f}MB of recordings" in log, log
+
+
+@pytest.mark.parametrize("block", [source.READ_BLOCK, 1 << 16])
+def test_a_small_object_is_fetched_once_and_a_large_one_streamed(s3, local_night, monkeypatch,
+                                                                 block):
+    """An object of at most one ranged read is fetched once and decoded from memory for
+    the clips; a larger one is streamed again for them. Both score as the local file."""
+    path = SAMPLE_CALLS / "audio/call-0001.wav"
+    s3.fs.put_file(str(path), f"{s3.name}/one.wav")
+    monkeypatch.setattr(source, "READ_BLOCK", block)
+    args = (local_night.model, VadConfig(), 0.25, 3600.0, 4)
+    score_file(s3.url("one.wav"), *args)  # the S3 client made
+    fetch, fetched = s3fs.core._inner_fetch, []
+
+    async def counted(fs, bucket, key, version_id, start, *rest, **kwargs):
+        fetched.append(start)
+        return await fetch(fs, bucket, key, version_id, start, *rest, **kwargs)
+
+    monkeypatch.setattr(s3fs.core, "_inner_fetch", counted)
+    remote, local = score_file(s3.url("one.wav"), *args), score_file(str(path), *args)
+    assert remote.error is None and remote.windows == local.windows
+    np.testing.assert_allclose(remote.probs, local.probs, atol=1e-6)
+    size = path.stat().st_size
+    if block >= size:
+        assert fetched == [0]
+    else:  # ranged reads from the start, twice over (speech, then clips)
+        assert fetched.count(0) == 2 and len(fetched) > size // block
