@@ -139,7 +139,8 @@ def _score_file(path: str, model_key: str, vad: VadConfig, overlap: float,
         model = cached_model(model_key)
         found = extract_file(path, model.mel, vad, overlap, max_seconds,
                              storage_options=storage_options)
-        profiles = found.window_speaker_profiles(model.mel, batch_size) \
+        profiles = found.window_speaker_profiles(model.mel, batch_size,
+                                                 model.norm.speaker_reference) \
             if model.mel.speaker_mean else None
         batches, done = [], 0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -35,7 +35,7 @@ from callmood.results.call_summary import (
 from callmood.results.meta import CallMeta
 from callmood.results.scored import ScoredCall, Segment, top_labels
 from callmood.results.writer import LIVE
-from callmood.signal.features import CLIP_OVERLAP, band_levels
+from callmood.signal.features import CLIP_OVERLAP, band_levels, prior_profile
 from callmood.signal.segment import VadConfig, WindowPlanner, window_mels
 
 ENCODINGS = {"pcm16": "PCM_16", "mulaw": "ULAW"}
@@ -78,12 +78,14 @@ class _ChannelState:
     levels_sum: torch.Tensor | float = 0.0
     levels_count: int = 0
 
-    def speaker_profile(self, levels: torch.Tensor) -> torch.Tensor:
-        """The speaker profile after one more window's band levels: the running mean over
-        the channel's windows so far (the nightly job's is over the whole channel)."""
+    def speaker_profile(self, levels: torch.Tensor,
+                        reference: tuple[float, ...] | None) -> torch.Tensor:
+        """The speaker profile after one more window's band levels: over the channel's
+        windows so far (features.prior_profile; the nightly job's is over the whole
+        channel)."""
         self.levels_sum = self.levels_sum + levels
         self.levels_count += 1
-        return self.levels_sum / self.levels_count
+        return prior_profile(self.levels_sum, self.levels_count, reference)
 
     @property
     def samples(self) -> int:
@@ -188,7 +190,9 @@ class StreamScorer:
         mels = torch.cat([m for *_, m in windows])
         speakers = None
         if self.model.mel.speaker_mean:
-            speakers = torch.stack([self.channels[c].speaker_profile(levels) for (c, *_), levels
+            reference = self.model.norm.speaker_reference
+            speakers = torch.stack([self.channels[c].speaker_profile(levels, reference)
+                                    for (c, *_), levels
                                     in zip(windows, band_levels(mels), strict=True)])
         probs = self.model.predict_mels(mels, speakers=speakers)
         rate = self.model.mel.sample_rate

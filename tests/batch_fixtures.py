@@ -17,13 +17,15 @@ TINY_MEL = MelConfig(n_mels=64, input_frames=160)
 SAMPLE_CALLS = Path(__file__).resolve().parent.parent / "sample_calls"
 
 
-def make_model_folder(path: Path, seed: int = 0, mel: MelConfig = TINY_MEL) -> Path:
+def make_model_folder(path: Path, seed: int = 0, mel: MelConfig = TINY_MEL,
+                      speaker_reference: tuple[float, ...] | None = None) -> Path:
     """A randomly initialised micro ViT saved as a model folder (a second or so to build)."""
     import torch
 
     torch.manual_seed(seed)
     model = build_model(mel, LABELS, "random:micro")
-    return save_model_folder(path, model, mel, Normalization(mean=-8.0, std=4.0),
+    norm = Normalization(mean=-8.0, std=4.0, speaker_reference=speaker_reference)
+    return save_model_folder(path, model, mel, norm,
                              ModelCard(name="tiny-test", labels=LABELS))
 
 

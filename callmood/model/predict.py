@@ -78,7 +78,8 @@ class Inference:
         profiles = None
         if self.mel.speaker_mean and crops:
             profiles = torch.stack(speaker_profiles(
-                mels, list(range(len(mels))) if speakers is None else speakers))
+                mels, list(range(len(mels))) if speakers is None else speakers,
+                self.norm.speaker_reference))
             profiles = torch.repeat_interleave(profiles, torch.tensor(counts), dim=0)
         logits = predict_logits(self.network, clips, self.mel, self.norm, device=self.device,
                                 bf16=self.bf16, speakers=profiles)

@@ -57,10 +57,13 @@ def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(
 def test_with_speaker_mean_live_runs_the_channel_profile_the_nightly_job_takes_whole(
         tmp_path):
     """A model with mel.speaker_mean: the nightly job scores each window relative to its
-    channel's profile over the whole call, live relative to the channel's windows so far.
-    So they agree on each channel's last window, not on its first."""
+    channel's profile over the whole call, live relative to the channel's windows so far,
+    both drawn towards the training speakers' (features.prior_profile). So they agree on
+    each channel's last window, not on its first."""
     mel = replace(TINY_MEL, speaker_mean=True)
-    model_dir = str(make_model_folder(tmp_path / "model", mel=mel))
+    reference = tuple(np.linspace(-4.0, -9.0, mel.n_mels))
+    model_dir = str(make_model_folder(tmp_path / "model", mel=mel,
+                                      speaker_reference=reference))
     path = SAMPLE_CALLS / "audio" / "call-0001.wav"
     nightly = score_file(str(path), model_dir, VadConfig(), CLIP_OVERLAP, 3600, 16)
     audio, rate = sf.read(path, dtype="float32", always_2d=True)

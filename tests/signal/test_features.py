@@ -10,13 +10,16 @@ import torch
 
 from callmood.signal.audio import load_mono
 from callmood.signal.features import (
+    PROFILE_PRIOR,
     MelConfig,
     Normalization,
+    band_levels,
     fit_frames,
     level_relative,
     log_mel,
     mel_filterbank,
     model_input,
+    prior_profile,
     speaker_profile,
     speaker_profiles,
     speech_band_mean,
@@ -356,3 +359,22 @@ def test_speaker_shift_moves_each_band_at_most_the_limit_towards_the_reference()
     fitted = Normalization.fit([torch.randn(4, 30), torch.randn(4, 30)], c,
                                [profile[:, None], torch.zeros(4, 1)])
     torch.testing.assert_close(torch.tensor(fitted.speaker_reference), profile / 2)
+
+
+def test_a_speaker_heard_briefly_is_mostly_the_average_speaker():
+    """prior_profile: one clip of a speaker weighs 1 against PROFILE_PRIOR clips of the
+    training speakers' mean; many clips outweigh it; without a reference the plain mean."""
+    reference = (-4.0, -6.0)
+    levels = torch.tensor([[-2.0], [-10.0]])
+    one = prior_profile(levels, 1, reference)
+    torch.testing.assert_close(one, (levels + PROFILE_PRIOR * torch.tensor(
+        [[-4.0], [-6.0]])) / (1 + PROFILE_PRIOR))
+    many = prior_profile(levels * 400, 400, reference)
+    assert (many - levels).abs().max() < 0.05
+    torch.testing.assert_close(prior_profile(levels * 3, 3, None), levels)
+    mels = [torch.randn(2, 20), torch.randn(2, 20), torch.randn(2, 20)]
+    drawn = speaker_profiles(mels, ["a", "a", "b"], reference)
+    torch.testing.assert_close(drawn[0], prior_profile(band_levels(mels[0]) + band_levels(
+        mels[1]), 2, reference))
+    torch.testing.assert_close(speaker_profiles(mels, ["a", "a", "b"])[2],
+                               speaker_profile(mels[2:]))
