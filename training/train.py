@@ -222,8 +222,13 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
         clips.append(fit_frames(mel, frames, offset))
         if profiles is not None:
             speakers.append(profiles[variant][i])
-    return (spec_augment(torch.stack(clips), config.augment, generator),
-            torch.stack(speakers) if profiles is not None else None)
+    crops = torch.stack(clips)
+    if profiles is None:
+        return spec_augment(crops, config.augment, generator), None
+    # masked relative to the speaker, so that once model_input subtracts the profile a
+    # mask is flat, not the speaker's profile turned upside down
+    speakers = torch.stack(speakers)
+    return spec_augment(crops - speakers, config.augment, generator) + speakers, speakers
 
 
 def example_speaker_profiles(data: Features) -> dict[str, list[torch.Tensor]]:

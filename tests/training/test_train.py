@@ -539,6 +539,13 @@ def test_speaker_mean_examples_are_relative_to_their_speaker_and_line(ravdess_su
         torch.testing.assert_close(speaker, profiles["channel0"][i])
         assert crop.mean() == pytest.approx((clean_mels[i] + colour)[:, :tiny_mel.input_frames]
                                             .mean().item(), abs=0.2)
+    # a SpecAugment mask is flat once the speaker's profile is taken off
+    masking = replace(config, augment=AugmentConfig(channel_p=1.0, specaug_freq=0,
+                                                    specaug_time=30, specaug_masks=1))
+    crops, speakers = make_batch(data.mels, [1, 2], masking, rng, profiles)
+    relative = crops - speakers
+    flat = (relative.std(dim=1) < 1e-5)  # (examples, frames): every band the same
+    assert flat.any(dim=1).all() and not flat.all()
     line = profiles["channel0"][1] - first - colour  # the colouring, and the level it moved
     torch.testing.assert_close(line, torch.full_like(line, line.mean().item()))
     assert not torch.allclose(profiles["clean"][2], first)
