@@ -431,6 +431,9 @@ def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
     if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
         raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
                          f"got {tuple(mels.shape)}")
+    if speakers is not None and tuple(speakers.shape) != (*mels.shape[:-1], 1):
+        raise ValueError(f"expected speaker profiles of shape {(*mels.shape[:-1], 1)}, got "
+                         f"{tuple(speakers.shape)}")
     if config.speaker_mean:
         speakers = norm.speaker_shift(band_levels(mels) if speakers is None else speakers,
                                       config)

@@ -314,8 +314,9 @@ def test_speaker_mean_removes_a_speaker_lines_colouring_and_keeps_the_emotion(sh
     for got, wanted in zip(grouped, [profile] * 2 + [coloured_profile] * 2, strict=True):
         torch.testing.assert_close(got, wanted)
     moved = {}
+    per_clip = [p.expand(len(clips), -1, -1) for p in (profile, coloured_profile)]
     for name, config, before, after in (("plain", plain, None, None),
-                                        ("speaker_mean", c, profile, coloured_profile)):
+                                        ("speaker_mean", c, *per_clip)):
         diff = (model_input(clips + tilt, config, norm, after)
                 - model_input(clips, config, norm, before))
         moved[name] = (diff - diff.mean(dim=(-1, -2), keepdim=True)).abs().mean().item()
@@ -327,6 +328,8 @@ def test_speaker_mean_removes_a_speaker_lines_colouring_and_keeps_the_emotion(sh
 
     own = replace(MelConfig(), spectral_mean=True)
     assert spread(c, profile) > 3 * spread(own, None)
+    with pytest.raises(ValueError, match="speaker profiles of shape"):
+        model_input(clips, c, norm, profile)  # one profile for the batch: say it per clip
     # without a profile a clip is its own speaker: spectral_mean's input
     torch.testing.assert_close(model_input(clips, c, norm), model_input(clips, own, norm))
     assert c.key() == plain.key() and MelConfig.from_dict({}).speaker_mean is False
