@@ -177,6 +177,10 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
             "ua_line": line["ua_restricted"], "neutral_recall": clean["neutral_recall"],
             "test_utterances": clean["n"], "train_utterances": len(split.train),
             "best_epoch": model.card.training["best_epoch"],
+            # the validation curve (held-out speakers of the training corpora), per epoch
+            "curve": [{key: round(h[key], 4) if key != "epoch" else h[key]
+                       for key in ("epoch", "val_ua", "val_macro_f1")}
+                      for h in model.card.training["history"]],
             "train_wall_s": round(trained, 1), "wall_s": round(time.time() - started, 1),
             "dev_calls": calls}
 
