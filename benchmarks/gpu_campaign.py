@@ -99,7 +99,12 @@ def pack(args) -> None:
 
 
 def run(args) -> None:
-    corpora = [p.name for p in sorted(args.data.iterdir()) if (p / "manifest.csv").is_file()]
+    corpora = sorted(p.parent.name for p in args.data.glob("*/manifest.csv"))
+    missing = [name for name in args.held_out.split(",") if name not in corpora]
+    if missing or not (args.data / INIT).is_dir():
+        raise SystemExit(f"{args.data}: not a pack with {', '.join(missing) or 'its init'} "
+                         f"(it holds {', '.join(corpora) or 'no corpus'}); make one with "
+                         "`gpu_campaign.py pack`")
     # each corpus of the pack through its manifest (its own adapter expects its layout)
     data = {name: generic.scan(args.data / name, name)[0] for name in corpora}
     values = json.loads(harness.RECIPE.read_text())

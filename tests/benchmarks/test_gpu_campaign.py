@@ -40,6 +40,10 @@ def test_a_pack_trains_and_evaluates_a_held_out_corpus(shared_dir, tmp_path):
     assert too_big.returncode != 0 and "over --max-mib 1" in too_big.stderr
     assert not (tmp_path / "big").exists()
 
+    wrong = campaign("run", "--data", str(data), "--out", str(tmp_path / "x"),
+                     "--held-out", "nemo")
+    assert wrong.returncode != 0 and "not a pack with nemo" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
     out = tmp_path / "out"
     ran = campaign("run", "--data", str(data), "--out", str(out), "--held-out", "emodb",
                    "--epochs", "1", "--epoch-size", "8", "--precision", "fp32",
