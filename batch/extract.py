@@ -20,7 +20,7 @@ import torch
 from callmood.batch.source import open_recording, read_recording_blocks
 from callmood.results.scored import Segment
 from callmood.signal.audio import AudioError, check_length, check_peak
-from callmood.signal.features import MelConfig, band_levels, log_mel, prior_profile
+from callmood.signal.features import MelConfig, band_levels, log_mel, speaker_profiles
 from callmood.signal.segment import VadConfig, WindowPlanner, clip_start, window_mels
 
 BLOCK_S = 60.0
@@ -76,16 +76,11 @@ class Extracted:
 
     def window_speaker_profiles(self, mel: MelConfig, batch_size: int,
                                 reference: tuple[float, ...] | None) -> torch.Tensor:
-        """(windows, n_mels, 1): each window's speaker profile (features.prior_profile),
+        """(windows, n_mels, 1): each window's speaker profile (features.speaker_profiles),
         its channel's over all the channel's windows: one channel is one speaker on one
         line. Costs one more pass over the recording, for models with mel.speaker_mean."""
-        channels = torch.tensor([c for c, _ in self.clips])
         levels = torch.cat([band_levels(m) for m in self.mel_batches(mel, batch_size)])
-        profiles = torch.zeros_like(levels)
-        for c in channels.unique():
-            mine = levels[channels == c]
-            profiles[channels == c] = prior_profile(mine.sum(0), len(mine), reference)
-        return profiles
+        return speaker_profiles(levels, [c for c, _ in self.clips], reference)
 
 
 def extract_file(path: str, mel: MelConfig, vad: VadConfig, overlap: float,

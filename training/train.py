@@ -37,9 +37,9 @@ from callmood.progress import progress
 from callmood.signal.features import (
     MelConfig,
     Normalization,
+    band_levels,
     fit_frames,
     model_input,
-    speaker_profile,
     speaker_profiles,
 )
 from callmood.training.augment import AugmentConfig, spec_augment
@@ -204,7 +204,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cosine: bool) -> f
 
 def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: TrainConfig,
                generator: torch.Generator,
-               profiles: dict[str, list[torch.Tensor]] | None = None,
+               profiles: dict[str, torch.Tensor] | None = None,
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Random crops of the chosen examples; with probability channel_p an example comes from
     one of its cached channel variants (chosen at random) instead of the clean audio. With
@@ -231,16 +231,16 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
     return spec_augment(crops - speakers, config.augment, generator) + speakers, speakers
 
 
-def example_speaker_profiles(data: Features) -> dict[str, list[torch.Tensor]]:
-    """Per cached variant, each example's speaker profile (features.speaker_profile): its
-    speaker's over their clean utterances, plus what the example's line did to its own
-    band levels (through the line minus clean), because a call channel's profile holds
-    its line's colouring as well as the voice."""
-    speakers = speaker_profiles(data.mels[CLEAN], data.speakers())
-    own = [speaker_profile([m]) for m in data.mels[CLEAN]]
-    return {variant: speakers if variant == CLEAN else
-            [s + speaker_profile([m]) - o for s, m, o in zip(speakers, mels, own, strict=True)]
-            for variant, mels in data.mels.items()}
+def example_speaker_profiles(data: Features) -> dict[str, torch.Tensor]:
+    """Per cached variant, each example's speaker profile (features.speaker_profiles),
+    (examples, n_mels, 1): its speaker's over their clean utterances, plus what the
+    example's line did to its own band levels (through the line minus clean), because a
+    call channel's profile holds its line's colouring as well as the voice."""
+    own = {variant: torch.stack([band_levels(m) for m in mels])
+           for variant, mels in data.mels.items()}
+    speakers = speaker_profiles(own[CLEAN], data.speakers())
+    return {variant: speakers if variant == CLEAN else speakers + levels - own[CLEAN]
+            for variant, levels in own.items()}
 
 
 def epoch_order(targets: np.ndarray, balance: str, generator: torch.Generator,

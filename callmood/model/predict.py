@@ -19,6 +19,7 @@ from callmood.signal.audio import AudioError, load_mono
 from callmood.signal.features import (
     MelConfig,
     Normalization,
+    band_levels,
     log_mel,
     speaker_profiles,
     utterance_clips,
@@ -77,9 +78,10 @@ class Inference:
         counts = [len(c) for c in crops]
         profiles = None
         if self.mel.speaker_mean and crops:
-            profiles = torch.stack(speaker_profiles(
-                mels, list(range(len(mels))) if speakers is None else speakers,
-                self.norm.speaker_reference))
+            profiles = speaker_profiles(
+                torch.stack([band_levels(m) for m in mels]),
+                list(range(len(mels))) if speakers is None else speakers,
+                self.norm.speaker_reference)
             profiles = torch.repeat_interleave(profiles, torch.tensor(counts), dim=0)
         logits = predict_logits(self.network, clips, self.mel, self.norm, device=self.device,
                                 bf16=self.bf16, speakers=profiles)

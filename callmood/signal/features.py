@@ -58,7 +58,7 @@ class MelConfig:
     # model folder written before this setting existed
     spectral_mean: bool = False
     # subtract the speaker's mean band levels over all their speech (a call: the channel's),
-    # see speaker_profile(); False in every model folder written before this setting existed
+    # see speaker_profiles(); False in every model folder written before this setting existed
     speaker_mean: bool = False
     # with speaker_mean: move each band by at most this many dB, from the speaker's profile
     # towards the training speakers' mean profile (Normalization.speaker_reference), so a
@@ -259,7 +259,8 @@ def level_relative(mels: torch.Tensor, config: MelConfig,
                    speaker: torch.Tensor | None = None) -> torch.Tensor:
     """Cached log-mels -> log power relative to the clip's level (and with
     config.spectral_mean to each band's speech level in the clip, with config.speaker_mean
-    to the speaker's: `speaker`, their speaker_profile, broadcastable to (..., n_mels, 1);
+    to the speaker's: `speaker`, their profile (speaker_profiles), broadcastable to
+    (..., n_mels, 1);
     without one, the clip's own), floored below it.
 
     With the floor set relative to the loud frames (level_floor_db below them) instead of
@@ -302,9 +303,19 @@ def speech_band_mean(mels: torch.Tensor) -> torch.Tensor:
     return (mels * speech).sum(dim=-1, keepdim=True) / speech.sum(dim=-1, keepdim=True)
 
 
-def speaker_profile(mels: list[torch.Tensor]) -> torch.Tensor:
-    """A speaker's mean band levels, (n_mels, 1): the mean over their log-mels (utterances,
-    or a call channel's windows) of each one's speech_band_mean relative to its level.
+def band_levels(mels: torch.Tensor) -> torch.Tensor:
+    """(..., n_mels, T) -> (..., n_mels, 1): each band's speech level relative to the clip's
+    level (speech_band_mean of the level-equalised clip); a speaker's profile is their mean.
+    """
+    return speech_band_mean(equalize_level(mels))
+
+
+def speaker_profiles(levels: torch.Tensor, speakers: list,
+                     reference: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Each item's speaker profile, (N, n_mels, 1): the mean band levels of all the items
+    of its speaker (`levels`: band_levels of each item, (N, n_mels, 1); `speakers`: one
+    hashable id per item: a corpus speaker, a call channel); with a `reference`, drawn
+    towards it as prior_profile says.
 
     Subtracted from each of their clips (MelConfig.speaker_mean) it removes what stays the
     same across their speech: the voice's timbre, and in a call the line's colouring; what
@@ -312,28 +323,13 @@ def speaker_profile(mels: list[torch.Tensor]) -> torch.Tensor:
     the emotion's spectral tilt with the speaker's. Speaker normalisation is the main lever
     of cross-corpus emotion recognition in the literature (Schuller et al. 2010).
     """
-    return torch.stack([band_levels(m) for m in mels]).mean(0)
-
-
-def band_levels(mels: torch.Tensor) -> torch.Tensor:
-    """(..., n_mels, T) -> (..., n_mels, 1): each band's speech level relative to the clip's
-    level, what speaker_profile averages."""
-    return speech_band_mean(equalize_level(mels))
-
-
-def speaker_profiles(mels: list[torch.Tensor], speakers: list,
-                     reference: tuple[float, ...] | None = None) -> list[torch.Tensor]:
-    """Each log-mel's speaker_profile, over all the log-mels of its speaker (`speakers`:
-    one hashable id per log-mel); with a `reference`, as prior_profile draws it."""
     groups: dict = {}
     for i, speaker in enumerate(speakers):
         groups.setdefault(speaker, []).append(i)
-    profiles = [torch.zeros(0)] * len(mels)
+    profiles = torch.empty_like(levels)
     for members in groups.values():
-        levels = torch.stack([band_levels(mels[i]) for i in members])
-        profile = prior_profile(levels.sum(0), len(members), reference)
-        for i in members:
-            profiles[i] = profile
+        mine = levels[members]
+        profiles[members] = prior_profile(mine.sum(0), len(members), reference)
     return profiles
 
 
@@ -363,7 +359,7 @@ class Normalization:
 
     mean: float = 0.0
     std: float = 1.0
-    # the training speakers' mean speaker_profile, one value per mel band, for
+    # the training speakers' mean profile (speaker_profiles), one value per mel band, for
     # MelConfig.speaker_shift_db; None in folders without it
     speaker_reference: tuple[float, ...] | None = None
 
@@ -397,13 +393,13 @@ class Normalization:
 
     @classmethod
     def fit(cls, mels: list[torch.Tensor] | list[np.ndarray], config: MelConfig,
-            speakers: list[torch.Tensor] | None = None) -> Normalization:
+            speakers: torch.Tensor | list[torch.Tensor] | None = None) -> Normalization:
         """Statistics of the log-mels as the model sees them (relative to the clip level,
         and with config.speaker_mean to each one's speaker profile in `speakers`, whose
         mean becomes the speaker_reference)."""
         reference = None
-        if config.speaker_mean and speakers:
-            reference = tuple(torch.stack(speakers).mean(0).flatten().tolist())
+        if config.speaker_mean and speakers is not None and len(speakers):
+            reference = tuple(torch.stack(list(speakers)).mean(0).flatten().tolist())
         shifted = cls(speaker_reference=reference)
         total = count = square = 0.0
         for i, m in enumerate(mels):
@@ -425,7 +421,7 @@ def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
     """(B, n_mels, frames) log-mels of exactly input_frames -> model input (B, 1, n_mels, frames).
 
     The one place where features become model input, for training, evaluation and scoring.
-    `speakers`: (B, n_mels, 1), each clip's speaker_profile, for a config with speaker_mean
+    `speakers`: (B, n_mels, 1), each clip's speaker profile, for a config with speaker_mean
     (without them each clip is its own speaker).
     """
     if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:

@@ -20,7 +20,6 @@ from callmood.signal.features import (
     mel_filterbank,
     model_input,
     prior_profile,
-    speaker_profile,
     speaker_profiles,
     speech_band_mean,
     utterance_clips,
@@ -296,6 +295,15 @@ def test_spectral_mean_removes_a_fixed_band_colouring(shared_dir):
         MelConfig.from_dict({"spectral_mean": "yes"})
 
 
+def levels_of(mels: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([band_levels(m) for m in mels])
+
+
+def mean_levels(mels: list[torch.Tensor]) -> torch.Tensor:
+    """A speaker's profile over these log-mels, averaged here independently."""
+    return levels_of(mels).mean(0)
+
+
 def test_speaker_mean_removes_a_speaker_lines_colouring_and_keeps_the_emotion(shared_dir):
     """One speaker's takes all through the same coloured line (a fixed per-band gain):
     with speaker_mean and their profile over the coloured takes, each take's input is
@@ -309,8 +317,8 @@ def test_speaker_mean_removes_a_speaker_lines_colouring_and_keeps_the_emotion(sh
     clips = torch.stack([fit_frames(m, c.input_frames, 0) for m in takes])
     tilt = torch.linspace(-1, 0.5, c.n_mels)[:, None] * 2.0 / 10 * math.log(10)
     coloured = [m + tilt for m in takes]
-    profile, coloured_profile = speaker_profile(takes), speaker_profile(coloured)
-    grouped = speaker_profiles(takes + coloured, ["a", "a", "b", "b"])
+    profile, coloured_profile = mean_levels(takes), mean_levels(coloured)
+    grouped = speaker_profiles(levels_of(takes + coloured), ["a", "a", "b", "b"])
     for got, wanted in zip(grouped, [profile] * 2 + [coloured_profile] * 2, strict=True):
         torch.testing.assert_close(got, wanted)
     moved = {}
@@ -376,8 +384,8 @@ def test_a_speaker_heard_briefly_is_mostly_the_average_speaker():
     assert (many - levels).abs().max() < 0.05
     torch.testing.assert_close(prior_profile(levels * 3, 3, None), levels)
     mels = [torch.randn(2, 20), torch.randn(2, 20), torch.randn(2, 20)]
-    drawn = speaker_profiles(mels, ["a", "a", "b"], reference)
+    drawn = speaker_profiles(levels_of(mels), ["a", "a", "b"], reference)
     torch.testing.assert_close(drawn[0], prior_profile(band_levels(mels[0]) + band_levels(
         mels[1]), 2, reference))
-    torch.testing.assert_close(speaker_profiles(mels, ["a", "a", "b"])[2],
-                               speaker_profile(mels[2:]))
+    torch.testing.assert_close(speaker_profiles(levels_of(mels), ["a", "a", "b"])[2],
+                               mean_levels(mels[2:]))
