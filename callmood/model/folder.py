@@ -186,8 +186,9 @@ def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: M
     save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
     # settings newer than some readers are left out at their defaults, so that a folder
     # without speaker normalisation still loads in a server or worker not yet upgraded
-    newer = {"speaker_mean": False, "speaker_shift_db": None}
-    mel_values = {k: v for k, v in asdict(mel).items() if not (k in newer and v == newer[k])}
+    newer, defaults = ("speaker_mean", "speaker_shift_db"), MelConfig()
+    mel_values = {k: v for k, v in asdict(mel).items()
+                  if not (k in newer and v == getattr(defaults, k))}
     preprocessor = {"feature_extractor_type": "callmood-log-mel", "mel": mel_values,
                     "normalization": {k: v for k, v in asdict(norm).items()
                                       if v is not None}}  # no reference: as older folders
