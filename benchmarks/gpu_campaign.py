@@ -45,16 +45,15 @@ from callmood.training.corpora import generic
 from callmood.training.evaluate import held_out_corpus_metrics
 from callmood.training.labels import parse_mapping
 from callmood.training.splits import make_split
-from callmood.training.train import TrainConfig, train
+from callmood.training.train import train
 from callmood.workers import usable_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
 import harness  # noqa: E402
-from ablate import CORPORA, LINE, parse_sets  # noqa: E402
+from ablate import CORPORA, LINE, parse_sets, recipe  # noqa: E402
 from bench_transfer import load_all, subsample  # noqa: E402
 
 RATE = 16000
-INIT = "init"  # the pack's folder of the pretrained ViT
 
 
 def _encode(path: str, target: Path, kbps: float) -> float:
@@ -85,7 +84,7 @@ def pack(args) -> None:
         summary[name] = {"utterances": len(kept), "of": len(utterances),
                          "seconds": round(float(sum(seconds)), 1)}
         print(f"{name}: {len(kept)} of {len(utterances)} utterances", flush=True)
-    shutil.copytree(args.shared / harness.DEIT, out / INIT)
+    shutil.copytree(args.shared / harness.DEIT, out / harness.DEIT)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     if size > args.max_mib * 2**20:
         shutil.rmtree(out)
@@ -101,22 +100,20 @@ def pack(args) -> None:
 def run(args) -> None:
     corpora = sorted(p.parent.name for p in args.data.glob("*/manifest.csv"))
     missing = [name for name in args.held_out.split(",") if name not in corpora]
-    if missing or not (args.data / INIT).is_dir():
+    if missing or not (args.data / harness.DEIT).is_dir():
         raise SystemExit(f"{args.data}: not a pack with {', '.join(missing) or 'its init'} "
                          f"(it holds {', '.join(corpora) or 'no corpus'}); make one with "
                          "`gpu_campaign.py pack`")
     # each corpus of the pack through its manifest (its own adapter expects its layout)
     data = {name: generic.scan(args.data / name, name)[0] for name in corpora}
-    values = json.loads(harness.RECIPE.read_text())
-    values.update({"init": str(args.data / INIT), "epochs": args.epochs,
-                   "epoch_size": args.epoch_size, "precision": args.precision,
-                   "device": args.device, "workers": args.workers, "balance": "corpus",
-                   "mask_absent_classes": True})
+    # the ablation protocol's recipe, the pack standing in for ../shared (its init too)
+    protocol = argparse.Namespace(shared=args.data, epochs=args.epochs,
+                                  epoch_size=args.epoch_size, precision=args.precision,
+                                  device=args.device)
     cells = []
     for held_out in args.held_out.split(","):
         for seed in map(int, args.seeds.split(",")):
-            config = TrainConfig().with_overrides(values).with_overrides(
-                {"seed": seed, **parse_sets(args.set)})
+            config = recipe(protocol, {"workers": args.workers, **parse_sets(args.set)}, seed)
             test = data[held_out]
             split = make_split([u for name in corpora for u in data[name]],
                                test_speakers=sorted({u.speaker for u in test}),
