@@ -20,7 +20,7 @@ import torch
 from callmood.batch.source import open_recording, read_recording_blocks
 from callmood.results.scored import Segment
 from callmood.signal.audio import AudioError, check_length, check_peak
-from callmood.signal.features import MelConfig, band_levels, log_mel, speaker_profiles
+from callmood.signal.features import MelConfig, audio_features, band_levels, speaker_profiles
 from callmood.signal.segment import VadConfig, WindowPlanner, clip_start, window_mels
 
 BLOCK_S = 60.0
@@ -65,12 +65,12 @@ class Extracted:
                 pending.append(buffer[channel, first - offset:first - offset + clip])
                 done += 1
                 if len(pending) == batch_size:
-                    yield log_mel(np.stack(pending), mel)
+                    yield audio_features(np.stack(pending), mel)
                     pending = []
             keep = min(self.clips[done][1], end) if done < len(self.clips) else end
             buffer, offset = buffer[:, keep - offset:], keep
         if pending:
-            yield log_mel(np.stack(pending), mel)
+            yield audio_features(np.stack(pending), mel)
         if done < len(self.clips):
             raise AudioError(self.path, "corrupt", "the audio changed while it was read")
 

@@ -82,24 +82,11 @@ def recipe(args, changes: dict, seed: int) -> TrainConfig:
     return TrainConfig().with_overrides(values).with_overrides(changes)
 
 
-# Training settings added after cells were kept, left out at their defaults (which turn
-# them off) wherever settings are compared or name a checkpoint, so that a cell kept
-# before a setting existed still counts as made with it off.
-ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speaker_shift_db"),
-               ("corpus_adversary",), ("affect_heads",))
-
-
 def comparable(settings: dict) -> dict:
-    """`settings` as JSON keeps them (tuples are lists), without ADDED_LATER's settings
-    where they are off."""
+    """`settings` as JSON keeps them (tuples are lists), without the training settings
+    added after cells were kept where they are off (harness.without_added_later)."""
     out = json.loads(json.dumps(settings, default=str))
-    defaults = TrainConfig().to_dict()
-    for *parents, name in ADDED_LATER:
-        holder, off = out["config"], defaults
-        for key in parents:
-            holder, off = holder.get(key, {}), off[key]
-        if holder.get(name, off[name]) == off[name]:
-            holder.pop(name, None)
+    out["config"] = harness.without_added_later(out["config"])
     return out
 
 

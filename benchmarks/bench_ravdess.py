@@ -11,7 +11,11 @@ Rows, all on the same folds:
   4. a classical baseline: MFCC + deltas + prosodic statistics -> RBF SVM;
   5. row 1 + the other corpora in --shared/data as extra training data (not the EmoBox
      protocol, which trains on RAVDESS alone): the fold's test actors stay unheard,
-     validation stays on RAVDESS actors, corpora are balanced as in the recipe.
+     validation stays on RAVDESS actors, corpora are balanced as in the recipe;
+  6. the raw-audio comparison: wav2vec2 (training/wav2vec2.py, preset tiny: DeiT-Tiny's
+     transformer behind a convolution stack over the samples) from random initialisation,
+     with row 3's recipe; no speech-pretrained weights can be fetched here, so it stands
+     against row 3, not against published fine-tuned wav2vec2 figures.
 
 Validation speakers (early stopping, tuning, SVM's C) come from the training actors only.
 The ViT rows train --epochs (default: the recipe's 16) with early stopping (--patience,
@@ -94,13 +98,21 @@ BENCH_SPACE = SearchSpace(lr=(2e-5, 2e-4), weight_decay=(0.01, 0.1), optimizer=[
                           batch_size=[16, 32], augment_strength=(0.0, 0.6))
 
 
-def recipe_config(args, init: str, extra_data: bool = False) -> TrainConfig:
-    """Rows 1, 3 and 5: the recipe file's settings. On RAVDESS alone an epoch is one pass
-    over the fold's training actors; with the other corpora it is the recipe's epoch_size."""
+# The ViT rows' model: (--init, backbone)
+ROW_MODELS = {1: (DEIT, "vit"), 3: ("random:tiny", "vit"), 5: (DEIT, "vit"),
+              6: ("random:tiny", "wav2vec2")}
+
+
+def recipe_config(args, row: int) -> TrainConfig:
+    """Rows 1, 3, 5 and 6: the recipe file's settings with the row's model. On RAVDESS
+    alone an epoch is one pass over the fold's training actors; with the other corpora
+    (row 5) it is the recipe's epoch_size."""
+    init, backbone = ROW_MODELS[row]
     values = json.loads(Path(args.recipe).read_text())
-    values.update(init=init, seed=args.seed, precision=args.precision, workers=2,
-                  epochs=args.epochs, patience=args.patience)
-    if not extra_data:
+    values.update(init=str(args.shared / init) if init == DEIT else init, backbone=backbone,
+                  seed=args.seed, precision=args.precision, workers=2, epochs=args.epochs,
+                  patience=args.patience)
+    if row != 5:
         values["epoch_size"] = 0
     return TrainConfig().with_overrides(values)
 
@@ -118,14 +130,15 @@ def train_resumable(split, config: TrainConfig, out: Path, cache_dir):
                  resume=has_checkpoint(out))
 
 
-def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
-    """Row 1 (tuned=True; with --trials an Optuna study on the fold's validation speakers
-    picks the settings) or row 3 (random init, trained with the settings row 1 used).
+def callmood_row(split, fold, args, row: int, study_dir) -> dict:
+    """Row 1 (with --trials an Optuna study on the fold's validation speakers picks the
+    settings), or row 3 or 6 (random init, trained with the settings row 1 used).
 
     When trials run as many epochs as the final training, the best trial's model is row 1's
     model (trained exactly so); it is then scored on the test actors, not trained again.
     """
-    base = recipe_config(args, init)
+    tuned = row == 1
+    base = recipe_config(args, row)
     tuned_params, tune_started, best = {}, time.time(), None
     trial_epochs = args.trial_epochs or args.epochs
     if not tuned:
@@ -153,7 +166,7 @@ def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
                 "tuned_params": tuned_params, "model": model, "best_trial": best.number,
                 "tune_wall_s": round(tune_wall - history["wall_s"], 1)}
     started = time.time()
-    out = args.work / f"{'row1' if tuned else 'row3'}-fold{fold}"
+    out = args.work / f"row{row}-fold{fold}"
     result = train_resumable(split, base, out, args.cache_dir)
     model = load_model_folder(out)
     return {"metrics": result.test_metrics, "train_wall_s": round(time.time() - started, 1),
@@ -164,7 +177,7 @@ def callmood_row(split, fold, args, init, study_dir, tuned: bool) -> dict:
 
 def extra_data_row(split, fold, args, extra: list) -> dict:
     """Row 5: row 1's recipe with the other corpora's utterances added to the training set."""
-    config = recipe_config(args, str(args.shared / DEIT), extra_data=True)
+    config = recipe_config(args, 5)
     with_extra = replace(split, train=split.train + extra,
                          description=f"{split.description} + {len(extra)} utterances of "
                                      f"{', '.join(sorted({u.corpus for u in extra}))}")
@@ -199,8 +212,8 @@ def run_settings(args, row: int = 1) -> dict:
     settings.update(epochs=args.epochs, patience=args.patience, precision=args.precision)
     if row == 2:
         return settings
-    recipe = recipe_config(args, "", extra_data=row == 5)
-    settings["recipe"] = {k: v for k, v in recipe.to_dict().items()
+    recipe = recipe_config(args, row)
+    settings["recipe"] = {k: v for k, v in harness.without_added_later(recipe.to_dict()).items()
                           if k not in ("init", "workers")}
     if row == 5:
         return settings
@@ -216,6 +229,7 @@ ROW_NAMES = {
     3: "callmood recipe (row 1's tuned settings) from random initialisation",
     4: "classical: MFCC + deltas + prosody statistics, RBF SVM",
     5: "row 1 + the other corpora as extra training data (not the EmoBox protocol)",
+    6: "raw audio: wav2vec2 (tiny, random init) with row 3's recipe",
 }
 
 
@@ -226,7 +240,7 @@ def main() -> None:
     parser.add_argument("--rows", default="4,1,2,3,5",
                         type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--recipe", default=str(harness.RECIPE),
-                        help="training settings of rows 1, 3 and 5 (a --params file)")
+                        help="training settings of rows 1, 3, 5 and 6 (a --params file)")
     parser.add_argument("--epochs", type=int, default=0,
                         help="most epochs of every ViT row (0: the recipe's)")
     parser.add_argument("--patience", type=int, default=0,
@@ -302,12 +316,11 @@ def per_speaker_limit(utterances: list, limit: int) -> list:
 def run_cell(split, labels, fold, row, args) -> dict:
     """Train and test one row on one fold; inference throughput is measured on the first."""
     measure = fold == args.folds[0]
-    if row in (1, 3):
-        init = str(args.shared / DEIT) if row == 1 else "random:tiny"
-        out = callmood_row(split, fold, args, init, args.out / "optuna", row == 1)
+    if row in (1, 3, 6):
+        out = callmood_row(split, fold, args, row, args.out / "optuna")
         model = out.pop("model")
         if measure:
-            clips = torch.randn(64, model.mel.n_mels, model.mel.input_frames)
+            clips = torch.randn(64, model.mel.rows, model.mel.input_frames)
             out["throughput_cpu"] = throughput(
                 lambda x: predict_probabilities(model.model, x, model.mel, model.norm,
                                                 bf16=args.precision == "bf16"),

@@ -32,7 +32,7 @@ from callmood.model.calibration import adapt_priors
 from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
 from callmood.signal.audio import load_mono
-from callmood.signal.features import log_mel
+from callmood.signal.features import audio_features
 from callmood.training.channel import CONDITIONS, ChannelConfig
 from callmood.training.corpora.registry import load_corpora
 from callmood.training.evaluate import (
@@ -55,7 +55,7 @@ def gain_drift(model, utterances, gain_db: float) -> float:
     worst, inference = 0.0, Inference.of(model)
     for u in utterances:
         audio = load_mono(u.path, model.mel.sample_rate)
-        probs = [inference.utterances([log_mel(audio * 10 ** (g / 20), model.mel)]).probs[0]
+        probs = [inference.utterances([audio_features(audio * 10 ** (g / 20), model.mel)]).probs[0]
                  for g in (0.0, gain_db, -gain_db)]
         worst = max(worst, float(np.abs(probs[1] - probs[0]).max()),
                     float(np.abs(probs[2] - probs[0]).max()))

@@ -11,7 +11,9 @@ are written, and the finished cells a stopped benchmark resumes from.
   atomically (a temporary file renamed over `path`), indented by 2, ending in a newline;
   `write_text` writes any other file (a markdown table) atomically.
 * `CellStore`: finished cells (one JSON file each, committed so a fresh clone reuses them),
-  plain or kept with the settings they were made with (`load_if_same`).
+  plain or kept with the settings they were made with (`load_if_same`);
+  `without_added_later(config)` leaves out the training settings added after cells were
+  kept where they are off, so that such a cell still counts as made with the same settings.
 
 The scripts in benchmarks/ are scripts, not a package: each puts its own folder on
 sys.path and imports this module as `harness`.
@@ -35,6 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 RECIPE = ROOT / "benchmarks" / "default_model_params.json"  # the bundled model's settings
 DEIT = "weights/deit-tiny-in1k"
+# Training settings added after cells were kept, left out at their defaults (which turn
+# them off) wherever kept settings are compared or name a checkpoint, so that a cell kept
+# before a setting existed still counts as made with it off.
+ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speaker_shift_db"),
+               ("mel", "frontend"), ("corpus_adversary",), ("affect_heads",), ("backbone",))
 SHARED_HELP = ("the shared data folder (default: $CALLMOOD_SHARED, else ../shared beside the "
                "repository)")
 
@@ -131,6 +138,22 @@ def read_json(path: Path, default=None):
 
 
 # ---------------------------------------------------------------- resumable cells
+def without_added_later(config: dict) -> dict:
+    """A TrainConfig's settings (to_dict() or as JSON keeps them) as JSON keeps them
+    (tuples are lists), without ADDED_LATER's settings where they are off."""
+    from callmood.training.train import TrainConfig
+
+    out = json.loads(json.dumps(config, default=str))
+    defaults = TrainConfig().to_dict()
+    for *parents, name in ADDED_LATER:
+        holder, off = out, defaults
+        for key in parents:
+            holder, off = holder.get(key, {}), off[key]
+        if holder.get(name, off[name]) == off[name]:
+            holder.pop(name, None)
+    return out
+
+
 class CellStore:
     """Finished cells of a resumable benchmark, `<folder>/<name>.json` each.
 

@@ -36,7 +36,7 @@ from joblib import Parallel, delayed
 
 from callmood.progress import progress
 from callmood.signal.audio import AudioError, load_mono
-from callmood.signal.features import MelConfig, log_mel
+from callmood.signal.features import MelConfig, audio_features
 from callmood.training import channel as channels
 from callmood.training.corpora.base import Utterance
 from callmood.user_cache import cache_root
@@ -252,7 +252,7 @@ def _compute(work: list[tuple[Utterance, list[tuple[Variant, Path]]]],
             continue
         for variant, target in targets:
             audio = variant.audio(waveform, utterance, mel.sample_rate)
-            features = log_mel(audio, mel).numpy()
+            features = audio_features(audio, mel).numpy()
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_suffix(f".{os.getpid()}.tmp")
             with open(partial, "wb") as f:

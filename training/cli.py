@@ -72,9 +72,14 @@ def _fail(err: Exception):
 
 @click.command()
 @_split_options
+@click.option("--backbone", type=click.Choice(["vit", "wav2vec2"]),
+              help="vit: the spectrogram ViT (default); wav2vec2: a raw-audio encoder, "
+                   "the comparison (training/wav2vec2.py)")
 @click.option("--init", help="random:micro|tiny|small|base, a timm checkpoint folder "
                              "(e.g. ../shared/weights/deit-tiny-in1k), or a Hugging Face Hub "
-                             "id / save_pretrained folder of a ViT, DeiT or AST")
+                             "id / save_pretrained folder of a ViT, DeiT or AST; with "
+                             "--backbone wav2vec2: random:micro|tiny|base or a wav2vec2 id / "
+                             "folder (e.g. facebook/wav2vec2-base)")
 @click.option("--epochs", type=int)
 @click.option("--epoch-size", type=int,
               help="examples drawn per epoch (default: the training set's size)")
@@ -109,10 +114,11 @@ def _fail(err: Exception):
               help="continue the stopped run whose --out was DIR, from its last finished "
                    "epoch, with the settings it was started with (no other options needed)")
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
-          shared, cache_dir, seed, init, epochs, epoch_size, batch_size, lr, optimizer,
-          schedule, balance, mask_absent, patience, device, precision, workers, channel_p,
-          channel_variants, specaugment, mixup, params_file, out, resume):
-    """Fine-tune the spectrogram ViT and write a model folder (best validation epoch).
+          shared, cache_dir, seed, backbone, init, epochs, epoch_size, batch_size, lr,
+          optimizer, schedule, balance, mask_absent, patience, device, precision, workers,
+          channel_p, channel_variants, specaugment, mixup, params_file, out, resume):
+    """Fine-tune the spectrogram ViT (or --backbone wav2vec2) and write a model folder (best
+    validation epoch).
 
     Every epoch is checkpointed in OUT/checkpoint, so a stopped run continues with
     `callmood train --resume OUT` to the same result as if it had never stopped.
@@ -128,8 +134,8 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
         if resume:  # everything as the run was started
             settings = RunSettings.of_run(resume)
         else:
-            overrides = {"init": init, "epochs": epochs, "epoch_size": epoch_size,
-                         "batch_size": batch_size, "lr": lr,
+            overrides = {"backbone": backbone, "init": init, "epochs": epochs,
+                         "epoch_size": epoch_size, "batch_size": batch_size, "lr": lr,
                          "optimizer": optimizer, "schedule": schedule, "balance": balance,
                          "mask_absent_classes": mask_absent,
                          "patience": patience, "device": device, "precision": precision,

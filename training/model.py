@@ -22,7 +22,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import ViTConfig, ViTForImageClassification
 
-from callmood.signal.features import MelConfig
+from callmood.signal.features import WAVEFORM, MelConfig
+from callmood.training.wav2vec2 import build_wav2vec2
 
 PRESETS = {
     # name: (hidden, layers, heads, mlp)
@@ -82,9 +83,12 @@ def one_channel_kernel(weight: torch.Tensor) -> torch.Tensor:
 
 
 def build_model(mel: MelConfig, labels: list[str], init: str | None = None,
-                dropout: float = 0.0) -> ViTForImageClassification:
-    """A ViTForImageClassification for `mel`-sized inputs with a fresh classifier head."""
+                dropout: float = 0.0) -> torch.nn.Module:
+    """A ViTForImageClassification for `mel`-sized inputs with a fresh classifier head, or
+    for the waveform frontend a Wav2Vec2ForSequenceClassification (training/wav2vec2.py)."""
     init = init or "random:tiny"
+    if mel.frontend == WAVEFORM:
+        return build_wav2vec2(mel, labels, init, dropout)
     if init.startswith("random:"):
         preset = init.split(":", 1)[1]
         if preset not in PRESETS:
@@ -97,6 +101,20 @@ def build_model(mel: MelConfig, labels: list[str], init: str | None = None,
     if path.is_dir() and _is_timm_folder(path):
         return _from_timm(path, mel, labels, dropout)
     return _from_hugging_face(init, mel, labels, dropout)
+
+
+def logits_and_embedding(model: torch.nn.Module,
+                         x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits for model_input `x` and the embedding its classifier read (the
+    ViT's [CLS] token, wav2vec2's pooled frames), for the auxiliary heads: one forward
+    pass through the model's own code, whichever backbone it is."""
+    seen = []
+    hook = model.classifier.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+    try:
+        logits = model(**{model.main_input_name: x}).logits
+    finally:
+        hook.remove()
+    return logits, seen[0]
 
 
 def _load_encoder_weights(model: ViTForImageClassification, encoder: dict) -> None:

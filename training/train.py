@@ -35,6 +35,8 @@ from callmood.model.folder import ModelCard, save_model_folder
 from callmood.model.predict import Inference
 from callmood.progress import progress
 from callmood.signal.features import (
+    LOG_MEL,
+    WAVEFORM,
     MelConfig,
     Normalization,
     band_levels,
@@ -67,14 +69,20 @@ from callmood.training.checkpoint import (
 )
 from callmood.training.evaluate import classification_metrics
 from callmood.training.labels import ordered_labels
-from callmood.training.model import build_model
+from callmood.training.model import build_model, logits_and_embedding
 from callmood.training.splits import Split
 
 log = logging.getLogger(__name__)
 
 
+BACKBONES = {"vit": LOG_MEL, "wav2vec2": WAVEFORM}  # backbone -> the frontend it reads
+
+
 @dataclass
 class TrainConfig:
+    # vit: the spectrogram ViT; wav2vec2: the raw-audio comparison (training/wav2vec2.py).
+    # mel.frontend follows it.
+    backbone: str = "vit"
     init: str = "random:tiny"  # random:<preset>, a timm folder, or a Hub id / HF folder
     epochs: int = 30
     batch_size: int = 32
@@ -115,7 +123,8 @@ class TrainConfig:
     mel: MelConfig = field(default_factory=MelConfig)
 
     def __post_init__(self):
-        choices = {"optimizer": ("adamw", "sgd"), "schedule": ("cosine", "plateau"),
+        choices = {"backbone": tuple(BACKBONES), "optimizer": ("adamw", "sgd"),
+                   "schedule": ("cosine", "plateau"),
                    "balance": ("sampler", "corpus", "loss", "none"),
                    "device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16")}
         for name, allowed in choices.items():
@@ -128,6 +137,8 @@ class TrainConfig:
         for name in ("corpus_adversary", "affect_heads"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.mel.frontend != BACKBONES[self.backbone]:
+            self.mel = replace(self.mel, frontend=BACKBONES[self.backbone])
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig,
@@ -210,6 +221,9 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
     one of its cached channel variants (chosen at random) instead of the clean audio. With
     `profiles` (example_speaker_profiles), each crop's speaker profile comes too."""
     frames = config.mel.input_frames
+    augment = config.augment
+    if config.mel.frontend == WAVEFORM:  # a frame's rows are samples: time masks only
+        augment = replace(augment, specaug_freq=0)
     channels = [name for name in mels if name != CLEAN]
     clips, speakers = [], []
     for i in indices:
@@ -224,11 +238,11 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
             speakers.append(profiles[variant][i])
     crops = torch.stack(clips)
     if profiles is None:
-        return spec_augment(crops, config.augment, generator), None
+        return spec_augment(crops, augment, generator), None
     # masked relative to the speaker, so that once model_input subtracts the profile a
     # mask is flat, not the speaker's profile turned upside down
     speakers = torch.stack(speakers)
-    return spec_augment(crops - speakers, config.augment, generator) + speakers, speakers
+    return spec_augment(crops - speakers, augment, generator) + speakers, speakers
 
 
 def example_speaker_profiles(data: Features) -> dict[str, torch.Tensor]:
@@ -355,9 +369,9 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if len(corpus_names) < 2:
             raise ValueError("corpus_adversary needs at least two training corpora, got "
                              f"{list(corpus_names)}")
-        auxiliary["corpus"] = CorpusAdversary(model.config.hidden_size, len(corpus_names))
+        auxiliary["corpus"] = CorpusAdversary(model.classifier.in_features, len(corpus_names))
     if config.affect_heads > 0:
-        auxiliary["affect"] = AffectHeads(model.config.hidden_size)
+        auxiliary["affect"] = AffectHeads(model.classifier.in_features)
     auxiliary.to(device)
     affect = affect_table(labels).to(device)
     parameters = list(model.parameters()) + list(auxiliary.parameters())
@@ -433,8 +447,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                 allowed = allowed | allowed[perm] if allowed is not None else None
             with torch.autocast(device.type, dtype=torch.bfloat16,
                                 enabled=uses_bf16(config.precision, device)):
-                embedding = model.vit(pixel_values=x).last_hidden_state[:, 0]
-                logits = model.classifier(embedding).float()
+                logits, embedding = logits_and_embedding(model, x)
+                logits = logits.float()
                 heads = {name: head(embedding, reversal_strength(step / total_steps))
                          if name == "corpus" else head(embedding)
                          for name, head in auxiliary.items()}

@@ -1,6 +1,7 @@
 """A trained model is one folder of safetensors and JSON; loading it never runs code.
 
-    config.json               ViTConfig (architecture, id2label / label2id)
+    config.json               ViTConfig, or Wav2Vec2Config for the raw-audio comparison
+                              (architecture, id2label / label2id)
     model.safetensors         the weights
     preprocessor_config.json  MelConfig + normalisation statistics
     callmood.json             label mapping, valence, training data, metrics, seed, versions
@@ -30,11 +31,25 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from transformers import ViTConfig, ViTForImageClassification
+from transformers import (
+    PretrainedConfig,
+    PreTrainedModel,
+    ViTConfig,
+    ViTForImageClassification,
+    Wav2Vec2Config,
+    Wav2Vec2ForSequenceClassification,
+)
 
 from callmood.digest import sha256_hex
 from callmood.model.calibration import softmax
-from callmood.signal.features import MelConfig, Normalization, is_finite_number, model_input
+from callmood.signal.features import (
+    LOG_MEL,
+    WAVEFORM,
+    MelConfig,
+    Normalization,
+    is_finite_number,
+    model_input,
+)
 from callmood.valence import DEFAULT_VALENCE
 
 CONFIG = "config.json"
@@ -50,6 +65,10 @@ MAX_WEIGHTS_BYTES = 2 << 30
 MAX_LABELS = 1000
 MAX_LAYERS = 64
 MAX_NAME_LENGTH = 200  # the name goes into every scored row
+
+# config.json's model_type -> the config and model classes, and the frontend it reads
+ARCHITECTURES = {"vit": (ViTConfig, ViTForImageClassification, LOG_MEL),
+                 "wav2vec2": (Wav2Vec2Config, Wav2Vec2ForSequenceClassification, WAVEFORM)}
 
 
 class ModelFolderError(ValueError):
@@ -107,7 +126,7 @@ class ModelCard:
 
 
 @torch.inference_mode()
-def predict_logits(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
+def predict_logits(model: PreTrainedModel, mels: torch.Tensor, mel: MelConfig,
                    norm: Normalization, batch_size: int = 64, device: str | torch.device = "cpu",
                    bf16: bool = False, speakers: torch.Tensor | None = None) -> np.ndarray:
     """(N, n_mels, input_frames) log-mels -> (N, labels) logits, in batches; `speakers`
@@ -122,14 +141,14 @@ def predict_logits(model: ViTForImageClassification, mels: torch.Tensor, mel: Me
         x = model_input(mels[chunk], mel, norm,
                         None if speakers is None else speakers[chunk]).to(device)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(pixel_values=x).logits
+            logits = model(**{model.main_input_name: x}).logits
         out.append(logits.float().cpu())
     if not out:
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     return torch.cat(out).numpy()
 
 
-def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, mel: MelConfig,
+def predict_probabilities(model: PreTrainedModel, mels: torch.Tensor, mel: MelConfig,
                           norm: Normalization, batch_size: int = 64,
                           device: str | torch.device = "cpu", bf16: bool = False,
                           temperature: float = 1.0, speakers: torch.Tensor | None = None,
@@ -141,7 +160,7 @@ def predict_probabilities(model: ViTForImageClassification, mels: torch.Tensor, 
 
 @dataclass
 class LoadedModel:
-    model: ViTForImageClassification
+    model: PreTrainedModel  # ViTForImageClassification or Wav2Vec2ForSequenceClassification
     mel: MelConfig
     norm: Normalization
     card: ModelCard
@@ -172,7 +191,7 @@ class LoadedModel:
         return probs
 
 
-def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: MelConfig,
+def save_model_folder(path: str | Path, model: PreTrainedModel, mel: MelConfig,
                       norm: Normalization, card: ModelCard) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -186,10 +205,10 @@ def save_model_folder(path: str | Path, model: ViTForImageClassification, mel: M
     save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
     # settings newer than some readers are left out at their defaults, so that a folder
     # without speaker normalisation still loads in a server or worker not yet upgraded
-    newer, defaults = ("speaker_mean", "speaker_shift_db"), MelConfig()
+    newer, defaults = ("speaker_mean", "speaker_shift_db", "frontend"), MelConfig()
     mel_values = {k: v for k, v in asdict(mel).items()
                   if not (k in newer and v == getattr(defaults, k))}
-    preprocessor = {"feature_extractor_type": "callmood-log-mel", "mel": mel_values,
+    preprocessor = {"feature_extractor_type": f"callmood-{mel.frontend}", "mel": mel_values,
                     "normalization": {k: v for k, v in asdict(norm).items()
                                       if v is not None}}  # no reference: as older folders
     (path / PREPROCESSOR).write_text(json.dumps(preprocessor, indent=2) + "\n")
@@ -260,12 +279,12 @@ def _blame(path: Path) -> Iterator[None]:
         raise ModelFolderError(f"{path}: {_brief(err)}") from None
 
 
-def _vit_config(path: Path, values: dict) -> ViTConfig:
-    """config.json's values -> ViTConfig, labels checked first: ViTConfig makes a label
-    for each of num_labels classes (10**8 of them would fill memory)."""
-    if values.get("model_type") != "vit":
-        raise ModelFolderError(f"{path}: model_type must be 'vit', got "
-                               f"{reprlib.repr(values.get('model_type'))}")
+def _model_config(path: Path, values: dict) -> PretrainedConfig:
+    """config.json's values -> ViTConfig or Wav2Vec2Config, labels checked first: the
+    config makes a label for each of num_labels classes (10**8 of them would fill memory)."""
+    if values.get("model_type") not in ARCHITECTURES:
+        raise ModelFolderError(f"{path}: model_type must be one of {sorted(ARCHITECTURES)}, "
+                               f"got {reprlib.repr(values.get('model_type'))}")
     id2label = values.get("id2label")
     if not isinstance(id2label, dict) or not 1 <= len(id2label) <= MAX_LABELS \
             or set(id2label) != {str(i) for i in range(len(id2label))}:
@@ -275,7 +294,7 @@ def _vit_config(path: Path, values: dict) -> ViTConfig:
         raise ModelFolderError(f"{path}: num_labels {reprlib.repr(values['num_labels'])} "
                                f"differs from the {len(id2label)} labels of id2label")
     try:
-        return ViTConfig.from_dict(values)
+        return ARCHITECTURES[values["model_type"]][0].from_dict(values)
     except Exception as err:  # transformers checks types its own way, with its own errors
         raise ModelFolderError(f"{path}: {_brief(err)}") from None
 
@@ -309,20 +328,24 @@ def load_model_folder(path: str | Path) -> LoadedModel:
                              "values in the normalization")
     with _blame(path / CARD):
         card = ModelCard(**card_dict)
-    config = _vit_config(path / CONFIG, config_dict)
+    config = _model_config(path / CONFIG, config_dict)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     if labels != card.labels:
         raise ModelFolderError(f"{path}: {CARD} labels {reprlib.repr(card.labels)} differ "
                                f"from {CONFIG} labels {reprlib.repr(labels)}")
-    size = config.image_size
-    if (tuple(size) if isinstance(size, list | tuple) else (size, size)) \
-            != (mel.n_mels, mel.input_frames):
+    _, model_class, frontend = ARCHITECTURES[config.model_type]
+    if mel.frontend != frontend:
+        raise ModelFolderError(f"{path / PREPROCESSOR}: frontend {mel.frontend!r}, but a "
+                               f"{config.model_type} model reads the {frontend} frontend")
+    size = getattr(config, "image_size", None)
+    if config.model_type == "vit" and (tuple(size) if isinstance(size, list | tuple)
+                                       else (size, size)) != (mel.n_mels, mel.input_frames):
         raise ModelFolderError(f"{path / CONFIG}: image_size {reprlib.repr(size)} does not "
                                f"match the mel settings of {PREPROCESSOR} ({mel.n_mels} x "
                                f"{mel.input_frames})")
     check_config_against_weights(config, weights)
     warn_about_ignored(path, config_dict)
-    model = ViTForImageClassification(config)
+    model = model_class(config)
     try:
         model.load_state_dict(load_file(str(weights)), strict=True)
     except (RuntimeError, OSError) as err:
@@ -355,7 +378,19 @@ def warn_about_ignored(path: Path, config_dict: dict) -> None:
                       IgnoredModelFiles, stacklevel=3)
 
 
-def check_config_against_weights(config: ViTConfig, weights: Path) -> None:
+# Where each architecture's main sizes lie in its weights, for check_config_against_weights:
+# (prefix of the transformer layers, tensor and axis of hidden_size, tensor of
+# intermediate_size's rows)
+_SIZES_IN_WEIGHTS = {
+    "vit": ("vit.layers.", ("vit.embeddings.cls_token", -1), "vit.layers.0.mlp.fc1.weight"),
+    "wav2vec2": ("wav2vec2.encoder.layers.",
+                 ("wav2vec2.feature_projection.projection.weight", 0),
+                 "wav2vec2.encoder.layers.0.feed_forward.intermediate_dense.weight"),
+}
+_WAV2VEC2_CONV = "wav2vec2.feature_extractor.conv_layers."
+
+
+def check_config_against_weights(config: PretrainedConfig, weights: Path) -> None:
     """Refuse, before building anything, a config whose sizes the weights do not have
     (100,000 layers, or a 2**20 x 2**20 image, would exhaust memory) or a weights file
     that is no safetensors file (e.g. a pickle renamed model.safetensors).
@@ -370,25 +405,31 @@ def check_config_against_weights(config: ViTConfig, weights: Path) -> None:
     except (SafetensorError, OSError) as err:
         raise ModelFolderError(f"{weights}: not a safetensors file ({_brief(err)}); callmood "
                                "loads no other format (a pickle could run code)") from None
-    layers = {key.split(".")[2] for key in shapes if key.startswith("vit.layers.")}
+    layer_prefix, (hidden_key, hidden_axis), mlp_key = _SIZES_IN_WEIGHTS[config.model_type]
+    layers = {key[len(layer_prefix):].split(".")[0] for key in shapes
+              if key.startswith(layer_prefix)}
     if len(layers) > MAX_LAYERS:
         raise ModelFolderError(f"{weights}: {len(layers)} layers, more than the "
                                f"{MAX_LAYERS} callmood loads")
     expected = {"layers": (config.num_hidden_layers, len(layers)),
                 "hidden_size": (config.hidden_size,
-                                shapes.get("vit.embeddings.cls_token", (0, 0, None))[-1]),
+                                shapes.get(hidden_key, (None, None, None))[hidden_axis]),
                 "intermediate_size": (config.intermediate_size,
-                                      shapes.get("vit.layers.0.mlp.fc1.weight", (None,))[0]),
+                                      shapes.get(mlp_key, (None,))[0]),
                 "labels": (config.num_labels, shapes.get("classifier.bias", (None,))[0])}
+    if config.model_type == "wav2vec2":
+        convs = {key[len(_WAV2VEC2_CONV):].split(".")[0] for key in shapes
+                 if key.startswith(_WAV2VEC2_CONV)}
+        expected["convolutions"] = (config.num_feat_extract_layers, len(convs))
     wrong = [f"{name} {reprlib.repr(said)} in {CONFIG}, {found} in the weights"
              for name, (said, found) in expected.items() if said != found]
     if not wrong:
         try:
             with torch.device("meta"):
-                skeleton = ViTForImageClassification(config)
+                skeleton = ARCHITECTURES[config.model_type][1](config)
         except Exception as err:  # a stranger's config can upset transformers in many ways
-            raise ModelFolderError(f"{weights.parent / CONFIG}: no ViT can be built from it "
-                                   f"({_brief(err)})") from None
+            raise ModelFolderError(f"{weights.parent / CONFIG}: no {config.model_type} model "
+                                   f"can be built from it ({_brief(err)})") from None
         built = {key: tuple(tensor.shape) for key, tensor in skeleton.state_dict().items()}
         wrong = [f"{key} {built.get(key, 'absent')} in {CONFIG}, "
                  f"{shapes.get(key, 'absent')} in the weights"

@@ -19,8 +19,8 @@ from callmood.signal.audio import AudioError, load_mono
 from callmood.signal.features import (
     MelConfig,
     Normalization,
+    audio_features,
     band_levels,
-    log_mel,
     speaker_profiles,
     utterance_clips,
 )
@@ -114,7 +114,7 @@ def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
     for path in files:
         try:
             waveform = load_mono(path, model.mel.sample_rate)
-            scores = inference.utterances([log_mel(waveform, model.mel)])
+            scores = inference.utterances([audio_features(waveform, model.mel)])
             probs = model.check_finite(scores.probs)[0]
         except (AudioError, ModelOutputError) as err:
             yield {"file": str(path), "error": f"{path}: {err.detail}", "error_kind": err.kind}

@@ -1,8 +1,10 @@
-"""The one log-mel implementation of callmood, used by training, evaluation and batch scoring.
+"""The one log-mel implementation of callmood, used by training, evaluation and batch scoring,
+and the framed waveform that a raw-audio encoder (wav2vec2) reads instead (`frontend`).
 
-Written with torch (torch.stft + a Slaney mel filter bank) rather than torchaudio: the
-torchaudio wheels available here are CUDA-linked and do not load with the CPU torch build.
-The values match librosa.feature.melspectrogram (tests/signal/test_features.py checks this).
+The log-mel is written with torch (torch.stft + a Slaney mel filter bank) rather than
+torchaudio: the torchaudio wheels available here are CUDA-linked and do not load with the
+CPU torch build. The values match librosa.feature.melspectrogram
+(tests/signal/test_features.py checks this).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ MEL_LIMITS = {"sample_rate": 192_000, "n_fft": 4096, "win_length": 4096, "hop_le
               "n_mels": 512, "input_frames": 4096}
 MAX_FRAMES_PER_SECOND = 1000  # a hop of at least 1 ms; predict takes a whole file's log-mel
 MAX_CLIP_SECONDS = 30.0
+LOG_MEL, WAVEFORM = "log-mel", "waveform"
 
 
 def is_finite_number(value: object) -> bool:
@@ -65,8 +68,20 @@ class MelConfig:
     # band a line left empty is not lifted to the level of speech; None: subtract the
     # whole profile
     speaker_shift_db: float | None = None
+    # what the model reads: LOG_MEL (the ViT's image, n_mels x frames), or WAVEFORM: the
+    # samples themselves in frames of hop_length (hop_length x frames), for a raw-audio
+    # encoder (wav2vec2), so that cropping, windows and the cache stay in frames; the
+    # log-mel settings and level ones then do not apply, as the encoder standardises each
+    # clip's samples instead (standardized_waveform)
+    frontend: str = LOG_MEL
 
     def __post_init__(self):
+        if self.frontend not in (LOG_MEL, WAVEFORM):
+            raise ValueError(f"frontend must be {LOG_MEL!r} or {WAVEFORM!r}, got "
+                             f"{reprlib.repr(self.frontend)}")
+        if self.frontend == WAVEFORM and (self.spectral_mean or self.speaker_mean):
+            raise ValueError("spectral_mean and speaker_mean act on mel bands: a waveform "
+                             "frontend has none")
         for name, limit in MEL_LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
@@ -101,8 +116,16 @@ class MelConfig:
             raise ValueError(f"log_floor must be > 0, got {self.log_floor}")
 
     @property
+    def rows(self) -> int:
+        """Rows of a frame: mel bands, or a waveform frame's samples."""
+        return self.hop_length if self.frontend == WAVEFORM else self.n_mels
+
+    @property
     def clip_samples(self) -> int:
-        """Samples that give exactly `input_frames` frames (centred STFT)."""
+        """Samples that give exactly `input_frames` frames (centred STFT, or whole frames of
+        the waveform)."""
+        if self.frontend == WAVEFORM:
+            return self.input_frames * self.hop_length
         return (self.input_frames - 1) * self.hop_length
 
     @property
@@ -116,6 +139,8 @@ class MelConfig:
         for applied_later in ("equalize_level", "level_floor_db", "spectral_mean",
                               "speaker_mean", "speaker_shift_db"):
             del shaping[applied_later]
+        if self.frontend == LOG_MEL:  # as before the setting existed: the cache stays valid
+            del shaping["frontend"]
         return json.dumps(shaping, sort_keys=True)
 
     @classmethod
@@ -178,6 +203,33 @@ def log_mel(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Ten
     mel = torch.matmul(fbank, power)
     out = torch.log(mel + config.log_floor)
     return out.reshape(*batch_shape, config.n_mels, out.shape[-1])
+
+
+def framed_waveform(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
+    """(..., samples) -> (..., hop_length, frames): the samples in consecutive frames of
+    hop_length, the last one completed with zeros (the WAVEFORM frontend's features)."""
+    x = torch.as_tensor(waveform, dtype=torch.float32)
+    hop = config.hop_length
+    frames = max(1, math.ceil(x.shape[-1] / hop))
+    x = torch.nn.functional.pad(x, (0, frames * hop - x.shape[-1]))
+    return x.reshape(*x.shape[:-1], frames, hop).transpose(-1, -2)
+
+
+def audio_features(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
+    """(..., samples) -> (..., rows, frames): what the model's frontend reads, the log-mel or
+    the framed waveform; cached, cropped and windowed alike."""
+    if config.frontend == WAVEFORM:
+        return framed_waveform(waveform, config)
+    return log_mel(waveform, config)
+
+
+def standardized_waveform(frames: torch.Tensor) -> torch.Tensor:
+    """(..., hop_length, frames) framed samples -> (..., samples), each clip at zero mean and
+    unit variance, as wav2vec2's feature extractor gives them (do_normalize): the gain goes,
+    as equalize_level removes it from a log-mel."""
+    x = frames.transpose(-1, -2).reshape(*frames.shape[:-2], -1)
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / torch.sqrt(x.square().mean(dim=-1, keepdim=True) + 1e-7)
 
 
 def window_starts(length: int, window: int, overlap: float, min_windows: int = 1) -> list[int]:
@@ -403,9 +455,13 @@ class Normalization:
         shifted = cls(speaker_reference=reference)
         total = count = square = 0.0
         for i, m in enumerate(mels):
-            speaker = None if speakers is None else shifted.speaker_shift(speakers[i], config)
-            t = level_relative(torch.as_tensor(m, dtype=torch.float32), config,
-                               speaker).double()
+            m = torch.as_tensor(m, dtype=torch.float32)
+            if config.frontend == WAVEFORM:
+                t = standardized_waveform(m).double()
+            else:
+                speaker = None if speakers is None else shifted.speaker_shift(speakers[i],
+                                                                              config)
+                t = level_relative(m, config, speaker).double()
             total += float(t.sum())
             square += float(t.square().sum())
             count += t.numel()
@@ -418,15 +474,18 @@ class Normalization:
 
 def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
                 speakers: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, n_mels, frames) log-mels of exactly input_frames -> model input (B, 1, n_mels, frames).
+    """(B, n_mels, frames) log-mels of exactly input_frames -> model input (B, 1, n_mels, frames);
+    with the waveform frontend, (B, hop_length, frames) framed samples -> (B, samples).
 
     The one place where features become model input, for training, evaluation and scoring.
     `speakers`: (B, n_mels, 1), each clip's speaker profile, for a config with speaker_mean
     (without them each clip is its own speaker).
     """
-    if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.n_mels:
-        raise ValueError(f"expected (B, {config.n_mels}, {config.input_frames}) log-mels, "
-                         f"got {tuple(mels.shape)}")
+    if mels.shape[-1] != config.input_frames or mels.shape[-2] != config.rows:
+        raise ValueError(f"expected (B, {config.rows}, {config.input_frames}) "
+                         f"{config.frontend} features, got {tuple(mels.shape)}")
+    if config.frontend == WAVEFORM:
+        return norm.apply(standardized_waveform(mels))
     if speakers is not None and tuple(speakers.shape) != (*mels.shape[:-1], 1):
         raise ValueError(f"expected speaker profiles of shape {(*mels.shape[:-1], 1)}, got "
                          f"{tuple(speakers.shape)}")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from callmood.signal.features import MelConfig, fit_frames, log_mel
+from callmood.signal.features import MelConfig, audio_features, fit_frames
 
 
 @dataclass(frozen=True)
@@ -240,13 +240,13 @@ def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
     """
     clip = mel.clip_samples
     if len(waveform) < clip:
-        whole = fit_frames(log_mel(waveform, mel), mel.input_frames)
+        whole = fit_frames(audio_features(waveform, mel), mel.input_frames)
         return whole.expand(len(windows), -1, -1).clone()
     clips = np.zeros((len(windows), clip), dtype=np.float32)
     for i, (start, end) in enumerate(windows):
         first = clip_start(start, end, clip, len(waveform), lookahead)
         clips[i] = waveform[first:first + clip]
-    return log_mel(clips, mel)
+    return audio_features(clips, mel)
 
 
 def clip_start(start: int, end: int, clip: int, length: int,

@@ -21,7 +21,8 @@ def bench():
 def bench_args(tmp_path: Path, **changes) -> argparse.Namespace:
     values = {"epochs": 6, "patience": 3, "trials": 3, "trial_epochs": 2, "seed": 0,
               "precision": "bf16", "limit": 0, "work": tmp_path, "cells": tmp_path / "cells",
-              "recipe": str(ROOT / "benchmarks/default_model_params.json")}
+              "recipe": str(ROOT / "benchmarks/default_model_params.json"),
+              "shared": ROOT.parent / "shared"}
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -44,22 +45,37 @@ def test_settings_digest_names_the_studies(bench, tmp_path):
         bench_args(tmp_path, trials=4))
 
 
-def test_rows_1_and_5_follow_the_recipe_file(bench, tmp_path):
+def test_rows_1_5_and_6_follow_the_recipe_file(bench, tmp_path):
     recipe = tmp_path / "recipe.json"
     recipe.write_text('{"lr": 0.0003, "epoch_size": 3000, "augment": {"channel_p": 0.5}}')
     args = bench_args(tmp_path, recipe=str(recipe))
-    alone, extra = bench.recipe_config(args, "x"), bench.recipe_config(args, "x", True)
-    assert alone.lr == extra.lr == 0.0003 and alone.augment.channel_p == 0.5
+    alone, extra, raw = (bench.recipe_config(args, row) for row in (1, 5, 6))
+    assert alone.lr == extra.lr == raw.lr == 0.0003 and alone.augment.channel_p == 0.5
+    assert (alone.backbone, raw.backbone, raw.init) == ("vit", "wav2vec2", "random:tiny")
+    assert raw.mel.frontend == "waveform" and raw.epoch_size == 0
     assert alone.epochs == 6 and alone.patience == 3  # the benchmark's budget
     # on RAVDESS alone an epoch is one pass; with the other corpora, the recipe's draw
     assert alone.epoch_size == 0 and extra.epoch_size == 3000
     assert bench.first_trial(alone)["lr"] == 0.0003
     # a kept row 1 or 5 is not reused once the recipe changes; row 2 does not depend on it
-    for row in (1, 2, 5):
+    for row in (1, 2, 3, 5):
         bench.save_cell(args, 1, row, {"metrics": {"ua": 0.5}})
+    assert bench.load_cell(args, 1, 6) is None  # wav2vec2 is not row 3's ViT
+    bench.save_cell(args, 1, 6, {"metrics": {"ua": 0.3}})
+    assert bench.load_cell(args, 1, 3) == {"metrics": {"ua": 0.5}}
     recipe.write_text('{"lr": 0.0001}')
     assert bench.load_cell(args, 1, 1) is None and bench.load_cell(args, 1, 5) is None
     assert bench.load_cell(args, 1, 2) == {"metrics": {"ua": 0.5}}
+
+
+def test_the_committed_cells_count_as_made_with_settings_added_since(bench):
+    """Settings added to training after the committed cells were made (the corpus
+    adversary, speaker normalisation, the backbone...) are off in them: rerunning the
+    benchmark with its committed settings reuses them instead of training again."""
+    args = bench_args(Path("unused"), epochs=16, patience=6, trials=0, trial_epochs=0,
+                      cells=ROOT / "benchmarks/results/ravdess_cells")
+    for row in (1, 5):
+        assert bench.load_cell(args, 1, row) is not None, row
 
 
 def test_rows_not_run_keep_their_committed_figures(bench, tmp_path):

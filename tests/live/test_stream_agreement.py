@@ -19,8 +19,11 @@ from callmood.signal.segment import VadConfig
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return str(make_model_folder(tmp_path_factory.mktemp("model")))
+def model_dirs(tmp_path_factory):
+    """frontend -> a micro model folder: the ViT's log-mel, or wav2vec2's waveform."""
+    return {frontend: str(make_model_folder(tmp_path_factory.mktemp("model"),
+                                            mel=replace(TINY_MEL, frontend=frontend)))
+            for frontend in ("log-mel", "waveform")}
 
 
 def in_order(windows, probs):
@@ -28,9 +31,12 @@ def in_order(windows, probs):
     return [tuple(windows[i]) for i in order], np.asarray(probs)[order]
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(model_dir,
+@pytest.mark.parametrize(("frontend", "seed"), [("log-mel", 0), ("log-mel", 1),
+                                              ("waveform", 0)])
+def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(model_dirs,
+                                                                                 frontend,
                                                                                  seed):
+    model_dir = model_dirs[frontend]
     path = SAMPLE_CALLS / "audio" / "call-0001.wav"  # live and nightly differed on it
     nightly = score_file(str(path), model_dir, VadConfig(), CLIP_OVERLAP, 3600, 16)
     assert nightly.error is None

@@ -121,7 +121,10 @@ def edit_json(path, change):
     ("preprocessor_config.json", lambda p: p["mel"].update(speaker_mean=True,
                                                            speaker_shift_db=10.0),
      "speaker_shift_db needs a speaker_reference of 64 values"),
-    ("config.json", lambda c: c.update(model_type="bert"), "model_type must be 'vit'"),
+    ("config.json", lambda c: c.update(model_type="bert"),
+     r"model_type must be one of \['vit', 'wav2vec2'\]"),
+    ("preprocessor_config.json", lambda p: p["mel"].update(frontend="waveform"),
+     "frontend 'waveform', but a vit model reads the log-mel frontend"),
     ("config.json", lambda c: c.update(hidden_size=32, intermediate_size=64),
      "does not describe the weights"),
 ])

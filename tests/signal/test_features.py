@@ -13,6 +13,7 @@ from callmood.signal.features import (
     PROFILE_PRIOR,
     MelConfig,
     Normalization,
+    audio_features,
     band_levels,
     fit_frames,
     level_relative,
@@ -92,6 +93,23 @@ def test_clip_samples_give_exactly_input_frames():
         assert c.clip_seconds == pytest.approx(c.clip_samples / c.sample_rate)
 
 
+def test_the_waveform_frontend_frames_the_samples_and_standardises_each_clip():
+    c = replace(CONFIGS["tiny"], frontend="waveform")
+    assert (c.rows, c.clip_samples) == (c.hop_length, c.input_frames * c.hop_length)
+    y = np.random.default_rng(0).normal(0.1, 0.3, c.clip_samples + 5).astype(np.float32)
+    frames = audio_features(y, c)  # the last frame holds 5 samples and zeros
+    assert frames.shape == (c.hop_length, c.input_frames + 1)
+    assert torch.equal(frames[:, 3], torch.from_numpy(y[3 * c.hop_length:4 * c.hop_length]))
+    clip = fit_frames(frames, c.input_frames, 0)
+    x = model_input(torch.stack([clip, 10 * clip]), c, Normalization())
+    assert x.shape == (2, c.clip_samples)
+    expected = (y[:c.clip_samples] - y[:c.clip_samples].mean()) / y[:c.clip_samples].std()
+    np.testing.assert_allclose(x[0].numpy(), expected / 2, atol=1e-4)  # (x - 0) / (2 * 1)
+    torch.testing.assert_close(x[0], x[1])  # the gain is gone
+    with pytest.raises(ValueError, match="expected .* waveform features"):
+        model_input(log_mel(y, CONFIGS["tiny"])[None, :, :c.input_frames], c, Normalization())
+
+
 def test_silence_sits_at_the_absolute_floor():
     c = CONFIGS["tiny"]
     out = log_mel(np.zeros(4000, dtype=np.float32), c)
@@ -163,6 +181,10 @@ def test_mel_config_rejects_bad_settings():
         MelConfig(input_frames=0)
     with pytest.raises(ValueError, match="unknown mel settings"):
         MelConfig.from_dict({"n_mels": 64, "window": "hamming"})
+    with pytest.raises(ValueError, match="frontend must be"):
+        MelConfig(frontend="mfcc")
+    with pytest.raises(ValueError, match="a waveform frontend has none"):
+        MelConfig(frontend="waveform", spectral_mean=True)
 
 
 def test_mel_config_key_and_round_trip():
@@ -172,6 +194,9 @@ def test_mel_config_key_and_round_trip():
         {"n_fft": 512, "win_length": 320, "hop_length": 128, "n_mels": 40, "f_min": 0.0,
          "f_max": 7600.0}).key()
     assert c.key() != CONFIGS["default"].key()
+    # the frontend setting left the log-mel cache's key as it was before it existed
+    assert "frontend" not in c.key()
+    assert replace(c, frontend="waveform").key() != c.key()
 
 
 def test_normalization_fit_and_apply():
