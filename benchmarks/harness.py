@@ -41,7 +41,8 @@ DEIT = "weights/deit-tiny-in1k"
 # them off) wherever kept settings are compared or name a checkpoint, so that a cell kept
 # before a setting existed still counts as made with it off.
 ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speaker_shift_db"),
-               ("mel", "frontend"), ("corpus_adversary",), ("affect_heads",), ("backbone",))
+               ("mel", "frontend"), ("mel", "prosody_rows"), ("corpus_adversary",),
+               ("affect_heads",), ("backbone",))
 SHARED_HELP = ("the shared data folder (default: $CALLMOOD_SHARED, else ../shared beside the "
                "repository)")
 

@@ -41,12 +41,12 @@ class InitError(ValueError):
 def vit_config(mel: MelConfig, labels: list[str], hidden: int, layers: int, heads: int,
                mlp: int, patch: int = 16, dropout: float = 0.0,
                layer_norm_eps: float = 1e-6) -> ViTConfig:
-    if mel.n_mels % patch or mel.input_frames % patch:
-        raise ValueError(f"n_mels ({mel.n_mels}) and input_frames ({mel.input_frames}) must "
-                         f"be multiples of the patch size {patch}")
+    if mel.rows % patch or mel.input_frames % patch:
+        raise ValueError(f"n_mels + prosody_rows ({mel.rows}) and input_frames "
+                         f"({mel.input_frames}) must be multiples of the patch size {patch}")
     return ViTConfig(
         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=mlp, image_size=(mel.n_mels, mel.input_frames), patch_size=patch,
+        intermediate_size=mlp, image_size=(mel.rows, mel.input_frames), patch_size=patch,
         num_channels=1, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
         layer_norm_eps=layer_norm_eps, qkv_bias=True,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},

@@ -237,6 +237,9 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
         if profiles is not None:
             speakers.append(profiles[variant][i])
     crops = torch.stack(clips)
+    if config.mel.prosody_rows:  # masks fill with the log-mel's mean: it alone is masked
+        mels, prosody = crops.split([config.mel.n_mels, config.mel.prosody_rows], dim=1)
+        return torch.cat([spec_augment(mels, augment, generator), prosody], dim=1), None
     if profiles is None:
         return spec_augment(crops, augment, generator), None
     # masked relative to the speaker, so that once model_input subtracts the profile a

@@ -205,7 +205,8 @@ def save_model_folder(path: str | Path, model: PreTrainedModel, mel: MelConfig,
     save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
     # settings newer than some readers are left out at their defaults, so that a folder
     # without speaker normalisation still loads in a server or worker not yet upgraded
-    newer, defaults = ("speaker_mean", "speaker_shift_db", "frontend"), MelConfig()
+    newer = ("speaker_mean", "speaker_shift_db", "frontend", "prosody_rows")
+    defaults = MelConfig()
     mel_values = {k: v for k, v in asdict(mel).items()
                   if not (k in newer and v == getattr(defaults, k))}
     preprocessor = {"feature_extractor_type": f"callmood-{mel.frontend}", "mel": mel_values,
@@ -339,9 +340,9 @@ def load_model_folder(path: str | Path) -> LoadedModel:
                                f"{config.model_type} model reads the {frontend} frontend")
     size = getattr(config, "image_size", None)
     if config.model_type == "vit" and (tuple(size) if isinstance(size, list | tuple)
-                                       else (size, size)) != (mel.n_mels, mel.input_frames):
+                                       else (size, size)) != (mel.rows, mel.input_frames):
         raise ModelFolderError(f"{path / CONFIG}: image_size {reprlib.repr(size)} does not "
-                               f"match the mel settings of {PREPROCESSOR} ({mel.n_mels} x "
+                               f"match the mel settings of {PREPROCESSOR} ({mel.rows} x "
                                f"{mel.input_frames})")
     check_config_against_weights(config, weights)
     warn_about_ignored(path, config_dict)

@@ -28,6 +28,7 @@ MEL_LIMITS = {"sample_rate": 192_000, "n_fft": 4096, "win_length": 4096, "hop_le
 MAX_FRAMES_PER_SECOND = 1000  # a hop of at least 1 ms; predict takes a whole file's log-mel
 MAX_CLIP_SECONDS = 30.0
 LOG_MEL, WAVEFORM = "log-mel", "waveform"
+MAX_PROSODY_ROWS = 64
 
 
 def is_finite_number(value: object) -> bool:
@@ -74,6 +75,11 @@ class MelConfig:
     # log-mel settings and level ones then do not apply, as the encoder standardises each
     # clip's samples instead (standardized_waveform)
     frontend: str = LOG_MEL
+    # rows of periodicity below the log-mel (periodicity()): how strongly each frame
+    # repeats at each candidate pitch period, so the model sees the voice's pitch contour,
+    # which the log-mel's 40-Hz bins cannot resolve; 0: none (every folder written before
+    # this setting existed)
+    prosody_rows: int = 0
 
     def __post_init__(self):
         if self.frontend not in (LOG_MEL, WAVEFORM):
@@ -82,6 +88,13 @@ class MelConfig:
         if self.frontend == WAVEFORM and (self.spectral_mean or self.speaker_mean):
             raise ValueError("spectral_mean and speaker_mean act on mel bands: a waveform "
                              "frontend has none")
+        if isinstance(self.prosody_rows, bool) or not isinstance(self.prosody_rows, int) \
+                or not 0 <= self.prosody_rows <= MAX_PROSODY_ROWS:
+            raise ValueError(f"prosody_rows must be an integer from 0 to {MAX_PROSODY_ROWS}, "
+                             f"got {reprlib.repr(self.prosody_rows)}")
+        if self.prosody_rows and (self.frontend == WAVEFORM or self.speaker_mean):
+            raise ValueError("prosody_rows go below a log-mel, without speaker_mean (its "
+                             "profiles are per mel band)")
         for name, limit in MEL_LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
@@ -117,8 +130,8 @@ class MelConfig:
 
     @property
     def rows(self) -> int:
-        """Rows of a frame: mel bands, or a waveform frame's samples."""
-        return self.hop_length if self.frontend == WAVEFORM else self.n_mels
+        """Rows of a frame: mel bands (and prosody rows), or a waveform frame's samples."""
+        return self.hop_length if self.frontend == WAVEFORM else self.n_mels + self.prosody_rows
 
     @property
     def clip_samples(self) -> int:
@@ -139,8 +152,9 @@ class MelConfig:
         for applied_later in ("equalize_level", "level_floor_db", "spectral_mean",
                               "speaker_mean", "speaker_shift_db"):
             del shaping[applied_later]
-        if self.frontend == LOG_MEL:  # as before the setting existed: the cache stays valid
-            del shaping["frontend"]
+        for newer, off in (("frontend", LOG_MEL), ("prosody_rows", 0)):
+            if shaping[newer] == off:  # as before the setting existed: the cache stays valid
+                del shaping[newer]
         return json.dumps(shaping, sort_keys=True)
 
     @classmethod
@@ -215,11 +229,51 @@ def framed_waveform(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> t
     return x.reshape(*x.shape[:-1], frames, hop).transpose(-1, -2)
 
 
+# periodicity(): the pitch range its rows span and the window each frame's is measured over
+PITCH_RANGE_HZ = (60.0, 500.0)
+PERIODICITY_WINDOW_S = 0.04  # 2.4 periods of the lowest pitch
+
+
+def periodicity(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
+    """(..., samples) -> (..., prosody_rows, frames): each frame's normalised
+    autocorrelation at periods spaced evenly in log pitch over PITCH_RANGE_HZ, the lowest
+    pitch in row 0 (as the lowest band of the log-mel).
+
+    A voiced frame gives a ridge at its pitch period (and weaker ones at its multiples);
+    noise and silence give about 0. Frames are centred as the log-mel's, so row for row
+    they line up. A gain changes nothing (normalised), and a telephone band that removes
+    the fundamental leaves the period in the harmonics. No pitch is picked, so there is no
+    octave error to make: the model reads the contour from the ridges.
+    """
+    x = torch.as_tensor(waveform, dtype=torch.float32)
+    batch_shape, n = x.shape[:-1], x.shape[-1]
+    x = x.reshape(-1, n)
+    window = int(round(PERIODICITY_WINDOW_S * config.sample_rate))
+    frames = torch.nn.functional.pad(x, (window // 2, window - window // 2)).unfold(
+        -1, window, config.hop_length)[:, :1 + n // config.hop_length]  # (B, T, window)
+    spectrum = torch.fft.rfft(frames, n=2 * window)
+    correlation = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(),
+                                  n=2 * window)[..., :window]  # sum x[t] x[t + lag]
+    energy = frames.square().cumsum(-1)
+    head = energy.flip(-1)  # sum of x[t]^2 over t < window - lag, lag = 0, 1, ...
+    tail = energy[..., -1:] - torch.nn.functional.pad(energy, (1, 0))[..., :window]
+    normalised = correlation / torch.sqrt(head * tail + 1e-12)
+    low, high = PITCH_RANGE_HZ
+    lags = config.sample_rate / np.geomspace(low, high, config.prosody_rows)
+    below = torch.as_tensor(np.floor(lags).astype(np.int64))
+    weight = torch.as_tensor(lags - np.floor(lags), dtype=torch.float32)
+    rows = normalised[..., below] * (1 - weight) + normalised[..., below + 1] * weight
+    return rows.transpose(-1, -2).reshape(*batch_shape, config.prosody_rows, -1)
+
+
 def audio_features(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
-    """(..., samples) -> (..., rows, frames): what the model's frontend reads, the log-mel or
-    the framed waveform; cached, cropped and windowed alike."""
+    """(..., samples) -> (..., rows, frames): what the model's frontend reads, the log-mel
+    (with prosody_rows of periodicity below it) or the framed waveform; cached, cropped
+    and windowed alike."""
     if config.frontend == WAVEFORM:
         return framed_waveform(waveform, config)
+    if config.prosody_rows:
+        return torch.cat([log_mel(waveform, config), periodicity(waveform, config)], dim=-2)
     return log_mel(waveform, config)
 
 
@@ -458,10 +512,10 @@ class Normalization:
             m = torch.as_tensor(m, dtype=torch.float32)
             if config.frontend == WAVEFORM:
                 t = standardized_waveform(m).double()
-            else:
+            else:  # the log-mel's statistics; prosody rows are normalised already
                 speaker = None if speakers is None else shifted.speaker_shift(speakers[i],
                                                                               config)
-                t = level_relative(m, config, speaker).double()
+                t = level_relative(m[..., :config.n_mels, :], config, speaker).double()
             total += float(t.sum())
             square += float(t.square().sum())
             count += t.numel()
@@ -474,8 +528,10 @@ class Normalization:
 
 def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
                 speakers: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, n_mels, frames) log-mels of exactly input_frames -> model input (B, 1, n_mels, frames);
-    with the waveform frontend, (B, hop_length, frames) framed samples -> (B, samples).
+    """(B, rows, frames) log-mels (and prosody rows) of exactly input_frames -> model input
+    (B, 1, rows, frames); with the waveform frontend, (B, hop_length, frames) framed
+    samples -> (B, samples). Only the log-mel rows are taken relative to the clip's level
+    and normalised: periodicity lies in [-1, 1] whatever the gain.
 
     The one place where features become model input, for training, evaluation and scoring.
     `speakers`: (B, n_mels, 1), each clip's speaker profile, for a config with speaker_mean
@@ -492,4 +548,6 @@ def model_input(mels: torch.Tensor, config: MelConfig, norm: Normalization,
     if config.speaker_mean:
         speakers = norm.speaker_shift(band_levels(mels) if speakers is None else speakers,
                                       config)
-    return norm.apply(level_relative(mels, config, speakers)).unsqueeze(1)
+    mels, prosody = mels.split([config.n_mels, config.prosody_rows], dim=-2)
+    mels = norm.apply(level_relative(mels, config, speakers))
+    return torch.cat([mels, prosody], dim=-2).unsqueeze(1)

@@ -17,13 +17,16 @@ from callmood.results.meta import CallMeta
 from callmood.signal.features import CLIP_OVERLAP
 from callmood.signal.segment import VadConfig
 
+FEATURES = {"log-mel": TINY_MEL, "waveform": replace(TINY_MEL, frontend="waveform"),
+            "prosody": replace(TINY_MEL, prosody_rows=16)}
+
 
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
-    """frontend -> a micro model folder: the ViT's log-mel, or wav2vec2's waveform."""
-    return {frontend: str(make_model_folder(tmp_path_factory.mktemp("model"),
-                                            mel=replace(TINY_MEL, frontend=frontend)))
-            for frontend in ("log-mel", "waveform")}
+    """features -> a micro model folder: the ViT's log-mel (with prosody rows), or
+    wav2vec2's waveform."""
+    return {name: str(make_model_folder(tmp_path_factory.mktemp("model"), mel=mel))
+            for name, mel in FEATURES.items()}
 
 
 def in_order(windows, probs):
@@ -31,12 +34,12 @@ def in_order(windows, probs):
     return [tuple(windows[i]) for i in order], np.asarray(probs)[order]
 
 
-@pytest.mark.parametrize(("frontend", "seed"), [("log-mel", 0), ("log-mel", 1),
-                                              ("waveform", 0)])
+@pytest.mark.parametrize(("features", "seed"), [("log-mel", 0), ("log-mel", 1),
+                                              ("waveform", 0), ("prosody", 0)])
 def test_streaming_in_random_chunks_gives_the_nightly_windows_and_probabilities(model_dirs,
-                                                                                 frontend,
+                                                                                 features,
                                                                                  seed):
-    model_dir = model_dirs[frontend]
+    model_dir = model_dirs[features]
     path = SAMPLE_CALLS / "audio" / "call-0001.wav"  # live and nightly differed on it
     nightly = score_file(str(path), model_dir, VadConfig(), CLIP_OVERLAP, 3600, 16)
     assert nightly.error is None

@@ -10,6 +10,7 @@ import torch
 
 from callmood.signal.audio import load_mono
 from callmood.signal.features import (
+    PITCH_RANGE_HZ,
     PROFILE_PRIOR,
     MelConfig,
     Normalization,
@@ -20,6 +21,7 @@ from callmood.signal.features import (
     log_mel,
     mel_filterbank,
     model_input,
+    periodicity,
     prior_profile,
     speaker_profiles,
     speech_band_mean,
@@ -110,6 +112,41 @@ def test_the_waveform_frontend_frames_the_samples_and_standardises_each_clip():
         model_input(log_mel(y, CONFIGS["tiny"])[None, :, :c.input_frames], c, Normalization())
 
 
+@pytest.mark.parametrize("f0", [90.0, 130.0, 250.0, 330.0])
+def test_prosody_rows_hold_a_ridge_at_the_pitch_period_whatever_the_gain(f0):
+    """90 and 130 Hz are the tones a pitch read from the log-mel got wrong."""
+    c = replace(CONFIGS["default"], prosody_rows=32)
+    rate = c.sample_rate
+    t = np.arange(rate) / rate
+    tone = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 8)).astype(np.float32)
+    rows = periodicity(tone, c)
+    assert rows.shape == (32, 1 + rate // c.hop_length)
+    pitches = np.geomspace(*PITCH_RANGE_HZ, 32)
+    nearest = int(np.abs(np.log(pitches / f0)).argmin())
+    middle = rows[:, 20:-20]
+    assert middle[nearest].min() > 0.9  # the ridge, on every frame
+    assert middle[nearest + 2:].max() < 0.6  # nothing above the pitch (no octave up)
+    torch.testing.assert_close(periodicity(tone * 0.01, c), rows, atol=1e-4, rtol=0)
+    noise = np.random.default_rng(0).normal(size=rate).astype(np.float32)
+    assert periodicity(noise, c)[:, 20:-20].abs().mean() < 0.05
+    assert periodicity(np.zeros(rate, np.float32), c).abs().max() == 0
+
+
+@pytest.mark.parametrize("n", [400, 16_000, 48_639])
+def test_prosody_rows_go_below_the_log_mel_frame_for_frame(n):
+    c = replace(CONFIGS["tiny"], prosody_rows=16)
+    y = np.random.default_rng(n).uniform(-0.5, 0.5, n).astype(np.float32)
+    features = audio_features(y, c)
+    assert features.shape == (c.n_mels + 16, 1 + n // c.hop_length) and c.rows == c.n_mels + 16
+    torch.testing.assert_close(features[:c.n_mels], log_mel(y, c))
+    clips = fit_frames(features, c.input_frames, 0)[None]
+    x = model_input(clips, c, Normalization(mean=-8.0, std=4.0))
+    plain = model_input(clips[:, :c.n_mels], replace(c, prosody_rows=0),
+                        Normalization(mean=-8.0, std=4.0))
+    torch.testing.assert_close(x[:, :, :c.n_mels], plain)  # the log-mel rows as without
+    torch.testing.assert_close(x[0, 0, c.n_mels:], clips[0, c.n_mels:])  # passed as they are
+
+
 def test_silence_sits_at_the_absolute_floor():
     c = CONFIGS["tiny"]
     out = log_mel(np.zeros(4000, dtype=np.float32), c)
@@ -185,6 +222,10 @@ def test_mel_config_rejects_bad_settings():
         MelConfig(frontend="mfcc")
     with pytest.raises(ValueError, match="a waveform frontend has none"):
         MelConfig(frontend="waveform", spectral_mean=True)
+    with pytest.raises(ValueError, match="prosody_rows must be an integer"):
+        MelConfig(prosody_rows=65)
+    with pytest.raises(ValueError, match="prosody_rows go below a log-mel"):
+        MelConfig(prosody_rows=16, speaker_mean=True)
 
 
 def test_mel_config_key_and_round_trip():
@@ -195,8 +236,9 @@ def test_mel_config_key_and_round_trip():
          "f_max": 7600.0}).key()
     assert c.key() != CONFIGS["default"].key()
     # the frontend setting left the log-mel cache's key as it was before it existed
-    assert "frontend" not in c.key()
+    assert "frontend" not in c.key() and "prosody_rows" not in c.key()
     assert replace(c, frontend="waveform").key() != c.key()
+    assert replace(c, prosody_rows=16).key() != c.key()
 
 
 def test_normalization_fit_and_apply():

@@ -61,6 +61,23 @@ def accuracy(model_dir, utterances) -> float:
     return float((probs.argmax(1) == targets).mean())
 
 
+def test_prosody_rows_train_through_the_recipe_into_a_folder_that_scores(ravdess_subset,
+                                                                         tiny_mel, tmp_path):
+    root = ravdess_subset([1, 2], ["happy", "sad", "angry", "fearful"], per_emotion=4)
+    utterances, _ = ravdess.scan(root)
+    mel = replace(tiny_mel, prosody_rows=16)
+    config = TrainConfig(init="random:micro", mel=mel, epochs=2, batch_size=8, workers=1,
+                         device="cpu", augment=AugmentConfig(specaug_freq=8, specaug_time=16))
+    train(Split(utterances[::2], utterances[1::2], [], "halves", True), config,
+          tmp_path / "m", label_map={})
+    model = load_model_folder(tmp_path / "m")
+    assert model.mel.prosody_rows == 16 and model.model.config.image_size == [80, 160]
+    features = extract(utterances[:3], model.mel)
+    assert features.mels["clean"][0].shape[0] == 80
+    probs = Inference.of(model).utterances(features.mels["clean"]).probs
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
 def test_tiny_model_learns_a_real_subset(ravdess_subset, tiny_mel, tmp_path):
     # 2 actors x 4 emotions x 8 takes = 64 real utterances; chance is 25 %
     root = ravdess_subset([1, 2], ["happy", "sad", "angry", "fearful"], per_emotion=8)
