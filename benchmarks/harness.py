@@ -42,7 +42,7 @@ DEIT = "weights/deit-tiny-in1k"
 # before a setting existed still counts as made with it off.
 ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speaker_shift_db"),
                ("mel", "frontend"), ("mel", "prosody_rows"), ("corpus_adversary",),
-               ("affect_heads",), ("backbone",))
+               ("affect_heads",), ("backbone",), ("val_channels",))
 SHARED_HELP = ("the shared data folder (default: $CALLMOOD_SHARED, else ../shared beside the "
                "repository)")
 
@@ -145,7 +145,7 @@ def without_added_later(config: dict) -> dict:
     from callmood.training.train import TrainConfig
 
     out = json.loads(json.dumps(config, default=str))
-    defaults = TrainConfig().to_dict()
+    defaults = json.loads(json.dumps(TrainConfig().to_dict(), default=str))
     for *parents, name in ADDED_LATER:
         holder, off = out, defaults
         for key in parents:

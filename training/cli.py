@@ -107,6 +107,10 @@ def _fail(err: Exception):
 @click.option("--specaugment/--no-specaugment", default=None,
               help="SpecAugment time/frequency masks (on by default)")
 @click.option("--mixup", type=float, help="mixup alpha, 0 turns it off")
+@click.option("--val-channels", metavar="NAME,...",
+              help="choose the best epoch on the validation speakers heard through these "
+                   "channel conditions (each utterance through one, e.g. clean,telephone,"
+                   "gsm,noise_snr10,reverb) instead of clean speech alone")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON of settings, e.g. best_params.json from `callmood tune`")
 @click.option("--out", type=click.Path(file_okay=False), help="model folder to write")
@@ -116,7 +120,8 @@ def _fail(err: Exception):
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, backbone, init, epochs, epoch_size, batch_size, lr,
           optimizer, schedule, balance, mask_absent, patience, device, precision, workers,
-          channel_p, channel_variants, specaugment, mixup, params_file, out, resume):
+          channel_p, channel_variants, specaugment, mixup, val_channels, params_file, out,
+          resume):
     """Fine-tune the spectrogram ViT (or --backbone wav2vec2) and write a model folder (best
     validation epoch).
 
@@ -141,7 +146,8 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                          "patience": patience, "device": device, "precision": precision,
                          "workers": workers, "seed": seed, "augment.channel_p": channel_p,
                          "augment.channel_variants": channel_variants,
-                         "augment.mixup_alpha": mixup}
+                         "augment.mixup_alpha": mixup,
+                         "val_channels": val_channels.split(",") if val_channels else None}
             if specaugment is False:
                 overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
             settings = RunSettings.new(

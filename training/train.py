@@ -8,6 +8,7 @@ function with a changed copy of the config and an `on_epoch` hook for pruning.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -54,11 +55,14 @@ from callmood.training.auxiliary import (
 from callmood.training.cache import (
     CLEAN,
     Features,
+    Variant,
     babble_bank,
     clean,
+    condition_variant,
     extract,
     training_channels,
 )
+from callmood.training.channel import condition_line
 from callmood.training.checkpoint import (
     Checkpoint,
     capture_random_state,
@@ -113,6 +117,12 @@ class TrainConfig:
     corpus_adversary: float = 0.0
     # weight of valence and arousal heads beside the classifier (multi-task); 0: off
     affect_heads: float = 0.0
+    # named channel conditions (training/channel.py) the validation speakers are heard
+    # through: each validation utterance through one of them, the same every epoch and run
+    # (channel_mix), so the best epoch, and an Optuna trial's score, reward reading calls'
+    # lines rather than clean speech alone; empty: clean. The unseen_* conditions are
+    # refused: they stay for testing robustness beyond the training ranges.
+    val_channels: tuple[str, ...] = ()
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native bf16 (AVX512-BF16,
@@ -137,6 +147,12 @@ class TrainConfig:
         for name in ("corpus_adversary", "affect_heads"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.val_channels = tuple(self.val_channels)
+        for name in self.val_channels:
+            condition_line(name)  # a known condition, or ValueError
+            if name.startswith("unseen_"):
+                raise ValueError(f"val_channels: {name!r} is kept for testing robustness "
+                                 "beyond the training ranges; validate on others")
         if self.mel.frontend != BACKBONES[self.backbone]:
             self.mel = replace(self.mel, frontend=BACKBONES[self.backbone])
 
@@ -348,7 +364,10 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         variants += training_channels(config.augment.channel,
                                       config.augment.channel_variants, config.seed, babble)
     train_data = extract(split.train, config.mel, variants, cache_dir, config.workers)
-    val_data = extract(split.val, config.mel, (), cache_dir, config.workers)
+    val_variants = validation_variants(split.val, config)
+    val_data = extract(split.val, config.mel,
+                       list({v.name: v for v in val_variants.values()}.values()), cache_dir,
+                       config.workers)
     if not train_data.utterances:
         raise ValueError("no usable training audio")
     failures = len(train_data.failures) + len(val_data.failures)
@@ -359,6 +378,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     allowed_all = torch.stack([has_class[c] for c in corpora]) \
         if config.mask_absent_classes else None
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
+    val_mix = channel_mix(val_data, [val_variants[name].name for name in config.val_channels])
     profiles = example_speaker_profiles(train_data) if config.mel.speaker_mean else None
     norm = Normalization.fit(train_data.mels[CLEAN], config.mel,
                              profiles[CLEAN] if profiles else None)
@@ -478,7 +498,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             seen += len(indices)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
 
-        val = _validation_metrics(val_data, val_targets, labels, inference)
+        val = _validation_metrics(val_mix, val_data.speakers(), val_targets, labels,
+                                  inference)
         train_loss = total_loss / seen
         history.append({"epoch": epoch, "train_loss": train_loss, **val,
                         "lr": optimizer.param_groups[0]["lr"],
@@ -559,11 +580,31 @@ def _known_labels(data: Features, label_id: dict[str, int]) -> Features:
                     {v: [m[i] for i in keep] for v, m in data.mels.items()}, data.failures)
 
 
-def _validation_metrics(data: Features, targets: np.ndarray, labels: list[str],
-                        inference: Inference) -> dict:
-    if not data.utterances:
+def validation_variants(utterances: list, config: TrainConfig) -> dict[str, Variant]:
+    """The clean audio (under CLEAN) and each of config.val_channels' conditions by name
+    (babble made of the validation speakers, never an utterance's own voice)."""
+    needs_babble = any(condition_line(name).noise == "babble" for name in config.val_channels)
+    babble = babble_bank(utterances, config.mel.sample_rate, config.seed) \
+        if needs_babble else None
+    return {CLEAN: clean(), **{name: condition_variant(name, babble)
+                               for name in config.val_channels}}
+
+
+def channel_mix(data: Features, variants: list[str]) -> list[torch.Tensor]:
+    """Each utterance's features through one of the named variants, picked by its path (so
+    the mix is the same every epoch and run, whatever the order); clean without any."""
+    if not variants:
+        return data.mels[CLEAN]
+    picks = [int(hashlib.sha1(u.path.encode()).hexdigest(), 16) % len(variants)
+             for u in data.utterances]
+    return [data.mels[variants[k]][i] for i, k in enumerate(picks)]
+
+
+def _validation_metrics(mels: list[torch.Tensor], speakers: list, targets: np.ndarray,
+                        labels: list[str], inference: Inference) -> dict:
+    if not mels:
         return {"val_macro_f1": 0.0, "val_ua": 0.0, "val_wa": 0.0}
-    probs = inference.utterances(data.mels[CLEAN], speakers=data.speakers()).probs
+    probs = inference.utterances(mels, speakers=speakers).probs
     m = classification_metrics(targets, probs.argmax(1), labels)
     return {"val_macro_f1": m["macro_f1"], "val_ua": m["ua"], "val_wa": m["wa"]}
 

@@ -35,9 +35,11 @@ from callmood.training.checkpoint import STATE, CheckpointError, checkpoint_dir,
 from callmood.training.corpora import ravdess
 from callmood.training.corpora.base import Utterance
 from callmood.training.corpora.registry import load_corpus
+from callmood.training.evaluate import classification_metrics
 from callmood.training.splits import Split
 from callmood.training.train import (
     TrainConfig,
+    channel_mix,
     class_loss,
     corpus_classes,
     epoch_order,
@@ -45,6 +47,7 @@ from callmood.training.train import (
     lr_factor,
     make_batch,
     train,
+    validation_variants,
 )
 
 # A micro model with no augmentation or regularisation: the point is to see it learn.
@@ -76,6 +79,37 @@ def test_prosody_rows_train_through_the_recipe_into_a_folder_that_scores(ravdess
     assert features.mels["clean"][0].shape[0] == 80
     probs = Inference.of(model).utterances(features.mels["clean"]).probs
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_best_epoch_is_chosen_on_a_fixed_channel_mix(ravdess_subset, tiny_mel,
+                                                          tmp_path):
+    with pytest.raises(ValueError, match="kept for testing robustness"):
+        TrainConfig(val_channels=["unseen_narrow"])
+    with pytest.raises(ValueError, match="unknown channel condition"):
+        TrainConfig(val_channels=["moon"])
+    root = ravdess_subset([1, 2], ["happy", "sad", "angry", "fearful"], per_emotion=4)
+    utterances, _ = ravdess.scan(root)
+    split = Split(utterances[::2], utterances[1::2], [], "halves", True)
+    config = TrainConfig(init="random:micro", mel=tiny_mel, epochs=2, batch_size=8, workers=1,
+                         device="cpu", val_channels=["clean", "telephone", "noise_snr10"])
+    assert config.val_channels == ("clean", "telephone", "noise_snr10")
+    variants = validation_variants(split.val, config)
+    names = [variants[name].name for name in config.val_channels]
+    data = extract(split.val, tiny_mel, list(variants.values()))
+    mix = channel_mix(data, names)
+    picked = [next(n for n in names if torch.equal(m, data.mels[n][i]))
+              for i, m in enumerate(mix)]
+    assert set(picked) == set(names)  # each utterance through one, every condition used
+    backwards = Features(data.utterances[::-1], {k: v[::-1] for k, v in data.mels.items()})
+    assert all(torch.equal(a, b) for a, b in zip(channel_mix(backwards, names)[::-1], mix,
+                                                  strict=True))  # by path, not by order
+
+    result = train(split, config, tmp_path / "m", label_map={})
+    model = load_model_folder(tmp_path / "m")
+    probs = Inference.of(model).utterances(mix, speakers=data.speakers()).probs
+    targets = np.array([model.labels.index(u.label) for u in data.utterances])
+    chosen = classification_metrics(targets, probs.argmax(1), model.labels)["macro_f1"]
+    assert chosen == pytest.approx(result.best_val_macro_f1)  # the mix, not clean speech
 
 
 def test_tiny_model_learns_a_real_subset(ravdess_subset, tiny_mel, tmp_path):
