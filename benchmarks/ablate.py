@@ -139,6 +139,13 @@ def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict
             "escalation_f1": report["escalation"]["f1"]}
 
 
+def model_dir(args, lever: str, changes: dict, held_out: str, seed: int) -> Path:
+    """Where the cell's training writes its model folder (named by its settings)."""
+    key = hashlib.sha1(json.dumps(comparable(settings(args, changes, held_out, seed)),
+                                  sort_keys=True).encode()).hexdigest()[:10]
+    return args.work / f"{cell_name(lever, held_out, seed)}-{key}"
+
+
 def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: dict,
              unseen: set[str]) -> dict:
     train_utts = [u for name in CORPORA if name != held_out
@@ -147,9 +154,7 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
     test = subsample(data[held_out], args.max_test, seed)
     split = make_split(train_utts + test, test_speakers=sorted({u.speaker for u in test}),
                        shared=args.shared, seed=seed)
-    key = hashlib.sha1(json.dumps(comparable(settings(args, changes, held_out, seed)),
-                                  sort_keys=True).encode()).hexdigest()[:10]
-    out = args.work / f"{cell_name(lever, held_out, seed)}-{key}"
+    out = model_dir(args, lever, changes, held_out, seed)
     started = time.time()
     if not ((out / CARD).is_file() and not has_checkpoint(out)):  # else trained already
         train(split, recipe(args, changes, seed), out, label_map=parse_mapping("calls", []),
@@ -170,6 +175,43 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
                       for h in model.card.training["history"]],
             "train_wall_s": round(trained, 1), "wall_s": round(time.time() - started, 1),
             "dev_calls": calls}
+
+
+def ensemble_members(args, members: list[str], held_out: str, seed: int,
+                     store) -> tuple[list[Path], dict] | None:
+    """The model folders of the kept levers' cells for (held_out, seed), and the ensemble
+    cell's settings (its members'); None while a member's cell is missing."""
+    dirs, wanted = [], []
+    for lever in members:
+        kept = store.load(cell_name(lever, held_out, seed))
+        if kept is None:
+            print(f"  no kept cell of {lever} for {held_out}, seed {seed}", flush=True)
+            return None
+        changes = kept["result"]["changes"]
+        dirs.append(model_dir(args, lever, changes, held_out, seed))
+        wanted.append(comparable(settings(args, changes, held_out, seed)))
+    return dirs, {"config": {}, "held_out": held_out, "members": wanted}
+
+
+def ensemble_cell(args, members: list[str], dirs: list[Path], held_out: str, seed: int,
+                  data: dict) -> dict:
+    """An ensemble of kept levers' models for (held_out, seed): their probabilities
+    averaged on the cell's held-out utterances, clean and through the line. No dev-call
+    figures: the nightly job scores one model (an ensemble reaches it distilled)."""
+    started = time.time()
+    models = [load_model_folder(d) for d in dirs]
+    test = subsample(data[held_out], args.max_test, seed)
+    clean = held_out_corpus_metrics(models, test, args.cache_dir, args.workers)
+    line = held_out_corpus_metrics(models, test, args.cache_dir, args.workers, LINE)
+    return {"lever": ensemble_name(members), "held_out": held_out, "seed": seed,
+            "changes": {"ensemble": members}, "ua": clean["ua_restricted"],
+            "macro_f1": clean["macro_f1_restricted"], "ua_line": line["ua_restricted"],
+            "neutral_recall": clean["neutral_recall"], "test_utterances": clean["n"],
+            "wall_s": round(time.time() - started, 1), "dev_calls": None}
+
+
+def ensemble_name(members: list[str]) -> str:
+    return "ensemble-" + "+".join(members)
 
 
 METRICS = {"ua": "held-out UA", "ua_line": f"held-out UA via {LINE}",
@@ -257,13 +299,29 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=harness.RESULTS,
                         help="where ablation.{json,md} and ablation_cells/ go")
+    parser.add_argument("--ensemble", metavar="LEVER,LEVER,...",
+                        help="score an ensemble of these levers' kept models (averaged "
+                             "probabilities) instead of training a lever")
     parser.add_argument("--report", action="store_true", help="only rewrite the summary")
     args = parser.parse_args()
     store = harness.CellStore(args.out / "ablation_cells")
     changes = parse_sets(args.set)
     if args.lever == "baseline" and changes:
         parser.error("the baseline changes nothing; name the lever")
-    if not args.report:
+    if args.ensemble and not args.report:
+        members = args.ensemble.split(",")
+        data = load_all(args.shared, list(HELD_OUT))
+        for held_out in args.held_out.split(","):
+            for seed in map(int, args.seeds.split(",")):
+                name = cell_name(ensemble_name(members), held_out, seed)
+                found = ensemble_members(args, members, held_out, seed, store)
+                if found is None or kept_cell(store, name, found[1]) is not None:
+                    continue
+                cell = ensemble_cell(args, members, found[0], held_out, seed, data)
+                store.save_with_settings(name, found[1], cell)
+                print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f} "
+                      f"({cell['wall_s']:.0f} s)", flush=True)
+    elif not args.report:
         if not (args.calls / "calls_truth.csv").exists():
             parser.error(f"{args.calls}: no call benchmark; run benchmarks/callbench/generate.py")
         data = load_all(args.shared, list(CORPORA))

@@ -236,12 +236,19 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
 def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: int = 2,
                             channel: str = "clean") -> dict:
     """A model's figures on one corpus's held-out utterances (those with a label the model
-    knows) heard through `channel`; see corpus_figures."""
-    known = [u for u in utterances if u.label in model.labels]
-    scored = score_utterances(model, known, channel=channel, workers=workers,
-                              cache_dir=cache_dir)
-    return corpus_figures(scored.targets, scored.probs, model.labels) | {
-        "not_scored_labels": sorted({u.label for u in utterances} - set(model.labels))}
+    knows) heard through `channel`; see corpus_figures. `model` may be a list of models
+    with the same labels: an ensemble, whose members' probabilities are averaged."""
+    members = model if isinstance(model, list) else [model]
+    labels = members[0].labels
+    if any(m.labels != labels for m in members):
+        raise ValueError(f"an ensemble's members must have the same labels, got "
+                         f"{[m.labels for m in members]}")
+    known = [u for u in utterances if u.label in labels]
+    scored = [score_utterances(m, known, channel=channel, workers=workers,
+                               cache_dir=cache_dir) for m in members]
+    probs = np.mean([s.probs for s in scored], axis=0)
+    return corpus_figures(scored[0].targets, probs, labels) | {
+        "not_scored_labels": sorted({u.label for u in utterances} - set(labels))}
 
 
 def corpus_figures(targets: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:

@@ -89,10 +89,12 @@ def test_a_cell_kept_before_a_setting_existed_counts_as_made_with_it_off(ablate,
                                            "augment": {"gain_db": [-20.0, 20.0]}}}
     store.save_with_settings("baseline-emodb-s0", old, {"ua": 0.4})
     now = {"held_out": "emodb", "config": {"lr": 1e-4, "affect_heads": 0.0,
-                                           "corpus_adversary": 0.0,
+                                           "corpus_adversary": 0.0, "backbone": "vit",
+                                           "val_channels": (),
                                            "mel": {"n_mels": 128, "speaker_mean": False,
                                                    "speaker_shift_db": None,
-                                                   "spectral_mean": False},
+                                                   "spectral_mean": False,
+                                                   "frontend": "log-mel", "prosody_rows": 0},
                                            "augment": {"gain_db": (-20.0, 20.0)}}}
     assert ablate.kept_cell(store, "baseline-emodb-s0", now) == {"ua": 0.4}
     on = {**now, "config": {**now["config"], "affect_heads": 0.5}}
@@ -100,3 +102,23 @@ def test_a_cell_kept_before_a_setting_existed_counts_as_made_with_it_off(ablate,
     changed = {**now, "config": {**now["config"], "lr": 2e-4}}
     assert ablate.kept_cell(store, "baseline-emodb-s0", changed) is None
     assert ablate.comparable(now) == ablate.comparable(old)  # names one checkpoint too
+
+
+def test_an_ensemble_is_made_of_the_kept_cells_models(ablate, tmp_path):
+    """Its members' model folders are those their trainings wrote (named by their
+    settings), and it waits for every member's cell."""
+    args = ablate.argparse.Namespace(shared=tmp_path, epochs=4, epoch_size=800,
+                                     precision="bf16", device="auto", max_per_corpus=800,
+                                     max_test=400, dev_calls=30, work=tmp_path / "work")
+    store = ablate.harness.CellStore(tmp_path / "cells")
+    changes = {"baseline": {}, "channel-share-40": {"augment.channel_p": 0.4}}
+    store.save_with_settings("baseline-emodb-s0", {}, {"changes": {}})
+    assert ablate.ensemble_members(args, list(changes), "emodb", 0, store) is None
+    store.save_with_settings("channel-share-40-emodb-s0", {},
+                             {"changes": changes["channel-share-40"]})
+    dirs, settings = ablate.ensemble_members(args, list(changes), "emodb", 0, store)
+    assert dirs == [ablate.model_dir(args, lever, change, "emodb", 0)
+                    for lever, change in changes.items()]
+    assert dirs[0] != dirs[1] and dirs[0].name.startswith("baseline-emodb-s0-")
+    assert [m["config"]["augment"]["channel_p"] for m in settings["members"]] == [0.8, 0.4]
+    assert ablate.ensemble_name(list(changes)) == "ensemble-baseline+channel-share-40"

@@ -32,6 +32,30 @@ def test_restricted_figures_only_choose_among_the_corpus_classes(tiny_model_dir,
     assert figures["ua_restricted"] == pytest.approx(np.mean(recalls))
 
 
+def test_an_ensemble_averages_its_members_probabilities(tmp_path, write_wav, tiny_mel):
+    from batch_fixtures import make_model_folder
+
+    from callmood.training.evaluate import score_utterances
+
+    members = [load_model_folder(make_model_folder(tmp_path / str(seed), seed=seed,
+                                                   mel=tiny_mel)) for seed in (0, 1)]
+    utterances = [Utterance(str(write_wav(f"{i}.wav", 1.0, freq=150 + 90 * i)), label,
+                            f"c:{i % 3}", "c")
+                  for i, label in enumerate(["happy", "angry", "sad"] * 4)]
+    both = held_out_corpus_metrics(members, utterances, workers=1)
+    probs = np.mean([score_utterances(m, utterances, workers=1).probs for m in members], 0)
+    targets = [members[0].labels.index(u.label) for u in utterances]
+    expected = corpus_figures(np.array(targets), probs, members[0].labels)
+    assert both["ua_restricted"] == pytest.approx(expected["ua_restricted"])
+    assert both["confusion_restricted"] == expected["confusion_restricted"]
+    alone = [held_out_corpus_metrics(m, utterances, workers=1)["confusion_restricted"]
+             for m in members]
+    assert both["confusion_restricted"] not in alone  # the average is neither member
+    members[1].card.labels = members[1].labels[::-1]
+    with pytest.raises(ValueError, match="same labels"):
+        held_out_corpus_metrics(members, utterances, workers=1)
+
+
 def test_open_figures_count_a_class_the_corpus_lacks_restricted_ones_do_not():
     labels = ["neutral", "happy", "sad", "angry"]
     targets = np.array([1, 1, 3, 3])  # happy, happy, angry, angry
