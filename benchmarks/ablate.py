@@ -187,10 +187,24 @@ def ensemble_members(args, members: list[str], held_out: str, seed: int,
         if kept is None:
             print(f"  no kept cell of {lever} for {held_out}, seed {seed}", flush=True)
             return None
-        changes = kept["result"]["changes"]
-        dirs.append(model_dir(args, lever, changes, held_out, seed))
-        wanted.append(comparable(settings(args, changes, held_out, seed)))
+        dirs.append(trained_model(args, lever, held_out, seed, kept["settings"]))
+        wanted.append(comparable(kept["settings"]))
     return dirs, {"config": {}, "held_out": held_out, "members": wanted}
+
+
+def trained_model(args, lever: str, held_out: str, seed: int, kept: dict) -> Path:
+    """The model folder a kept cell was scored with: the one under --work whose training
+    settings are the cell's (a cell kept by older code may name its folder otherwise)."""
+    wanted = harness.without_added_later(kept["config"])
+    for folder in sorted(args.work.glob(f"{cell_name(lever, held_out, seed)}-*")):
+        if not (folder / CARD).is_file():
+            continue
+        config = json.loads((folder / CARD).read_text())["training"]["config"]
+        config["init"] = Path(config["init"]).name
+        if harness.without_added_later(config) == wanted:
+            return folder
+    raise SystemExit(f"no model folder of {cell_name(lever, held_out, seed)} under {args.work} "
+                     "was trained with its kept settings")
 
 
 def ensemble_cell(args, members: list[str], dirs: list[Path], held_out: str, seed: int,

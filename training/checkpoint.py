@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,11 +125,18 @@ def read_run(out_dir: str | Path) -> dict:
         raise CheckpointError(f"{path}: unreadable checkpoint ({err})") from None
 
 
-def load_checkpoint(out_dir: str | Path, run: dict) -> Checkpoint:
-    """The checkpoint in out_dir; refused if it was made with other settings than `run`."""
+def load_checkpoint(out_dir: str | Path, run: dict,
+                    current: Callable[[dict], dict] = lambda config: config) -> Checkpoint:
+    """The checkpoint in out_dir; refused if it was made with other settings than `run`.
+    `current` turns the saved settings into the present format (a setting added since a
+    checkpoint was made is at its default there), or raises ValueError."""
     folder = checkpoint_dir(out_dir)
     saved_run = read_run(out_dir)
-    if saved_run.get("config") != run.get("config"):
+    try:
+        saved = current(saved_run.get("config") or {})
+    except ValueError as err:
+        raise CheckpointError(f"{folder}: unusable training settings ({err})") from None
+    if saved != run.get("config"):
         raise CheckpointError(f"{folder}: the checkpoint was made with other training "
                               "settings; resume with the same ones or start a new --out")
     state = json.loads((folder / STATE).read_text())

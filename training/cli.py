@@ -147,7 +147,7 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                          "workers": workers, "seed": seed, "augment.channel_p": channel_p,
                          "augment.channel_variants": channel_variants,
                          "augment.mixup_alpha": mixup,
-                         "val_channels": val_channels.split(",") if val_channels else None}
+                         "val_channels": val_channels}
             if specaugment is False:
                 overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
             settings = RunSettings.new(

@@ -147,7 +147,9 @@ class TrainConfig:
         for name in ("corpus_adversary", "affect_heads"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        self.val_channels = tuple(self.val_channels)
+        if isinstance(self.val_channels, str):  # "clean, telephone" from a command line
+            self.val_channels = self.val_channels.split(",")
+        self.val_channels = tuple(name.strip() for name in self.val_channels)
         for name in self.val_channels:
             condition_line(name)  # a known condition, or ValueError
             if name.startswith("unseen_"):
@@ -358,6 +360,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     # --- data: cached log-mels, label ids, normalisation from the training set
     labels = ordered_labels({u.label for u in split.train})
     label_id = {label: i for i, label in enumerate(labels)}
+    # the model first: settings it refuses (an init, a shape) fail before any extraction
+    model = build_model(config.mel, labels, config.init, config.dropout).to(device)
     variants = [clean()]
     if config.augment.channel_p > 0:
         babble = babble_bank(split.train, config.mel.sample_rate, config.seed)
@@ -385,8 +389,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
 
     corpus_names, corpus_ids = np.unique(corpora, return_inverse=True)
 
-    # --- model (and the auxiliary heads trained beside it), optimiser, schedule
-    model = build_model(config.mel, labels, config.init, config.dropout).to(device)
+    # --- the auxiliary heads trained beside the model, optimiser, schedule
     auxiliary = torch.nn.ModuleDict()
     if config.corpus_adversary > 0:
         if len(corpus_names) < 2:
@@ -426,7 +429,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     history, best_f1, best_epoch, best_state, step, first_epoch = [], -1.0, 0, None, 0, 1
     run = {"config": json.loads(json.dumps(config.to_dict())), **(invocation or {})}
     if resume:
-        point = load_checkpoint(out_dir, run)
+        point = load_checkpoint(out_dir, run, lambda saved: json.loads(json.dumps(
+            TrainConfig().with_overrides(saved).to_dict())))
         model.load_state_dict(point.model)
         auxiliary.load_state_dict(point.auxiliary)
         optimizer.load_state_dict(point.optimizer)

@@ -65,6 +65,9 @@ MAX_WEIGHTS_BYTES = 2 << 30
 MAX_LABELS = 1000
 MAX_LAYERS = 64
 MAX_NAME_LENGTH = 200  # the name goes into every scored row
+# wav2vec2 frames of one clip: a convolution stack that hardly shortens the audio would make
+# attention over tens of thousands of frames (wav2vec2-base's gives 151 for 3 s)
+MAX_ENCODER_FRAMES = 1024
 
 # config.json's model_type -> the config and model classes, and the frontend it reads
 ARCHITECTURES = {"vit": (ViTConfig, ViTForImageClassification, LOG_MEL),
@@ -344,6 +347,8 @@ def load_model_folder(path: str | Path) -> LoadedModel:
         raise ModelFolderError(f"{path / CONFIG}: image_size {reprlib.repr(size)} does not "
                                f"match the mel settings of {PREPROCESSOR} ({mel.rows} x "
                                f"{mel.input_frames})")
+    if config.model_type == "wav2vec2":
+        check_encoder_frames(path / CONFIG, config, mel)
     check_config_against_weights(config, weights)
     warn_about_ignored(path, config_dict)
     model = model_class(config)
@@ -360,6 +365,23 @@ def load_model_folder(path: str | Path) -> LoadedModel:
                                f"tensor(s): {_brief(', '.join(broken))}")
     model.eval()
     return LoadedModel(model, mel, norm, card, version)
+
+
+def check_encoder_frames(path: Path, config: Wav2Vec2Config, mel: MelConfig) -> None:
+    """Refuse a wav2vec2 whose convolutions leave a clip more than MAX_ENCODER_FRAMES
+    frames (or none): the strides are in no weight's shape, so only this bounds them."""
+    frames = mel.clip_samples
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        if not (isinstance(kernel, int) and isinstance(stride, int) and kernel >= 1
+                and stride >= 1):
+            raise ModelFolderError(f"{path}: conv_kernel and conv_stride must be positive "
+                                   f"integers, got {reprlib.repr(config.conv_kernel)} and "
+                                   f"{reprlib.repr(config.conv_stride)}")
+        frames = (frames - kernel) // stride + 1
+    if not 1 <= frames <= MAX_ENCODER_FRAMES:
+        raise ModelFolderError(f"{path}: its convolutions make {frames} frames of a "
+                               f"{mel.clip_seconds:.2f}-s clip; callmood loads 1 to "
+                               f"{MAX_ENCODER_FRAMES}")
 
 
 class IgnoredModelFiles(UserWarning):

@@ -155,6 +155,9 @@ class MelConfig:
         for newer, off in (("frontend", LOG_MEL), ("prosody_rows", 0)):
             if shaping[newer] == off:  # as before the setting existed: the cache stays valid
                 del shaping[newer]
+        if self.prosody_rows:
+            shaping["periodicity"] = {"pitch_range_hz": PITCH_RANGE_HZ,
+                                      "window_s": PERIODICITY_WINDOW_S}
         return json.dumps(shaping, sort_keys=True)
 
     @classmethod
@@ -232,15 +235,18 @@ def framed_waveform(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> t
 # periodicity(): the pitch range its rows span and the window each frame's is measured over
 PITCH_RANGE_HZ = (60.0, 500.0)
 PERIODICITY_WINDOW_S = 0.04  # 2.4 periods of the lowest pitch
+_PERIODICITY_MIN_SHARE = 1e-3  # of a frame's energy that a lag's overlap must hold
+_PERIODICITY_CHUNK = 1 << 21  # samples of frames computed at once (8 MB a buffer)
 
 
 def periodicity(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
     """(..., samples) -> (..., prosody_rows, frames): each frame's normalised
     autocorrelation at periods spaced evenly in log pitch over PITCH_RANGE_HZ, the lowest
-    pitch in row 0 (as the lowest band of the log-mel).
+    pitch in row 0 (as the lowest band of the log-mel), within [-1, 1].
 
-    A voiced frame gives a ridge at its pitch period (and weaker ones at its multiples);
-    noise and silence give about 0. Frames are centred as the log-mel's, so row for row
+    A voiced frame gives a ridge at its pitch period and ridges as strong at its
+    multiples (lower rows); nothing above its pitch: the highest strong ridge is the pitch.
+    Noise and silence give about 0. Frames are centred as the log-mel's, so row for row
     they line up. A gain changes nothing (normalised), and a telephone band that removes
     the fundamental leaves the period in the harmonics. No pitch is picked, so there is no
     octave error to make: the model reads the contour from the ridges.
@@ -248,22 +254,35 @@ def periodicity(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch
     x = torch.as_tensor(waveform, dtype=torch.float32)
     batch_shape, n = x.shape[:-1], x.shape[-1]
     x = x.reshape(-1, n)
-    window = int(round(PERIODICITY_WINDOW_S * config.sample_rate))
-    frames = torch.nn.functional.pad(x, (window // 2, window - window // 2)).unfold(
-        -1, window, config.hop_length)[:, :1 + n // config.hop_length]  # (B, T, window)
-    spectrum = torch.fft.rfft(frames, n=2 * window)
-    correlation = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(),
-                                  n=2 * window)[..., :window]  # sum x[t] x[t + lag]
-    energy = frames.square().cumsum(-1)
-    head = energy.flip(-1)  # sum of x[t]^2 over t < window - lag, lag = 0, 1, ...
-    tail = energy[..., -1:] - torch.nn.functional.pad(energy, (1, 0))[..., :window]
-    normalised = correlation / torch.sqrt(head * tail + 1e-12)
+    hop, window = config.hop_length, int(round(PERIODICITY_WINDOW_S * config.sample_rate))
+    padded = torch.nn.functional.pad(x, (window // 2, window - window // 2))
+    count = 1 + n // hop
     low, high = PITCH_RANGE_HZ
     lags = config.sample_rate / np.geomspace(low, high, config.prosody_rows)
     below = torch.as_tensor(np.floor(lags).astype(np.int64))
     weight = torch.as_tensor(lags - np.floor(lags), dtype=torch.float32)
-    rows = normalised[..., below] * (1 - weight) + normalised[..., below + 1] * weight
-    return rows.transpose(-1, -2).reshape(*batch_shape, config.prosody_rows, -1)
+    out = torch.empty(x.shape[0], config.prosody_rows, count)
+    step = max(1, _PERIODICITY_CHUNK // window)  # frames at a time: bounded memory
+    for first in range(0, count, step):
+        last = min(count, first + step)
+        frames = padded[:, first * hop:(last - 1) * hop + window].unfold(-1, window, hop)
+        spectrum = torch.fft.rfft(frames, n=2 * window)
+        correlation = torch.fft.irfft(spectrum.real.square() + spectrum.imag.square(),
+                                      n=2 * window)[..., :window]  # sum x[t] x[t + lag]
+        # shares of the frame's energy, so that a quiet frame does not underflow
+        energy = frames.square().cumsum(-1)
+        total = energy[..., -1:].clamp_min(torch.finfo(torch.float32).tiny)
+        energy = energy / total
+        head = energy.flip(-1)  # share of x[t]^2 over t < window - lag, lag = 0, 1, ...
+        tail = 1.0 - torch.nn.functional.pad(energy, (1, 0))[..., :window]
+        # a lag whose overlap holds almost none of the frame's energy (an onset next to
+        # silence) has no period to measure, only rounding error to divide
+        enough = torch.minimum(head, tail) > _PERIODICITY_MIN_SHARE
+        normalised = torch.where(enough, correlation / total / torch.sqrt(
+            (head * tail).clamp_min(_PERIODICITY_MIN_SHARE ** 2)), 0.0).clamp(-1.0, 1.0)
+        rows = normalised[..., below] * (1 - weight) + normalised[..., below + 1] * weight
+        out[:, :, first:last] = rows.transpose(-1, -2)
+    return out.reshape(*batch_shape, config.prosody_rows, count)
 
 
 def audio_features(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:

@@ -105,20 +105,29 @@ def test_a_cell_kept_before_a_setting_existed_counts_as_made_with_it_off(ablate,
 
 
 def test_an_ensemble_is_made_of_the_kept_cells_models(ablate, tmp_path):
-    """Its members' model folders are those their trainings wrote (named by their
-    settings), and it waits for every member's cell."""
+    """Its members are the model folders trained with their kept cells' settings, found
+    by those settings (a folder of other settings is passed over), and it waits for every
+    member's cell."""
     args = ablate.argparse.Namespace(shared=tmp_path, epochs=4, epoch_size=800,
                                      precision="bf16", device="auto", max_per_corpus=800,
                                      max_test=400, dev_calls=30, work=tmp_path / "work")
     store = ablate.harness.CellStore(tmp_path / "cells")
     changes = {"baseline": {}, "channel-share-40": {"augment.channel_p": 0.4}}
-    store.save_with_settings("baseline-emodb-s0", {}, {"changes": {}})
+    wanted = {lever: ablate.settings(args, change, "emodb", 0)
+              for lever, change in changes.items()}
+    for lever, folder in (("baseline", "old-key"), ("baseline", "other"),
+                          ("channel-share-40", "x")):
+        trained = args.work / f"{lever}-emodb-s0-{folder}"
+        trained.mkdir(parents=True)
+        config = {**wanted[lever]["config"], "init": "/somewhere/deit-tiny-in1k",
+                  "lr": 1.0 if folder == "other" else wanted[lever]["config"]["lr"]}
+        (trained / "callmood.json").write_text(ablate.json.dumps({"training": {
+            "config": config}}))
+    store.save_with_settings("baseline-emodb-s0", wanted["baseline"], {"changes": {}})
     assert ablate.ensemble_members(args, list(changes), "emodb", 0, store) is None
-    store.save_with_settings("channel-share-40-emodb-s0", {},
+    store.save_with_settings("channel-share-40-emodb-s0", wanted["channel-share-40"],
                              {"changes": changes["channel-share-40"]})
     dirs, settings = ablate.ensemble_members(args, list(changes), "emodb", 0, store)
-    assert dirs == [ablate.model_dir(args, lever, change, "emodb", 0)
-                    for lever, change in changes.items()]
-    assert dirs[0] != dirs[1] and dirs[0].name.startswith("baseline-emodb-s0-")
+    assert [d.name for d in dirs] == ["baseline-emodb-s0-old-key", "channel-share-40-emodb-s0-x"]
     assert [m["config"]["augment"]["channel_p"] for m in settings["members"]] == [0.8, 0.4]
     assert ablate.ensemble_name(list(changes)) == "ensemble-baseline+channel-share-40"

@@ -270,6 +270,13 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
     with pytest.raises(CheckpointError, match="other training settings"):
         train(split, replace(config, lr=0.5), tmp_path / "stopped", label_map={},
               resume=True)
+    # made before settings that are off here existed: it still resumes
+    state = tmp_path / "stopped" / "checkpoint" / STATE
+    saved = json.loads(state.read_text())
+    for key in ("backbone", "val_channels", "affect_heads"):
+        del saved["run"]["config"][key]
+    del saved["run"]["config"]["mel"]["prosody_rows"]
+    state.write_text(json.dumps(saved))
     resumed = train(split, config, tmp_path / "stopped", label_map={}, resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == whole.history

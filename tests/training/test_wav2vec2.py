@@ -148,6 +148,8 @@ def edit_json(path, change):
      "does not describe the weights"),
     ("config.json", lambda c: c.update(num_hidden_layers=100_000),
      "layers 100000 in config.json, 2 in the weights"),
+    ("config.json", lambda c: c.update(conv_stride=[1] * 7, num_attention_heads=32),
+     "its convolutions make 25581 frames of a 1.60-s clip; callmood loads 1 to 1024"),
 ])
 def test_inconsistent_wav2vec2_folders_are_refused(tmp_path, wav2vec2_folder, file, change,
                                                     message):
