@@ -101,6 +101,7 @@ def kept_cell(store, name: str, wanted: dict) -> dict | None:
 def settings(args, changes: dict, held_out: str, seed: int) -> dict:
     config = recipe(args, changes, seed).to_dict()
     config["init"] = Path(config["init"]).name
+    config["teachers"] = [Path(t).name for t in config["teachers"]]  # named by their cells
     return {"held_out": held_out, "config": config, "max_per_corpus": args.max_per_corpus,
             "max_test": args.max_test, "dev_calls": args.dev_calls, "line": LINE}
 
@@ -316,6 +317,9 @@ def main() -> None:
     parser.add_argument("--ensemble", metavar="LEVER,LEVER,...",
                         help="score an ensemble of these levers' kept models (averaged "
                              "probabilities) instead of training a lever")
+    parser.add_argument("--teachers", metavar="LEVER,LEVER,...",
+                        help="distil these levers' kept models of each cell (their averaged "
+                             "probabilities as soft targets, teacher_weight) into the lever")
     parser.add_argument("--report", action="store_true", help="only rewrite the summary")
     args = parser.parse_args()
     store = harness.CellStore(args.out / "ablation_cells")
@@ -340,15 +344,23 @@ def main() -> None:
             parser.error(f"{args.calls}: no call benchmark; run benchmarks/callbench/generate.py")
         data = load_all(args.shared, list(CORPORA))
         unseen = set(held_out_speakers(default_model_dir()))
+        teachers = args.teachers.split(",") if args.teachers else []
         for held_out in args.held_out.split(","):
             for seed in map(int, args.seeds.split(",")):
                 name = cell_name(args.lever, held_out, seed)
-                wanted = settings(args, changes, held_out, seed)
+                mine = changes
+                if teachers:  # the teachers' models of this cell
+                    found = ensemble_members(args, teachers, held_out, seed, store)
+                    if found is None:
+                        continue
+                    mine = {**changes, "teachers": [str(d) for d in found[0]]}
+                wanted = settings(args, mine, held_out, seed)
                 if kept_cell(store, name, wanted) is not None:
                     print(f"{name}: kept", flush=True)
                     continue
                 print(f"{name}: training", flush=True)
-                cell = run_cell(args, args.lever, changes, held_out, seed, data, unseen)
+                cell = run_cell(args, args.lever, mine, held_out, seed, data, unseen)
+                cell["changes"] = {**changes, **({"teachers": teachers} if teachers else {})}
                 store.save_with_settings(name, wanted, cell)
                 print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f}, dev "
                       f"calls {cell['dev_calls']} ({cell['wall_s']:.0f} s)", flush=True)

@@ -42,7 +42,8 @@ DEIT = "weights/deit-tiny-in1k"
 # before a setting existed still counts as made with it off.
 ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speaker_shift_db"),
                ("mel", "frontend"), ("mel", "prosody_rows"), ("corpus_adversary",),
-               ("affect_heads",), ("backbone",), ("val_channels",))
+               ("affect_heads",), ("backbone",), ("val_channels",), ("teachers",),
+               ("teacher_weight",))
 SHARED_HELP = ("the shared data folder (default: $CALLMOOD_SHARED, else ../shared beside the "
                "repository)")
 

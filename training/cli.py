@@ -111,6 +111,12 @@ def _fail(err: Exception):
               help="choose the best epoch on the validation speakers heard through these "
                    "channel conditions (each utterance through one, e.g. clean,telephone,"
                    "gsm,noise_snr10,reverb) instead of clean speech alone")
+@click.option("--teacher", "teachers", multiple=True, metavar="MODEL",
+              help="a model folder whose probabilities on each training utterance's clean "
+                   "audio join its label as a soft target (repeatable: an ensemble, "
+                   "averaged, distilled into this model)")
+@click.option("--teacher-weight", type=float,
+              help="the teachers' share of each example's target (default 0.5)")
 @click.option("--params", "params_file", type=click.Path(exists=True, dir_okay=False),
               help="JSON of settings, e.g. best_params.json from `callmood tune`")
 @click.option("--out", type=click.Path(file_okay=False), help="model folder to write")
@@ -120,8 +126,8 @@ def _fail(err: Exception):
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, backbone, init, epochs, epoch_size, batch_size, lr,
           optimizer, schedule, balance, mask_absent, patience, device, precision, workers,
-          channel_p, channel_variants, specaugment, mixup, val_channels, params_file, out,
-          resume):
+          channel_p, channel_variants, specaugment, mixup, val_channels, teachers,
+          teacher_weight, params_file, out, resume):
     """Fine-tune the spectrogram ViT (or --backbone wav2vec2) and write a model folder (best
     validation epoch).
 
@@ -147,7 +153,8 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                          "workers": workers, "seed": seed, "augment.channel_p": channel_p,
                          "augment.channel_variants": channel_variants,
                          "augment.mixup_alpha": mixup,
-                         "val_channels": val_channels}
+                         "val_channels": val_channels, "teachers": teachers or None,
+                         "teacher_weight": teacher_weight}
             if specaugment is False:
                 overrides.update({"augment.specaug_freq": 0, "augment.specaug_time": 0})
             settings = RunSettings.new(

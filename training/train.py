@@ -32,7 +32,7 @@ from callmood.model.calibration import (
     fit_temperature,
     softmax,
 )
-from callmood.model.folder import ModelCard, save_model_folder
+from callmood.model.folder import ModelCard, load_model_folder, save_model_folder
 from callmood.model.predict import Inference
 from callmood.progress import progress
 from callmood.signal.features import (
@@ -117,6 +117,12 @@ class TrainConfig:
     corpus_adversary: float = 0.0
     # weight of valence and arousal heads beside the classifier (multi-task); 0: off
     affect_heads: float = 0.0
+    # model folders whose probabilities, averaged, on each training utterance's clean audio
+    # are soft targets beside its label: an ensemble distilled into this one model (the
+    # product stays one fast ViT), every simulated line taught what the teachers read on
+    # clean speech; empty: none
+    teachers: tuple[str, ...] = ()
+    teacher_weight: float = 0.5  # the teachers' share of each example's target
     # named channel conditions (training/channel.py) the validation speakers are heard
     # through: each validation utterance through one of them, the same every epoch and run
     # (channel_mix), so the best epoch, and an Optuna trial's score, reward reading calls'
@@ -147,6 +153,9 @@ class TrainConfig:
         for name in ("corpus_adversary", "affect_heads"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        self.teachers = tuple(self.teachers)
+        if not 0 <= self.teacher_weight <= 1:
+            raise ValueError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
         if isinstance(self.val_channels, str):  # "clean, telephone" from a command line
             self.val_channels = self.val_channels.split(",")
         self.val_channels = tuple(name.strip() for name in self.val_channels)
@@ -383,6 +392,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if config.mask_absent_classes else None
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
     val_mix = channel_mix(val_data, [val_variants[name].name for name in config.val_channels])
+    taught = teacher_targets(config.teachers, train_data.utterances, labels, cache_dir,
+                             config.workers) if config.teachers else None
     profiles = example_speaker_profiles(train_data) if config.mel.speaker_mean else None
     norm = Normalization.fit(train_data.mels[CLEAN], config.mel,
                              profiles[CLEAN] if profiles else None)
@@ -463,6 +474,11 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             y = torch.nn.functional.one_hot(torch.as_tensor(targets[indices]),
                                             len(labels)).float().to(device)
             allowed = allowed_all[indices].to(device) if allowed_all is not None else None
+            if taught is not None:  # within the classes the example's corpus has
+                soft = taught[indices].to(device)
+                soft = soft * allowed if allowed is not None else soft
+                soft = soft / soft.sum(dim=1, keepdim=True).clamp_min(1e-12)
+                y = (1 - config.teacher_weight) * y + config.teacher_weight * soft
             corpus = torch.nn.functional.one_hot(torch.as_tensor(corpus_ids[indices]),
                                                  len(corpus_names)).float().to(device)
             if beta is not None:
@@ -558,6 +574,28 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     save_model_folder(out_dir, model.cpu(), config.mel, norm, card)
     shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
     return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
+
+
+def teacher_targets(folders: tuple[str, ...], utterances: list, labels: list[str],
+                    cache_dir, workers: int) -> torch.Tensor:
+    """(utterances, labels): the teachers' calibrated probabilities of each utterance's
+    clean audio, averaged; each teacher reads its own features (its mel settings,
+    speaker profiles over the utterances of each speaker)."""
+    total = torch.zeros(len(utterances), len(labels))
+    for folder in folders:
+        teacher = load_model_folder(folder)
+        missing = sorted(set(labels) - set(teacher.labels))
+        if missing:
+            raise ValueError(f"teacher {folder} lacks the labels {missing}")
+        data = extract(utterances, teacher.mel, (), cache_dir, workers)
+        if len(data.utterances) != len(utterances):
+            raise ValueError(f"teacher {folder}: {len(data.failures)} training utterances "
+                             "are unreadable for its features")
+        probs = Inference.of(teacher).utterances(data.mels[CLEAN],
+                                                 speakers=data.speakers()).probs
+        total += torch.as_tensor(probs[:, [teacher.labels.index(x) for x in labels]],
+                                 dtype=torch.float32)
+    return total / len(folders)
 
 
 def calibrate(inference: Inference, val_data: Features, val_targets: np.ndarray) -> dict:

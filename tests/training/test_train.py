@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import StopTraining, stop_after
 from processes import kill_once_workers_run, still_alive_after
+from safetensors.torch import load_file, save_file
 
 from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
@@ -110,6 +111,39 @@ def test_the_best_epoch_is_chosen_on_a_fixed_channel_mix(ravdess_subset, tiny_me
     targets = np.array([model.labels.index(u.label) for u in data.utterances])
     chosen = classification_metrics(targets, probs.argmax(1), model.labels)["macro_f1"]
     assert chosen == pytest.approx(result.best_val_macro_f1)  # the mix, not clean speech
+
+
+def test_a_student_learns_its_teachers_reading_instead_of_the_labels(ravdess_subset,
+                                                                     tiny_mel, tmp_path):
+    """With teacher_weight 1 the labels do not count: taught by a teacher that hears
+    "sad" in everything, the student does too."""
+    from batch_fixtures import make_model_folder
+
+    from callmood.training.train import teacher_targets
+
+    root = ravdess_subset([1, 2], ["happy", "sad", "angry", "fearful"], per_emotion=4)
+    utterances, _ = ravdess.scan(root)
+    sad = make_model_folder(tmp_path / "sad", mel=tiny_mel)  # labels in another order
+    weights = load_file(str(sad / "model.safetensors"))
+    weights["classifier.weight"].zero_()
+    weights["classifier.bias"].copy_(-10 + 20 * (torch.arange(7) == 2))  # "sad"
+    save_file(weights, str(sad / "model.safetensors"))
+    labels = ["happy", "sad", "angry", "fearful"]
+    taught = teacher_targets((str(sad), str(sad)), utterances, labels, None, 1)
+    assert taught.shape == (32, 4) and (taught[:, 1] > 0.99).all()
+    with pytest.raises(ValueError, match="lacks the labels"):
+        teacher_targets((str(sad),), utterances, labels + ["calm"], None, 1)
+    with pytest.raises(ValueError, match="teacher_weight"):
+        TrainConfig(teachers=[str(sad)], teacher_weight=1.5)
+
+    config = TrainConfig(mel=tiny_mel, teachers=[str(sad)], teacher_weight=1.0,
+                         **{**OVERFIT, "epochs": 6})
+    result = train(Split(utterances, [], [], "all", True), config, tmp_path / "m",
+                   label_map={})
+    model = load_model_folder(result.model_dir)
+    features = extract(utterances, model.mel)
+    probs = Inference.of(model).utterances(features.mels["clean"]).probs
+    assert (probs.argmax(1) == model.labels.index("sad")).mean() > 0.9
 
 
 def test_tiny_model_learns_a_real_subset(ravdess_subset, tiny_mel, tmp_path):
