@@ -190,7 +190,12 @@ def ensemble_members(args, members: list[str], held_out: str, seed: int,
             return None
         dirs.append(trained_model(args, lever, held_out, seed, kept["settings"]))
         wanted.append(comparable(kept["settings"]))
-    return dirs, {"config": {}, "held_out": held_out, "members": wanted}
+    sizes = {member["max_test"] for member in wanted}
+    if len(sizes) > 1:
+        raise SystemExit(f"the members of {ensemble_name(members)} were tested on different "
+                         f"numbers of utterances ({sorted(sizes)})")
+    return dirs, {"config": {}, "held_out": held_out, "max_test": sizes.pop(),
+                  "members": wanted}
 
 
 def trained_model(args, lever: str, held_out: str, seed: int, kept: dict) -> Path:
@@ -201,7 +206,8 @@ def trained_model(args, lever: str, held_out: str, seed: int, kept: dict) -> Pat
         if not (folder / CARD).is_file():
             continue
         config = json.loads((folder / CARD).read_text())["training"]["config"]
-        config["init"] = Path(config["init"]).name
+        config["init"] = Path(config["init"]).name  # as settings() names them
+        config["teachers"] = [Path(t).name for t in config.get("teachers", [])]
         if harness.without_added_later(config) == wanted:
             return folder
     raise SystemExit(f"no model folder of {cell_name(lever, held_out, seed)} under {args.work} "
@@ -209,13 +215,13 @@ def trained_model(args, lever: str, held_out: str, seed: int, kept: dict) -> Pat
 
 
 def ensemble_cell(args, members: list[str], dirs: list[Path], held_out: str, seed: int,
-                  data: dict) -> dict:
+                  data: dict, max_test: int) -> dict:
     """An ensemble of kept levers' models for (held_out, seed): their probabilities
     averaged on the cell's held-out utterances, clean and through the line. No dev-call
     figures: the nightly job scores one model (an ensemble reaches it distilled)."""
     started = time.time()
     models = [load_model_folder(d) for d in dirs]
-    test = subsample(data[held_out], args.max_test, seed)
+    test = subsample(data[held_out], max_test, seed)  # the members' own test utterances
     clean = held_out_corpus_metrics(models, test, args.cache_dir, args.workers)
     line = held_out_corpus_metrics(models, test, args.cache_dir, args.workers, LINE)
     return {"lever": ensemble_name(members), "held_out": held_out, "seed": seed,
@@ -324,8 +330,10 @@ def main() -> None:
     args = parser.parse_args()
     store = harness.CellStore(args.out / "ablation_cells")
     changes = parse_sets(args.set)
-    if args.lever == "baseline" and changes:
+    if args.lever == "baseline" and (changes or args.teachers):
         parser.error("the baseline changes nothing; name the lever")
+    if args.teachers and args.lever in args.teachers.split(","):
+        parser.error(f"{args.lever} cannot be its own teacher")
     if args.ensemble and not args.report:
         members = args.ensemble.split(",")
         data = load_all(args.shared, list(HELD_OUT))
@@ -335,7 +343,8 @@ def main() -> None:
                 found = ensemble_members(args, members, held_out, seed, store)
                 if found is None or kept_cell(store, name, found[1]) is not None:
                     continue
-                cell = ensemble_cell(args, members, found[0], held_out, seed, data)
+                cell = ensemble_cell(args, members, found[0], held_out, seed, data,
+                                     found[1]["max_test"])
                 store.save_with_settings(name, found[1], cell)
                 print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f} "
                       f"({cell['wall_s']:.0f} s)", flush=True)

@@ -246,6 +246,10 @@ def held_out_corpus_metrics(model, utterances: list, cache_dir=None, workers: in
     known = [u for u in utterances if u.label in labels]
     scored = [score_utterances(m, known, channel=channel, workers=workers,
                                cache_dir=cache_dir) for m in members]
+    if any([u.path for u in s.utterances] != [u.path for u in scored[0].utterances]
+           for s in scored):
+        raise ValueError("an ensemble's members scored different utterances (a file only "
+                         "some of their features could read)")
     probs = np.mean([s.probs for s in scored], axis=0)
     return corpus_figures(scored[0].targets, probs, labels) | {
         "not_scored_labels": sorted({u.label for u in utterances} - set(labels))}

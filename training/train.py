@@ -32,7 +32,7 @@ from callmood.model.calibration import (
     fit_temperature,
     softmax,
 )
-from callmood.model.folder import ModelCard, load_model_folder, save_model_folder
+from callmood.model.folder import LoadedModel, ModelCard, load_model_folder, save_model_folder
 from callmood.model.predict import Inference
 from callmood.progress import progress
 from callmood.signal.features import (
@@ -42,6 +42,7 @@ from callmood.signal.features import (
     Normalization,
     band_levels,
     fit_frames,
+    is_finite_number,
     model_input,
     speaker_profiles,
 )
@@ -153,9 +154,14 @@ class TrainConfig:
         for name in ("corpus_adversary", "affect_heads"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        self.teachers = tuple(self.teachers)
-        if not 0 <= self.teacher_weight <= 1:
-            raise ValueError(f"teacher_weight must be in [0, 1], got {self.teacher_weight}")
+        if isinstance(self.teachers, str):  # one folder, from a JSON file of settings
+            self.teachers = [self.teachers]
+        self.teachers = tuple(str(Path(t).expanduser().resolve()) for t in self.teachers)
+        if not (is_finite_number(self.teacher_weight) and 0 <= self.teacher_weight <= 1):
+            raise ValueError(f"teacher_weight must be a number in [0, 1], got "
+                             f"{self.teacher_weight!r}")
+        if not self.teachers and self.teacher_weight != TrainConfig.teacher_weight:
+            raise ValueError("teacher_weight needs teachers (model folders to learn from)")
         if isinstance(self.val_channels, str):  # "clean, telephone" from a command line
             self.val_channels = self.val_channels.split(",")
         self.val_channels = tuple(name.strip() for name in self.val_channels)
@@ -369,8 +375,10 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     # --- data: cached log-mels, label ids, normalisation from the training set
     labels = ordered_labels({u.label for u in split.train})
     label_id = {label: i for i, label in enumerate(labels)}
-    # the model first: settings it refuses (an init, a shape) fail before any extraction
+    # the model and teachers first: settings they refuse (an init, a shape, a teacher
+    # without the labels) fail before any extraction
     model = build_model(config.mel, labels, config.init, config.dropout).to(device)
+    teachers = [load_teacher(folder, labels) for folder in config.teachers]
     variants = [clean()]
     if config.augment.channel_p > 0:
         babble = babble_bank(split.train, config.mel.sample_rate, config.seed)
@@ -392,8 +400,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if config.mask_absent_classes else None
     val_targets = np.array([label_id[u.label] for u in val_data.utterances])
     val_mix = channel_mix(val_data, [val_variants[name].name for name in config.val_channels])
-    taught = teacher_targets(config.teachers, train_data.utterances, labels, cache_dir,
-                             config.workers) if config.teachers else None
+    taught = teacher_targets(teachers, train_data.utterances, labels, cache_dir,
+                             config.workers) if teachers else None
     profiles = example_speaker_profiles(train_data) if config.mel.speaker_mean else None
     norm = Normalization.fit(train_data.mels[CLEAN], config.mel,
                              profiles[CLEAN] if profiles else None)
@@ -563,6 +571,9 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         name=model_name or out_dir.name, labels=labels, label_map=label_map,
         training={**summarise_data(split, failures), "config": config.to_dict(),
                   "best_epoch": best_epoch, "epochs_run": len(history), "history": history,
+                  **({"teachers": [{"folder": folder, "version": t.version} for folder, t
+                                   in zip(config.teachers, teachers, strict=True)]}
+                     if teachers else {}),
                   "wall_s": round(time.time() - started, 1), "device": str(device),
                   "versions": {"callmood": callmood.__version__, "torch": torch.__version__,
                                "transformers": transformers.__version__,
@@ -576,26 +587,31 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
 
 
-def teacher_targets(folders: tuple[str, ...], utterances: list, labels: list[str],
+def load_teacher(folder: str, labels: list[str]) -> LoadedModel:
+    """A teacher's model folder, if it has every label the student learns."""
+    teacher = load_model_folder(folder)
+    missing = sorted(set(labels) - set(teacher.labels))
+    if missing:
+        raise ValueError(f"teacher {folder} lacks the labels {missing}")
+    return teacher
+
+
+def teacher_targets(teachers: list[LoadedModel], utterances: list, labels: list[str],
                     cache_dir, workers: int) -> torch.Tensor:
     """(utterances, labels): the teachers' calibrated probabilities of each utterance's
     clean audio, averaged; each teacher reads its own features (its mel settings,
     speaker profiles over the utterances of each speaker)."""
     total = torch.zeros(len(utterances), len(labels))
-    for folder in folders:
-        teacher = load_model_folder(folder)
-        missing = sorted(set(labels) - set(teacher.labels))
-        if missing:
-            raise ValueError(f"teacher {folder} lacks the labels {missing}")
+    for teacher in teachers:
         data = extract(utterances, teacher.mel, (), cache_dir, workers)
         if len(data.utterances) != len(utterances):
-            raise ValueError(f"teacher {folder}: {len(data.failures)} training utterances "
-                             "are unreadable for its features")
+            raise ValueError(f"teacher {teacher.name}: {len(data.failures)} training "
+                             "utterances are unreadable for its features")
         probs = Inference.of(teacher).utterances(data.mels[CLEAN],
                                                  speakers=data.speakers()).probs
         total += torch.as_tensor(probs[:, [teacher.labels.index(x) for x in labels]],
                                  dtype=torch.float32)
-    return total / len(folders)
+    return total / len(teachers)
 
 
 def calibrate(inference: Inference, val_data: Features, val_targets: np.ndarray) -> dict:

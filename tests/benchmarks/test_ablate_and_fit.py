@@ -130,5 +130,21 @@ def test_an_ensemble_is_made_of_the_kept_cells_models(ablate, tmp_path):
                              {"changes": changes["channel-share-40"]})
     dirs, settings = ablate.ensemble_members(args, list(changes), "emodb", 0, store)
     assert [d.name for d in dirs] == ["baseline-emodb-s0-old-key", "channel-share-40-emodb-s0-x"]
+    assert settings["max_test"] == 400  # the members', whatever this command says
     assert [m["config"]["augment"]["channel_p"] for m in settings["members"]] == [0.8, 0.4]
     assert ablate.ensemble_name(list(changes)) == "ensemble-baseline+channel-share-40"
+
+
+def test_a_distilled_levers_model_is_found_by_its_teachers_names(ablate, tmp_path):
+    """The card keeps a teacher's whole path, the kept cell its folder's name."""
+    args = ablate.argparse.Namespace(shared=tmp_path, epochs=4, epoch_size=800,
+                                     precision="bf16", device="auto", max_per_corpus=800,
+                                     max_test=400, dev_calls=30, work=tmp_path / "work")
+    teacher = tmp_path / "work" / "baseline-emodb-s0-abc"
+    wanted = ablate.settings(args, {"teachers": [str(teacher)]}, "emodb", 0)
+    assert wanted["config"]["teachers"] == ["baseline-emodb-s0-abc"]
+    trained = args.work / "distil-emodb-s0-key"
+    trained.mkdir(parents=True)
+    config = {**wanted["config"], "init": "/x/deit-tiny-in1k", "teachers": [str(teacher)]}
+    (trained / "callmood.json").write_text(ablate.json.dumps({"training": {"config": config}}))
+    assert ablate.trained_model(args, "distil", "emodb", 0, wanted) == trained

@@ -119,7 +119,7 @@ def test_a_student_learns_its_teachers_reading_instead_of_the_labels(ravdess_sub
     "sad" in everything, the student does too."""
     from batch_fixtures import make_model_folder
 
-    from callmood.training.train import teacher_targets
+    from callmood.training.train import load_teacher, teacher_targets
 
     root = ravdess_subset([1, 2], ["happy", "sad", "angry", "fearful"], per_emotion=4)
     utterances, _ = ravdess.scan(root)
@@ -129,12 +129,16 @@ def test_a_student_learns_its_teachers_reading_instead_of_the_labels(ravdess_sub
     weights["classifier.bias"].copy_(-10 + 20 * (torch.arange(7) == 2))  # "sad"
     save_file(weights, str(sad / "model.safetensors"))
     labels = ["happy", "sad", "angry", "fearful"]
-    taught = teacher_targets((str(sad), str(sad)), utterances, labels, None, 1)
+    teacher = load_teacher(str(sad), labels)
+    taught = teacher_targets([teacher, teacher], utterances, labels, None, 1)
     assert taught.shape == (32, 4) and (taught[:, 1] > 0.99).all()
     with pytest.raises(ValueError, match="lacks the labels"):
-        teacher_targets((str(sad),), utterances, labels + ["calm"], None, 1)
-    with pytest.raises(ValueError, match="teacher_weight"):
-        TrainConfig(teachers=[str(sad)], teacher_weight=1.5)
+        load_teacher(str(sad), labels + ["calm"])
+    with pytest.raises(ValueError, match="teacher_weight must be a number"):
+        TrainConfig(teachers=[str(sad)], teacher_weight="0.5")
+    with pytest.raises(ValueError, match="teacher_weight needs teachers"):
+        TrainConfig(teacher_weight=0.8)
+    assert TrainConfig(teachers=str(sad)).teachers == (str(sad.resolve()),)  # not letters
 
     config = TrainConfig(mel=tiny_mel, teachers=[str(sad)], teacher_weight=1.0,
                          **{**OVERFIT, "epochs": 6})
@@ -144,6 +148,8 @@ def test_a_student_learns_its_teachers_reading_instead_of_the_labels(ravdess_sub
     features = extract(utterances, model.mel)
     probs = Inference.of(model).utterances(features.mels["clean"]).probs
     assert (probs.argmax(1) == model.labels.index("sad")).mean() > 0.9
+    assert model.card.training["teachers"] == [{"folder": str(sad.resolve()),
+                                                "version": teacher.version}]
 
 
 def test_tiny_model_learns_a_real_subset(ravdess_subset, tiny_mel, tmp_path):
