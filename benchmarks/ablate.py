@@ -98,10 +98,15 @@ def kept_cell(store, name: str, wanted: dict) -> dict | None:
     return kept["result"]
 
 
+def named_by_folder(config: dict) -> dict:
+    """A cell's training settings with its init and teachers named by their folders' names,
+    not where they lie on this machine (teachers' folders are named by their cells)."""
+    return {**config, "init": Path(config["init"]).name,
+            "teachers": [Path(t).name for t in config.get("teachers", [])]}
+
+
 def settings(args, changes: dict, held_out: str, seed: int) -> dict:
-    config = recipe(args, changes, seed).to_dict()
-    config["init"] = Path(config["init"]).name
-    config["teachers"] = [Path(t).name for t in config["teachers"]]  # named by their cells
+    config = named_by_folder(recipe(args, changes, seed).to_dict())
     return {"held_out": held_out, "config": config, "max_per_corpus": args.max_per_corpus,
             "max_test": args.max_test, "dev_calls": args.dev_calls, "line": LINE}
 
@@ -205,9 +210,7 @@ def trained_model(args, lever: str, held_out: str, seed: int, kept: dict) -> Pat
     for folder in sorted(args.work.glob(f"{cell_name(lever, held_out, seed)}-*")):
         if not (folder / CARD).is_file():
             continue
-        config = json.loads((folder / CARD).read_text())["training"]["config"]
-        config["init"] = Path(config["init"]).name  # as settings() names them
-        config["teachers"] = [Path(t).name for t in config.get("teachers", [])]
+        config = named_by_folder(json.loads((folder / CARD).read_text())["training"]["config"])
         if harness.without_added_later(config) == wanted:
             return folder
     raise SystemExit(f"no model folder of {cell_name(lever, held_out, seed)} under {args.work} "

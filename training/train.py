@@ -72,7 +72,7 @@ from callmood.training.checkpoint import (
     restore_random_state,
     save_checkpoint,
 )
-from callmood.training.evaluate import classification_metrics
+from callmood.training.evaluate import classification_metrics, score_utterances
 from callmood.training.labels import ordered_labels
 from callmood.training.model import build_model, logits_and_embedding
 from callmood.training.splits import Split
@@ -603,13 +603,11 @@ def teacher_targets(teachers: list[LoadedModel], utterances: list, labels: list[
     speaker profiles over the utterances of each speaker)."""
     total = torch.zeros(len(utterances), len(labels))
     for teacher in teachers:
-        data = extract(utterances, teacher.mel, (), cache_dir, workers)
-        if len(data.utterances) != len(utterances):
-            raise ValueError(f"teacher {teacher.name}: {len(data.failures)} training "
+        scored = score_utterances(teacher, utterances, cache_dir=cache_dir, workers=workers)
+        if len(scored.utterances) != len(utterances):
+            raise ValueError(f"teacher {teacher.name}: {len(scored.failures)} training "
                              "utterances are unreadable for its features")
-        probs = Inference.of(teacher).utterances(data.mels[CLEAN],
-                                                 speakers=data.speakers()).probs
-        total += torch.as_tensor(probs[:, [teacher.labels.index(x) for x in labels]],
+        total += torch.as_tensor(scored.probs[:, [teacher.labels.index(x) for x in labels]],
                                  dtype=torch.float32)
     return total / len(teachers)
 
