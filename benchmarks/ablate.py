@@ -25,6 +25,10 @@ sitting); an unfinished training resumes from its checkpoint in --work. Every ru
 rewrites OUT/ablation.{json,md}: per lever, the mean over held-out corpora
 of each seed, then the mean and spread over seeds, and the difference to the baseline.
 A lever's gain counts only when it exceeds the spread of both.
+
+`--study NAME` runs an Optuna study whose trials are levers drawn from `--space` and whose
+objective is the protocol: the mean gain over the `--against` lever's cells
+(run_protocol_study).
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 
 from callmood.model.folder import CARD, default_model_dir, load_model_folder
@@ -46,6 +52,7 @@ from callmood.training.evaluate import held_out_corpus_metrics
 from callmood.training.labels import parse_mapping
 from callmood.training.splits import make_split
 from callmood.training.train import TrainConfig, train
+from callmood.training.tune import COUNTED_STATES, SearchSpace, open_study, write_study_summary
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
 sys.path.insert(0, str(Path(__file__).resolve().parent / "callbench"))
@@ -181,6 +188,102 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
                       for h in model.card.training["history"]],
             "train_wall_s": round(trained, 1), "wall_s": round(time.time() - started, 1),
             "dev_calls": calls}
+
+
+def protocol_order(args) -> list[tuple[str, int]]:
+    """The cells (held-out corpus, seed) in the order they are made: seed by seed, so that a
+    study's first cells span the three languages."""
+    return [(held_out, seed) for seed in map(int, args.seeds.split(","))
+            for held_out in args.held_out.split(",")]
+
+
+def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], data: dict,
+                unseen: set[str]) -> Iterator[dict]:
+    """Each cell of `lever`, kept or trained and scored now (and kept), in protocol order.
+    A distilled lever's cell is left out while one of its teachers' cells is missing."""
+    for held_out, seed in protocol_order(args):
+        name = cell_name(lever, held_out, seed)
+        mine = changes
+        if teachers:  # the teachers' models of this cell
+            found = ensemble_members(args, teachers, held_out, seed, store)
+            if found is None:
+                continue
+            mine = {**changes, "teachers": [str(d) for d in found[0]]}
+        wanted = settings(args, mine, held_out, seed)
+        if (kept := kept_cell(store, name, wanted)) is not None:
+            print(f"{name}: kept", flush=True)
+            yield kept
+            continue
+        print(f"{name}: training", flush=True)
+        cell = run_cell(args, lever, mine, held_out, seed, data, unseen)
+        cell["changes"] = {**changes, **({"teachers": teachers} if teachers else {})}
+        store.save_with_settings(name, wanted, cell)
+        print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f}, dev "
+              f"calls {cell['dev_calls']} ({cell['wall_s']:.0f} s)", flush=True)
+        yield cell
+
+
+STUDY_SCORE = ("ua", "ua_line", "dev_calls.utterance_ua")
+
+
+def protocol_score(cell: dict) -> float:
+    """A cell's figure for a study: the mean of its held-out UA (clean and through the
+    unseen line) and its dev calls' utterance UA."""
+    return float(np.mean([metric(cell, name) for name in STUDY_SCORE]))
+
+
+def study_lever(study: str, changes: dict) -> str:
+    """A trial's lever is named by its settings, so a trial tried again (its worker died)
+    finds the cells and checkpoints it had made."""
+    return f"{study}-" + hashlib.sha1(json.dumps(changes, sort_keys=True).encode()
+                                      ).hexdigest()[:8]
+
+
+def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
+                       unseen: set[str]) -> None:
+    """An Optuna study whose objective is the protocol: each trial is a lever (`base`'s
+    settings plus the trial's from `space`), scored by its mean gain in protocol_score over
+    the --against lever's cells, reported cell by cell so the median pruner stops a trial
+    that trails after one seed. The study (SQLite, in --work) resumes in a later sitting;
+    its summary goes to OUT/study-NAME."""
+    against = {}
+    for held_out, seed in protocol_order(args):
+        kept = store.load(cell_name(args.against, held_out, seed))
+        if kept is None:
+            raise SystemExit(f"the study is scored against {args.against}'s cells and "
+                             f"{cell_name(args.against, held_out, seed)} is missing: run "
+                             f"ablate.py --lever {args.against} first")
+        against[held_out, seed] = protocol_score(kept["result"])
+    order = protocol_order(args)
+    study = open_study(args.work / "studies" / args.study, args.study, None, "median",
+                       epochs=len(order), seed=0)
+
+    def objective(trial: optuna.Trial) -> float:
+        changes = {**base, **space.suggest(trial)}
+        lever = study_lever(args.study, changes)
+        trial.set_user_attr("overrides", changes)
+        trial.set_user_attr("lever", lever)
+        gains = []
+        for step, cell in enumerate(lever_cells(args, store, lever, changes, [], data,
+                                                unseen)):
+            gains.append(protocol_score(cell) - against[cell["held_out"], cell["seed"]])
+            trial.report(float(np.mean(gains)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"{lever}: {np.mean(gains):+.3f} after {step + 1} "
+                                         "cells")
+        return float(np.mean(gains))
+
+    if len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) < args.trials:
+        # a trial whose settings cannot go together (a ValueError from train) fails alone
+        study.optimize(objective, catch=(ValueError,), callbacks=[
+            optuna.study.MaxTrialsCallback(args.trials, states=COUNTED_STATES)])
+    out = args.out / f"study-{args.study}"
+    out.mkdir(parents=True, exist_ok=True)
+    best = write_study_summary(study, recipe(args, base, 0), out,
+                               objective=f"gain over {args.against} (mean UA)")
+    if best is not None:
+        print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
+              f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)
 
 
 def ensemble_members(args, members: list[str], held_out: str, seed: int,
@@ -329,11 +432,30 @@ def main() -> None:
     parser.add_argument("--teachers", metavar="LEVER,LEVER,...",
                         help="distil these levers' kept models of each cell (their averaged "
                              "probabilities as soft targets, teacher_weight) into the lever")
+    parser.add_argument("--study", metavar="NAME",
+                        help="run an Optuna study NAME over --space whose objective is the "
+                             "protocol (its trials are levers NAME-<settings hash>)")
+    parser.add_argument("--trials", type=int, default=12, help="the study's number of trials")
+    parser.add_argument("--space", type=Path, default=harness.ROOT / "benchmarks" /
+                        "protocol_space.json", help="the study's search space (JSON)")
+    parser.add_argument("--against", default="baseline",
+                        help="the lever whose cells a study's trials are scored against")
     parser.add_argument("--report", action="store_true", help="only rewrite the summary")
     args = parser.parse_args()
     store = harness.CellStore(args.out / "ablation_cells")
     changes = parse_sets(args.set)
-    if args.lever == "baseline" and (changes or args.teachers):
+    if args.study and (args.ensemble or args.teachers or args.lever != "baseline"):
+        parser.error("--study names its own levers; it takes --set (the settings every trial "
+                     "shares), not --lever, --ensemble or --teachers")
+    if args.study:
+        try:
+            space = SearchSpace.from_file(args.space)
+        except (OSError, ValueError) as error:
+            parser.error(f"--space: {error}")
+        if clash := sorted(set(changes) & space.keys()):
+            parser.error(f"--set {', '.join(clash)}: the study's trials set these "
+                         f"({args.space}); leave them to the space or take them out of it")
+    if args.lever == "baseline" and not args.study and (changes or args.teachers):
         parser.error("the baseline changes nothing; name the lever")
     if args.teachers and args.lever in args.teachers.split(","):
         parser.error(f"{args.lever} cannot be its own teacher")
@@ -356,26 +478,12 @@ def main() -> None:
             parser.error(f"{args.calls}: no call benchmark; run benchmarks/callbench/generate.py")
         data = load_all(args.shared, list(CORPORA))
         unseen = set(held_out_speakers(default_model_dir()))
-        teachers = args.teachers.split(",") if args.teachers else []
-        for held_out in args.held_out.split(","):
-            for seed in map(int, args.seeds.split(",")):
-                name = cell_name(args.lever, held_out, seed)
-                mine = changes
-                if teachers:  # the teachers' models of this cell
-                    found = ensemble_members(args, teachers, held_out, seed, store)
-                    if found is None:
-                        continue
-                    mine = {**changes, "teachers": [str(d) for d in found[0]]}
-                wanted = settings(args, mine, held_out, seed)
-                if kept_cell(store, name, wanted) is not None:
-                    print(f"{name}: kept", flush=True)
-                    continue
-                print(f"{name}: training", flush=True)
-                cell = run_cell(args, args.lever, mine, held_out, seed, data, unseen)
-                cell["changes"] = {**changes, **({"teachers": teachers} if teachers else {})}
-                store.save_with_settings(name, wanted, cell)
-                print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f}, dev "
-                      f"calls {cell['dev_calls']} ({cell['wall_s']:.0f} s)", flush=True)
+        if args.study:
+            run_protocol_study(args, store, changes, space, data, unseen)
+        else:
+            teachers = args.teachers.split(",") if args.teachers else []
+            for _ in lever_cells(args, store, args.lever, changes, teachers, data, unseen):
+                pass
     cells = [store.load(p.stem)["result"] for p in sorted(store.folder.glob("*.json"))]
     levers = summarise(cells)
     harness.write_json(args.out / "ablation.json",

@@ -44,7 +44,7 @@ import resource
 import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +218,7 @@ def run_settings(args, row: int = 1) -> dict:
     if row == 5:
         return settings
     return {**settings, "trials": args.trials, "trial_epochs": args.trial_epochs or args.epochs,
-            "row1_search_space": asdict(BENCH_SPACE), "row1_first_trial": first_trial(recipe)}
+            "row1_search_space": BENCH_SPACE.to_dict(), "row1_first_trial": first_trial(recipe)}
 
 
 # ---------------------------------------------------------------- the run

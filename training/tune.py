@@ -25,7 +25,8 @@ from callmood.training.train import TrainConfig, train
 # augmentation strength s in [0, 1] scales these maximal settings
 _FULL_AUGMENT = {"augment.specaug_freq": 32, "augment.specaug_time": 64,
                  "augment.mixup_alpha": 0.4}
-_COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+HEARTBEAT_S = 60
+COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
             optuna.trial.TrialState.RUNNING)
 
 
@@ -37,6 +38,20 @@ class SearchSpace:
     batch_size: list[int] = field(default_factory=lambda: [16, 32, 64])
     augment_strength: tuple[float, float] = (0.0, 1.0)
     init: list[str] = field(default_factory=list)  # empty: keep the base config's init
+    # any other training setting (`augment.channel_p`, `mel.speaker_mean`, ...) and the
+    # values a trial picks from
+    settings: dict[str, list] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, choices in self.settings.items():
+            if not isinstance(choices, list) or not choices:
+                raise ValueError(f"search-space setting {key}: expected a list of values, "
+                                 f"got {choices!r}")
+            for value in choices:  # a typo'd key or a bad value fails before any trial
+                try:
+                    TrainConfig().with_overrides({key: value})
+                except (ValueError, TypeError) as error:
+                    raise ValueError(f"search-space setting {key}: {error}") from None
 
     @classmethod
     def from_file(cls, path: str | Path) -> SearchSpace:
@@ -44,8 +59,24 @@ class SearchSpace:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"{path}: unknown search-space keys {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(getattr(cls(), k), tuple) else v
-                      for k, v in values.items()})
+        try:
+            return cls(**{k: tuple(v) if isinstance(getattr(cls(), k), tuple) else v
+                          for k, v in values.items()})
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path}: {error}") from None
+
+    def to_dict(self) -> dict:
+        """As a --space file holds it; `settings` only when there are some, as spaces were
+        recorded before it existed."""
+        out = asdict(self)
+        if not out["settings"]:
+            del out["settings"]
+        return out
+
+    def keys(self) -> set[str]:
+        """The training settings a trial sets (suggest's keys)."""
+        return {"lr", "weight_decay", "optimizer", "batch_size", *_FULL_AUGMENT,
+                *(["init"] if self.init else []), *self.settings}
 
     def suggest(self, trial: optuna.Trial) -> dict:
         """Trial parameters as TrainConfig overrides."""
@@ -60,6 +91,8 @@ class SearchSpace:
             overrides[key] = round(full * strength) if isinstance(full, int) else full * strength
         if self.init:
             overrides["init"] = trial.suggest_categorical("init", self.init)
+        for key, choices in self.settings.items():
+            overrides[key] = trial.suggest_categorical(key, choices)
         return overrides
 
 
@@ -76,16 +109,25 @@ def _rdb_storage(url: str, engine: dict) -> optuna.storages.RDBStorage:
     tables ("table studies already exists", UNIQUE alembic_version); the loser retries."""
     import sqlalchemy.exc
 
+    def connect() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
+            grace_period=3 * HEARTBEAT_S,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+
     for attempt in range(4):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            return connect()
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError):
             time.sleep(0.2 * (attempt + 1))
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    return connect()
 
 
 def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epochs: int,
                seed: int) -> optuna.Study:
+    """The study in `storage` (default: out/study.db), created if new. A trial whose worker
+    died (no heartbeat for 3 minutes) is failed and its settings tried again, so a study
+    stopped mid-trial resumes that trial in its next sitting."""
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     # SQLite serialises writers; wait for the lock instead of failing when workers collide
@@ -134,9 +176,9 @@ def run_study(split: Split, base: TrainConfig, space: SearchSpace, out: str | Pa
         trial.set_user_attr("model_dir", str(result.model_dir))
         return result.best_val_macro_f1
 
-    if len(study.get_trials(deepcopy=False, states=_COUNTED)) < n_trials:
+    if len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) < n_trials:
         study.optimize(objective, timeout=timeout, callbacks=[
-            optuna.study.MaxTrialsCallback(n_trials, states=_COUNTED)])
+            optuna.study.MaxTrialsCallback(n_trials, states=COUNTED_STATES)])
     return write_study_summary(study, base, out)
 
 
@@ -158,8 +200,9 @@ def tune_run(split_args: dict, base: TrainConfig, space: SearchSpace, out: str |
                      cache_dir=cache_dir)
 
 
-def write_study_summary(study: optuna.Study, base: TrainConfig,
-                        out: Path) -> optuna.trial.FrozenTrial | None:
+def write_study_summary(study: optuna.Study, base: TrainConfig, out: Path,
+                        objective: str = "validation macro-F1"
+                        ) -> optuna.trial.FrozenTrial | None:
     """best_params.json (ready for `train --params`), trials.csv and history.png."""
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
@@ -176,7 +219,7 @@ def write_study_summary(study: optuna.Study, base: TrainConfig,
     from optuna.visualization.matplotlib import plot_optimization_history
 
     ax = plot_optimization_history(study)
-    ax.set_ylabel("validation macro-F1")
+    ax.set_ylabel(objective)
     ax.figure.tight_layout()
     ax.figure.savefig(out / "history.png", dpi=110)
     return best

@@ -137,6 +137,21 @@ def test_search_space(tmp_path):
         SearchSpace.from_file(space_file)
 
 
+def test_a_search_space_picks_any_training_setting_from_its_values(tmp_path):
+    space = SearchSpace(settings={"mel.prosody_rows": [0, 16], "augment.channel_p": [0.4]})
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    config = TrainConfig().with_overrides(space.suggest(trial))
+    assert config.mel.prosody_rows == trial.params["mel.prosody_rows"] in (0, 16)
+    assert config.augment.channel_p == 0.4
+    assert {"mel.prosody_rows", "augment.channel_p", "lr"} <= space.keys()
+    space_file = tmp_path / "space.json"
+    for settings, problem in (({"dropout": 0.1}, "dropout: expected a list"),
+                              ({"mel.prosody_row": [16]}, "mel.prosody_row: unknown")):
+        space_file.write_text(json.dumps({"settings": settings}))
+        with pytest.raises(ValueError, match=f"{space_file}: search-space setting {problem}"):
+            SearchSpace.from_file(space_file)
+
+
 def test_first_params_open_a_new_study(manifest, shared_dir, tmp_path):
     split = make_split(load_corpus("calls", manifest), test_speakers=["08"], shared=shared_dir)
     split.test = []

@@ -1,0 +1,93 @@
+"""benchmarks/ablate.py --study for real at a CPU's scale: the baseline's cell, then an
+Optuna study of two trials whose objective is the protocol (one held-out corpus, one seed,
+one dev call of a generated call benchmark)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import REPO_DIR, load_benchmark
+
+from callmood.model.folder import default_model_dir
+
+TINY = ["--held-out", "emodb", "--seeds", "0", "--epochs", "1", "--epoch-size", "8",
+        "--max-per-corpus", "3", "--max-test", "8", "--dev-calls", "1", "--precision",
+        "fp32", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def ablate():
+    return load_benchmark("ablate")
+
+
+@pytest.fixture(scope="module")
+def protocol(shared_dir, tmp_path_factory, _session_cache):
+    """A call benchmark of two calls and the ablate.py command line of a tiny protocol."""
+    root = tmp_path_factory.mktemp("protocol")
+    load_benchmark("callbench/generate").generate(shared_dir, default_model_dir(),
+                                                  root / "calls", count=2, seed=3, workers=1)
+    command = [sys.executable, str(REPO_DIR / "benchmarks" / "ablate.py"), *TINY,
+               "--shared", str(shared_dir), "--calls", str(root / "calls" / "dev"),
+               "--work", str(root / "work"), "--out", str(root / "out")]
+    env = {**os.environ, "CALLMOOD_CACHE": str(_session_cache), "OMP_NUM_THREADS": "1",
+           "TQDM_DISABLE": "1"}
+
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *extra], capture_output=True, text=True, env=env,
+                              timeout=900)
+    return root, run
+
+
+def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, protocol):
+    root, run = protocol
+    space = root / "space.json"
+    space.write_text(json.dumps({"lr": [1e-4, 1e-3], "optimizer": ["adamw"],
+                                 "batch_size": [4],
+                                 "settings": {"augment.channel_p": [0.0, 0.5]}}))
+    study = [*("--study", "probe", "--trials", "2", "--space", str(space))]
+    missing = run(*study)
+    assert missing.returncode != 0 and "baseline-emodb-s0 is missing" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    baseline = run()
+    assert baseline.returncode == 0, baseline.stderr
+    ran = run(*study, "--set", "label_smoothing=0")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.count(": training") == 2
+
+    store = ablate.harness.CellStore(root / "out" / "ablation_cells")
+    base = store.load("baseline-emodb-s0")["result"]
+    trials = pd.read_csv(root / "out" / "study-probe" / "trials.csv")
+    assert list(trials.state) == ["COMPLETE", "COMPLETE"]
+    for trial in trials.to_dict("records"):
+        cell = store.load(f"{trial['user_attrs_lever']}-emodb-s0")["result"]
+        assert cell["changes"]["label_smoothing"] == 0  # the shared --set
+        assert cell["changes"]["augment.channel_p"] == trial["params_augment.channel_p"]
+        ua = [cell["ua"], cell["ua_line"], cell["dev_calls"]["utterance_ua"]]
+        base_ua = [base["ua"], base["ua_line"], base["dev_calls"]["utterance_ua"]]
+        assert trial["value"] == pytest.approx((sum(ua) - sum(base_ua)) / 3)
+    best = json.loads((root / "out" / "study-probe" / "best_params.json").read_text())
+    winner = trials.loc[trials.value.idxmax()]
+    assert best["lr"] == pytest.approx(winner.params_lr) and best["epochs"] == 1
+    assert (root / "out" / "study-probe" / "history.png").stat().st_size > 0
+    levers = json.loads((root / "out" / "ablation.json").read_text())["levers"]
+    assert set(trials.user_attrs_lever) < set(levers)
+
+    again = run(*study, "--set", "label_smoothing=0")  # the study is complete: no training
+    assert again.returncode == 0 and ": training" not in again.stdout
+
+
+def test_a_bad_search_space_is_refused_before_any_work(protocol, tmp_path):
+    _, run = protocol
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"settings": {"augment.chanel_p": [0.4]}}))
+    refused = run("--study", "probe", "--space", str(space))
+    assert refused.returncode == 2 and str(space) in refused.stderr
+    assert "augment.chanel_p" in refused.stderr and "Traceback" not in refused.stderr
+    clash = run("--study", "probe", "--set", "lr=0.001")
+    assert clash.returncode == 2 and "--set lr: the study's trials set" in clash.stderr
