@@ -113,7 +113,8 @@ def _rdb_storage(url: str, engine: dict) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_S,
             grace_period=3 * HEARTBEAT_S,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=2))
 
     for attempt in range(4):
         try:

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import optuna
 import pytest
@@ -187,3 +188,39 @@ def test_tune_run_never_trains_on_the_test_speakers(manifest, shared_dir, tmp_pa
     card = json.loads((tmp_path / "trials/0000/callmood.json").read_text())
     assert card["training"]["split"]["test_utterances"] == 0
     assert best is not None and best.number == 0
+
+
+DYING_WORKER = """
+import sys, time
+from pathlib import Path
+from callmood.training import tune
+from callmood.training.tune import SearchSpace, open_study
+tune.HEARTBEAT_S = 1
+study = open_study(Path(sys.argv[1]), "dies", None, "none", epochs=1, seed=0)
+def objective(trial):
+    SearchSpace(batch_size=[4], optimizer=["adamw"]).suggest(trial)
+    print("started", flush=True)
+    time.sleep(60)
+    return 0.0
+study.optimize(objective, n_trials=1)
+"""
+
+
+def test_a_trial_whose_worker_died_is_tried_again_with_its_settings(tmp_path, monkeypatch):
+    worker = subprocess.Popen([sys.executable, "-c", DYING_WORKER, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "started"
+    worker.kill()
+    worker.wait()
+    import callmood.training.tune as tune
+
+    monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
+    time.sleep(4)  # past the grace period of 3 heartbeats
+    study = open_study(tmp_path, "dies", None, "none", epochs=1, seed=0)
+    (died,) = study.get_trials(deepcopy=False)
+    tried = []
+    study.optimize(lambda trial: tried.append(
+        SearchSpace(batch_size=[4], optimizer=["adamw"]).suggest(trial)) or 1.0, n_trials=1)
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert tried[0]["lr"] == died.params["lr"]
