@@ -404,6 +404,39 @@ def markdown(levers: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_curves(cells: list[dict], path: Path) -> None:
+    """Each lever's validation UA per epoch (held-out speakers of its training corpora):
+    the mean over its cells, and each cell faintly, so a budget's curve shows whether it
+    had stopped rising."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(8, 5))
+    for lever in sorted({c["lever"] for c in cells if c.get("curve")}):
+        curves = [[h["val_ua"] for h in c["curve"]] for c in cells
+                  if c["lever"] == lever and c.get("curve")]
+        longest = max(map(len, curves))
+        padded = np.full((len(curves), longest), np.nan)
+        for row, curve in zip(padded, curves, strict=True):
+            row[:len(curve)] = curve
+        epochs = np.arange(1, longest + 1)
+        (line,) = ax.plot(epochs, np.nanmean(padded, axis=0), marker="o", markersize=3,
+                          label=f"{lever} ({len(curves)} cells)")
+        for row in padded:
+            ax.plot(epochs, row, color=line.get_color(), alpha=0.15, linewidth=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation UA (held-out speakers of the training corpora)")
+    ax.set_title("Ablation levers: validation curves, mean over cells")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.add_shared_option(parser)
@@ -491,6 +524,7 @@ def main() -> None:
                                      "line": LINE}, "levers": levers, "cells": cells,
                         "machine": harness.machine("torch")})
     harness.write_text(args.out / "ablation.md", markdown(levers))
+    plot_curves(cells, args.out / "ablation_curves.png")
     print(markdown(levers))
 
 

@@ -77,6 +77,7 @@ def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, 
     assert (root / "out" / "study-probe" / "history.png").stat().st_size > 0
     levers = json.loads((root / "out" / "ablation.json").read_text())["levers"]
     assert set(trials.user_attrs_lever) < set(levers)
+    assert (root / "out" / "ablation_curves.png").stat().st_size > 0  # 3 levers, 1 epoch
 
     again = run(*study, "--set", "label_smoothing=0")  # the study is complete: no training
     assert again.returncode == 0 and ": training" not in again.stdout
