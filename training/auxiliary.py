@@ -13,16 +13,23 @@ during training.
 example's emotion, a multi-task signal shared by every corpus whatever its label set
 (corpora label emotions differently, but agree that angry is negative and aroused);
 learning dimensional attributes beside the categories has been reported to help
-categorical speech emotion recognition (e.g. Xia and Liu, 2017).
+categorical speech emotion recognition (e.g. Xia and Liu, 2017). The best epoch's affect
+heads are kept beside the model folder's weights (`affect_heads.safetensors`, read by no
+scorer), so that their valence can be compared with the classes' summed probabilities as a
+negative-emotion readout (benchmarks/valence_readout.py).
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from callmood.valence import DEFAULT_VALENCE
+
+AFFECT_HEADS_FILE = "affect_heads.safetensors"
 
 # arousal of each label (1: high); disgust sits between; labels not listed count as low
 AROUSAL = {"angry": 1.0, "happy": 1.0, "fearful": 1.0, "surprised": 1.0, "disgust": 0.5}
@@ -80,3 +87,23 @@ class AffectHeads(torch.nn.Module):
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.valence(embedding), self.arousal(embedding)], dim=-1)
+
+
+def save_affect_heads(model_dir: str | Path, state: dict[str, torch.Tensor]) -> None:
+    """The affect heads' weights (AffectHeads.state_dict()) beside a model folder's; an
+    empty state (a run resumed from a checkpoint older than the kept best heads) is not
+    written."""
+    if state:
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                  str(Path(model_dir) / AFFECT_HEADS_FILE))
+
+
+def load_affect_heads(model_dir: str | Path) -> AffectHeads | None:
+    """The affect heads kept beside a model folder, or None if it has none."""
+    path = Path(model_dir) / AFFECT_HEADS_FILE
+    if not path.is_file():
+        return None
+    state = load_file(str(path))
+    heads = AffectHeads(state["valence.weight"].shape[1])
+    heads.load_state_dict(state)
+    return heads.eval()

@@ -1,10 +1,10 @@
 """Per-epoch training checkpoints, so a stopped run continues to the same result.
 
 OUT/checkpoint/ holds `tensors.safetensors` (the model, the best epoch's model, the
-auxiliary heads if any are trained, the optimiser's tensors and the random generators'
-states) and `state.json` (epoch, step, history, the optimiser's settings, the plateau
-scheduler, the training settings and what `callmood train --resume` needs to rebuild the
-split). Like a model folder it is
+auxiliary heads if any are trained (now and at the best epoch), the optimiser's tensors and
+the random generators' states) and `state.json` (epoch, step, history, the optimiser's
+settings, the plateau scheduler, the training settings and what `callmood train --resume`
+needs to rebuild the split). Like a model folder it is
 safetensors and JSON only, so resuming a run never unpickles anything. The training loop
 saves it after every epoch and removes it once the model folder is written.
 """
@@ -48,8 +48,10 @@ class Checkpoint:
     torch_rng: torch.Tensor
     numpy_rng: tuple
     python_rng: tuple
-    # the auxiliary heads trained beside the model (training/auxiliary.py), if any
+    # the auxiliary heads trained beside the model (training/auxiliary.py), if any, now
+    # and at the best epoch
     auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:
@@ -94,6 +96,8 @@ def save_checkpoint(out_dir: str | Path, point: Checkpoint, run: dict) -> Path:
                   for k, v in point.best_model.items()},
                **{f"auxiliary.{k}": v.detach().cpu().contiguous()
                   for k, v in point.auxiliary.items()},
+               **{f"best_auxiliary.{k}": v.detach().cpu().contiguous()
+                  for k, v in point.best_auxiliary.items()},
                **optimizer_tensors,
                "rng.generator": point.generator, "rng.torch": point.torch_rng,
                "rng.numpy": torch.from_numpy(np.asarray(numpy_keys, dtype=np.int64))}
@@ -152,7 +156,9 @@ def load_checkpoint(out_dir: str | Path, run: dict,
         generator=tensors["rng.generator"], torch_rng=tensors["rng.torch"],
         numpy_rng=(kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, gauss, cached),
         python_rng=(python_version, tuple(python_state), python_gauss),
-        auxiliary={k[10:]: v for k, v in tensors.items() if k.startswith("auxiliary.")})
+        auxiliary={k[10:]: v for k, v in tensors.items() if k.startswith("auxiliary.")},
+        best_auxiliary={k[15:]: v for k, v in tensors.items()
+                        if k.startswith("best_auxiliary.")})
 
 
 def restore_random_state(point: Checkpoint, generator: torch.Generator) -> None:

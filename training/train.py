@@ -52,6 +52,7 @@ from callmood.training.auxiliary import (
     CorpusAdversary,
     affect_table,
     reversal_strength,
+    save_affect_heads,
 )
 from callmood.training.cache import (
     CLEAN,
@@ -446,6 +447,7 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
 
     # --- the loop, from the checkpoint of a stopped run if asked
     history, best_f1, best_epoch, best_state, step, first_epoch = [], -1.0, 0, None, 0, 1
+    best_auxiliary = {}
     run = {"config": json.loads(json.dumps(config.to_dict())), **(invocation or {})}
     if resume:
         point = load_checkpoint(out_dir, run, lambda saved: json.loads(json.dumps(
@@ -458,7 +460,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         restore_random_state(point, generator)
         history, best_f1, best_epoch, step = (point.history, point.best_f1, point.best_epoch,
                                               point.step)
-        best_state, first_epoch = point.best_model, point.epoch + 1
+        best_state, best_auxiliary, first_epoch = (point.best_model, point.best_auxiliary,
+                                                   point.epoch + 1)
         tqdm.write(f"resuming after epoch {point.epoch} (best so far: epoch {best_epoch}, "
                    f"validation macro-F1 {best_f1:.3f})")
     for epoch in range(first_epoch, config.epochs + 1):
@@ -541,11 +544,12 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         if val["val_macro_f1"] > best_f1 or not val_data.utterances:
             best_f1, best_epoch = val["val_macro_f1"], epoch
             best_state = copy.deepcopy(model.state_dict())
+            best_auxiliary = copy.deepcopy(auxiliary.state_dict())
         if checkpoint:
             save_checkpoint(out_dir, Checkpoint(
                 epoch=epoch, step=step, history=history, best_f1=best_f1,
                 best_epoch=best_epoch, model=model.state_dict(), best_model=best_state,
-                auxiliary=auxiliary.state_dict(),
+                auxiliary=auxiliary.state_dict(), best_auxiliary=best_auxiliary,
                 optimizer=optimizer.state_dict(),
                 plateau=plateau.state_dict() if plateau is not None else None,
                 **capture_random_state(generator)), run)
@@ -583,6 +587,9 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
         calibration=calibration,
     )
     save_model_folder(out_dir, model.cpu(), config.mel, norm, card)
+    if "affect" in auxiliary:
+        save_affect_heads(out_dir, {k.split(".", 1)[1]: v for k, v in best_auxiliary.items()
+                                    if k.startswith("affect.")})
     shutil.rmtree(checkpoint_dir(out_dir), ignore_errors=True)
     return TrainResult(out_dir, best_epoch, best_f1, history, test_metrics)
 

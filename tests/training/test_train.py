@@ -21,7 +21,12 @@ from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
 from callmood.signal.features import band_levels
 from callmood.training.augment import AugmentConfig
-from callmood.training.auxiliary import CorpusAdversary, affect_table, reversal_strength
+from callmood.training.auxiliary import (
+    CorpusAdversary,
+    affect_table,
+    load_affect_heads,
+    reversal_strength,
+)
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
     Features,
@@ -327,11 +332,12 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
         read_run(tmp_path / "stopped")
 
 
-def test_auxiliary_heads_train_resume_and_stay_out_of_the_model_folder(
+def test_auxiliary_heads_train_resume_and_stay_out_of_the_models_weights(
         ravdess_subset, tiny_mel, tmp_path):
     """With the corpus adversary and the affect heads, a two-corpus run logs each head's
     loss every epoch, a run stopped after epoch 1 resumes to the same weights (the heads'
-    are in the checkpoint), and the model folder holds exactly a plain model's tensors."""
+    are in the checkpoint), and the model's weights are exactly a plain model's tensors,
+    the affect heads in a file of their own."""
     utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
     train_set = [u if i % 2 else replace(u, corpus="twin")  # a second corpus
                  for i, u in enumerate(u for u in utterances if u.speaker == "ravdess:03")]
@@ -353,6 +359,12 @@ def test_auxiliary_heads_train_resume_and_stay_out_of_the_model_folder(
                   tmp_path / "plain", label_map={})
     assert a.keys() == load_model_folder(plain.model_dir).model.state_dict().keys()
     assert not {"corpus_loss", "affect_loss"} & set(plain.history[0])
+    # the best epoch's affect heads are kept beside the weights, the same after a resume
+    heads = [load_affect_heads(r.model_dir).state_dict() for r in (whole, resumed)]
+    assert heads[0].keys() == {"valence.weight", "valence.bias", "arousal.weight",
+                               "arousal.bias"}
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    assert load_affect_heads(plain.model_dir) is None
     with pytest.raises(ValueError, match="at least two training corpora"):
         train(Split([u for u in utterances if u.speaker == "ravdess:03"], [], [], "x", True),
               config, tmp_path / "one", label_map={})
