@@ -209,14 +209,14 @@ class Scored:
     failures: list
 
 
-def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=None,
-                     workers: int = 2) -> Scored:
-    """Probabilities of a LoadedModel for labelled utterances heard through `channel`, a
-    condition of training/channel.py (babble is made from the other speakers given)."""
+def test_features(model, utterances: list, channel: str = "clean", cache_dir=None,
+                  workers: int = 2):
+    """The features a LoadedModel reads of labelled utterances heard through `channel`, a
+    condition of training/channel.py (babble is made from the other speakers given), and
+    the name of that variant in them."""
     from callmood.training.cache import babble_bank, condition_variant, extract
 
-    label_id = {label: i for i, label in enumerate(model.labels)}
-    unknown = sorted({u.label for u in utterances} - set(label_id))
+    unknown = sorted({u.label for u in utterances} - set(model.labels))
     if unknown:
         raise ValueError(f"the test set has labels the model lacks: {unknown}; map them with "
                          f"--labels/--map (model labels: {model.labels})")
@@ -225,8 +225,17 @@ def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=
     features = extract(utterances, model.mel, (variant,), cache_dir, workers)
     if not features.utterances:
         raise ValueError("no usable test audio")
+    return features, variant.name
+
+
+def score_utterances(model, utterances: list, channel: str = "clean", cache_dir=None,
+                     workers: int = 2) -> Scored:
+    """Probabilities of a LoadedModel for labelled utterances heard through `channel`
+    (test_features)."""
+    features, variant = test_features(model, utterances, channel, cache_dir, workers)
+    label_id = {label: i for i, label in enumerate(model.labels)}
     targets = np.array([label_id[u.label] for u in features.utterances])
-    scores = Inference.of(model).utterances(features.mels[variant.name],
+    scores = Inference.of(model).utterances(features.mels[variant],
                                             uncalibrated=model.card.temperature != 1.0,
                                             speakers=features.speakers())
     return Scored(features.utterances, targets, scores.probs, scores.uncalibrated,

@@ -16,6 +16,8 @@ position embeddings are interpolated to the spectrogram's patch grid.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -103,17 +105,25 @@ def build_model(mel: MelConfig, labels: list[str], init: str | None = None,
     return _from_hugging_face(init, mel, labels, dropout)
 
 
-def logits_and_embedding(model: torch.nn.Module,
-                         x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's logits for model_input `x` and the embedding its classifier read (the
-    ViT's [CLS] token, wav2vec2's pooled frames), for the auxiliary heads: one forward
-    pass through the model's own code, whichever backbone it is."""
-    seen = []
+@contextmanager
+def classifier_inputs(model: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """The embeddings the model's classifier reads (the ViT's [CLS] token, wav2vec2's pooled
+    frames) while in the block, a tensor per forward pass, in order."""
+    seen: list[torch.Tensor] = []
     hook = model.classifier.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
     try:
-        logits = model(**{model.main_input_name: x}).logits
+        yield seen
     finally:
         hook.remove()
+
+
+def logits_and_embedding(model: torch.nn.Module,
+                         x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits for model_input `x` and the embedding its classifier read, for
+    the auxiliary heads: one forward pass through the model's own code, whichever
+    backbone it is."""
+    with classifier_inputs(model) as seen:
+        logits = model(**{model.main_input_name: x}).logits
     return logits, seen[0]
 
 

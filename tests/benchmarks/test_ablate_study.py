@@ -9,8 +9,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 from conftest import REPO_DIR, load_benchmark
 
 from callmood.model.folder import default_model_dir
@@ -92,3 +94,42 @@ def test_a_bad_search_space_is_refused_before_any_work(protocol, tmp_path):
     assert "augment.chanel_p" in refused.stderr and "Traceback" not in refused.stderr
     clash = run("--study", "probe", "--set", "lr=0.001")
     assert clash.returncode == 2 and "--set lr: the study's trials set" in clash.stderr
+
+
+def test_the_valence_head_and_the_summed_classes_read_the_same_utterances(protocol, shared_dir):
+    """A lever with affect heads at the tiny protocol's scale, then both negative readouts:
+    the summed one is what the product's scoring gives on the same cut utterances, and the
+    truth's share per call is the one the call benchmark wrote."""
+    root, run = protocol
+    trained = run("--lever", "heads", "--set", "affect_heads=0.5")
+    assert trained.returncode == 0, trained.stderr
+    out = root / "valence"
+    command = [sys.executable, str(REPO_DIR / "benchmarks" / "valence_readout.py"),
+               "--lever", "heads", "--cells", str(root / "out" / "ablation_cells"),
+               "--work", str(root / "work"), "--calls", str(root / "calls" / "dev"),
+               "--dev-calls", "1", "--workers", "1", "--shared", str(shared_dir),
+               "--out", str(out)]
+    read = subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"})
+    assert read.returncode == 0, read.stderr
+    (cell,) = json.loads((out / "valence_readout.json").read_text())["cells"]
+    for part in ("clean", "unseen_narrow", "dev_calls"):
+        for readout in ("summed", "head"):
+            assert 0 <= cell[part][readout]["brier"] <= 1
+    ((call, shares),) = cell["dev_calls"]["share_error_points"]["per_call"].items()
+    truth = pd.read_csv(root / "calls" / "dev" / "calls_truth.csv").set_index("call_id")
+    assert shares["truth"] == pytest.approx(truth.customer_negative_share[call], abs=1e-3)
+    assert 0 <= shares["head"] <= 1
+
+    from callmood.model.folder import load_model_folder
+    from callmood.training.corpora.base import Utterance
+    from callmood.training.evaluate import score_utterances
+
+    model = load_model_folder(root / "work" / cell["model"])
+    cuts = sorted((root / "work" / "valence_readout_calls-16000").glob(f"{call}-*.wav"))
+    scored = score_utterances(model, [Utterance(str(p), "neutral", "x", "calls")
+                                      for p in cuts], workers=1)
+    negative = [i for i, label in enumerate(model.labels) if model.card.valence[label] < 0]
+    seconds = [sf.info(p).duration for p in cuts]
+    summed = np.average(scored.probs[:, negative].sum(1), weights=seconds)
+    assert shares["summed"] == pytest.approx(summed, abs=1e-3)
