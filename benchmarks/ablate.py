@@ -36,9 +36,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -198,9 +200,10 @@ def protocol_order(args) -> list[tuple[str, int]]:
 
 
 def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], data: dict,
-                unseen: set[str]) -> Iterator[dict]:
+                unseen: set[str], study: str | None = None) -> Iterator[dict]:
     """Each cell of `lever`, kept or trained and scored now (and kept), in protocol order.
-    A distilled lever's cell is left out while one of its teachers' cells is missing."""
+    A distilled lever's cell is left out while one of its teachers' cells is missing. A
+    study's trial names its study in its cells (the report marks them)."""
     for held_out, seed in protocol_order(args):
         name = cell_name(lever, held_out, seed)
         mine = changes
@@ -217,6 +220,8 @@ def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], dat
         print(f"{name}: training", flush=True)
         cell = run_cell(args, lever, mine, held_out, seed, data, unseen)
         cell["changes"] = {**changes, **({"teachers": teachers} if teachers else {})}
+        if study:
+            cell["study"] = study
         store.save_with_settings(name, wanted, cell)
         print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f}, dev "
               f"calls {cell['dev_calls']} ({cell['wall_s']:.0f} s)", flush=True)
@@ -239,24 +244,51 @@ def study_lever(study: str, changes: dict) -> str:
                                       ).hexdigest()[:8]
 
 
+def against_scores(args, store) -> dict[tuple[str, int], float]:
+    """protocol_score of each of the --against lever's cells, which must have been made
+    with this run's protocol (budget, test sizes, dev calls), or the gains are unpaired."""
+    scores = {}
+    for held_out, seed in protocol_order(args):
+        name = cell_name(args.against, held_out, seed)
+        kept = store.load(name)
+        if kept is None:
+            raise SystemExit(f"the study is scored against {args.against}'s cells and {name} "
+                             f"is missing: run ablate.py --lever {args.against} first")
+        changes = kept["result"]["changes"]
+        if "ensemble" in changes or "teachers" in changes:
+            raise SystemExit(f"--against {args.against}: a study is scored against a lever "
+                             "trained by ablate.py --set, not an ensemble or a distilled one")
+        if kept_cell(store, name, settings(args, changes, held_out, seed)) is None:
+            raise SystemExit(f"{name} was made with another protocol than this run's "
+                             "(--epochs, --epoch-size, --max-per-corpus, --max-test, "
+                             "--dev-calls, --precision): run the study with its settings")
+        scores[held_out, seed] = protocol_score(kept["result"])
+    return scores
+
+
 def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
                        unseen: set[str]) -> None:
     """An Optuna study whose objective is the protocol: each trial is a lever (`base`'s
     settings plus the trial's from `space`), scored by its mean gain in protocol_score over
     the --against lever's cells, reported cell by cell so the median pruner stops a trial
-    that trails after one seed. The study (SQLite, in --work) resumes in a later sitting;
-    its summary goes to OUT/study-NAME."""
-    against = {}
-    for held_out, seed in protocol_order(args):
-        kept = store.load(cell_name(args.against, held_out, seed))
-        if kept is None:
-            raise SystemExit(f"the study is scored against {args.against}'s cells and "
-                             f"{cell_name(args.against, held_out, seed)} is missing: run "
-                             f"ablate.py --lever {args.against} first")
-        against[held_out, seed] = protocol_score(kept["result"])
+    that trails after one seed. The study (SQLite, in --work) resumes in a later sitting,
+    with the same protocol only; a trial interrupted there (killed, or Ctrl-C) is tried
+    again with its settings. Each sitting runs at most --trials trials. Its summary goes to
+    OUT/study-NAME."""
+    against = against_scores(args, store)
     order = protocol_order(args)
     study = open_study(args.work / "studies" / args.study, args.study, None, "median",
                        epochs=len(order), seed=0)
+    protocol = json.loads(json.dumps(
+        {"against": args.against, "base": base, "space": space.to_dict(), "cells": order,
+         **{k: getattr(args, k) for k in ("epochs", "epoch_size", "max_per_corpus",
+                                          "max_test", "dev_calls", "precision")}}))
+    if study.user_attrs.setdefault("protocol", protocol) != protocol:
+        raise SystemExit(f"study {args.study} was made with another protocol "
+                         f"({study.user_attrs['protocol']}); give the same options or a "
+                         "new --study name")
+    study.set_user_attr("protocol", protocol)
+    retry_interrupted(study)
 
     def objective(trial: optuna.Trial) -> float:
         changes = {**base, **space.suggest(trial)}
@@ -264,18 +296,21 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
         trial.set_user_attr("overrides", changes)
         trial.set_user_attr("lever", lever)
         gains = []
-        for step, cell in enumerate(lever_cells(args, store, lever, changes, [], data,
-                                                unseen)):
-            gains.append(protocol_score(cell) - against[cell["held_out"], cell["seed"]])
-            trial.report(float(np.mean(gains)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"{lever}: {np.mean(gains):+.3f} after {step + 1} "
-                                         "cells")
+        try:
+            for step, cell in enumerate(lever_cells(args, store, lever, changes, [], data,
+                                                    unseen, study=args.study)):
+                gains.append(protocol_score(cell) - against[cell["held_out"], cell["seed"]])
+                trial.report(float(np.mean(gains)), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"{lever}: {np.mean(gains):+.3f} after "
+                                             f"{step + 1} cells")
+        except ValueError as error:  # settings that cannot go together: this trial fails
+            trial.set_user_attr("error", str(error))
+            raise
         return float(np.mean(gains))
 
     if len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) < args.trials:
-        # a trial whose settings cannot go together (a ValueError from train) fails alone
-        study.optimize(objective, catch=(ValueError,), callbacks=[
+        study.optimize(objective, n_trials=args.trials, catch=(ValueError,), callbacks=[
             optuna.study.MaxTrialsCallback(args.trials, states=COUNTED_STATES)])
     out = args.out / f"study-{args.study}"
     out.mkdir(parents=True, exist_ok=True)
@@ -284,6 +319,22 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
     if best is not None:
         print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
               f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)
+
+
+def retry_interrupted(study: optuna.Study) -> None:
+    """Queue again the settings of trials that failed without an error of their own (an
+    interrupt), unless a later trial of the same lever is queued, running or finished."""
+    trials = study.get_trials(deepcopy=False)
+    done = {t.user_attrs.get("lever") for t in trials
+            if t.state != optuna.trial.TrialState.FAIL}
+    failed = Counter(t.user_attrs.get("lever") for t in trials
+                     if t.state == optuna.trial.TrialState.FAIL)
+    for trial in trials:
+        lever = trial.user_attrs.get("lever")
+        if trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs \
+                and lever not in done and failed[lever] < 3:  # not one that keeps dying
+            study.enqueue_trial(trial.params, user_attrs={"lever": lever})
+            done.add(lever)
 
 
 def ensemble_members(args, members: list[str], held_out: str, seed: int,
@@ -363,7 +414,8 @@ def summarise(cells: list[dict]) -> dict:
     levers: dict[str, dict] = {}
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
-        row = {"cells": len(mine), "changes": mine[0]["changes"]}
+        row = {"cells": len(mine), "changes": mine[0]["changes"],
+               **({"study": mine[0]["study"]} if "study" in mine[0] else {})}
         for name in METRICS:
             values = [[v for c in mine if c["seed"] == seed
                        if (v := metric(c, name)) is not None]
@@ -399,8 +451,15 @@ def markdown(levers: dict) -> str:
                 text += f" ({change:+.3f})" if base and paired == base["cells"] \
                     else f" ({change:+.3f} on {paired} paired cells)"
             cells.append(text)
-        lines.append(f"| {lever} | {json.dumps(row['changes']) if row['changes'] else '–'} "
+        mark = " †" if "study" in row else ""
+        lines.append(f"| {lever}{mark} | "
+                     f"{json.dumps(row['changes']) if row['changes'] else '–'} "
                      f"| {row['cells']} | " + " | ".join(cells) + " |")
+    if any("study" in row for row in levers.values()):
+        lines += ["", "† a trial of an Optuna study (`--study`) that chose among its trials "
+                      "on these cells: the best trial's figures here are biased upward. Its "
+                      "test: leave-one-corpus-out on the other corpora and the call "
+                      "benchmark's test split."]
     return "\n".join(lines) + "\n"
 
 
@@ -414,7 +473,9 @@ def plot_curves(cells: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, ax = plt.subplots(figsize=(8, 5))
-    for lever in sorted({c["lever"] for c in cells if c.get("curve")}):
+    levers = sorted({c["lever"] for c in cells if c.get("curve")})
+    colours = plt.get_cmap("tab20" if len(levers) > 10 else "tab10")
+    for number, lever in enumerate(levers):
         curves = [[h["val_ua"] for h in c["curve"]] for c in cells
                   if c["lever"] == lever and c.get("curve")]
         longest = max(map(len, curves))
@@ -422,10 +483,11 @@ def plot_curves(cells: list[dict], path: Path) -> None:
         for row, curve in zip(padded, curves, strict=True):
             row[:len(curve)] = curve
         epochs = np.arange(1, longest + 1)
-        (line,) = ax.plot(epochs, np.nanmean(padded, axis=0), marker="o", markersize=3,
-                          label=f"{lever} ({len(curves)} cells)")
+        colour = colours(number % colours.N)
+        ax.plot(epochs, np.nanmean(padded, axis=0), marker="o", markersize=3, color=colour,
+                label=f"{lever} ({len(curves)} cells)")
         for row in padded:
-            ax.plot(epochs, row, color=line.get_color(), alpha=0.15, linewidth=0.8)
+            ax.plot(epochs, row, color=colour, alpha=0.15, linewidth=0.8)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation UA (held-out speakers of the training corpora)")
     ax.set_title("Ablation levers: validation curves, mean over cells")
@@ -485,7 +547,13 @@ def main() -> None:
             space = SearchSpace.from_file(args.space)
         except (OSError, ValueError) as error:
             parser.error(f"--space: {error}")
-        if clash := sorted(set(changes) & space.keys()):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.study):
+            parser.error(f"--study {args.study!r}: letters, digits, '_', '.' and '-' only "
+                         "(it names a folder and the trials' levers)")
+        flat = {f"{key}.{inner}" if isinstance(value, dict) else key
+                for key, value in changes.items()
+                for inner in (value if isinstance(value, dict) else [None])}
+        if clash := sorted(flat & space.keys()):
             parser.error(f"--set {', '.join(clash)}: the study's trials set these "
                          f"({args.space}); leave them to the space or take them out of it")
     if args.lever == "baseline" and not args.study and (changes or args.teachers):

@@ -18,13 +18,16 @@ readouts score the same utterances in the same forward pass:
   points). Cutting at the truth's times isolates the readout from segmentation; the
   product's own share (segments, VAD) is ablate.py's dev-call column.
 
-Which labels are negative is the model folder's valence map. Paired per cell: head minus
-summed. Writes OUT/valence_readout.{json,md}.
+Which labels are negative is the model folder's valence map (the bundled one, which the
+head's targets also follow). The summed readout is calibrated (the folder's temperature),
+the head's is not: Brier scores compare the readouts as each would be used. Paired per
+cell: head minus summed. Writes OUT/valence_readout.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -79,10 +82,13 @@ def ranking_figures(truth: np.ndarray, p: dict[str, np.ndarray]) -> dict:
             for name in READOUTS} | {"n": len(truth), "negative": int(truth.sum())}
 
 
-def call_utterances(calls: Path, count: int, sample_rate: int, folder: Path) -> list:
+def call_utterances(calls: Path, count: int, sample_rate: int, work: Path) -> list:
     """The customer utterances of the first `count` calls, cut from the call audio at the
-    truth's times on the customer's channel (written once under `folder`), with
-    (call_id, duration) of each."""
+    truth's times on the customer's channel, with (call_id, duration) of each. They are
+    written once under `work`, in a folder named by the benchmark's tables and the rate."""
+    digest = hashlib.sha1(b"".join((calls / name).read_bytes() for name in
+                                   ("calls.csv", "ground_truth.csv"))).hexdigest()[:10]
+    folder = work / f"valence_readout_calls-{digest}-{sample_rate}"
     listed = pd.read_csv(calls / "calls.csv", dtype=str, keep_default_na=False).head(count)
     truth = pd.read_csv(calls / "ground_truth.csv")
     truth = truth[truth.call_id.isin(listed.call_id) & (truth.role == "customer")]
@@ -137,8 +143,7 @@ def cell_figures(args, kept: dict, data: dict) -> dict | None:
         scored, p = negative_probabilities(model, heads, test, channel, args.cache_dir,
                                            args.workers)
         out[channel] = ranking_figures(np.array([negative[u.label] for u in scored]), p)
-    cut = call_utterances(args.calls, args.dev_calls, model.mel.sample_rate,
-                          args.work / f"valence_readout_calls-{model.mel.sample_rate}")
+    cut = call_utterances(args.calls, args.dev_calls, model.mel.sample_rate, args.work)
     scored, p = negative_probabilities(model, heads, [u for u, _, _ in cut], "clean",
                                        args.cache_dir, args.workers)
     out["dev_calls"] = ranking_figures(np.array([negative[u.label] for u in scored]), p) \
@@ -193,7 +198,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=harness.RESULTS)
     args = parser.parse_args()
     store = harness.CellStore(args.cells)
-    kept = [store.load(p.stem) for p in sorted(store.folder.glob(f"{args.lever}-*.json"))]
+    kept = [k for p in sorted(store.folder.glob(f"{args.lever}-*.json"))
+            if (k := store.load(p.stem))["result"]["lever"] == args.lever]
     if not kept:
         parser.error(f"no kept cells of {args.lever} in {args.cells}")
     if not (args.calls / "ground_truth.csv").is_file():

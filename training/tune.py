@@ -43,10 +43,20 @@ class SearchSpace:
     settings: dict[str, list] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.settings, dict):
+            raise ValueError(f"search-space settings: expected an object of setting: [values],"
+                             f" got {self.settings!r}")
+        fixed = SearchSpace(settings={}).keys() if self.settings else set()
         for key, choices in self.settings.items():
-            if not isinstance(choices, list) or not choices:
-                raise ValueError(f"search-space setting {key}: expected a list of values, "
-                                 f"got {choices!r}")
+            if key in fixed:
+                raise ValueError(f"search-space setting {key}: already drawn by the space's "
+                                 "own keys (lr, weight_decay, optimizer, batch_size, "
+                                 "augment_strength, init)")
+            if not isinstance(choices, list) or not choices or not all(
+                    value is None or isinstance(value, bool | int | float | str)
+                    for value in choices):
+                raise ValueError(f"search-space setting {key}: expected a list of numbers, "
+                                 f"strings, booleans or null, got {choices!r}")
             for value in choices:  # a typo'd key or a bad value fails before any trial
                 try:
                     TrainConfig().with_overrides({key: value})
@@ -127,8 +137,8 @@ def _rdb_storage(url: str, engine: dict) -> optuna.storages.RDBStorage:
 def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epochs: int,
                seed: int) -> optuna.Study:
     """The study in `storage` (default: out/study.db), created if new. A trial whose worker
-    died (no heartbeat for 3 minutes) is failed and its settings tried again, so a study
-    stopped mid-trial resumes that trial in its next sitting."""
+    was killed (no heartbeat for 3 minutes) is failed now and its settings queued to be
+    tried again, so a study stopped mid-trial resumes that trial in its next sitting."""
     out.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     # SQLite serialises writers; wait for the lock instead of failing when workers collide
@@ -138,9 +148,13 @@ def open_study(out: Path, study_name: str, storage: str | None, pruner: str, epo
     # run by one process (e.g. one per benchmark fold)
     sampler_seed = seed * 100003 + os.getpid() + zlib.crc32(study_name.encode())
     sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=4)
-    return optuna.create_study(study_name=study_name, storage=rdb, direction="maximize",
-                               load_if_exists=True, sampler=sampler,
-                               pruner=_pruner(pruner, epochs))
+    study = optuna.create_study(study_name=study_name, storage=rdb, direction="maximize",
+                                load_if_exists=True, sampler=sampler,
+                                pruner=_pruner(pruner, epochs))
+    # now, not only when the next trial starts: a stale trial still counts as running, and
+    # a study whose last trial died would otherwise never start another
+    optuna.storages.fail_stale_trials(study)
+    return study
 
 
 def run_study(split: Split, base: TrainConfig, space: SearchSpace, out: str | Path, *,

@@ -147,10 +147,15 @@ def test_a_search_space_picks_any_training_setting_from_its_values(tmp_path):
     assert {"mel.prosody_rows", "augment.channel_p", "lr"} <= space.keys()
     space_file = tmp_path / "space.json"
     for settings, problem in (({"dropout": 0.1}, "dropout: expected a list"),
+                              ({"dropout": [[0.1]]}, "dropout: expected a list of numbers"),
+                              ({"lr": [1e-4]}, "lr: already drawn"),
                               ({"mel.prosody_row": [16]}, "mel.prosody_row: unknown")):
         space_file.write_text(json.dumps({"settings": settings}))
         with pytest.raises(ValueError, match=f"{space_file}: search-space setting {problem}"):
             SearchSpace.from_file(space_file)
+    space_file.write_text(json.dumps({"settings": ["dropout"]}))
+    with pytest.raises(ValueError, match="search-space settings: expected an object"):
+        SearchSpace.from_file(space_file)
 
 
 def test_first_params_open_a_new_study(manifest, shared_dir, tmp_path):
@@ -217,7 +222,9 @@ def test_a_trial_whose_worker_died_is_tried_again_with_its_settings(tmp_path, mo
     monkeypatch.setattr(tune, "HEARTBEAT_S", 1)
     time.sleep(4)  # past the grace period of 3 heartbeats
     study = open_study(tmp_path, "dies", None, "none", epochs=1, seed=0)
-    (died,) = study.get_trials(deepcopy=False)
+    died, queued = study.get_trials(deepcopy=False)  # failed on opening, not first run
+    assert (died.state, queued.state) == (optuna.trial.TrialState.FAIL,
+                                          optuna.trial.TrialState.WAITING)
     tried = []
     study.optimize(lambda trial: tried.append(
         SearchSpace(batch_size=[4], optimizer=["adamw"]).suggest(trial)) or 1.0, n_trials=1)
