@@ -315,7 +315,8 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
     out = args.out / f"study-{args.study}"
     out.mkdir(parents=True, exist_ok=True)
     best = write_study_summary(study, recipe(args, base, 0), out,
-                               objective=f"gain over {args.against} (mean UA)")
+                               objective=f"gain over {args.against} (mean UA)",
+                               whole=True)
     if best is not None:
         print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
               f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)

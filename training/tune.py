@@ -216,16 +216,23 @@ def tune_run(split_args: dict, base: TrainConfig, space: SearchSpace, out: str |
 
 
 def write_study_summary(study: optuna.Study, base: TrainConfig, out: Path,
-                        objective: str = "validation macro-F1"
+                        objective: str = "validation macro-F1", whole: bool = False
                         ) -> optuna.trial.FrozenTrial | None:
-    """best_params.json (ready for `train --params`), trials.csv and history.png."""
+    """best_params.json (ready for `train --params`): the base config's init and epochs
+    and the best trial's settings, or with `whole` every setting of the base config with
+    the best trial's applied (not the machine's: device, workers); trials.csv and
+    history.png."""
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         return None
     best = study.best_trial
-    base_values = asdict(base)
-    params = {"init": base_values["init"], "epochs": base_values["epochs"],
-              **best.user_attrs["overrides"]}
+    if whole:
+        params = json.loads(json.dumps(base.with_overrides(best.user_attrs["overrides"])
+                                       .to_dict(), default=str))
+        for machine in ("device", "workers"):
+            params.pop(machine)
+    else:
+        params = {"init": base.init, "epochs": base.epochs, **best.user_attrs["overrides"]}
     (out / "best_params.json").write_text(json.dumps(params, indent=2) + "\n")
     study.trials_dataframe().to_csv(out / "trials.csv", index=False)
     import matplotlib

@@ -17,6 +17,7 @@ import torch
 from conftest import REPO_DIR, load_benchmark
 
 from callmood.model.folder import default_model_dir
+from callmood.training.train import TrainConfig
 
 TINY = ["--held-out", "emodb", "--seeds", "0", "--epochs", "1", "--epoch-size", "8",
         "--max-per-corpus", "3", "--max-test", "8", "--dev-calls", "1", "--precision",
@@ -77,6 +78,9 @@ def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, 
     best = json.loads((root / "out" / "study-probe" / "best_params.json").read_text())
     winner = trials.loc[trials.value.idxmax()]
     assert best["lr"] == pytest.approx(winner.params_lr) and best["epochs"] == 1
+    assert best["augment"]["channel_p"] == winner["params_augment.channel_p"]
+    assert best["balance"] == "corpus" and best["label_smoothing"] == 0  # the whole recipe
+    assert TrainConfig().with_overrides(best).lr == best["lr"]  # ready for train --params
     assert (root / "out" / "study-probe" / "history.png").stat().st_size > 0
     levers = json.loads((root / "out" / "ablation.json").read_text())["levers"]
     assert set(trials.user_attrs_lever) < set(levers)
