@@ -38,6 +38,9 @@ bench-ravdess: $(BIN)/callmood
 # (runs/default_model_eval); a stopped run continues with
 # `.venv/bin/callmood train --resume runs/default_model`. Replacing callmood/default_model
 # (and its scores in benchmarks/results) is left to a person who has compared both.
+# Another recipe: `make default-model PARAMS=my_params.json CANDIDATE=runs/v5`.
+PARAMS ?= benchmarks/default_model_params.json
+CANDIDATE ?= runs/default_model
 empty :=
 space := $(empty) $(empty)
 CORPORA_ALL := ravdess emodb ased nemo kored emovo tess
@@ -48,10 +51,10 @@ HELD_OUT := ravdess:01,ravdess:11,ravdess:20,ravdess:21,emodb:03,emodb:08,\
 default-model: $(BIN)/callmood
 	$(BIN)/callmood train $(foreach c,$(CORPORA_ALL),--corpus $(c)=$(SHARED)/data/$(c)) \
 	  --test-speakers $(subst $(space),,$(HELD_OUT)) --labels calls --shared $(SHARED) \
-	  --init $(SHARED)/weights/deit-tiny-in1k --params benchmarks/default_model_params.json \
-	  --precision bf16 --out runs/default_model
-	$(BIN)/python benchmarks/eval_default_model.py --model runs/default_model \
-	  --compare bundled=callmood/default_model --shared $(SHARED) --out runs/default_model_eval
+	  --init $(SHARED)/weights/deit-tiny-in1k --params $(PARAMS) \
+	  --precision bf16 --out $(CANDIDATE)
+	$(BIN)/python benchmarks/eval_default_model.py --model $(CANDIDATE) \
+	  --compare bundled=callmood/default_model --shared $(SHARED) --out $(CANDIDATE)_eval
 
 lint: $(BIN)/callmood
 	$(BIN)/ruff check .
