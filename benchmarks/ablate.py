@@ -40,7 +40,6 @@ import re
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -261,7 +260,8 @@ def against_scores(args, store) -> dict[tuple[str, int], float]:
         if kept_cell(store, name, settings(args, changes, held_out, seed)) is None:
             raise SystemExit(f"{name} was made with another protocol than this run's "
                              "(--epochs, --epoch-size, --max-per-corpus, --max-test, "
-                             "--dev-calls, --precision): run the study with its settings")
+                             "--dev-calls, --precision, --device): run the study with its "
+                             "settings")
         scores[held_out, seed] = protocol_score(kept["result"])
     return scores
 
@@ -291,12 +291,12 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
     retry_interrupted(study)
 
     def objective(trial: optuna.Trial) -> float:
-        changes = {**base, **space.suggest(trial)}
-        lever = study_lever(args.study, changes)
-        trial.set_user_attr("overrides", changes)
-        trial.set_user_attr("lever", lever)
         gains = []
         try:
+            changes = {**base, **space.suggest(trial)}
+            lever = study_lever(args.study, changes)
+            trial.set_user_attr("overrides", changes)
+            trial.set_user_attr("lever", lever)
             for step, cell in enumerate(lever_cells(args, store, lever, changes, [], data,
                                                     unseen, study=args.study)):
                 gains.append(protocol_score(cell) - against[cell["held_out"], cell["seed"]])
@@ -304,8 +304,13 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"{lever}: {np.mean(gains):+.3f} after "
                                              f"{step + 1} cells")
-        except ValueError as error:  # settings that cannot go together: this trial fails
-            trial.set_user_attr("error", str(error))
+        except KeyboardInterrupt:  # tried again in the next sitting (retry_interrupted)
+            trial.set_user_attr("interrupted", True)
+            raise
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # its own failure (e.g. settings that cannot go
+            trial.set_user_attr("error", str(error))  # together): not tried again
             raise
         return float(np.mean(gains))
 
@@ -323,17 +328,16 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
 
 
 def retry_interrupted(study: optuna.Study) -> None:
-    """Queue again the settings of trials that failed without an error of their own (an
-    interrupt), unless a later trial of the same lever is queued, running or finished."""
+    """Queue again the settings of trials stopped by Ctrl-C, unless a later trial of the
+    same lever is queued, running or finished. (A killed worker's trial is queued again by
+    the storage's heartbeat callback, open_study.)"""
     trials = study.get_trials(deepcopy=False)
     done = {t.user_attrs.get("lever") for t in trials
             if t.state != optuna.trial.TrialState.FAIL}
-    failed = Counter(t.user_attrs.get("lever") for t in trials
-                     if t.state == optuna.trial.TrialState.FAIL)
     for trial in trials:
         lever = trial.user_attrs.get("lever")
-        if trial.state == optuna.trial.TrialState.FAIL and "error" not in trial.user_attrs \
-                and lever not in done and failed[lever] < 3:  # not one that keeps dying
+        if trial.state == optuna.trial.TrialState.FAIL and \
+                trial.user_attrs.get("interrupted") and lever not in done:
             study.enqueue_trial(trial.params, user_attrs={"lever": lever})
             done.add(lever)
 
@@ -416,7 +420,8 @@ def summarise(cells: list[dict]) -> dict:
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
         row = {"cells": len(mine), "changes": mine[0]["changes"],
-               **({"study": mine[0]["study"]} if "study" in mine[0] else {})}
+               **({"study": study} if (study := next((c["study"] for c in mine
+                                                        if "study" in c), None)) else {})}
         for name in METRICS:
             values = [[v for c in mine if c["seed"] == seed
                        if (v := metric(c, name)) is not None]
@@ -548,7 +553,7 @@ def main() -> None:
             space = SearchSpace.from_file(args.space)
         except (OSError, ValueError) as error:
             parser.error(f"--space: {error}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.study):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.study):
             parser.error(f"--study {args.study!r}: letters, digits, '_', '.' and '-' only "
                          "(it names a folder and the trials' levers)")
         flat = {f"{key}.{inner}" if isinstance(value, dict) else key

@@ -46,7 +46,7 @@ class SearchSpace:
         if not isinstance(self.settings, dict):
             raise ValueError(f"search-space settings: expected an object of setting: [values],"
                              f" got {self.settings!r}")
-        fixed = SearchSpace(settings={}).keys() if self.settings else set()
+        fixed = {"lr", "weight_decay", "optimizer", "batch_size", "init", *_FULL_AUGMENT}
         for key, choices in self.settings.items():
             if key in fixed:
                 raise ValueError(f"search-space setting {key}: already drawn by the space's "

@@ -148,3 +148,23 @@ def test_a_distilled_levers_model_is_found_by_its_teachers_names(ablate, tmp_pat
     config = {**wanted["config"], "init": "/x/deit-tiny-in1k", "teachers": [str(teacher)]}
     (trained / "callmood.json").write_text(ablate.json.dumps({"training": {"config": config}}))
     assert ablate.trained_model(args, "distil", "emodb", 0, wanted) == trained
+
+
+def test_a_trial_stopped_by_ctrl_c_is_queued_again_and_a_failed_one_is_not(ablate, tmp_path):
+    study = ablate.open_study(tmp_path, "s", None, "none", epochs=1, seed=0)
+
+    def stopped(trial, how: str):
+        trial.suggest_float("lr", 1e-5, 1e-3, log=True)
+        trial.set_user_attr("lever", f"s-{how}")
+        trial.set_user_attr(how, True)
+        raise KeyboardInterrupt if how == "interrupted" else ValueError(how)
+
+    for how in ("interrupted", "error"):
+        with pytest.raises(KeyboardInterrupt if how == "interrupted" else ValueError):
+            study.optimize(lambda trial, how=how: stopped(trial, how), n_trials=1)
+    for _ in range(2):  # once, however often the study is opened again
+        ablate.retry_interrupted(study)
+    interrupted, failed, *queued = study.get_trials(deepcopy=False)
+    assert [t.user_attrs["lever"] for t in queued] == ["s-interrupted"]
+    assert queued[0].state == ablate.optuna.trial.TrialState.WAITING
+    assert queued[0].system_attrs["fixed_params"] == interrupted.params  # drawn when run

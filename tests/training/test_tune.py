@@ -149,6 +149,7 @@ def test_a_search_space_picks_any_training_setting_from_its_values(tmp_path):
     for settings, problem in (({"dropout": 0.1}, "dropout: expected a list"),
                               ({"dropout": [[0.1]]}, "dropout: expected a list of numbers"),
                               ({"lr": [1e-4]}, "lr: already drawn"),
+                              ({"init": ["random:micro"]}, "init: already drawn"),
                               ({"mel.prosody_row": [16]}, "mel.prosody_row: unknown")):
         space_file.write_text(json.dumps({"settings": settings}))
         with pytest.raises(ValueError, match=f"{space_file}: search-space setting {problem}"):
