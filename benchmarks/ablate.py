@@ -318,13 +318,14 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
         study.optimize(objective, n_trials=args.trials, catch=(ValueError,), callbacks=[
             optuna.study.MaxTrialsCallback(args.trials, states=COUNTED_STATES)])
     out = args.out / f"study-{args.study}"
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return
     out.mkdir(parents=True, exist_ok=True)
     best = write_study_summary(study, recipe(args, base, 0), out,
                                objective=f"gain over {args.against} (mean UA)",
                                whole=True)
-    if best is not None:
-        print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
-              f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)
+    print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
+          f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)
 
 
 def retry_interrupted(study: optuna.Study) -> None:
