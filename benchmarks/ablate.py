@@ -318,14 +318,12 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
         study.optimize(objective, n_trials=args.trials, catch=(ValueError,), callbacks=[
             optuna.study.MaxTrialsCallback(args.trials, states=COUNTED_STATES)])
     out = args.out / f"study-{args.study}"
-    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        return
-    out.mkdir(parents=True, exist_ok=True)
     best = write_study_summary(study, recipe(args, base, 0), out,
                                objective=f"gain over {args.against} (mean UA)",
                                whole=True)
-    print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
-          f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)
+    if best is not None:
+        print(f"best trial {best.number}: {best.value:+.3f} over {args.against} "
+              f"({best.user_attrs['lever']}); {out / 'best_params.json'}", flush=True)
 
 
 def retry_interrupted(study: optuna.Study) -> None:
@@ -570,17 +568,16 @@ def main() -> None:
     if args.ensemble and not args.report:
         members = args.ensemble.split(",")
         data = load_all(args.shared, list(HELD_OUT))
-        for held_out in args.held_out.split(","):
-            for seed in map(int, args.seeds.split(",")):
-                name = cell_name(ensemble_name(members), held_out, seed)
-                found = ensemble_members(args, members, held_out, seed, store)
-                if found is None or kept_cell(store, name, found[1]) is not None:
-                    continue
-                cell = ensemble_cell(args, members, found[0], held_out, seed, data,
-                                     found[1]["max_test"])
-                store.save_with_settings(name, found[1], cell)
-                print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f} "
-                      f"({cell['wall_s']:.0f} s)", flush=True)
+        for held_out, seed in protocol_order(args):
+            name = cell_name(ensemble_name(members), held_out, seed)
+            found = ensemble_members(args, members, held_out, seed, store)
+            if found is None or kept_cell(store, name, found[1]) is not None:
+                continue
+            cell = ensemble_cell(args, members, found[0], held_out, seed, data,
+                                 found[1]["max_test"])
+            store.save_with_settings(name, found[1], cell)
+            print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f} "
+                  f"({cell['wall_s']:.0f} s)", flush=True)
     elif not args.report:
         if not (args.calls / "calls_truth.csv").exists():
             parser.error(f"{args.calls}: no call benchmark; run benchmarks/callbench/generate.py")

@@ -25,6 +25,9 @@ from safetensors.torch import load_file, save_file
 FOLDER = "checkpoint"
 TENSORS = "tensors.safetensors"
 STATE = "state.json"
+# the Checkpoint's state dicts and the prefix of their tensors' names in TENSORS
+_STATE_DICTS = {"model": "model", "best_model": "best", "auxiliary": "auxiliary",
+                "best_auxiliary": "best_auxiliary"}
 
 
 class CheckpointError(ValueError):
@@ -91,13 +94,9 @@ def save_checkpoint(out_dir: str | Path, point: Checkpoint, run: dict) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     optimizer_tensors, optimizer_rest = _optimizer_parts(point.optimizer)
     numpy_kind, numpy_keys, numpy_pos, numpy_gauss, numpy_cached = point.numpy_rng
-    tensors = {**{f"model.{k}": v.detach().cpu().contiguous() for k, v in point.model.items()},
-               **{f"best.{k}": v.detach().cpu().contiguous()
-                  for k, v in point.best_model.items()},
-               **{f"auxiliary.{k}": v.detach().cpu().contiguous()
-                  for k, v in point.auxiliary.items()},
-               **{f"best_auxiliary.{k}": v.detach().cpu().contiguous()
-                  for k, v in point.best_auxiliary.items()},
+    tensors = {**{f"{prefix}.{k}": v.detach().cpu().contiguous()
+                  for name, prefix in _STATE_DICTS.items()
+                  for k, v in getattr(point, name).items()},
                **optimizer_tensors,
                "rng.generator": point.generator, "rng.torch": point.torch_rng,
                "rng.numpy": torch.from_numpy(np.asarray(numpy_keys, dtype=np.int64))}
@@ -150,15 +149,12 @@ def load_checkpoint(out_dir: str | Path, run: dict,
     return Checkpoint(
         epoch=state["epoch"], step=state["step"], history=state["history"],
         best_f1=state["best_f1"], best_epoch=state["best_epoch"],
-        model={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-        best_model={k[5:]: v for k, v in tensors.items() if k.startswith("best.")},
+        **{name: {k.removeprefix(f"{prefix}."): v for k, v in tensors.items()
+                  if k.startswith(f"{prefix}.")} for name, prefix in _STATE_DICTS.items()},
         optimizer=_optimizer_state(tensors, state["optimizer"]), plateau=state["plateau"],
         generator=tensors["rng.generator"], torch_rng=tensors["rng.torch"],
         numpy_rng=(kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, gauss, cached),
-        python_rng=(python_version, tuple(python_state), python_gauss),
-        auxiliary={k[10:]: v for k, v in tensors.items() if k.startswith("auxiliary.")},
-        best_auxiliary={k[15:]: v for k, v in tensors.items()
-                        if k.startswith("best_auxiliary.")})
+        python_rng=(python_version, tuple(python_state), python_gauss))
 
 
 def restore_random_state(point: Checkpoint, generator: torch.Generator) -> None:

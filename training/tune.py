@@ -25,9 +25,11 @@ from callmood.training.train import TrainConfig, train
 # augmentation strength s in [0, 1] scales these maximal settings
 _FULL_AUGMENT = {"augment.specaug_freq": 32, "augment.specaug_time": 64,
                  "augment.mixup_alpha": 0.4}
+# the training settings every trial draws (and `init` when the space lists inits)
+_ALWAYS_DRAWN = ("lr", "weight_decay", "optimizer", "batch_size", *_FULL_AUGMENT)
 HEARTBEAT_S = 60
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-            optuna.trial.TrialState.RUNNING)
+                  optuna.trial.TrialState.RUNNING)
 
 
 @dataclass
@@ -46,9 +48,8 @@ class SearchSpace:
         if not isinstance(self.settings, dict):
             raise ValueError(f"search-space settings: expected an object of setting: [values],"
                              f" got {self.settings!r}")
-        fixed = {"lr", "weight_decay", "optimizer", "batch_size", "init", *_FULL_AUGMENT}
         for key, choices in self.settings.items():
-            if key in fixed:
+            if key in (*_ALWAYS_DRAWN, "init"):
                 raise ValueError(f"search-space setting {key}: already drawn by the space's "
                                  "own keys (lr, weight_decay, optimizer, batch_size, "
                                  "augment_strength, init)")
@@ -85,8 +86,7 @@ class SearchSpace:
 
     def keys(self) -> set[str]:
         """The training settings a trial sets (suggest's keys)."""
-        return {"lr", "weight_decay", "optimizer", "batch_size", *_FULL_AUGMENT,
-                *(["init"] if self.init else []), *self.settings}
+        return {*_ALWAYS_DRAWN, *(["init"] if self.init else []), *self.settings}
 
     def suggest(self, trial: optuna.Trial) -> dict:
         """Trial parameters as TrainConfig overrides."""
@@ -221,10 +221,11 @@ def write_study_summary(study: optuna.Study, base: TrainConfig, out: Path,
     """best_params.json (ready for `train --params`): the base config's init and epochs
     and the best trial's settings, or with `whole` every setting of the base config with
     the best trial's applied (not the machine's: device, workers); trials.csv and
-    history.png."""
+    history.png, in `out` (made if missing); nothing while no trial has completed."""
     completed = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         return None
+    out.mkdir(parents=True, exist_ok=True)
     best = study.best_trial
     if whole:
         params = json.loads(json.dumps(base.with_overrides(best.user_attrs["overrides"])
