@@ -5,6 +5,9 @@ SHARED ?= ../shared
 RESULTS ?= results
 # where pip finds torch's CPU build, if its default index would give a CUDA one
 TORCH_INDEX ?=
+# test processes (pytest-xdist), one per core; each module's tests stay in one process
+# (their module fixtures are built once) and every process computes with one thread
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint browser bench-ravdess default-model
 
@@ -60,4 +63,4 @@ lint: $(BIN)/callmood
 	$(BIN)/ruff check .
 
 test: $(BIN)/callmood browser lint
-	CALLMOOD_SHARED=$(SHARED) $(BIN)/pytest
+	CALLMOOD_SHARED=$(SHARED) OMP_NUM_THREADS=1 $(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope

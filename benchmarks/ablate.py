@@ -504,7 +504,7 @@ def plot_curves(cells: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     harness.add_shared_option(parser)
     parser.add_argument("--lever", default="baseline")
@@ -541,7 +541,7 @@ def main() -> None:
     parser.add_argument("--against", default="baseline",
                         help="the lever whose cells a study's trials are scored against")
     parser.add_argument("--report", action="store_true", help="only rewrite the summary")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     store = harness.CellStore(args.out / "ablation_cells")
     changes = parse_sets(args.set)
     if args.study and (args.ensemble or args.teachers or args.lever != "baseline"):
