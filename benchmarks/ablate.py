@@ -409,6 +409,15 @@ def metric(cell: dict, name: str) -> float | None:
     return value
 
 
+def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[dict, float]]:
+    """(cell, its metric minus the baseline's cell's on the same held-out corpus and seed)
+    for each of `mine` whose baseline cell `base` holds, both with the metric."""
+    return [(c, v - b) for c in mine
+            if (other := base.get((c["held_out"], c["seed"])))
+            and (v := metric(c, name)) is not None
+            and (b := metric(other, name)) is not None]
+
+
 def summarise(cells: list[dict]) -> dict:
     """Per lever and metric: the mean over held-out corpora per seed, then the mean and
     spread (sample sd) over the seeds, and how many cells it rests on; and against the
@@ -429,10 +438,8 @@ def summarise(cells: list[dict]) -> dict:
             row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
                          "sd": round(float(np.std(per_seed, ddof=1)), 4)
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
-            paired = [v - b for c in mine if lever != "baseline"
-                      and (other := base.get((c["held_out"], c["seed"])))
-                      and (v := metric(c, name)) is not None
-                      and (b := metric(other, name)) is not None]
+            paired = [d for _, d in paired_differences(mine, base, name)] \
+                if lever != "baseline" else []
             row[name]["vs_baseline"] = {"mean": round(float(np.mean(paired)), 4),
                                         "cells": len(paired)} if paired else None
         levers[lever] = row
@@ -466,6 +473,59 @@ def markdown(levers: dict) -> str:
                       "test: leave-one-corpus-out on the other corpora and the call "
                       "benchmark's test split."]
     return "\n".join(lines) + "\n"
+
+
+GAINS = {"ua": "held-out UA", "ua_line": "held-out UA via the unseen line",
+         "dev_calls.utterance_ua": "dev calls utterance UA",
+         "dev_calls.customer_share_error_points": "dev calls share error (points; lower "
+                                                  "is better)"}
+
+
+def plot_gains(cells: list[dict], path: Path) -> None:
+    """Each lever's difference from the baseline, cell by cell (held-out corpus by colour,
+    seed by marker) and their mean (a bar): whether a lever moves every cell one way or
+    its mean rests on one cell, which a table's mean and spread do not show."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+    levers = sorted({c["lever"] for c in cells} - {"baseline"})
+    corpora = sorted({c["held_out"] for c in cells})
+    colours = dict(zip(corpora, plt.get_cmap("tab10").colors, strict=False))
+    markers = "os^Dv"
+    figure, axes = plt.subplots(1, len(GAINS), figsize=(4 * len(GAINS), 1 + 0.45 *
+                                                         max(len(levers), 2)), sharey=True)
+    for ax, (name, title) in zip(axes, GAINS.items(), strict=True):
+        for row, lever in enumerate(levers):
+            paired = paired_differences([c for c in cells if c["lever"] == lever], base,
+                                        name)
+            if not paired:
+                continue
+            ax.plot([np.mean([d for _, d in paired])] * 2, [row - 0.3, row + 0.3],
+                    color="black", linewidth=2)
+            for cell, difference in paired:
+                ax.scatter(difference, row, s=18, color=colours[cell["held_out"]],
+                           marker=markers[cell["seed"] % len(markers)], zorder=3)
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("against the baseline's cell")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(levers)), [lever[:40] for lever in levers], fontsize=7)
+    axes[0].invert_yaxis()
+    handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[corpus],
+                          label=f"held out: {corpus}") for corpus in corpora]
+    handles += [plt.Line2D([], [], linestyle="", marker=markers[seed % len(markers)],
+                           color="grey", label=f"seed {seed}")
+                for seed in sorted({c["seed"] for c in cells})]
+    handles.append(plt.Line2D([], [], color="black", linewidth=2, label="mean of the cells"))
+    figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
+    figure.suptitle("Ablation levers against the same-budget baseline, cell by cell")
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def plot_curves(cells: list[dict], path: Path) -> None:
@@ -597,6 +657,7 @@ def main(argv: list[str] | None = None) -> None:
                         "machine": harness.machine("torch")})
     harness.write_text(args.out / "ablation.md", markdown(levers))
     plot_curves(cells, args.out / "ablation_curves.png")
+    plot_gains(cells, args.out / "ablation_gains.png")
     print(markdown(levers))
 
 

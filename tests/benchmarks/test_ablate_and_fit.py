@@ -46,6 +46,26 @@ def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
     assert "0.470 ± 0.028" in table
 
 
+def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
+    """Pairs are by held-out corpus and seed; a lever's cell without the baseline's or
+    without the metric (a prosody cell has no dev calls here) is left out, not drawn as 0."""
+    cells = [cell("baseline", "emodb", 0, 0.40, 30.0), cell("baseline", "nemo", 0, 0.50, 20.0),
+             cell("prosody", "emodb", 0, 0.50), cell("prosody", "nemo", 1, 0.60),
+             cell("speaker", "nemo", 0, 0.45, 25.0)]
+    base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+    prosody = [c for c in cells if c["lever"] == "prosody"]
+    (paired,) = ablate.paired_differences(prosody, base, "ua")
+    assert paired[0]["held_out"] == "emodb" and paired[1] == pytest.approx(0.1)
+    assert ablate.paired_differences(prosody, base,
+                                     "dev_calls.customer_share_error_points") == []
+    (_, error), = ablate.paired_differences(cells[-1:], base,
+                                            "dev_calls.customer_share_error_points")
+    assert error == pytest.approx(5.0)
+    path = tmp_path / "figures" / "gains.png"
+    ablate.plot_gains(cells, path)
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
 def test_lever_settings_are_json_values(ablate):
     assert ablate.parse_sets(["augment.channel_p=0.4", "optimizer=sgd", "epochs=3"]) == {
         "augment.channel_p": 0.4, "optimizer": "sgd", "epochs": 3}

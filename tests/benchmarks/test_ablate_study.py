@@ -93,6 +93,7 @@ def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, 
     levers = json.loads((root / "out" / "ablation.json").read_text())["levers"]
     assert set(trials.user_attrs_lever) < set(levers)
     assert (root / "out" / "ablation_curves.png").stat().st_size > 0  # 3 levers, 1 epoch
+    assert (root / "out" / "ablation_gains.png").stat().st_size > 0
 
     again = run(*study, "--set", "label_smoothing=0")  # the study is complete: no training
     assert again.returncode == 0 and ": training" not in again.stdout
