@@ -24,7 +24,9 @@ only with the same settings, so a stopped run resumes where it was, also in a la
 sitting); an unfinished training resumes from its checkpoint in --work. Every run
 rewrites OUT/ablation.{json,md}: per lever, the mean over held-out corpora
 of each seed, then the mean and spread over seeds, and the difference to the baseline.
-A lever's gain counts only when it exceeds the spread of both.
+A lever's gain counts only when it exceeds the spread of both. It also draws
+OUT/ablation_curves.png (validation curves) and OUT/ablation_gains.png (each lever's
+difference from the baseline, cell by cell).
 
 `--study NAME` runs an Optuna study whose trials are levers drawn from `--space` and whose
 objective is the protocol: the mean gain over the `--against` lever's cells
@@ -438,8 +440,8 @@ def summarise(cells: list[dict]) -> dict:
             row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
                          "sd": round(float(np.std(per_seed, ddof=1)), 4)
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
-            paired = [d for _, d in paired_differences(mine, base, name)] \
-                if lever != "baseline" else []
+            paired = ([d for _, d in paired_differences(mine, base, name)]
+                      if lever != "baseline" else [])
             row[name]["vs_baseline"] = {"mean": round(float(np.mean(paired)), 4),
                                         "cells": len(paired)} if paired else None
         levers[lever] = row
@@ -475,21 +477,26 @@ def markdown(levers: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-GAINS = {"ua": "held-out UA", "ua_line": "held-out UA via the unseen line",
-         "dev_calls.utterance_ua": "dev calls utterance UA",
-         "dev_calls.customer_share_error_points": "dev calls share error (points; lower "
-                                                  "is better)"}
+# the figures of ablation_gains.png, and whether higher is better
+GAINS = {"ua": True, "ua_line": True, "dev_calls.utterance_ua": True,
+         "dev_calls.customer_share_error_points": False}
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (benchmarks run without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def plot_gains(cells: list[dict], path: Path) -> None:
     """Each lever's difference from the baseline, cell by cell (held-out corpus by colour,
     seed by marker) and their mean (a bar): whether a lever moves every cell one way or
     its mean rests on one cell, which a table's mean and spread do not show."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
     levers = sorted({c["lever"] for c in cells} - {"baseline"})
     corpora = sorted({c["held_out"] for c in cells})
@@ -497,11 +504,13 @@ def plot_gains(cells: list[dict], path: Path) -> None:
     markers = "os^Dv"
     figure, axes = plt.subplots(1, len(GAINS), figsize=(4 * len(GAINS), 1 + 0.45 *
                                                          max(len(levers), 2)), sharey=True)
-    for ax, (name, title) in zip(axes, GAINS.items(), strict=True):
+    for ax, (name, higher_is_better) in zip(axes, GAINS.items(), strict=True):
         for row, lever in enumerate(levers):
             paired = paired_differences([c for c in cells if c["lever"] == lever], base,
                                         name)
             if not paired:
+                ax.text(0, row, "no cells", ha="center", va="center", fontsize=7,
+                        color="grey")
                 continue
             ax.plot([np.mean([d for _, d in paired])] * 2, [row - 0.3, row + 0.3],
                     color="black", linewidth=2)
@@ -509,10 +518,13 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                 ax.scatter(difference, row, s=18, color=colours[cell["held_out"]],
                            marker=markers[cell["seed"] % len(markers)], zorder=3)
         ax.axvline(0, color="grey", linewidth=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("against the baseline's cell")
+        ax.set_title(METRICS[name], fontsize=9)
+        ax.set_xlabel("against the baseline's cell, " +
+                      ("better →" if higher_is_better else "← better"))
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(levers)), [lever[:40] for lever in levers], fontsize=7)
+    counts = {lever: sum(c["lever"] == lever for c in cells) for lever in levers}
+    axes[0].set_yticks(range(len(levers)),
+                       [f"{shorten(lever)} ({counts[lever]})" for lever in levers], fontsize=7)
     axes[0].invert_yaxis()
     handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[corpus],
                           label=f"held out: {corpus}") for corpus in corpora]
@@ -521,22 +533,23 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                 for seed in sorted({c["seed"] for c in cells})]
     handles.append(plt.Line2D([], [], color="black", linewidth=2, label="mean of the cells"))
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
-    figure.suptitle("Ablation levers against the same-budget baseline, cell by cell")
+    figure.suptitle("Ablation levers against the baseline, cell by cell "
+                    "(in brackets: a lever's cells)")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def shorten(name: str, width: int = 40) -> str:
+    return name if len(name) <= width else name[:width - 1] + "…"
+
+
 def plot_curves(cells: list[dict], path: Path) -> None:
     """Each lever's validation UA per epoch (held-out speakers of its training corpora):
     the mean over its cells, and each cell faintly, so a budget's curve shows whether it
     had stopped rising."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, ax = plt.subplots(figsize=(8, 5))
     levers = sorted({c["lever"] for c in cells if c.get("curve")})
     colours = plt.get_cmap("tab20" if len(levers) > 10 else "tab10")

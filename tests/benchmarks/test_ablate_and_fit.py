@@ -47,20 +47,28 @@ def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
 
 
 def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
-    """Pairs are by held-out corpus and seed; a lever's cell without the baseline's or
-    without the metric (a prosody cell has no dev calls here) is left out, not drawn as 0."""
+    """Pairs are by held-out corpus and seed; a cell without the baseline's, or where
+    either lacks the metric (no dev calls: share None), is left out, not counted as 0;
+    the table's difference to the baseline is the mean of the same pairs."""
+    share = "dev_calls.customer_share_error_points"
     cells = [cell("baseline", "emodb", 0, 0.40, 30.0), cell("baseline", "nemo", 0, 0.50, 20.0),
+             cell("baseline", "ased", 0, 0.30),
              cell("prosody", "emodb", 0, 0.50), cell("prosody", "nemo", 1, 0.60),
-             cell("speaker", "nemo", 0, 0.45, 25.0)]
+             cell("speaker", "nemo", 0, 0.45, 25.0), cell("speaker", "emodb", 0, 0.42, 24.0),
+             cell("speaker", "ased", 0, 0.33, 21.0)]
     base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
     prosody = [c for c in cells if c["lever"] == "prosody"]
     (paired,) = ablate.paired_differences(prosody, base, "ua")
     assert paired[0]["held_out"] == "emodb" and paired[1] == pytest.approx(0.1)
-    assert ablate.paired_differences(prosody, base,
-                                     "dev_calls.customer_share_error_points") == []
-    (_, error), = ablate.paired_differences(cells[-1:], base,
-                                            "dev_calls.customer_share_error_points")
-    assert error == pytest.approx(5.0)
+    assert ablate.paired_differences(prosody, base, share) == []
+    speaker = [c for c in cells if c["lever"] == "speaker"]
+    errors = {c["held_out"]: d for c, d in ablate.paired_differences(speaker, base, share)}
+    assert errors == {"nemo": pytest.approx(5.0), "emodb": pytest.approx(-6.0)}  # ased: no
+    levers = ablate.summarise(cells)
+    assert levers["speaker"][share]["vs_baseline"] == {"mean": pytest.approx(-0.5),
+                                                       "cells": 2}
+    assert levers["speaker"]["ua"]["vs_baseline"]["cells"] == 3
+    assert levers["prosody"][share]["vs_baseline"] is None
     path = tmp_path / "figures" / "gains.png"
     ablate.plot_gains(cells, path)
     assert path.read_bytes().startswith(b"\x89PNG")
