@@ -157,7 +157,8 @@ class MelConfig:
                 del shaping[newer]
         if self.prosody_rows:
             shaping["periodicity"] = {"pitch_range_hz": PITCH_RANGE_HZ,
-                                      "window_s": PERIODICITY_WINDOW_S}
+                                      "window_s": PERIODICITY_WINDOW_S,
+                                      "row": "highest over its lags"}
         return json.dumps(shaping, sort_keys=True)
 
     @classmethod
@@ -239,17 +240,39 @@ _PERIODICITY_MIN_SHARE = 1e-3  # of a frame's energy that a lag's overlap must h
 _PERIODICITY_CHUNK = 1 << 21  # samples of frames computed at once (8 MB a buffer)
 
 
+def row_lags(config: MelConfig) -> torch.Tensor:
+    """(prosody_rows, width) sample lags: row i holds every whole lag between the
+    geometric midpoints of its period and its neighbours' (periods spaced evenly in log
+    pitch over PITCH_RANGE_HZ, the lowest pitch first; the outer rows reach as far beyond
+    their period, within the frame), the last repeated to fill the row."""
+    low, high = PITCH_RANGE_HZ
+    periods = config.sample_rate / np.geomspace(low, high, config.prosody_rows)
+    step = np.sqrt(periods[0] / periods[1]) if config.prosody_rows > 1 else 1.0
+    edges = np.concatenate([[periods[0] * step], np.sqrt(periods[:-1] * periods[1:]),
+                            [periods[-1] / step]])
+    edges = edges.clip(1, round(PERIODICITY_WINDOW_S * config.sample_rate) - 1)
+    rows = [np.arange(np.ceil(shorter), np.floor(longer) + 1, dtype=np.int64)
+            for longer, shorter in zip(edges[:-1], edges[1:], strict=True)]
+    rows = [lags if len(lags) else np.array([round(period)])
+            for lags, period in zip(rows, periods, strict=True)]
+    width = max(map(len, rows))
+    return torch.as_tensor(np.stack([np.pad(lags, (0, width - len(lags)), mode="edge")
+                                     for lags in rows]))
+
+
 def periodicity(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch.Tensor:
     """(..., samples) -> (..., prosody_rows, frames): each frame's normalised
-    autocorrelation at periods spaced evenly in log pitch over PITCH_RANGE_HZ, the lowest
-    pitch in row 0 (as the lowest band of the log-mel), within [-1, 1].
+    autocorrelation, its highest over each row's lags (row_lags), within [-1, 1].
 
     A voiced frame gives a ridge at its pitch period and ridges as strong at its
     multiples (lower rows); nothing above its pitch: the highest strong ridge is the pitch.
-    Noise and silence give about 0. Frames are centred as the log-mel's, so row for row
-    they line up. A gain changes nothing (normalised), and a telephone band that removes
-    the fundamental leaves the period in the harmonics. No pitch is picked, so there is no
-    octave error to make: the model reads the contour from the ridges.
+    Noise and silence give near 0. Frames are centred as the log-mel's, so row for row
+    they line up. A gain changes nothing (normalised). The highest over a row's lags, not
+    the value at one lag: the peak at the period is only as wide as the strongest
+    harmonic's cycle, so a voice rich in harmonics, or a telephone band that removes the
+    fundamental, puts it between two rows' lags (a 110 Hz voice read 0.3 on its row, and
+    below 0 through a 300-3400 Hz band). No pitch is picked, so there is no octave error
+    to make: the model reads the contour from the ridges.
     """
     x = torch.as_tensor(waveform, dtype=torch.float32)
     batch_shape, n = x.shape[:-1], x.shape[-1]
@@ -257,10 +280,7 @@ def periodicity(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch
     hop, window = config.hop_length, int(round(PERIODICITY_WINDOW_S * config.sample_rate))
     padded = torch.nn.functional.pad(x, (window // 2, window - window // 2))
     count = 1 + n // hop
-    low, high = PITCH_RANGE_HZ
-    lags = config.sample_rate / np.geomspace(low, high, config.prosody_rows)
-    below = torch.as_tensor(np.floor(lags).astype(np.int64))
-    weight = torch.as_tensor(lags - np.floor(lags), dtype=torch.float32)
+    lags = row_lags(config)
     out = torch.empty(x.shape[0], config.prosody_rows, count)
     step = max(1, _PERIODICITY_CHUNK // window)  # frames at a time: bounded memory
     for first in range(0, count, step):
@@ -280,7 +300,7 @@ def periodicity(waveform: torch.Tensor | np.ndarray, config: MelConfig) -> torch
         enough = torch.minimum(head, tail) > _PERIODICITY_MIN_SHARE
         normalised = torch.where(enough, correlation / total / torch.sqrt(
             (head * tail).clamp_min(_PERIODICITY_MIN_SHARE ** 2)), 0.0).clamp(-1.0, 1.0)
-        rows = normalised[..., below] * (1 - weight) + normalised[..., below + 1] * weight
+        rows = normalised[..., lags].amax(-1)  # (waveforms, frames, rows)
         out[:, :, first:last] = rows.transpose(-1, -2)
     return out.reshape(*batch_shape, config.prosody_rows, count)
 
