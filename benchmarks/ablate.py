@@ -411,6 +411,11 @@ def metric(cell: dict, name: str) -> float | None:
     return value
 
 
+def baseline_cells(cells: list[dict]) -> dict[tuple[str, int], dict]:
+    """The baseline's cells by (held-out corpus, seed), the pairs of other levers' cells."""
+    return {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+
+
 def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[dict, float]]:
     """(cell, its metric minus the baseline's cell's on the same held-out corpus and seed)
     for each of `mine` whose baseline cell `base` holds, both with the metric."""
@@ -425,7 +430,7 @@ def summarise(cells: list[dict]) -> dict:
     spread (sample sd) over the seeds, and how many cells it rests on; and against the
     baseline, the mean difference over the cells (held-out corpus, seed) both have, so that
     a lever stopped early is compared with the same corpora and seeds, not all six."""
-    base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+    base = baseline_cells(cells)
     levers: dict[str, dict] = {}
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
@@ -497,7 +502,7 @@ def plot_gains(cells: list[dict], path: Path) -> None:
     seed by marker) and their mean (a bar): whether a lever moves every cell one way or
     its mean rests on one cell, which a table's mean and spread do not show."""
     plt = pyplot()
-    base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+    base = baseline_cells(cells)
     levers = sorted({c["lever"] for c in cells} - {"baseline"})
     corpora = sorted({c["held_out"] for c in cells})
     colours = dict(zip(corpora, plt.get_cmap("tab10").colors, strict=False))

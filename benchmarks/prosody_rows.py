@@ -44,12 +44,19 @@ def top_ridge(rows: np.ndarray) -> np.ndarray:
     return np.where(strong.any(0), rows.shape[0] - 1 - np.argmax(strong[::-1], 0), -1)
 
 
-def compare(clean: np.ndarray, heard: np.ndarray, mel: MelConfig) -> dict | None:
-    rows, rows_heard = periodicity(clean, mel).numpy(), periodicity(heard, mel).numpy()
+def rows_and_log_mel(waveform: np.ndarray, mel: MelConfig) -> tuple[np.ndarray, np.ndarray]:
+    return periodicity(waveform, mel).numpy(), log_mel(waveform, mel).numpy()
+
+
+def compare(clean: tuple[np.ndarray, np.ndarray], heard: np.ndarray,
+            mel: MelConfig) -> dict | None:
+    """The figures of one utterance: `clean` is its rows_and_log_mel, `heard` the
+    waveform through the line; None with fewer than 10 voiced frames."""
+    rows, logs = clean
     voiced = rows.max(0) > VOICED
     if voiced.sum() < 10:
         return None
-    logs, logs_heard = log_mel(clean, mel).numpy(), log_mel(heard, mel).numpy()
+    rows_heard, logs_heard = rows_and_log_mel(heard, mel)
     return {"rows_r": np.corrcoef(rows[:, voiced].ravel(), rows_heard[:, voiced].ravel())[0, 1],
             "log_mel_r": np.corrcoef(logs[:, voiced].ravel(),
                                      logs_heard[:, voiced].ravel())[0, 1],
@@ -94,12 +101,14 @@ def main() -> None:
     waveforms = {name: [load_mono(u.path, mel.sample_rate)
                         for u in subsample(utterances, args.per_corpus, seed=0)]
                  for name, utterances in corpora.items()}
+    clean = {name: [rows_and_log_mel(x, mel) for x in clips]
+             for name, clips in waveforms.items()}  # once, not per condition
     for condition in CONDITIONS:
         line, rng = condition_line(condition), np.random.default_rng(0)
         per_corpus = {}
         for name, clips in waveforms.items():
-            found = [c for x in clips
-                     if (c := compare(x, line.apply(x, mel.sample_rate, rng), mel))]
+            found = [c for x, features in zip(clips, clean[name], strict=True)
+                     if (c := compare(features, line.apply(x, mel.sample_rate, rng), mel))]
             per_corpus[name] = {key: round(float(np.mean([c[key] for c in found])), 3)
                                 for key in found[0]} | {"utterances": len(found)}
             print(condition, name, per_corpus[name], flush=True)

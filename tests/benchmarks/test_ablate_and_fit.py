@@ -56,7 +56,8 @@ def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
              cell("prosody", "emodb", 0, 0.50), cell("prosody", "nemo", 1, 0.60),
              cell("speaker", "nemo", 0, 0.45, 25.0), cell("speaker", "emodb", 0, 0.42, 24.0),
              cell("speaker", "ased", 0, 0.33, 21.0)]
-    base = {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+    base = ablate.baseline_cells(cells)
+    assert set(base) == {("emodb", 0), ("nemo", 0), ("ased", 0)}
     prosody = [c for c in cells if c["lever"] == "prosody"]
     (paired,) = ablate.paired_differences(prosody, base, "ua")
     assert paired[0]["held_out"] == "emodb" and paired[1] == pytest.approx(0.1)
