@@ -8,6 +8,10 @@ Two kinds, by where they act:
   `channel_variants` channels drawn once; their log-mels are cached beside the clean ones
   (training/cache.py), and each time an example is drawn it is, with probability
   `channel_p`, one of them instead of the clean audio;
+* the speaker's vocal tract: vocal tract length perturbation (VTLP, Jaitly & Hinton,
+  2013) scales each example's frequencies by a factor near 1, as a shorter or longer vocal
+  tract moves the formants, so that a few hundred training speakers stand for more. It acts
+  on log-mel batches, by reading each band at the frequency it warps to;
 * SpecAugment (Park et al., 2019) frequency and time masks act on log-mel batches, and
   mixup (Zhang et al., 2018) is applied by the training loop on inputs and targets.
 """
@@ -16,9 +20,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
+from callmood.signal.features import MelConfig, hz_to_mel_band, mel_band_edges_hz
 from callmood.training.channel import ChannelConfig
+
+# VTLP's warp is linear up to this share of the top frequency and then bends so that the
+# top maps onto itself (Jaitly & Hinton's 4.8 of 8 kHz)
+WARP_BEND = 0.6
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,9 @@ class AugmentConfig:
     channel_p: float = 0.0  # probability that an example is one of its channel variants
     channel_variants: int = 4  # channels drawn (and cached) per training file
     channel: ChannelConfig = field(default_factory=ChannelConfig)  # the ranges drawn from
+    # VTLP: each example's frequencies scaled by a factor drawn uniformly from
+    # [1 - frequency_warp, 1 + frequency_warp]; 0 turns it off
+    frequency_warp: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.channel, dict):  # from a JSON file of settings
@@ -38,6 +51,8 @@ class AugmentConfig:
             raise ValueError(f"channel_p must be in [0, 1], got {self.channel_p}")
         if self.channel_p > 0 and self.channel_variants < 1:
             raise ValueError("channel_p > 0 needs at least one channel variant")
+        if not 0 <= self.frequency_warp < 0.5:
+            raise ValueError(f"frequency_warp must be in [0, 0.5), got {self.frequency_warp}")
 
     @classmethod
     def off(cls) -> AugmentConfig:
@@ -63,3 +78,37 @@ def spec_augment(mels: torch.Tensor, config: AugmentConfig,
             mask = mask[:, :, None] if axis == 1 else mask[:, None, :]
             x = torch.where(mask, fill, x)
     return x
+
+
+def warp_factors(count: int, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """`count` VTLP factors drawn uniformly from [1 - frequency_warp, 1 + frequency_warp]."""
+    spread = config.frequency_warp
+    return 1.0 + spread * (2.0 * torch.rand(count, generator=generator) - 1.0)
+
+
+def warp_frequencies(mels: torch.Tensor, factors: torch.Tensor, mel: MelConfig) -> torch.Tensor:
+    """(B, rows, frames) log-mels with example b's frequencies scaled by factors[b] (a new
+    tensor): what lay at f moves to factors[b] * f, up to WARP_BEND of the top frequency,
+    above which the warp bends so that the top stays put. Rows below the log-mel's
+    n_mels (prosody) are left as they are; a profile (B, n_mels, 1) warps like a clip.
+
+    Each band reads the source frequency its peak maps back from, interpolated linearly
+    between the two nearest bands (in log power) and held at the edge bands beyond them.
+    """
+    centres = mel_band_edges_hz(mel.n_mels, mel.f_min, mel.f_max)[1:-1]
+    grid = np.linspace(0.0, mel.f_max, 4097)
+    sources = []
+    for factor in factors.tolist():
+        bend = WARP_BEND * mel.f_max * min(factor, 1.0) / factor
+        moved = np.where(grid <= bend, factor * grid,
+                         mel.f_max - (mel.f_max - factor * bend)
+                         * (mel.f_max - grid) / (mel.f_max - bend))
+        sources.append(np.interp(centres, moved, grid))  # the warp is monotone: invert it
+    position = torch.from_numpy(hz_to_mel_band(np.stack(sources), mel.n_mels, mel.f_min,
+                                                mel.f_max)).to(mels.dtype)
+    below = position.floor().long().clamp(max=mel.n_mels - 2)
+    weight = (position - below)[:, :, None]
+    bands = mels[:, :mel.n_mels]
+    take = below[:, :, None].expand(-1, -1, bands.shape[-1])
+    warped = (bands.gather(1, take) * (1 - weight) + bands.gather(1, take + 1) * weight)
+    return torch.cat([warped, mels[:, mel.n_mels:]], dim=1)

@@ -107,6 +107,9 @@ def _fail(err: Exception):
 @click.option("--specaugment/--no-specaugment", default=None,
               help="SpecAugment time/frequency masks (on by default)")
 @click.option("--mixup", type=float, help="mixup alpha, 0 turns it off")
+@click.option("--frequency-warp", type=float, metavar="W",
+              help="vocal tract length perturbation: each example's frequencies scaled by a "
+                   "factor drawn from [1 - W, 1 + W] (e.g. 0.1); 0 turns it off (default)")
 @click.option("--val-channels", metavar="NAME,...",
               help="choose the best epoch on the validation speakers heard through these "
                    "channel conditions (each utterance through one, e.g. clean,telephone,"
@@ -126,8 +129,8 @@ def _fail(err: Exception):
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, backbone, init, epochs, epoch_size, batch_size, lr,
           optimizer, schedule, balance, mask_absent, patience, device, precision, workers,
-          channel_p, channel_variants, specaugment, mixup, val_channels, teachers,
-          teacher_weight, params_file, out, resume):
+          channel_p, channel_variants, specaugment, mixup, frequency_warp, val_channels,
+          teachers, teacher_weight, params_file, out, resume):
     """Fine-tune the spectrogram ViT (or --backbone wav2vec2) and write a model folder (best
     validation epoch).
 
@@ -153,6 +156,7 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                          "workers": workers, "seed": seed, "augment.channel_p": channel_p,
                          "augment.channel_variants": channel_variants,
                          "augment.mixup_alpha": mixup,
+                         "augment.frequency_warp": frequency_warp,
                          "val_channels": val_channels, "teachers": teachers or None,
                          "teacher_weight": teacher_weight}
             if specaugment is False:

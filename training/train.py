@@ -46,7 +46,12 @@ from callmood.signal.features import (
     model_input,
     speaker_profiles,
 )
-from callmood.training.augment import AugmentConfig, spec_augment
+from callmood.training.augment import (
+    AugmentConfig,
+    spec_augment,
+    warp_factors,
+    warp_frequencies,
+)
 from callmood.training.auxiliary import (
     AffectHeads,
     CorpusAdversary,
@@ -257,7 +262,7 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
     frames = config.mel.input_frames
     augment = config.augment
     if config.mel.frontend == WAVEFORM:  # a frame's rows are samples: time masks only
-        augment = replace(augment, specaug_freq=0)
+        augment = replace(augment, specaug_freq=0, frequency_warp=0.0)
     channels = [name for name in mels if name != CLEAN]
     clips, speakers = [], []
     for i in indices:
@@ -271,14 +276,19 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
         if profiles is not None:
             speakers.append(profiles[variant][i])
     crops = torch.stack(clips)
+    speakers = torch.stack(speakers) if profiles is not None else None
+    if augment.frequency_warp > 0:  # a warped voice is another speaker: their profile too
+        factors = warp_factors(len(indices), augment, generator)
+        crops = warp_frequencies(crops, factors, config.mel)
+        if speakers is not None:
+            speakers = warp_frequencies(speakers, factors, config.mel)
     if config.mel.prosody_rows:  # masks fill with the log-mel's mean: it alone is masked
         mels, prosody = crops.split([config.mel.n_mels, config.mel.prosody_rows], dim=1)
         return torch.cat([spec_augment(mels, augment, generator), prosody], dim=1), None
-    if profiles is None:
+    if speakers is None:
         return spec_augment(crops, augment, generator), None
     # masked relative to the speaker, so that once model_input subtracts the profile a
     # mask is flat, not the speaker's profile turned upside down
-    speakers = torch.stack(speakers)
     return spec_augment(crops - speakers, augment, generator) + speakers, speakers
 
 

@@ -185,12 +185,26 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= 15.0, log_part, linear)
 
 
+def mel_band_edges_hz(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """The n_mels + 2 frequencies (Hz) equally spaced in mel that bound the triangular
+    filters: band i rises from edges[i], peaks at edges[i + 1] and falls to edges[i + 2]."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+
+
+def hz_to_mel_band(hz: np.ndarray, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    """Where frequencies fall on the band axis, as fractional band indices (band i's peak
+    at i), clipped to the bands."""
+    low, high = _hz_to_mel(f_min), _hz_to_mel(f_max)
+    step = (high - low) / (n_mels + 1)
+    return np.clip((_hz_to_mel(hz) - low) / step - 1.0, 0.0, n_mels - 1.0)
+
+
 @lru_cache(maxsize=8)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float,
                    f_max: float) -> torch.Tensor:
     """Triangular filters (n_mels, n_fft // 2 + 1) with Slaney area normalisation."""
     fft_hz = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+    edges = mel_band_edges_hz(n_mels, f_min, f_max)
     widths = np.diff(edges)
     rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
     falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]

@@ -125,10 +125,14 @@ def test_a_cell_kept_before_a_setting_existed_counts_as_made_with_it_off(ablate,
                                                    "speaker_shift_db": None,
                                                    "spectral_mean": False,
                                                    "frontend": "log-mel", "prosody_rows": 0},
-                                           "augment": {"gain_db": (-20.0, 20.0)}}}
+                                           "augment": {"gain_db": (-20.0, 20.0),
+                                                       "frequency_warp": 0.0}}}
     assert ablate.kept_cell(store, "baseline-emodb-s0", now) == {"ua": 0.4}
     on = {**now, "config": {**now["config"], "affect_heads": 0.5}}
     assert ablate.kept_cell(store, "baseline-emodb-s0", on) is None
+    warped = {**now, "config": {**now["config"], "augment": {"gain_db": (-20.0, 20.0),
+                                                             "frequency_warp": 0.1}}}
+    assert ablate.kept_cell(store, "baseline-emodb-s0", warped) is None
     changed = {**now, "config": {**now["config"], "lr": 2e-4}}
     assert ablate.kept_cell(store, "baseline-emodb-s0", changed) is None
     assert ablate.comparable(now) == ablate.comparable(old)  # names one checkpoint too

@@ -40,7 +40,7 @@ def trained(corpus, shared_dir, _session_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "model"
     result = ok(invoke("train", "--corpus", f"ravdess={corpus}", "--test-speakers", "03",
                        "--shared", shared_dir, "--cache-dir", _session_cache, *FAST,
-                       "--out", out))
+                       "--frequency-warp", "0.1", "--out", out))
     return out, result
 
 
@@ -53,6 +53,7 @@ def test_train_writes_a_model_folder(trained):
     assert model.labels == ["sad", "angry"]
     assert model.card.training["config"]["epochs"] == 2
     assert model.card.training["config"]["augment"]["specaug_freq"] == 0
+    assert model.card.training["config"]["augment"]["frequency_warp"] == 0.1
     assert model.card.training["split"]["test_speakers"] == ["ravdess:03"]
     assert model.card.metrics["test"]["n"] == 8
 
@@ -194,6 +195,11 @@ def test_train_errors_are_messages_not_tracebacks(corpus, shared_dir, tmp_path):
     result = invoke("train", "--corpus", f"ravdess={corpus}", "--fold", "first",
                     "--shared", shared_dir, *FAST, "--out", tmp_path / "m")
     assert result.exit_code == 2 and "expected a fold number" in result.output
+    result = invoke("train", "--corpus", f"ravdess={corpus}", "--test-speakers", "03",
+                    "--shared", shared_dir, *FAST, "--frequency-warp", "0.6", "--out",
+                    tmp_path / "m")
+    assert result.exit_code == 1 and "frequency_warp must be in [0, 0.5)" in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "m").exists()
 
 

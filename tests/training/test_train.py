@@ -236,8 +236,8 @@ def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_me
 @pytest.mark.parametrize(("settings", "optimizer", "plateau", "bf16"), [
     ({"augment": AugmentConfig(channel_p=0.5, channel_variants=2), "balance": "sampler",
       "schedule": "cosine", "optimizer": "adamw"}, "adamw", False, False),
-    ({"augment": AugmentConfig(mixup_alpha=0.0), "balance": "loss", "schedule": "plateau",
-      "optimizer": "sgd"}, "sgd", True, False),
+    ({"augment": AugmentConfig(mixup_alpha=0.0, frequency_warp=0.1), "balance": "loss",
+      "schedule": "plateau", "optimizer": "sgd"}, "sgd", True, False),
     ({"precision": "bf16", "dropout": 0.1}, "adamw", False, True),  # bf16 autocast, CPU
 ])
 def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, monkeypatch, settings,

@@ -1,0 +1,78 @@
+"""Vocal tract length perturbation (training/augment.py) on real log-mels."""
+
+import numpy as np
+import pytest
+import torch
+
+from callmood.signal.features import MelConfig, hz_to_mel_band, log_mel, mel_band_edges_hz
+from callmood.training.augment import AugmentConfig, warp_factors, warp_frequencies
+from callmood.training.train import TrainConfig, make_batch
+
+MEL = MelConfig()
+
+
+def tone_log_mel(hz: float) -> torch.Tensor:
+    t = np.arange(MEL.sample_rate) / MEL.sample_rate
+    return log_mel(np.sin(2 * np.pi * hz * t).astype(np.float32), MEL)
+
+
+def peak_band(mels: torch.Tensor) -> int:
+    return int(mels.mean(dim=-1).argmax())
+
+
+@pytest.mark.parametrize("hz", [600.0, 1000.0, 2500.0])
+@pytest.mark.parametrize("factor", [0.88, 1.12])
+def test_a_tone_moves_to_its_frequency_times_the_factor(hz, factor):
+    tone = tone_log_mel(hz)[None]
+    warped = warp_frequencies(tone, torch.tensor([factor]), MEL)
+    expected = hz_to_mel_band(np.array([hz * factor]), MEL.n_mels, MEL.f_min, MEL.f_max)[0]
+    assert abs(peak_band(warped[0]) - expected) <= 1.0
+    assert abs(peak_band(tone[0]) - peak_band(warped[0])) >= 2  # it did move
+
+
+def test_a_factor_of_one_changes_nothing_and_the_top_stays_put():
+    ramp = torch.arange(MEL.n_mels, dtype=torch.float32)[None, :, None].repeat(3, 1, 5)
+    same, up, down = warp_frequencies(ramp, torch.tensor([1.0, 1.2, 0.8]), MEL)
+    torch.testing.assert_close(same, ramp[0])
+    for warped in (up, down):  # each band reads a band index: monotone, ends at the top
+        rows = warped[:, 0]
+        assert torch.all(rows[1:] >= rows[:-1])
+        assert rows[-1] == pytest.approx(MEL.n_mels - 1, abs=0.5)
+    # below the bend a band reads the band of its frequency divided by the factor
+    centres = mel_band_edges_hz(MEL.n_mels, MEL.f_min, MEL.f_max)[1:-1]
+    band = int(np.searchsorted(centres, 1500.0))
+    source = hz_to_mel_band(centres[band:band + 1] / 1.2, MEL.n_mels, MEL.f_min, MEL.f_max)
+    assert up[band, 0].item() == pytest.approx(source[0], abs=1e-3)
+
+
+def test_prosody_rows_stay_and_a_profile_warps_like_its_clip():
+    mel = MelConfig(prosody_rows=4)
+    clip = torch.randn(2, mel.n_mels + 4, 30)
+    factors = torch.tensor([0.9, 1.1])
+    warped = warp_frequencies(clip, factors, mel)
+    torch.testing.assert_close(warped[:, mel.n_mels:], clip[:, mel.n_mels:])
+    profile = clip[:, :mel.n_mels, :1]
+    torch.testing.assert_close(warp_frequencies(profile, factors, mel), warped[:, :mel.n_mels, :1])
+
+
+def test_a_batch_warps_each_clip_and_its_speaker_alike():
+    """A clip that is its speaker's profile at every frame stays so once warped (and masked
+    relative to it), so the model's input after the profile is subtracted is flat."""
+    n_mels = MEL.n_mels
+    config = TrainConfig(mel=MEL, augment=AugmentConfig(frequency_warp=0.15))
+    levels = [torch.linspace(-5, 5, n_mels)[:, None], torch.linspace(3, -2, n_mels)[:, None]
+              ** 2]
+    mels = {"clean": [level.repeat(1, MEL.input_frames) for level in levels]}
+    profiles = {"clean": torch.stack(levels)}
+    batch, speakers = make_batch(mels, [0, 1], config, torch.Generator().manual_seed(0),
+                                 profiles)
+    torch.testing.assert_close(batch, speakers.expand_as(batch))
+    assert not torch.allclose(speakers, profiles["clean"])  # they were warped
+    factors = warp_factors(1000, config.augment, torch.Generator().manual_seed(1))
+    assert 0.85 <= factors.min() < 0.87 and 1.13 < factors.max() <= 1.15
+
+
+@pytest.mark.parametrize("spread", [-0.1, 0.5])
+def test_a_warp_out_of_range_is_refused(spread):
+    with pytest.raises(ValueError, match="frequency_warp must be in"):
+        AugmentConfig(frequency_warp=spread)
