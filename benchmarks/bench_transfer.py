@@ -102,7 +102,9 @@ def cell_key(args: argparse.Namespace, row: str, held_out: str) -> str:
 
 
 def _training_settings(args: argparse.Namespace, row: str) -> dict:
-    config = recipe(args, row).to_dict()
+    """The cell's training settings as its key holds them: the settings added after the
+    cells were kept are left out where they are off, so that adding one keeps them."""
+    config = harness.without_added_later(recipe(args, row).to_dict())
     config["init"] = Path(config["init"]).name  # the same cell wherever the checkout lies
     return {"config": config, "max_per_corpus": args.max_per_corpus}
 

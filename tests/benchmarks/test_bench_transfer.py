@@ -35,6 +35,17 @@ def test_rows_train_on_the_right_corpora(bench):
     assert bench.recipe(args(), "c").mask_absent_classes
 
 
+def test_the_committed_cells_are_found_by_todays_settings(bench):
+    """Settings added to training since the cells were kept (off in them) do not hide them:
+    main()'s defaults find every committed cell of rows a, b and c."""
+    defaults = args(params=str(bench.harness.RECIPE), init="/any/where/deit-tiny-in1k",
+                    epochs=6, epoch_size=1500, precision="bf16", device="auto")
+    for row in "abc":
+        for corpus in defaults.corpora:
+            name = bench.cell_name(defaults, row, corpus)
+            assert (bench.harness.RESULTS / "transfer_cells" / f"{name}.json").is_file(), name
+
+
 def test_a_cell_is_kept_only_for_the_same_settings(bench):
     key = bench.cell_key(args(), "c", "kored")
     assert key == bench.cell_key(args(), "c", "kored")
