@@ -7,7 +7,11 @@ Rows, each trained once per held-out corpus with the same recipe and budget:
   c  all the other corpora with the channel augmentation of training/channel.py;
   si all corpora, speaker-independent: row c's recipe on K speaker-grouped folds over the
      union of every corpus (--si-folds), so every speaker is tested once by a model that
-     never heard them; a corpus's figures pool its speakers' predictions over the folds.
+     never heard them; a corpus's figures pool its speakers' predictions over the folds;
+and candidate recipes (benchmarks/transfer_rows.json): a row a, b or c with some
+training settings changed (`{"c-warp": {"like": "c", "set": {"augment.frequency_warp":
+0.1}, "description": "..."}}`), so that a recipe an ablation favours is tested on every
+held-out corpus beside the rows it would replace.
 
 Per cell: UA and macro-F1 over the classes the held-out corpus has (argmax restricted to
 them) and open (over all labels), neutral recall, the confusion matrix, and chance level
@@ -16,7 +20,7 @@ example's loss weighs only its corpus's classes. Validation speakers come from t
 training corpora (10 % of each corpus's speakers); the held-out corpus is never looked at
 before its test.
 
-    .venv/bin/python benchmarks/bench_transfer.py [--rows a,b,c,si] [--held-out ased,...]
+    .venv/bin/python benchmarks/bench_transfer.py [--rows a,b,c,si,c-warp] [--held-out ased,...]
         [--corpora ...] [--epochs N] [--epoch-size N] [--si-folds K] [--max-per-corpus N]
         [--device cuda] [--report]
 
@@ -60,6 +64,34 @@ ROWS = {"a": "RAVDESS + EmoDB (today's recipe), no channel augmentation",
         "b": "all other corpora, no channel augmentation",
         "c": "all other corpora + channel augmentation",
         "si": "all corpora + channel augmentation, speaker-independent folds over the union"}
+CANDIDATES = Path(__file__).resolve().parent / "transfer_rows.json"
+
+
+def load_candidates(path: Path) -> dict[str, dict]:
+    """The candidate rows of `path` ({} without the file), checked: each is like row a, b
+    or c, has a description, and its settings are training settings."""
+    candidates = harness.read_json(path, {})
+    for name, row in candidates.items():
+        if name in ROWS or not name.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{path}: row name {name!r} is taken or not a plain name")
+        if row.get("like") not in ("a", "b", "c") or not row.get("description"):
+            raise ValueError(f"{path}: row {name!r} needs \"like\": \"a\", \"b\" or \"c\" "
+                             "and a \"description\"")
+        unknown = set(row) - {"like", "set", "description"}
+        if unknown:
+            raise ValueError(f"{path}: row {name!r} has unknown keys {sorted(unknown)}")
+        TrainConfig().with_overrides(row.get("set", {}))  # raises on an unknown setting
+    return candidates
+
+
+def row_names(args: argparse.Namespace) -> dict[str, str]:
+    """Every row's description: the fixed rows, then the candidates."""
+    return ROWS | {name: row["description"] for name, row in args.candidates.items()}
+
+
+def base_row(args: argparse.Namespace, row: str) -> str:
+    """The fixed row a candidate is like (a fixed row is its own)."""
+    return args.candidates[row]["like"] if row in args.candidates else row
 
 
 def load_all(shared: Path, names: list[str]) -> dict[str, list]:
@@ -90,9 +122,11 @@ def recipe(args: argparse.Namespace, row: str) -> TrainConfig:
                    "seed": args.seed,
                    "precision": args.precision, "device": args.device,
                    "balance": "corpus", "mask_absent_classes": True})
-    if row in ("a", "b"):
+    if base_row(args, row) in ("a", "b"):
         values.setdefault("augment", {})["channel_p"] = 0.0
-    return TrainConfig().with_overrides(values)
+    config = TrainConfig().with_overrides(values)
+    return config.with_overrides(args.candidates[row].get("set", {})) \
+        if row in args.candidates else config
 
 
 def cell_key(args: argparse.Namespace, row: str, held_out: str) -> str:
@@ -128,6 +162,7 @@ def has_finished_model(folder: Path) -> bool:
 
 
 def training_corpora(row: str, held_out: str, names: list[str]) -> list[str]:
+    """What the fixed row `row` (a candidate: its base_row) trains on."""
     if row == "a":
         return [n for n in ("ravdess", "emodb") if n != held_out]
     return [n for n in names if n != held_out]
@@ -135,7 +170,7 @@ def training_corpora(row: str, held_out: str, names: list[str]) -> list[str]:
 
 def run_cell(args, row: str, held_out: str, data: dict[str, list]) -> dict:
     """Train without `held_out` (resuming a stopped training) and test on all of it."""
-    train_names = training_corpora(row, held_out, args.corpora)
+    train_names = training_corpora(base_row(args, row), held_out, args.corpora)
     train_utts = [u for n in train_names
                   for u in subsample(data[n], args.max_per_corpus, args.seed)]
     test = data[held_out]
@@ -171,7 +206,8 @@ def add_channels(args, cell: dict, model, test: list) -> dict:
 def complete_channels(args, row: str, held_out: str, cell: dict, data: dict) -> bool:
     """Score a kept cell through the --channels it lacks, if its model is still here;
     whether it changed."""
-    out = training_folder(args, row, training_corpora(row, held_out, args.corpora))
+    out = training_folder(args, row, training_corpora(base_row(args, row), held_out,
+                                                      args.corpora))
     missing = [c for c in args.channels if c not in cell.get("channels", {})]
     if not missing or not has_finished_model(out):
         return False
@@ -243,7 +279,8 @@ def markdown(results: dict) -> str:
                 if f"{r}-{c}" in results["cells"]]
         if done:
             folds = f", pooled over {results['si_folds_done']} folds" if r == "si" else ""
-            lines.append(f"\nRow {r} ({ROWS[r]}{folds}): mean restricted UA "
+            name = (ROWS | results.get("row_names", {}))[r]
+            lines.append(f"\nRow {r} ({name}{folds}): mean restricted UA "
                          f"{100 * np.mean(done):.1f} over {len(done)} held-out corpora.")
     return "\n".join(lines + channel_table(results)) + "\n"
 
@@ -255,8 +292,8 @@ def channel_table(results: dict) -> list[str]:
                                      for name in c.get("channels", {})})
     # row si scores its folds clean only: a row that never heard a line has no column here
     rows = [r for r in results["rows"] if any(
-        cell.get("channels") for key, cell in results["cells"].items()
-        if key.startswith(f"{r}-"))]
+        results["cells"].get(f"{r}-{corpus}", {}).get("channels")
+        for corpus in results["corpora"])]
     if len(conditions) == 1:
         return []
 
@@ -320,18 +357,28 @@ def main() -> None:
                         default=harness.RESULTS / "transfer_cells",
                         help="finished cells, one JSON each")
     parser.add_argument("--out", type=Path, default=harness.RESULTS)
+    parser.add_argument("--candidates", type=Path, default=CANDIDATES,
+                        help="the candidate rows' recipes (JSON; see the module's docstring)")
     args = parser.parse_args()
+    try:
+        args.candidates = load_candidates(args.candidates)
+    except ValueError as error:
+        parser.error(str(error))
     args.corpora = args.corpora.split(",")
     args.channels = [c for c in args.channels.split(",") if c]
     held_out_now = args.held_out.split(",") if args.held_out else args.corpora
     args.init = args.init or str(args.shared / harness.DEIT)
     rows = args.rows.split(",")
+    if unknown := [r for r in rows if r not in row_names(args)]:
+        parser.error(f"--rows: unknown {', '.join(unknown)}; the rows are "
+                     f"{', '.join(row_names(args))}")
     needed = args.corpora + [n for n in ("ravdess", "emodb")
-                             if "a" in rows and n not in args.corpora]
+                             if any(base_row(args, r) == "a" for r in rows)
+                             and n not in args.corpora]
     data = {} if args.report else load_all(args.shared, needed)
     results = {"corpora": args.corpora,
                "settings": {k: str(v) for k, v in vars(args).items()
-                            if k not in ("rows", "held_out")},
+                            if k not in ("rows", "held_out", "candidates")},
                "machine": harness.machine("torch")}
     if args.report:
         write(results, args)
@@ -380,16 +427,17 @@ def si_cells(args: argparse.Namespace) -> harness.CellStore:
 
 def write(results: dict, args: argparse.Namespace) -> None:
     """The table of every cell finished with these settings, whichever invocation ran it."""
-    kept = {f"{row}-{corpus}": cell for row in ("a", "b", "c") for corpus in args.corpora
+    names = row_names(args)
+    kept = {f"{row}-{corpus}": cell for row in names if row != "si" for corpus in args.corpora
             if (cell := cells(args).load(cell_name(args, row, corpus))) is not None}
     folds = [fold for k in range(1, args.si_folds + 1)
              if (fold := si_cells(args).load(cell_name(args, "si", si_fold(args, k))))
              is not None]
     kept.update(pool_si_folds(folds, args.corpora))
-    results.update(cells=kept, rows=[r for r in ROWS if any(c.startswith(f"{r}-")
-                                                            for c in kept)],
+    results.update(cells=kept, rows=[r for r in names if any(f"{r}-{corpus}" in kept
+                                                             for corpus in args.corpora)],
                    si_folds_done=f"{len(folds)} of {args.si_folds}")
-    results["row_names"] = {r: ROWS[r] for r in results["rows"]}
+    results["row_names"] = {r: names[r] for r in results["rows"]}
     harness.write_json(args.out / "transfer.json", results)
     harness.write_text(args.out / "transfer.md", markdown(results))
     for row in results["rows"]:

@@ -1,6 +1,7 @@
 """benchmarks/bench_transfer.py: which corpora each row trains on, kept cells, the table."""
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,9 @@ def args(**changes) -> argparse.Namespace:
     values = {"params": str(ROOT / "benchmarks/default_model_params.json"),
               "init": "random:micro", "epochs": 2, "epoch_size": 100, "seed": 0,
               "precision": "fp32", "device": "cpu", "max_per_corpus": 0, "corpora": list(
-                  ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess"))}
+                  ("ravdess", "emodb", "ased", "nemo", "kored", "emovo", "tess")),
+              "candidates": {"a-warp": {"like": "a", "set": {"augment.frequency_warp": 0.1},
+                                        "description": "row a, warped"}}}
     return argparse.Namespace(**{**values, **changes})
 
 
@@ -123,3 +126,47 @@ def test_the_channel_table_shows_each_condition_and_means_over_complete_cells(be
     assert "| x | 60.0 / 40.0 | 50.0 / 50.0 |" in text
     assert "| y | 70.0 / – |  |" in text  # a cell kept from before the channel was added
     assert "| mean over x | 60.0 / 40.0 | 50.0 / 50.0 |" in text  # y: row c never ran
+
+
+def test_a_candidate_row_is_its_base_row_with_its_settings(bench):
+    a, warped = bench.recipe(args(), "a"), bench.recipe(args(), "a-warp")
+    assert warped.augment.frequency_warp == 0.1 and a.augment.frequency_warp == 0.0
+    assert warped.augment.channel_p == 0.0  # like row a: no channel simulation
+    assert warped.to_dict() == a.with_overrides({"augment.frequency_warp": 0.1}).to_dict()
+    assert bench.base_row(args(), "a-warp") == "a" and bench.base_row(args(), "c") == "c"
+    assert bench.cell_key(args(), "a-warp", "kored") != bench.cell_key(args(), "a", "kored")
+    assert bench.row_names(args())["a-warp"] == "row a, warped"
+    # the committed candidates load and change only what they say
+    for name, row in bench.load_candidates(bench.CANDIDATES).items():
+        assert bench.base_row(args(candidates={name: row}), name) in ("a", "b", "c")
+
+
+@pytest.mark.parametrize(("rows", "error"), [
+    ({"c": {"like": "c", "description": "x"}}, "is taken"),
+    ({"c-x": {"like": "si", "description": "x"}}, "needs"),
+    ({"c-x": {"like": "c"}}, "needs"),
+    ({"c-x": {"like": "c", "description": "x", "sets": {}}}, "unknown keys"),
+    ({"c-x": {"like": "c", "description": "x", "set": {"augment.warp": 0.1}}},
+     "unknown training settings"),
+])
+def test_a_wrong_candidate_row_is_refused_with_its_file(bench, tmp_path, rows, error):
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(ValueError, match=error) as raised:
+        bench.load_candidates(path)
+    assert error == "unknown training settings" or str(path) in str(raised.value)
+
+
+def test_a_candidate_row_takes_its_own_place_in_both_tables(bench):
+    def cell(clean, phone=None):
+        figures = {"classes": ["neutral", "angry"], "chance": 0.5, "ua_restricted": clean,
+                   "macro_f1_restricted": clean, "ua_open": clean, "neutral_recall": 0.5}
+        return figures | ({"channels": {"telephone": {"ua_restricted": phone}}} if phone else {})
+    results = {"rows": ["c", "c-warp"], "corpora": ["x"],
+               "row_names": {"c-warp": "row c, warped"},
+               "cells": {"c-x": cell(0.5), "c-warp-x": cell(0.6, 0.55)}}
+    text = bench.markdown(results)
+    assert "Row c-warp (row c, warped): mean restricted UA 60.0 over 1" in text
+    assert "Row c (all other corpora + channel augmentation): mean restricted UA 50.0" in text
+    # only the candidate heard the line: row c has no column of its own there
+    assert "| held-out corpus | row c-warp |\n" in text and "| x | 60.0 / 55.0 |" in text
