@@ -22,7 +22,7 @@ before its test.
 
     .venv/bin/python benchmarks/bench_transfer.py [--rows a,b,c,si,c-warp] [--held-out ased,...]
         [--corpora ...] [--epochs N] [--epoch-size N] [--si-folds K] [--max-per-corpus N]
-        [--device cuda] [--report]
+        [--candidates FILE] [--device cuda] [--report]
 
 Resumable: each finished cell is kept in --cells (default benchmarks/results/transfer_cells,
 committed, so a fresh clone reuses them; a cell is reused only with the same settings), and
@@ -67,21 +67,51 @@ ROWS = {"a": "RAVDESS + EmoDB (today's recipe), no channel augmentation",
 CANDIDATES = Path(__file__).resolve().parent / "transfer_rows.json"
 
 
-def load_candidates(path: Path) -> dict[str, dict]:
-    """The candidate rows of `path` ({} without the file), checked: each is like row a, b
-    or c, has a description, and its settings are training settings."""
-    candidates = harness.read_json(path, {})
+# what every row shares (recipe()): a candidate that changed them would not be comparable
+SHARED_BY_EVERY_ROW = ("init", "epochs", "epoch_size", "seed", "precision", "device",
+                       "balance", "mask_absent_classes")
+
+
+def load_candidates(path: Path, required: bool = False) -> dict[str, dict]:
+    """The candidate rows of `path` ({} if it is missing and not `required`), checked for
+    their form: each is like row a, b or c, has a description, and sets settings other than
+    those every row shares (check_candidates() checks their values)."""
+    if not path.is_file():
+        if required:
+            raise ValueError(f"{path}: no such file")
+        return {}
+    try:
+        candidates = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(candidates, dict):
+        raise ValueError(f"{path}: expected an object of rows by name")
     for name, row in candidates.items():
+        problem = None
         if name in ROWS or not name.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"{path}: row name {name!r} is taken or not a plain name")
-        if row.get("like") not in ("a", "b", "c") or not row.get("description"):
-            raise ValueError(f"{path}: row {name!r} needs \"like\": \"a\", \"b\" or \"c\" "
-                             "and a \"description\"")
-        unknown = set(row) - {"like", "set", "description"}
-        if unknown:
-            raise ValueError(f"{path}: row {name!r} has unknown keys {sorted(unknown)}")
-        TrainConfig().with_overrides(row.get("set", {}))  # raises on an unknown setting
+            problem = "the name is taken or not a plain name"
+        elif not isinstance(row, dict) or row.get("like") not in ("a", "b", "c") \
+                or not row.get("description"):
+            problem = 'needs "like": "a", "b" or "c" and a "description"'
+        elif unknown := sorted(set(row) - {"like", "set", "description"}):
+            problem = f"unknown keys {unknown}"
+        elif not isinstance(row.get("set", {}), dict):
+            problem = '"set" must be an object of training settings'
+        elif shared := sorted(set(row.get("set", {})) & set(SHARED_BY_EVERY_ROW)):
+            problem = f"sets {shared}, which every row shares (the command line sets them)"
+        if problem:
+            raise ValueError(f"{path}: row {name!r}: {problem}")
     return candidates
+
+
+def check_candidates(args: argparse.Namespace, path: Path) -> None:
+    """Each candidate's recipe built with this run's options: a wrong setting or value is
+    a ValueError naming `path` and the row, before anything trains."""
+    for name in args.candidates:
+        try:
+            recipe(args, name)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{path}: row {name!r}: {error}") from None
 
 
 def row_names(args: argparse.Namespace) -> dict[str, str]:
@@ -357,17 +387,20 @@ def main() -> None:
                         default=harness.RESULTS / "transfer_cells",
                         help="finished cells, one JSON each")
     parser.add_argument("--out", type=Path, default=harness.RESULTS)
-    parser.add_argument("--candidates", type=Path, default=CANDIDATES,
-                        help="the candidate rows' recipes (JSON; see the module's docstring)")
+    parser.add_argument("--candidates", type=Path, default=None,
+                        help="the candidate rows' recipes (JSON, see the module's docstring; "
+                             f"default {CANDIDATES.relative_to(harness.ROOT)})")
     args = parser.parse_args()
-    try:
-        args.candidates = load_candidates(args.candidates)
-    except ValueError as error:
-        parser.error(str(error))
     args.corpora = args.corpora.split(",")
     args.channels = [c for c in args.channels.split(",") if c]
     held_out_now = args.held_out.split(",") if args.held_out else args.corpora
     args.init = args.init or str(args.shared / harness.DEIT)
+    candidates = args.candidates or CANDIDATES
+    try:
+        args.candidates = load_candidates(candidates, required=args.candidates is not None)
+        check_candidates(args, candidates)
+    except ValueError as error:
+        parser.error(str(error))
     rows = args.rows.split(",")
     if unknown := [r for r in rows if r not in row_names(args)]:
         parser.error(f"--rows: unknown {', '.join(unknown)}; the rows are "

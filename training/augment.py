@@ -8,12 +8,12 @@ Two kinds, by where they act:
   `channel_variants` channels drawn once; their log-mels are cached beside the clean ones
   (training/cache.py), and each time an example is drawn it is, with probability
   `channel_p`, one of them instead of the clean audio;
-* the speaker's vocal tract: vocal tract length perturbation (VTLP, Jaitly & Hinton,
-  2013) scales each example's frequencies by a factor near 1, as a shorter or longer vocal
-  tract moves the formants, so that a few hundred training speakers stand for more. It acts
-  on log-mel batches, by reading each band at the frequency it warps to;
-* SpecAugment (Park et al., 2019) frequency and time masks act on log-mel batches, and
-  mixup (Zhang et al., 2018) is applied by the training loop on inputs and targets.
+* on log-mel batches: vocal tract length perturbation (VTLP, Jaitly & Hinton, 2013)
+  scales each example's frequencies by a factor near 1, as a shorter or longer vocal
+  tract moves the formants, so that a few hundred training speakers stand for more (it
+  also moves a channel variant's band edges by the same factor); SpecAugment (Park et al.,
+  2019) frequency and time masks; and mixup (Zhang et al., 2018), applied by the training
+  loop on inputs and targets.
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from callmood.signal.features import MelConfig, hz_to_mel_band, mel_band_edges_hz
+from callmood.signal.features import (
+    MelConfig,
+    hz_to_mel_band,
+    is_finite_number,
+    mel_band_edges_hz,
+)
 from callmood.training.channel import ChannelConfig
 
 # VTLP's warp is linear up to this share of the top frequency and then bends so that the
@@ -51,8 +56,9 @@ class AugmentConfig:
             raise ValueError(f"channel_p must be in [0, 1], got {self.channel_p}")
         if self.channel_p > 0 and self.channel_variants < 1:
             raise ValueError("channel_p > 0 needs at least one channel variant")
-        if not 0 <= self.frequency_warp < 0.5:
-            raise ValueError(f"frequency_warp must be in [0, 0.5), got {self.frequency_warp}")
+        if not (is_finite_number(self.frequency_warp) and 0 <= self.frequency_warp < 0.5):
+            raise ValueError(f"frequency_warp must be a number in [0, 0.5), got "
+                             f"{self.frequency_warp!r}")
 
     @classmethod
     def off(cls) -> AugmentConfig:
@@ -90,25 +96,24 @@ def warp_frequencies(mels: torch.Tensor, factors: torch.Tensor, mel: MelConfig) 
     """(B, rows, frames) log-mels with example b's frequencies scaled by factors[b] (a new
     tensor): what lay at f moves to factors[b] * f, up to WARP_BEND of the top frequency,
     above which the warp bends so that the top stays put. Rows below the log-mel's
-    n_mels (prosody) are left as they are; a profile (B, n_mels, 1) warps like a clip.
+    n_mels (prosody) are left as they are.
 
-    Each band reads the source frequency its peak maps back from, interpolated linearly
-    between the two nearest bands (in log power) and held at the edge bands beyond them.
+    Each band reads the frequency that the warp moves to its peak, interpolated linearly
+    (in log power) between the two nearest bands and held at the edge bands beyond them.
     """
-    centres = mel_band_edges_hz(mel.n_mels, mel.f_min, mel.f_max)[1:-1]
-    grid = np.linspace(0.0, mel.f_max, 4097)
-    sources = []
-    for factor in factors.tolist():
-        bend = WARP_BEND * mel.f_max * min(factor, 1.0) / factor
-        moved = np.where(grid <= bend, factor * grid,
-                         mel.f_max - (mel.f_max - factor * bend)
-                         * (mel.f_max - grid) / (mel.f_max - bend))
-        sources.append(np.interp(centres, moved, grid))  # the warp is monotone: invert it
-    position = torch.from_numpy(hz_to_mel_band(np.stack(sources), mel.n_mels, mel.f_min,
-                                                mel.f_max)).to(mels.dtype)
-    below = position.floor().long().clamp(max=mel.n_mels - 2)
-    weight = (position - below)[:, :, None]
+    top = mel.f_max
+    peaks = mel_band_edges_hz(mel.n_mels, mel.f_min, top)[None, 1:-1]
+    factor = factors.detach().cpu().double().numpy()[:, None]
+    bend = WARP_BEND * top * np.minimum(factor, 1.0) / factor  # where the warp bends
+    bent = factor * bend  # ... and where that frequency goes
+    # the warp inverted: f = peak / factor below the bend, a straight line to the top above
+    sources = np.where(peaks <= bent, peaks / factor,
+                       top - (top - peaks) * (top - bend) / (top - bent))
+    position = torch.from_numpy(hz_to_mel_band(sources, mel.n_mels, mel.f_min, top))
+    below = position.floor().clamp(0, max(mel.n_mels - 2, 0))
+    weight = (position - below).to(mels.device, mels.dtype)[:, :, None]
     bands = mels[:, :mel.n_mels]
-    take = below[:, :, None].expand(-1, -1, bands.shape[-1])
-    warped = (bands.gather(1, take) * (1 - weight) + bands.gather(1, take + 1) * weight)
+    take = below.long().to(mels.device)[:, :, None].expand(-1, -1, bands.shape[-1])
+    above = (take + 1).clamp(max=mel.n_mels - 1)
+    warped = bands.gather(1, take) * (1 - weight) + bands.gather(1, above) * weight
     return torch.cat([warped, mels[:, mel.n_mels:]], dim=1)

@@ -178,6 +178,9 @@ class TrainConfig:
                                  "beyond the training ranges; validate on others")
         if self.mel.frontend != BACKBONES[self.backbone]:
             self.mel = replace(self.mel, frontend=BACKBONES[self.backbone])
+        if self.augment.frequency_warp and self.mel.frontend == WAVEFORM:
+            raise ValueError("augment.frequency_warp acts on log-mel bands; the waveform "
+                             f"frontend ({self.backbone}) has none")
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig,
@@ -262,7 +265,7 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
     frames = config.mel.input_frames
     augment = config.augment
     if config.mel.frontend == WAVEFORM:  # a frame's rows are samples: time masks only
-        augment = replace(augment, specaug_freq=0, frequency_warp=0.0)
+        augment = replace(augment, specaug_freq=0)
     channels = [name for name in mels if name != CLEAN]
     clips, speakers = [], []
     for i in indices:
@@ -279,9 +282,11 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
     speakers = torch.stack(speakers) if profiles is not None else None
     if augment.frequency_warp > 0:  # a warped voice is another speaker: their profile too
         factors = warp_factors(len(indices), augment, generator)
-        crops = warp_frequencies(crops, factors, config.mel)
-        if speakers is not None:
-            speakers = warp_frequencies(speakers, factors, config.mel)
+        if speakers is None:
+            crops = warp_frequencies(crops, factors, config.mel)
+        else:  # a profile is one more frame of its clip (no prosody rows beside it)
+            both = warp_frequencies(torch.cat([crops, speakers], dim=-1), factors, config.mel)
+            crops, speakers = both[..., :-1], both[..., -1:]
     if config.mel.prosody_rows:  # masks fill with the log-mel's mean: it alone is masked
         mels, prosody = crops.split([config.mel.n_mels, config.mel.prosody_rows], dim=1)
         return torch.cat([spec_augment(mels, augment, generator), prosody], dim=1), None

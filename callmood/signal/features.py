@@ -185,18 +185,21 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     return np.where(mel >= 15.0, log_part, linear)
 
 
+def _mel_band_edges(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
+    return np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2)
+
+
 def mel_band_edges_hz(n_mels: int, f_min: float, f_max: float) -> np.ndarray:
     """The n_mels + 2 frequencies (Hz) equally spaced in mel that bound the triangular
     filters: band i rises from edges[i], peaks at edges[i + 1] and falls to edges[i + 2]."""
-    return _mel_to_hz(np.linspace(_hz_to_mel(f_min), _hz_to_mel(f_max), n_mels + 2))
+    return _mel_to_hz(_mel_band_edges(n_mels, f_min, f_max))
 
 
 def hz_to_mel_band(hz: np.ndarray, n_mels: int, f_min: float, f_max: float) -> np.ndarray:
     """Where frequencies fall on the band axis, as fractional band indices (band i's peak
     at i), clipped to the bands."""
-    low, high = _hz_to_mel(f_min), _hz_to_mel(f_max)
-    step = (high - low) / (n_mels + 1)
-    return np.clip((_hz_to_mel(hz) - low) / step - 1.0, 0.0, n_mels - 1.0)
+    peaks = _mel_band_edges(n_mels, f_min, f_max)[1:-1]
+    return np.interp(_hz_to_mel(hz), peaks, np.arange(n_mels, dtype=np.float64))
 
 
 @lru_cache(maxsize=8)

@@ -40,13 +40,17 @@ def test_rows_train_on_the_right_corpora(bench):
 
 def test_the_committed_cells_are_found_by_todays_settings(bench):
     """Settings added to training since the cells were kept (off in them) do not hide them:
-    main()'s defaults find every committed cell of rows a, b and c."""
+    main()'s defaults find every committed cell of rows a, b, c and si."""
     defaults = args(params=str(bench.harness.RECIPE), init="/any/where/deit-tiny-in1k",
                     epochs=6, epoch_size=1500, precision="bf16", device="auto")
+    kept = bench.harness.RESULTS / "transfer_cells"
     for row in "abc":
         for corpus in defaults.corpora:
             name = bench.cell_name(defaults, row, corpus)
-            assert (bench.harness.RESULTS / "transfer_cells" / f"{name}.json").is_file(), name
+            assert (kept / f"{name}.json").is_file(), name
+    for fold in range(1, 6):
+        name = bench.cell_name(defaults, "si", f"fold{fold}of5")
+        assert (kept / f"{name}.json").is_file(), name
 
 
 def test_a_cell_is_kept_only_for_the_same_settings(bench):
@@ -136,25 +140,51 @@ def test_a_candidate_row_is_its_base_row_with_its_settings(bench):
     assert bench.base_row(args(), "a-warp") == "a" and bench.base_row(args(), "c") == "c"
     assert bench.cell_key(args(), "a-warp", "kored") != bench.cell_key(args(), "a", "kored")
     assert bench.row_names(args())["a-warp"] == "row a, warped"
-    # the committed candidates load and change only what they say
-    for name, row in bench.load_candidates(bench.CANDIDATES).items():
-        assert bench.base_row(args(candidates={name: row}), name) in ("a", "b", "c")
+    # the committed candidates: their recipe is their base row's with their settings
+    committed = bench.load_candidates(bench.CANDIDATES, required=True)
+    bench.check_candidates(args(candidates=committed), bench.CANDIDATES)
+    for name, row in committed.items():
+        own = args(candidates=committed)
+        assert bench.recipe(own, name).to_dict() == bench.recipe(
+            own, row["like"]).with_overrides(row["set"]).to_dict()
 
 
 @pytest.mark.parametrize(("rows", "error"), [
+    ([1], "expected an object of rows"),
     ({"c": {"like": "c", "description": "x"}}, "is taken"),
+    ({"c-x": "c"}, "needs"),
     ({"c-x": {"like": "si", "description": "x"}}, "needs"),
     ({"c-x": {"like": "c"}}, "needs"),
     ({"c-x": {"like": "c", "description": "x", "sets": {}}}, "unknown keys"),
+    ({"c-x": {"like": "c", "description": "x", "set": [1]}}, '"set" must be an object'),
+    ({"c-x": {"like": "c", "description": "x", "set": {"epochs": 3}}}, "every row shares"),
     ({"c-x": {"like": "c", "description": "x", "set": {"augment.warp": 0.1}}},
      "unknown training settings"),
+    ({"c-x": {"like": "c", "description": "x", "set": {"augment.frequency_warp": "big"}}},
+     "must be a number in"),
+    ({"c-x": {"like": "c", "description": "x", "set": {"augment.frequency_warp": 0.7}}},
+     "frequency_warp must be a number in"),
 ])
-def test_a_wrong_candidate_row_is_refused_with_its_file(bench, tmp_path, rows, error):
+def test_a_wrong_candidate_row_is_refused_with_its_file_and_name(bench, tmp_path, rows,
+                                                                 error):
     path = tmp_path / "rows.json"
     path.write_text(json.dumps(rows))
     with pytest.raises(ValueError, match=error) as raised:
-        bench.load_candidates(path)
-    assert error == "unknown training settings" or str(path) in str(raised.value)
+        bench.check_candidates(args(candidates=bench.load_candidates(path)), path)
+    assert str(raised.value).startswith(f"{path}: ")
+    if isinstance(rows, dict):  # and the row
+        assert f"row {next(iter(rows))!r}: " in str(raised.value)
+
+
+def test_a_candidates_file_is_read_only_where_it_is(bench, tmp_path):
+    missing = tmp_path / "none.json"
+    assert bench.load_candidates(missing) == {}  # the default file need not exist
+    with pytest.raises(ValueError, match="no such file"):
+        bench.load_candidates(missing, required=True)  # one named on the command line must
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        bench.load_candidates(broken)
 
 
 def test_a_candidate_row_takes_its_own_place_in_both_tables(bench):

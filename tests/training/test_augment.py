@@ -38,11 +38,28 @@ def test_a_factor_of_one_changes_nothing_and_the_top_stays_put():
         rows = warped[:, 0]
         assert torch.all(rows[1:] >= rows[:-1])
         assert rows[-1] == pytest.approx(MEL.n_mels - 1, abs=0.5)
-    # below the bend a band reads the band of its frequency divided by the factor
-    centres = mel_band_edges_hz(MEL.n_mels, MEL.f_min, MEL.f_max)[1:-1]
-    band = int(np.searchsorted(centres, 1500.0))
-    source = hz_to_mel_band(centres[band:band + 1] / 1.2, MEL.n_mels, MEL.f_min, MEL.f_max)
-    assert up[band, 0].item() == pytest.approx(source[0], abs=1e-3)
+
+
+@pytest.mark.parametrize("factor", [0.8, 0.93, 1.07, 1.2])
+def test_each_band_reads_the_frequency_the_warp_moves_to_its_peak(factor):
+    """Jaitly & Hinton's warp, written out here: f -> factor * f up to the bend at
+    0.6 * f_max * min(factor, 1) / factor, then the straight line to (f_max, f_max)."""
+    top = MEL.f_max
+    bend = 0.6 * top * min(factor, 1.0) / factor
+
+    def warp(f):
+        return np.where(f <= bend, factor * f,
+                        top - (top - factor * bend) / (top - bend) * (top - f))
+
+    peaks = mel_band_edges_hz(MEL.n_mels, MEL.f_min, top)[1:-1]
+    ramp = torch.arange(MEL.n_mels, dtype=torch.float32)[None, :, None]
+    read = warp_frequencies(ramp, torch.tensor([factor]), MEL)[0, :, 0].numpy()
+    # the fractional band each peak reads, as a frequency (bands are near-linear between
+    # peaks), moved by the warp, lands on that peak: below and above the bend
+    heard = np.interp(read, np.arange(MEL.n_mels), peaks)
+    inside = (heard > peaks[0]) & (heard < peaks[-1])  # not held at an edge band
+    assert inside.sum() > 100 and (peaks[inside] > 6000).any()
+    assert np.allclose(warp(heard[inside]), peaks[inside], rtol=0.02)
 
 
 def test_prosody_rows_stay_and_a_profile_warps_like_its_clip():
@@ -72,7 +89,12 @@ def test_a_batch_warps_each_clip_and_its_speaker_alike():
     assert 0.85 <= factors.min() < 0.87 and 1.13 < factors.max() <= 1.15
 
 
-@pytest.mark.parametrize("spread", [-0.1, 0.5])
+@pytest.mark.parametrize("spread", [-0.1, 0.5, "0.1", float("nan")])
 def test_a_warp_out_of_range_is_refused(spread):
-    with pytest.raises(ValueError, match="frequency_warp must be in"):
+    with pytest.raises(ValueError, match="frequency_warp must be a number in"):
         AugmentConfig(frequency_warp=spread)
+
+
+def test_a_warp_is_refused_for_the_waveform_frontend():
+    with pytest.raises(ValueError, match="frequency_warp acts on log-mel bands"):
+        TrainConfig(backbone="wav2vec2", augment=AugmentConfig(frequency_warp=0.1))
