@@ -411,14 +411,47 @@ def metric(cell: dict, name: str) -> float | None:
     return value
 
 
-def baseline_cells(cells: list[dict]) -> dict[tuple[str, int], dict]:
-    """The baseline's cells by (held-out corpus, seed), the pairs of other levers' cells."""
-    return {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == "baseline"}
+def cells_by_pair(cells: list[dict], lever: str) -> dict[tuple[str, int], dict]:
+    """A lever's cells by (held-out corpus, seed), the pairs of other levers' cells."""
+    return {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == lever}
+
+
+def flat_changes(changes: dict, prefix: str = "") -> dict:
+    """A lever's changes as dotted settings ({"mel": {"x": 1}} -> {"mel.x": 1})."""
+    out = {}
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            out |= flat_changes(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# the settings that make a lever's budget: it is read against a lever of the same budget
+BUDGET = ("epochs", "epoch_size")
+
+
+def references(cells: list[dict]) -> dict[str, str]:
+    """Each lever's reference, the lever it is compared with: the same-budget baseline. A
+    lever that changes the budget (BUDGET) and more is read against the lever that changes
+    the budget alone in the same way (the warp at `epochs=12` against `budget-12-epochs`),
+    where there is one; every other lever against the baseline."""
+    changes = {c["lever"]: flat_changes(c["changes"]) for c in cells}
+    budget_only = {json.dumps(theirs, sort_keys=True): other
+                   for other, theirs in sorted(changes.items(), reverse=True)
+                   if theirs and set(theirs) <= set(BUDGET)}
+    out = {}
+    for lever, mine in changes.items():
+        budget = {key: mine[key] for key in BUDGET if key in mine}
+        same = budget_only.get(json.dumps(budget, sort_keys=True)) if budget != mine else None
+        out[lever] = same or "baseline"
+    return out
 
 
 def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[dict, float]]:
-    """(cell, its metric minus the baseline's cell's on the same held-out corpus and seed)
-    for each of `mine` whose baseline cell `base` holds, both with the metric."""
+    """(cell, its metric minus the reference's cell's on the same held-out corpus and seed)
+    for each of `mine` whose reference cell `base` (cells_by_pair) holds, both with the
+    metric."""
     return [(c, v - b) for c in mine
             if (other := base.get((c["held_out"], c["seed"])))
             and (v := metric(c, name)) is not None
@@ -427,14 +460,17 @@ def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[di
 
 def summarise(cells: list[dict]) -> dict:
     """Per lever and metric: the mean over held-out corpora per seed, then the mean and
-    spread (sample sd) over the seeds, and how many cells it rests on; and against the
-    baseline, the mean difference over the cells (held-out corpus, seed) both have, so that
-    a lever stopped early is compared with the same corpora and seeds, not all six."""
-    base = baseline_cells(cells)
+    spread (sample sd) over the seeds, and how many cells it rests on; and against its
+    reference (references()), the mean difference over the cells (held-out corpus, seed)
+    both have, so that a lever stopped early is compared with the same corpora and seeds,
+    not all six."""
+    reference = references(cells)
     levers: dict[str, dict] = {}
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
+        base = cells_by_pair(cells, reference[lever])
         row = {"cells": len(mine), "changes": mine[0]["changes"],
+               **({"reference": reference[lever]} if lever != "baseline" else {}),
                **({"study": study} if (study := next((c["study"] for c in mine
                                                         if "study" in c), None)) else {})}
         for name in METRICS:
@@ -447,17 +483,17 @@ def summarise(cells: list[dict]) -> dict:
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
             paired = ([d for _, d in paired_differences(mine, base, name)]
                       if lever != "baseline" else [])
-            row[name]["vs_baseline"] = {"mean": round(float(np.mean(paired)), 4),
-                                        "cells": len(paired)} if paired else None
+            row[name]["vs_reference"] = {"mean": round(float(np.mean(paired)), 4),
+                                         "cells": len(paired)} if paired else None
         levers[lever] = row
     return levers
 
 
 def markdown(levers: dict) -> str:
-    lines = ["| lever | changes | cells | " + " | ".join(METRICS.values()) + " |",
-             "| --- | --- | --- |" + " --- |" * len(METRICS)]
-    base = levers.get("baseline")
+    lines = ["| lever | changes | cells | against | " + " | ".join(METRICS.values()) + " |",
+             "| --- | --- | --- | --- |" + " --- |" * len(METRICS)]
     for lever, row in levers.items():
+        base = levers.get(row.get("reference", ""))
         cells = []
         for name in METRICS:
             m = row[name]
@@ -465,15 +501,16 @@ def markdown(levers: dict) -> str:
                 cells.append("–")
                 continue
             text = f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
-            if m["vs_baseline"]:
-                change, paired = m["vs_baseline"]["mean"], m["vs_baseline"]["cells"]
+            if m["vs_reference"]:
+                change, paired = m["vs_reference"]["mean"], m["vs_reference"]["cells"]
                 text += f" ({change:+.3f})" if base and paired == base["cells"] \
                     else f" ({change:+.3f} on {paired} paired cells)"
             cells.append(text)
         mark = " †" if "study" in row else ""
         lines.append(f"| {lever}{mark} | "
                      f"{json.dumps(row['changes']) if row['changes'] else '–'} "
-                     f"| {row['cells']} | " + " | ".join(cells) + " |")
+                     f"| {row['cells']} | {row.get('reference', '–')} | "
+                     + " | ".join(cells) + " |")
     if any("study" in row for row in levers.values()):
         lines += ["", "† a trial of an Optuna study (`--study`) that chose among its trials "
                       "on these cells: the best trial's figures here are biased upward. Its "
@@ -498,11 +535,12 @@ def pyplot():
 
 
 def plot_gains(cells: list[dict], path: Path) -> None:
-    """Each lever's difference from the baseline, cell by cell (held-out corpus by colour,
-    seed by marker) and their mean (a bar): whether a lever moves every cell one way or
-    its mean rests on one cell, which a table's mean and spread do not show."""
+    """Each lever's difference from its reference (references()), cell by cell (held-out
+    corpus by colour, seed by marker) and their mean (a bar): whether a lever moves every
+    cell one way or its mean rests on one cell, which a table's mean and spread do not
+    show."""
     plt = pyplot()
-    base = baseline_cells(cells)
+    reference = references(cells)
     levers = sorted({c["lever"] for c in cells} - {"baseline"})
     corpora = sorted({c["held_out"] for c in cells})
     colours = dict(zip(corpora, plt.get_cmap("tab10").colors, strict=False))
@@ -511,8 +549,8 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                                                          max(len(levers), 2)), sharey=True)
     for ax, (name, higher_is_better) in zip(axes, GAINS.items(), strict=True):
         for row, lever in enumerate(levers):
-            paired = paired_differences([c for c in cells if c["lever"] == lever], base,
-                                        name)
+            paired = paired_differences([c for c in cells if c["lever"] == lever],
+                                        cells_by_pair(cells, reference[lever]), name)
             if not paired:
                 ax.text(0, row, "no cells", ha="center", va="center", fontsize=7,
                         color="grey")
@@ -524,12 +562,14 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                            marker=markers[cell["seed"] % len(markers)], zorder=3)
         ax.axvline(0, color="grey", linewidth=0.8)
         ax.set_title(METRICS[name], fontsize=9)
-        ax.set_xlabel("against the baseline's cell, " +
+        ax.set_xlabel("against the reference's cell, " +
                       ("better →" if higher_is_better else "← better"))
         ax.grid(axis="x", alpha=0.3)
     counts = {lever: sum(c["lever"] == lever for c in cells) for lever in levers}
-    axes[0].set_yticks(range(len(levers)),
-                       [f"{shorten(lever)} ({counts[lever]})" for lever in levers], fontsize=7)
+    axes[0].set_yticks(range(len(levers)), [
+        f"{shorten(lever)} ({counts[lever]})" + (f"\nagainst {shorten(reference[lever])}"
+                                                 if reference[lever] != "baseline" else "")
+        for lever in levers], fontsize=7)
     axes[0].invert_yaxis()
     handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[corpus],
                           label=f"held out: {corpus}") for corpus in corpora]
@@ -538,8 +578,8 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                 for seed in sorted({c["seed"] for c in cells})]
     handles.append(plt.Line2D([], [], color="black", linewidth=2, label="mean of the cells"))
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
-    figure.suptitle("Ablation levers against the baseline, cell by cell "
-                    "(in brackets: a lever's cells)")
+    figure.suptitle("Ablation levers against the baseline (or the lever they add to, where "
+                    "named), cell by cell (in brackets: a lever's cells)")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -40,7 +40,7 @@ def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
     assert prosody["ua"]["mean"] == pytest.approx(0.55) and prosody["ua"]["sd"] is None
     assert prosody["dev_calls.customer_share_error_points"]["mean"] is None
     # against the baseline's cells of the same corpora and seeds (seed 0 only), not all four
-    assert prosody["ua"]["vs_baseline"] == {"mean": pytest.approx(0.1), "cells": 2}
+    assert prosody["ua"]["vs_reference"] == {"mean": pytest.approx(0.1), "cells": 2}
     table = ablate.markdown(levers)
     assert "| prosody |" in table and "(+0.100 on 2 paired cells)" in table
     assert "0.470 ± 0.028" in table
@@ -56,7 +56,7 @@ def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
              cell("prosody", "emodb", 0, 0.50), cell("prosody", "nemo", 1, 0.60),
              cell("speaker", "nemo", 0, 0.45, 25.0), cell("speaker", "emodb", 0, 0.42, 24.0),
              cell("speaker", "ased", 0, 0.33, 21.0)]
-    base = ablate.baseline_cells(cells)
+    base = ablate.cells_by_pair(cells, "baseline")
     assert set(base) == {("emodb", 0), ("nemo", 0), ("ased", 0)}
     prosody = [c for c in cells if c["lever"] == "prosody"]
     (paired,) = ablate.paired_differences(prosody, base, "ua")
@@ -66,13 +66,39 @@ def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
     errors = {c["held_out"]: d for c, d in ablate.paired_differences(speaker, base, share)}
     assert errors == {"nemo": pytest.approx(5.0), "emodb": pytest.approx(-6.0)}  # ased: no
     levers = ablate.summarise(cells)
-    assert levers["speaker"][share]["vs_baseline"] == {"mean": pytest.approx(-0.5),
+    assert levers["speaker"][share]["vs_reference"] == {"mean": pytest.approx(-0.5),
                                                        "cells": 2}
-    assert levers["speaker"]["ua"]["vs_baseline"]["cells"] == 3
-    assert levers["prosody"][share]["vs_baseline"] is None
+    assert levers["speaker"]["ua"]["vs_reference"]["cells"] == 3
+    assert levers["prosody"][share]["vs_reference"] is None
     path = tmp_path / "figures" / "gains.png"
     ablate.plot_gains(cells, path)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate):
+    """A lever that changes the budget and more is paired with the cells of the lever that
+    changes the budget alone in the same way, where there is one; any other lever with the
+    baseline's."""
+    def made(lever, changes, ua):
+        return {**cell(lever, "emodb", 0, ua), "changes": changes}
+    cells = [made("baseline", {}, 0.30), made("budget-12", {"epochs": 12}, 0.40),
+             made("warp", {"augment": {"frequency_warp": 0.1}}, 0.32),
+             made("warp-12", {"augment.frequency_warp": 0.1, "epochs": 12}, 0.45),
+             made("warp-6", {"augment.frequency_warp": 0.1, "epochs": 6}, 0.36),
+             made("speaker", {"mel.speaker_mean": True}, 0.31),
+             made("speaker-10", {"mel.speaker_mean": True, "mel.speaker_shift_db": 10}, 0.33)]
+    assert ablate.references(cells) == {
+        "baseline": "baseline", "budget-12": "baseline", "warp": "baseline",
+        "warp-12": "budget-12", "warp-6": "baseline",  # no lever of 6 epochs alone
+        "speaker": "baseline", "speaker-10": "baseline"}
+    levers = ablate.summarise(cells)
+    assert levers["warp-12"]["reference"] == "budget-12"
+    assert levers["warp-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.05)
+    assert levers["budget-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.10)
+    assert levers["warp-6"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.06)
+    table = ablate.markdown(levers)
+    assert "| 1 | budget-12 | 0.450 (+0.050) |" in table
+    assert "| baseline | – | 1 | – | 0.300 |" in table
 
 
 def test_lever_settings_are_json_values(ablate):
