@@ -23,10 +23,12 @@ benchmarks/results; reused
 only with the same settings, so a stopped run resumes where it was, also in a later
 sitting); an unfinished training resumes from its checkpoint in --work. Every run
 rewrites OUT/ablation.{json,md}: per lever, the mean over held-out corpora
-of each seed, then the mean and spread over seeds, and the difference to the baseline.
-A lever's gain counts only when it exceeds the spread of both. It also draws
-OUT/ablation_curves.png (validation curves) and OUT/ablation_gains.png (each lever's
-difference from the baseline, cell by cell).
+of each seed, then the mean and spread over seeds, and the difference to the same-budget
+baseline (references(): the baseline, or for a lever trained at another budget the lever
+that changes the budget alone to it, e.g. `--set epochs=12`). A lever's gain counts only
+when it exceeds the spread of both. It also draws OUT/ablation_curves.png (validation
+curves) and OUT/ablation_gains.png (each lever's difference from its reference, cell by
+cell).
 
 `--study NAME` runs an Optuna study whose trials are levers drawn from `--space` and whose
 objective is the protocol: the mean gain over the `--against` lever's cells
@@ -411,41 +413,37 @@ def metric(cell: dict, name: str) -> float | None:
     return value
 
 
-def cells_by_pair(cells: list[dict], lever: str) -> dict[tuple[str, int], dict]:
+def cells_by_pair(cells: list[dict], lever: str | None) -> dict[tuple[str, int], dict]:
     """A lever's cells by (held-out corpus, seed), the pairs of other levers' cells."""
     return {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == lever}
 
 
-def flat_changes(changes: dict, prefix: str = "") -> dict:
-    """A lever's changes as dotted settings ({"mel": {"x": 1}} -> {"mel.x": 1})."""
-    out = {}
-    for key, value in changes.items():
-        if isinstance(value, dict):
-            out |= flat_changes(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-# the settings that make a lever's budget: it is read against a lever of the same budget
+# the settings that make a training's budget
 BUDGET = ("epochs", "epoch_size")
 
 
-def references(cells: list[dict]) -> dict[str, str]:
-    """Each lever's reference, the lever it is compared with: the same-budget baseline. A
-    lever that changes the budget (BUDGET) and more is read against the lever that changes
-    the budget alone in the same way (the warp at `epochs=12` against `budget-12-epochs`),
-    where there is one; every other lever against the baseline."""
-    changes = {c["lever"]: flat_changes(c["changes"]) for c in cells}
-    budget_only = {json.dumps(theirs, sort_keys=True): other
-                   for other, theirs in sorted(changes.items(), reverse=True)
-                   if theirs and set(theirs) <= set(BUDGET)}
-    out = {}
-    for lever, mine in changes.items():
-        budget = {key: mine[key] for key in BUDGET if key in mine}
-        same = budget_only.get(json.dumps(budget, sort_keys=True)) if budget != mine else None
-        out[lever] = same or "baseline"
-    return out
+def budget(settings: dict) -> list[list[int]]:
+    """The budgets ([epochs, epoch_size]) a kept cell's model was trained with, or each of
+    an ensemble's members, from the settings kept with it."""
+    configs = [m["config"] for m in settings["members"]] if "members" in settings \
+        else [settings["config"]]
+    return sorted({tuple(config[key] for key in BUDGET) for config in configs})
+
+
+def references(cells: list[dict]) -> dict[str, str | None]:
+    """Each lever's reference, the same-budget baseline its cells are compared with (cells
+    carry their `budget`): the baseline for a lever trained at the baseline's budget, and
+    for a lever that changes the budget alone (`budget-12-epochs`: what the budget
+    buys); for another lever at another budget, the lever that changes the budget alone
+    to that budget (the warp at `epochs=12` against `budget-12-epochs`; of several, the
+    first by name), or None where there is none (then it is compared with nothing)."""
+    budgets = {c["lever"]: json.dumps(c["budget"]) for c in cells}
+    alone = {c["lever"] for c in cells if c["changes"] and set(c["changes"]) <= set(BUDGET)}
+    budget_only = {}
+    for lever in sorted(alone):
+        budget_only.setdefault(budgets[lever], lever)
+    return {lever: "baseline" if spent == budgets.get("baseline") or lever in alone
+            else budget_only.get(spent) for lever, spent in budgets.items()}
 
 
 def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[dict, float]]:
@@ -458,6 +456,13 @@ def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[di
             and (b := metric(other, name)) is not None]
 
 
+def against_reference(cells: list[dict], lever: str, name: str) -> list[tuple[dict, float]]:
+    """paired_differences of `lever`'s cells with its reference's (references())."""
+    reference = references(cells)[lever]
+    return paired_differences([c for c in cells if c["lever"] == lever],
+                              cells_by_pair(cells, reference), name)
+
+
 def summarise(cells: list[dict]) -> dict:
     """Per lever and metric: the mean over held-out corpora per seed, then the mean and
     spread (sample sd) over the seeds, and how many cells it rests on; and against its
@@ -468,8 +473,7 @@ def summarise(cells: list[dict]) -> dict:
     levers: dict[str, dict] = {}
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
-        base = cells_by_pair(cells, reference[lever])
-        row = {"cells": len(mine), "changes": mine[0]["changes"],
+        row = {"cells": len(mine), "changes": mine[0]["changes"], "budget": mine[0]["budget"],
                **({"reference": reference[lever]} if lever != "baseline" else {}),
                **({"study": study} if (study := next((c["study"] for c in mine
                                                         if "study" in c), None)) else {})}
@@ -481,7 +485,7 @@ def summarise(cells: list[dict]) -> dict:
             row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
                          "sd": round(float(np.std(per_seed, ddof=1)), 4)
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
-            paired = ([d for _, d in paired_differences(mine, base, name)]
+            paired = ([d for _, d in against_reference(cells, lever, name)]
                       if lever != "baseline" else [])
             row[name]["vs_reference"] = {"mean": round(float(np.mean(paired)), 4),
                                          "cells": len(paired)} if paired else None
@@ -503,13 +507,15 @@ def markdown(levers: dict) -> str:
             text = f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
             if m["vs_reference"]:
                 change, paired = m["vs_reference"]["mean"], m["vs_reference"]["cells"]
-                text += f" ({change:+.3f})" if base and paired == base["cells"] \
+                text += f" ({change:+.3f})" if base and paired == row["cells"] == base["cells"] \
                     else f" ({change:+.3f} on {paired} paired cells)"
             cells.append(text)
         mark = " †" if "study" in row else ""
+        against = "–" if lever == "baseline" else row["reference"] or \
+            f"nothing (no lever of {row['budget']} [epochs, examples] alone)"
         lines.append(f"| {lever}{mark} | "
                      f"{json.dumps(row['changes']) if row['changes'] else '–'} "
-                     f"| {row['cells']} | {row.get('reference', '–')} | "
+                     f"| {row['cells']} | {against} | "
                      + " | ".join(cells) + " |")
     if any("study" in row for row in levers.values()):
         lines += ["", "† a trial of an Optuna study (`--study`) that chose among its trials "
@@ -549,8 +555,7 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                                                          max(len(levers), 2)), sharey=True)
     for ax, (name, higher_is_better) in zip(axes, GAINS.items(), strict=True):
         for row, lever in enumerate(levers):
-            paired = paired_differences([c for c in cells if c["lever"] == lever],
-                                        cells_by_pair(cells, reference[lever]), name)
+            paired = against_reference(cells, lever, name)
             if not paired:
                 ax.text(0, row, "no cells", ha="center", va="center", fontsize=7,
                         color="grey")
@@ -567,8 +572,9 @@ def plot_gains(cells: list[dict], path: Path) -> None:
         ax.grid(axis="x", alpha=0.3)
     counts = {lever: sum(c["lever"] == lever for c in cells) for lever in levers}
     axes[0].set_yticks(range(len(levers)), [
-        f"{shorten(lever)} ({counts[lever]})" + (f"\nagainst {shorten(reference[lever])}"
-                                                 if reference[lever] != "baseline" else "")
+        f"{shorten(lever)} ({counts[lever]})" + (
+            "" if reference[lever] == "baseline"
+            else f"\nagainst {shorten(reference[lever] or 'nothing')}")
         for lever in levers], fontsize=7)
     axes[0].invert_yaxis()
     handles = [plt.Line2D([], [], linestyle="", marker="o", color=colours[corpus],
@@ -578,7 +584,7 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                 for seed in sorted({c["seed"] for c in cells})]
     handles.append(plt.Line2D([], [], color="black", linewidth=2, label="mean of the cells"))
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
-    figure.suptitle("Ablation levers against the baseline (or the lever they add to, where "
+    figure.suptitle("Ablation levers against the same-budget baseline (the baseline unless "
                     "named), cell by cell (in brackets: a lever's cells)")
     figure.tight_layout(rect=(0, 0.06, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -707,7 +713,8 @@ def main(argv: list[str] | None = None) -> None:
             teachers = args.teachers.split(",") if args.teachers else []
             for _ in lever_cells(args, store, args.lever, changes, teachers, data, unseen):
                 pass
-    cells = [store.load(p.stem)["result"] for p in sorted(store.folder.glob("*.json"))]
+    cells = [kept["result"] | {"budget": budget(kept["settings"])}
+             for kept in map(store.load, sorted(p.stem for p in store.folder.glob("*.json")))]
     levers = summarise(cells)
     harness.write_json(args.out / "ablation.json",
                        {"protocol": {"held_out": list(HELD_OUT), "seeds": list(SEEDS),

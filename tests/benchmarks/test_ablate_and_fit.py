@@ -21,9 +21,10 @@ def fit():
     return load_benchmark("fit_call_analytics")
 
 
-def cell(lever, held_out, seed, ua, share=None):
+def cell(lever, held_out, seed, ua, share=None, budget=((4, 800),)):
     return {"lever": lever, "held_out": held_out, "seed": seed, "changes": {}, "ua": ua,
-            "ua_line": ua - 0.1, "dev_calls": {"customer_share_error_points": share}}
+            "ua_line": ua - 0.1, "dev_calls": {"customer_share_error_points": share},
+            "budget": [list(b) for b in budget]}
 
 
 def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
@@ -76,29 +77,49 @@ def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
 
 
 def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate):
-    """A lever that changes the budget and more is paired with the cells of the lever that
-    changes the budget alone in the same way, where there is one; any other lever with the
-    baseline's."""
-    def made(lever, changes, ua):
-        return {**cell(lever, "emodb", 0, ua), "changes": changes}
-    cells = [made("baseline", {}, 0.30), made("budget-12", {"epochs": 12}, 0.40),
+    """The budget a cell was trained with (from its settings, however it was set) decides:
+    a lever at the baseline's is paired with the baseline; at another, with the lever that
+    changes the budget alone to it (the first by name), or with nothing."""
+    def made(lever, changes, ua, epochs=4, seed=0):
+        return {**cell(lever, "emodb", seed, ua, budget=[(epochs, 800)]), "changes": changes}
+    cells = [made("baseline", {}, 0.30), made("budget-12", {"epochs": 12}, 0.40, 12),
+             made("z-12", {"epoch_size": 800, "epochs": 12}, 0.41, 12),  # the same budget
              made("warp", {"augment": {"frequency_warp": 0.1}}, 0.32),
-             made("warp-12", {"augment.frequency_warp": 0.1, "epochs": 12}, 0.45),
-             made("warp-6", {"augment.frequency_warp": 0.1, "epochs": 6}, 0.36),
-             made("speaker", {"mel.speaker_mean": True}, 0.31),
-             made("speaker-10", {"mel.speaker_mean": True, "mel.speaker_shift_db": 10}, 0.33)]
+             made("warp-12", {"augment.frequency_warp": 0.1, "epochs": 12}, 0.45, 12),
+             made("warp-12", {"augment.frequency_warp": 0.1, "epochs": 12}, 0.47, 12, 1),
+             # 12 epochs from --epochs 12, not --set: its changes do not say so
+             made("mix-12", {"val_channels": ["clean", "gsm"]}, 0.43, 12),
+             made("warp-6", {"augment.frequency_warp": 0.1, "epochs": 6}, 0.36, 6),
+             {**made("ensemble", {"ensemble": ["a", "b"]}, 0.5), "budget": [[4, 800],
+                                                                             [12, 800]]}]
     assert ablate.references(cells) == {
-        "baseline": "baseline", "budget-12": "baseline", "warp": "baseline",
-        "warp-12": "budget-12", "warp-6": "baseline",  # no lever of 6 epochs alone
-        "speaker": "baseline", "speaker-10": "baseline"}
+        "baseline": "baseline", "budget-12": "baseline", "z-12": "baseline",
+        "warp": "baseline", "warp-12": "budget-12", "mix-12": "budget-12",
+        "warp-6": None, "ensemble": None}
     levers = ablate.summarise(cells)
     assert levers["warp-12"]["reference"] == "budget-12"
-    assert levers["warp-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.05)
+    warp = levers["warp-12"]["ua"]
+    assert warp["vs_reference"] == {"mean": pytest.approx(0.05), "cells": 1}
+    assert levers["mix-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.03)
     assert levers["budget-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.10)
-    assert levers["warp-6"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.06)
+    assert levers["warp-6"]["ua"]["vs_reference"] is None
+    (pair,) = ablate.against_reference(cells, "warp-12", "ua")  # the figure's pairs too
+    assert pair[0]["seed"] == 0 and pair[1] == pytest.approx(0.05)
     table = ablate.markdown(levers)
-    assert "| 1 | budget-12 | 0.450 (+0.050) |" in table
-    assert "| baseline | – | 1 | – | 0.300 |" in table
+    # two cells of warp-12, one paired: the table says so
+    assert "| 2 | budget-12 | 0.460 ± 0.014 (+0.050 on 1 paired cells) |" in table
+    assert "| 1 | budget-12 | 0.430 (+0.030) |" in table
+    assert "| 1 | nothing (no lever of [[6, 800]] [epochs, examples] alone) | 0.360 |" in table
+    assert "| baseline | – | [[4, 800]] |" not in table and "| baseline | – | 1 | – |" in table
+
+
+def test_a_kept_cells_budget_is_its_models_or_its_members(ablate):
+    made = {"config": {"epochs": 12, "epoch_size": 800, "lr": 1e-4}}
+    assert ablate.budget(made) == [(12, 800)]
+    members = {"config": {}, "members": [{"config": {"epochs": 4, "epoch_size": 800}},
+                                         {"config": {"epochs": 12, "epoch_size": 800}},
+                                         {"config": {"epochs": 4, "epoch_size": 800}}]}
+    assert ablate.budget(members) == [(4, 800), (12, 800)]
 
 
 def test_lever_settings_are_json_values(ablate):
