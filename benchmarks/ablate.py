@@ -247,9 +247,10 @@ def study_lever(study: str, changes: dict) -> str:
                                       ).hexdigest()[:8]
 
 
-def against_scores(args, store) -> dict[tuple[str, int], float]:
+def against_scores(args, store, base: dict) -> dict[tuple[str, int], float]:
     """protocol_score of each of the --against lever's cells, which must have been made
-    with this run's protocol (budget, test sizes, dev calls), or the gains are unpaired."""
+    with this run's protocol (test sizes, dev calls) and at the budget of the trials (the
+    protocol's and `base`'s), or the gains are unpaired or buy the budget's gain."""
     scores = {}
     for held_out, seed in protocol_order(args):
         name = cell_name(args.against, held_out, seed)
@@ -266,6 +267,12 @@ def against_scores(args, store) -> dict[tuple[str, int], float]:
                              "(--epochs, --epoch-size, --max-per-corpus, --max-test, "
                              "--dev-calls, --precision, --device): run the study with its "
                              "settings")
+        trials = budget({"config": recipe(args, base, seed).to_dict()})
+        if budget(kept["settings"]) != trials:
+            raise SystemExit(f"--against {args.against} was trained at "
+                             f"{budget(kept['settings'])} [epochs, examples an epoch] and the "
+                             f"trials would be at {trials}: score them against a lever of "
+                             "their budget (ablate.py --lever NAME --set epochs=N)")
         scores[held_out, seed] = protocol_score(kept["result"])
     return scores
 
@@ -279,7 +286,7 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
     with the same protocol only; a trial interrupted there (killed, or Ctrl-C) is tried
     again with its settings. Each sitting runs at most --trials trials. Its summary goes to
     OUT/study-NAME."""
-    against = against_scores(args, store)
+    against = against_scores(args, store, base)
     order = protocol_order(args)
     study = open_study(args.work / "studies" / args.study, args.study, None, "median",
                        epochs=len(order), seed=0)
@@ -427,7 +434,8 @@ def budget(settings: dict) -> list[list[int]]:
     an ensemble's members, from the settings kept with it."""
     configs = [m["config"] for m in settings["members"]] if "members" in settings \
         else [settings["config"]]
-    return sorted({tuple(config[key] for key in BUDGET) for config in configs})
+    return [list(b) for b in sorted({tuple(config[key] for key in BUDGET)
+                                     for config in configs})]
 
 
 def references(cells: list[dict]) -> dict[str, str | None]:

@@ -115,11 +115,11 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
 
 def test_a_kept_cells_budget_is_its_models_or_its_members(ablate):
     made = {"config": {"epochs": 12, "epoch_size": 800, "lr": 1e-4}}
-    assert ablate.budget(made) == [(12, 800)]
+    assert ablate.budget(made) == [[12, 800]]
     members = {"config": {}, "members": [{"config": {"epochs": 4, "epoch_size": 800}},
                                          {"config": {"epochs": 12, "epoch_size": 800}},
                                          {"config": {"epochs": 4, "epoch_size": 800}}]}
-    assert ablate.budget(members) == [(4, 800), (12, 800)]
+    assert ablate.budget(members) == [[4, 800], [12, 800]]
 
 
 def test_lever_settings_are_json_values(ablate):

@@ -105,6 +105,9 @@ def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, 
     code, _ = refusal(ablate, capsys, [*argv, *study, "--set", "label_smoothing=0",
                                        "--max-test", "6"])
     assert "baseline-emodb-s0 was made with another protocol" in code
+    code, _ = refusal(ablate, capsys, [*argv, "--study", "longer", "--space", str(space),
+                                       "--set", "epochs=2"])  # the baseline trained 1 epoch
+    assert "--against baseline was trained at [[1, 8]]" in code and "at [[2, 8]]" in code
     table = (root / "out" / "ablation.md").read_text()
     assert all(f"| {lever} † |" in table for lever in trials.user_attrs_lever)
 
