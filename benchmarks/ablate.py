@@ -464,9 +464,9 @@ def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[di
             and (b := metric(other, name)) is not None]
 
 
-def against_reference(cells: list[dict], lever: str, name: str) -> list[tuple[dict, float]]:
-    """paired_differences of `lever`'s cells with its reference's (references())."""
-    reference = references(cells)[lever]
+def against_reference(cells: list[dict], lever: str, reference: str | None,
+                      name: str) -> list[tuple[dict, float]]:
+    """paired_differences of `lever`'s cells with its reference's (references()[lever])."""
     return paired_differences([c for c in cells if c["lever"] == lever],
                               cells_by_pair(cells, reference), name)
 
@@ -493,7 +493,7 @@ def summarise(cells: list[dict]) -> dict:
             row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
                          "sd": round(float(np.std(per_seed, ddof=1)), 4)
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
-            paired = ([d for _, d in against_reference(cells, lever, name)]
+            paired = ([d for _, d in against_reference(cells, lever, reference[lever], name)]
                       if lever != "baseline" else [])
             row[name]["vs_reference"] = {"mean": round(float(np.mean(paired)), 4),
                                          "cells": len(paired)} if paired else None
@@ -563,7 +563,7 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                                                          max(len(levers), 2)), sharey=True)
     for ax, (name, higher_is_better) in zip(axes, GAINS.items(), strict=True):
         for row, lever in enumerate(levers):
-            paired = against_reference(cells, lever, name)
+            paired = against_reference(cells, lever, reference[lever], name)
             if not paired:
                 ax.text(0, row, "no cells", ha="center", va="center", fontsize=7,
                         color="grey")

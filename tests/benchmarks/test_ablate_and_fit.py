@@ -103,7 +103,8 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
     assert levers["mix-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.03)
     assert levers["budget-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.10)
     assert levers["warp-6"]["ua"]["vs_reference"] is None
-    (pair,) = ablate.against_reference(cells, "warp-12", "ua")  # the figure's pairs too
+    # the figure's pairs too
+    (pair,) = ablate.against_reference(cells, "warp-12", "budget-12", "ua")
     assert pair[0]["seed"] == 0 and pair[1] == pytest.approx(0.05)
     table = ablate.markdown(levers)
     # two cells of warp-12, one paired: the table says so
