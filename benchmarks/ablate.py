@@ -19,16 +19,17 @@ corpus), and scored on
 
 The voices of the call benchmark (the bundled model's test speakers) are never trained on,
 so its dev calls stay unseen. A cell is kept in OUT/ablation_cells (OUT: --out, default
-benchmarks/results; reused
-only with the same settings, so a stopped run resumes where it was, also in a later
-sitting); an unfinished training resumes from its checkpoint in --work. Every run
-rewrites OUT/ablation.{json,md}: per lever, the mean over held-out corpora
-of each seed, then the mean and spread over seeds, and the difference to the same-budget
-baseline (references(): the baseline, or for a lever trained at another budget the lever
-that changes the budget alone to it, e.g. `--set epochs=12`). A lever's gain counts only
-when it exceeds the spread of both. It also draws OUT/ablation_curves.png (validation
-curves) and OUT/ablation_gains.png (each lever's difference from its reference, cell by
-cell).
+benchmarks/results; reused only with the same settings, so a stopped run resumes where it
+was, also in a later sitting; never replaced by a run with other settings); an unfinished
+training resumes from its checkpoint in --work. Every run rewrites OUT/ablation.{json,md}:
+per lever, the mean over held-out corpora of each seed, then the mean and spread over
+seeds, and the difference to the same-budget baseline (references(): the baseline, or for
+a lever trained at another budget the lever that changes the budget alone to it, e.g.
+`--set epochs=12`; the budget includes the precision, since a CPU without native bf16
+runs the protocol in fp32 only). Dev-call figures are compared only between cells scored
+on the same calls (calls_version). A lever's gain counts only when it exceeds the spread
+of both. It also draws OUT/ablation_curves.png (validation curves) and
+OUT/ablation_gains.png (each lever's difference from its reference, cell by cell).
 
 `--study NAME` runs an Optuna study whose trials are levers drawn from `--space` and whose
 objective is the protocol: the mean gain over the `--against` lever's cells
@@ -51,6 +52,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from callmood.digest import file_sha256
 from callmood.model.folder import CARD, default_model_dir, load_model_folder
 from callmood.training.checkpoint import has_checkpoint
 from callmood.training.evaluate import held_out_corpus_metrics
@@ -127,23 +129,30 @@ def cell_name(lever: str, held_out: str, seed: int) -> str:
     return f"{lever}-{held_out}-s{seed}"
 
 
+def dev_subset(dev: Path, count: int, work: Path) -> Path:
+    """A folder of the first `count` dev calls (links to their recordings) and their truth."""
+    calls = pd.read_csv(dev / "calls.csv", dtype=str, keep_default_na=False).head(count)
+    subset = work / f"dev_subset-{count}"
+    (subset / "audio").mkdir(parents=True, exist_ok=True)
+    for name in calls.file:
+        target, source = subset / name, (dev / name).resolve()
+        if target.is_symlink() and target.readlink() != source:
+            target.unlink()  # the subset of another --calls
+        if not target.is_symlink():
+            target.symlink_to(source)
+    # rewritten every time: a regenerated dev split must not be read with an older truth
+    calls.to_csv(subset / "calls.csv", index=False)
+    for table in ("ground_truth.csv", "calls_truth.csv"):
+        rows = pd.read_csv(dev / table, dtype=str, keep_default_na=False)
+        rows[rows.call_id.isin(calls.call_id)].to_csv(subset / table, index=False)
+    return subset
+
+
 def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict:
     """The first `count` dev calls scored by the cell's model, with eval_calls' figures."""
     from callmood.batch.score import ScoreConfig, score_calls
 
-    calls = pd.read_csv(dev / "calls.csv", dtype=str, keep_default_na=False).head(count)
-    subset = work / f"dev_subset-{count}"
-    if not (subset / "calls.csv").exists():
-        subset.mkdir(parents=True, exist_ok=True)
-        (subset / "audio").mkdir(exist_ok=True)
-        for name in calls.file:
-            target = subset / name
-            if not target.exists():
-                target.symlink_to((dev / name).resolve())
-        calls.to_csv(subset / "calls.csv", index=False)
-        for table in ("ground_truth.csv", "calls_truth.csv"):
-            rows = pd.read_csv(dev / table, dtype=str, keep_default_na=False)
-            rows[rows.call_id.isin(calls.call_id)].to_csv(subset / table, index=False)
+    subset = dev_subset(dev, count, work)
     with tempfile.TemporaryDirectory(prefix="callmood-ablate-") as tmp:
         # the subset's recordings are links into the dev split
         score_calls([str(subset)], tmp, str(model_dir),
@@ -154,7 +163,25 @@ def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict
             "customer_share_error_points":
                 report["customer_negative_share"]["mean_abs_error_points"],
             "agent_negative_points": report["agent_negative_share"]["mean_abs_error_points"],
-            "escalation_f1": report["escalation"]["f1"]}
+            "escalation_f1": report["escalation"]["f1"],
+            "truth": calls_version(subset)}
+
+
+# The dev calls every cell kept before cells named theirs (2026-12-07) was scored on: the
+# first 30 dev calls of callbench/generate.py as it was before 034aff0 (which moved each
+# utterance's start past a click and so changed the calls' audio and truth).
+CALLS_BEFORE_VERSIONS = "ec63e1c7599f"
+
+
+def calls_version(calls: Path) -> str:
+    """The dev calls' version: the first 12 hex digits of their ground truth's sha256 (a
+    regenerated split whose utterances moved has another)."""
+    return file_sha256(calls / "ground_truth.csv")[:12]
+
+
+def cell_calls(cell: dict) -> str:
+    """The version of the dev calls a cell was scored on (calls_version)."""
+    return (cell.get("dev_calls") or {}).get("truth", CALLS_BEFORE_VERSIONS)
 
 
 def model_dir(args, lever: str, changes: dict, held_out: str, seed: int) -> Path:
@@ -220,6 +247,10 @@ def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], dat
             print(f"{name}: kept", flush=True)
             yield kept
             continue
+        if store.has(name):  # a committed result must not be replaced by another protocol's
+            raise SystemExit(f"{store.path(name)} was made with other settings than this "
+                             f"run's: name the lever anew (--lever), or delete the file to "
+                             "make the cell again")
         print(f"{name}: training", flush=True)
         cell = run_cell(args, lever, mine, held_out, seed, data, unseen)
         cell["changes"] = {**changes, **({"teachers": teachers} if teachers else {})}
@@ -252,6 +283,7 @@ def against_scores(args, store, base: dict) -> dict[tuple[str, int], float]:
     with this run's protocol (test sizes, dev calls) and at the budget of the trials (the
     protocol's and `base`'s), or the gains are unpaired or buy the budget's gain."""
     scores = {}
+    calls = calls_version(dev_subset(args.calls, args.dev_calls, args.work))
     for held_out, seed in protocol_order(args):
         name = cell_name(args.against, held_out, seed)
         kept = store.load(name)
@@ -267,12 +299,19 @@ def against_scores(args, store, base: dict) -> dict[tuple[str, int], float]:
                              "(--epochs, --epoch-size, --max-per-corpus, --max-test, "
                              "--dev-calls, --precision, --device): run the study with its "
                              "settings")
+        if cell_calls(kept["result"]) != calls:
+            raise SystemExit(f"{name} was scored on other dev calls (version "
+                             f"{cell_calls(kept['result'])}) than {args.calls} ({calls}): "
+                             f"rerun --lever {args.against} on these calls, or regenerate "
+                             "the calls its cells were scored on")
         trials = budget({"config": recipe(args, base, seed).to_dict()})
         if budget(kept["settings"]) != trials:
             raise SystemExit(f"--against {args.against} was trained at "
-                             f"{budget(kept['settings'])} [epochs, examples an epoch] and the "
-                             f"trials would be at {trials}: score them against a lever of "
-                             "their budget (ablate.py --lever NAME --set epochs=N)")
+                             f"{json.dumps(budget(kept['settings']))} [epochs, examples an "
+                             f"epoch, precision] and the trials would be at "
+                             f"{json.dumps(trials)}: score them "
+                             "against a lever of their budget (ablate.py --lever NAME --set "
+                             "epochs=N or precision=P)")
         scores[held_out, seed] = protocol_score(kept["result"])
     return scores
 
@@ -425,13 +464,15 @@ def cells_by_pair(cells: list[dict], lever: str | None) -> dict[tuple[str, int],
     return {(c["held_out"], c["seed"]): c for c in cells if c["lever"] == lever}
 
 
-# the settings that make a training's budget
-BUDGET = ("epochs", "epoch_size")
+# the settings that make a training's budget: how many examples it learns from, and in
+# which arithmetic (bf16 changes the numbers, and costs 17 times fp32 on a CPU without
+# native bf16, so a machine may run the protocol in fp32 only)
+BUDGET = ("epochs", "epoch_size", "precision")
 
 
-def budget(settings: dict) -> list[list[int]]:
-    """The budgets ([epochs, epoch_size]) a kept cell's model was trained with, or each of
-    an ensemble's members, from the settings kept with it."""
+def budget(settings: dict) -> list[list[int | str]]:
+    """The budgets ([epochs, epoch_size, precision]) a kept cell's model was trained with,
+    or each of an ensemble's members, from the settings kept with it."""
     configs = [m["config"] for m in settings["members"]] if "members" in settings \
         else [settings["config"]]
     return [list(b) for b in sorted({tuple(config[key] for key in BUDGET)
@@ -457,11 +498,12 @@ def references(cells: list[dict]) -> dict[str, str | None]:
 def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[dict, float]]:
     """(cell, its metric minus the reference's cell's on the same held-out corpus and seed)
     for each of `mine` whose reference cell `base` (cells_by_pair) holds, both with the
-    metric."""
+    metric, and for a dev-calls metric both scored on the same calls (cell_calls)."""
     return [(c, v - b) for c in mine
             if (other := base.get((c["held_out"], c["seed"])))
             and (v := metric(c, name)) is not None
-            and (b := metric(other, name)) is not None]
+            and (b := metric(other, name)) is not None
+            and (not name.startswith("dev_calls.") or cell_calls(c) == cell_calls(other))]
 
 
 def against_reference(cells: list[dict], lever: str, reference: str | None,
@@ -520,7 +562,7 @@ def markdown(levers: dict) -> str:
             cells.append(text)
         mark = " †" if "study" in row else ""
         against = "–" if lever == "baseline" else row["reference"] or \
-            f"nothing (no lever of {row['budget']} [epochs, examples] alone)"
+            f"nothing (no lever of {json.dumps(row['budget'])} [epochs, examples, precision] alone)"
         lines.append(f"| {lever}{mark} | "
                      f"{json.dumps(row['changes']) if row['changes'] else '–'} "
                      f"| {row['cells']} | {against} | "

@@ -21,7 +21,7 @@ def fit():
     return load_benchmark("fit_call_analytics")
 
 
-def cell(lever, held_out, seed, ua, share=None, budget=((4, 800),)):
+def cell(lever, held_out, seed, ua, share=None, budget=((4, 800, "bf16"),)):
     return {"lever": lever, "held_out": held_out, "seed": seed, "changes": {}, "ua": ua,
             "ua_line": ua - 0.1, "dev_calls": {"customer_share_error_points": share},
             "budget": [list(b) for b in budget]}
@@ -45,6 +45,22 @@ def test_a_lever_is_summarised_per_seed_over_corpora_then_over_seeds(ablate):
     table = ablate.markdown(levers)
     assert "| prosody |" in table and "(+0.100 on 2 paired cells)" in table
     assert "0.470 ± 0.028" in table
+
+
+def test_dev_call_figures_are_paired_only_on_the_same_calls(ablate):
+    """A cell scored on regenerated dev calls (another truth) is compared with its
+    reference on the held-out corpora, not on the calls; a cell kept before cells named
+    their calls counts as scored on the calls of that time."""
+    share = "dev_calls.customer_share_error_points"
+    old = cell("baseline", "emodb", 0, 0.40, 30.0)
+    same = cell("warp", "emodb", 0, 0.50, 26.0)
+    same["dev_calls"]["truth"] = ablate.CALLS_BEFORE_VERSIONS
+    other = cell("warp", "emodb", 1, 0.50, 26.0)
+    other["dev_calls"]["truth"] = "0123456789ab"
+    base = ablate.cells_by_pair([old, {**old, "seed": 1}], "baseline")
+    assert ablate.paired_differences([same, other], base, share) == [(same, -4.0)]
+    assert [d for _, d in ablate.paired_differences([same, other], base, "ua")] == \
+        pytest.approx([0.1, 0.1])
 
 
 def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
@@ -80,8 +96,9 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
     """The budget a cell was trained with (from its settings, however it was set) decides:
     a lever at the baseline's is paired with the baseline; at another, with the lever that
     changes the budget alone to it (the first by name), or with nothing."""
-    def made(lever, changes, ua, epochs=4, seed=0):
-        return {**cell(lever, "emodb", seed, ua, budget=[(epochs, 800)]), "changes": changes}
+    def made(lever, changes, ua, epochs=4, seed=0, precision="bf16"):
+        return {**cell(lever, "emodb", seed, ua, budget=[(epochs, 800, precision)]),
+                "changes": changes}
     cells = [made("baseline", {}, 0.30), made("budget-12", {"epochs": 12}, 0.40, 12),
              made("z-12", {"epoch_size": 800, "epochs": 12}, 0.41, 12),  # the same budget
              made("warp", {"augment": {"frequency_warp": 0.1}}, 0.32),
@@ -90,12 +107,15 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
              # 12 epochs from --epochs 12, not --set: its changes do not say so
              made("mix-12", {"val_channels": ["clean", "gsm"]}, 0.43, 12),
              made("warp-6", {"augment.frequency_warp": 0.1, "epochs": 6}, 0.36, 6),
-             {**made("ensemble", {"ensemble": ["a", "b"]}, 0.5), "budget": [[4, 800],
-                                                                             [12, 800]]}]
+             # a machine without native bf16: the baseline again in fp32, then a lever
+             made("fp32", {"precision": "fp32"}, 0.31, precision="fp32"),
+             made("random-fp32", {"init": "random:tiny"}, 0.20, precision="fp32"),
+             {**made("ensemble", {"ensemble": ["a", "b"]}, 0.5),
+              "budget": [[4, 800, "bf16"], [12, 800, "bf16"]]}]
     assert ablate.references(cells) == {
         "baseline": "baseline", "budget-12": "baseline", "z-12": "baseline",
         "warp": "baseline", "warp-12": "budget-12", "mix-12": "budget-12",
-        "warp-6": None, "ensemble": None}
+        "warp-6": None, "fp32": "baseline", "random-fp32": "fp32", "ensemble": None}
     levers = ablate.summarise(cells)
     assert levers["warp-12"]["reference"] == "budget-12"
     warp = levers["warp-12"]["ua"]
@@ -103,6 +123,7 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
     assert levers["mix-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.03)
     assert levers["budget-12"]["ua"]["vs_reference"]["mean"] == pytest.approx(0.10)
     assert levers["warp-6"]["ua"]["vs_reference"] is None
+    assert levers["random-fp32"]["ua"]["vs_reference"]["mean"] == pytest.approx(-0.11)
     # the figure's pairs too
     (pair,) = ablate.against_reference(cells, "warp-12", "budget-12", "ua")
     assert pair[0]["seed"] == 0 and pair[1] == pytest.approx(0.05)
@@ -110,17 +131,20 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
     # two cells of warp-12, one paired: the table says so
     assert "| 2 | budget-12 | 0.460 ± 0.014 (+0.050 on 1 paired cells) |" in table
     assert "| 1 | budget-12 | 0.430 (+0.030) |" in table
-    assert "| 1 | nothing (no lever of [[6, 800]] [epochs, examples] alone) | 0.360 |" in table
+    assert ('| 1 | nothing (no lever of [[6, 800, "bf16"]] [epochs, examples, precision] '
+            "alone) | 0.360 |") in table
     assert "| baseline | – | [[4, 800]] |" not in table and "| baseline | – | 1 | – |" in table
 
 
 def test_a_kept_cells_budget_is_its_models_or_its_members(ablate):
-    made = {"config": {"epochs": 12, "epoch_size": 800, "lr": 1e-4}}
-    assert ablate.budget(made) == [[12, 800]]
-    members = {"config": {}, "members": [{"config": {"epochs": 4, "epoch_size": 800}},
-                                         {"config": {"epochs": 12, "epoch_size": 800}},
-                                         {"config": {"epochs": 4, "epoch_size": 800}}]}
-    assert ablate.budget(members) == [[4, 800], [12, 800]]
+    made = {"config": {"epochs": 12, "epoch_size": 800, "precision": "bf16", "lr": 1e-4}}
+    assert ablate.budget(made) == [[12, 800, "bf16"]]
+    members = {"config": {}, "members": [
+        {"config": {"epochs": 4, "epoch_size": 800, "precision": "bf16"}},
+        {"config": {"epochs": 12, "epoch_size": 800, "precision": "bf16"}},
+        {"config": {"epochs": 4, "epoch_size": 800, "precision": "fp32"}}]}
+    assert ablate.budget(members) == [[4, 800, "bf16"], [4, 800, "fp32"],
+                                      [12, 800, "bf16"]]
 
 
 def test_lever_settings_are_json_values(ablate):

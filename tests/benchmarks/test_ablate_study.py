@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -70,6 +71,8 @@ def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, 
 
     baseline = run()
     assert baseline.returncode == 0, baseline.stderr
+    code, _ = refusal(ablate, capsys, [*argv, "--max-test", "6"])  # another protocol's
+    assert "baseline-emodb-s0.json was made with other settings" in code
     ran = run(*study, "--set", "label_smoothing=0")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.count(": training") == 2
@@ -107,9 +110,20 @@ def test_a_study_scores_each_trial_by_its_gain_over_the_baselines_cells(ablate, 
     assert "baseline-emodb-s0 was made with another protocol" in code
     code, _ = refusal(ablate, capsys, [*argv, "--study", "longer", "--space", str(space),
                                        "--set", "epochs=2"])  # the baseline trained 1 epoch
-    assert "--against baseline was trained at [[1, 8]]" in code and "at [[2, 8]]" in code
+    assert '--against baseline was trained at [[1, 8, "fp32"]]' in code
+    assert 'at [[2, 8, "fp32"]]' in code
     table = (root / "out" / "ablation.md").read_text()
     assert all(f"| {lever} † |" in table for lever in trials.user_attrs_lever)
+
+    moved = root / "calls_moved"  # the dev calls regenerated with utterances moved
+    shutil.copytree(root / "calls" / "dev", moved, symlinks=True)
+    truth = pd.read_csv(moved / "ground_truth.csv")
+    truth.loc[0, "start_s"] += 0.1
+    truth.to_csv(moved / "ground_truth.csv", index=False)
+    calls = argv.index("--calls") + 1
+    code, _ = refusal(ablate, capsys, [*argv[:calls], str(moved), *argv[calls + 1:], *study,
+                                       "--set", "label_smoothing=0"])
+    assert "baseline-emodb-s0 was scored on other dev calls" in code
 
 
 def test_a_bad_search_space_is_refused_before_any_work(ablate, protocol, tmp_path, capsys):
