@@ -43,6 +43,9 @@ bench-ravdess: $(BIN)/callmood
 # (and its scores in benchmarks/results) is left to a person who has compared both.
 # Another recipe: `make default-model PARAMS=my_params.json CANDIDATE=runs/v5`.
 PARAMS ?= benchmarks/default_model_params.json
+# v4 trained in bf16; on a CPU without bf16 in hardware (no AVX512-BF16 or AMX) bf16 is
+# emulated and 17 times slower: `make default-model PRECISION=fp32` there
+PRECISION ?= bf16
 CANDIDATE ?= runs/default_model
 empty :=
 space := $(empty) $(empty)
@@ -55,7 +58,7 @@ default-model: $(BIN)/callmood
 	$(BIN)/callmood train $(foreach c,$(CORPORA_ALL),--corpus $(c)=$(SHARED)/data/$(c)) \
 	  --test-speakers $(subst $(space),,$(HELD_OUT)) --labels calls --shared $(SHARED) \
 	  --init $(SHARED)/weights/deit-tiny-in1k --params $(PARAMS) \
-	  --precision bf16 --out $(CANDIDATE)
+	  --precision $(PRECISION) --out $(CANDIDATE)
 	$(BIN)/python benchmarks/eval_default_model.py --model $(CANDIDATE) \
 	  --compare bundled=callmood/default_model --shared $(SHARED) --out $(CANDIDATE)_eval
 

@@ -48,12 +48,14 @@ from callmood.training.train import (
     channel_mix,
     class_loss,
     corpus_classes,
+    cpu_has_native_bf16,
     epoch_order,
     example_speaker_profiles,
     lr_factor,
     make_batch,
     train,
     validation_variants,
+    warn_slow_bf16,
 )
 
 # A micro model with no augmentation or regularisation: the point is to see it learn.
@@ -231,6 +233,26 @@ def test_unusable_files_are_skipped_and_counted(manifest_with_bad_files, tiny_me
     # temperature scaling fitted on the validation speakers' clips, stored in the card
     assert card.temperature > 0 and card.calibration["fitted_on"].startswith("validation")
     assert 0 <= card.calibration["val_ece_after"] <= card.calibration["val_ece_before"] + 1e-9
+
+
+def test_bf16_on_a_cpu_without_it_in_hardware_is_warned_of(tmp_path, caplog):
+    """Emulated bf16 trains many times slower than fp32: the flags of /proc/cpuinfo say
+    whether the CPU has it (AVX512-BF16 or AMX); unreadable flags say nothing."""
+    zen3, sapphire = tmp_path / "zen3", tmp_path / "sapphire"
+    zen3.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n\nprocessor\t: 1\n")
+    sapphire.write_text("flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_has_native_bf16(zen3) is False and cpu_has_native_bf16(sapphire) is True
+    assert cpu_has_native_bf16(tmp_path / "none") is None
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.WARNING, logger="callmood.training.train"):
+        warn_slow_bf16("bf16", cpu, zen3)
+        assert "--precision auto or fp32" in caplog.text
+        caplog.clear()
+        for precision, device, cpuinfo in [("bf16", cpu, sapphire), ("auto", cpu, zen3),
+                                           ("fp32", cpu, zen3), ("bf16", cpu, tmp_path / "x"),
+                                           ("bf16", torch.device("cuda"), zen3)]:
+            warn_slow_bf16(precision, device, cpuinfo)
+        assert caplog.text == ""
 
 
 @pytest.mark.parametrize(("settings", "optimizer", "plateau", "bf16"), [
