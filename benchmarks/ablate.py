@@ -104,12 +104,27 @@ def comparable(settings: dict) -> dict:
     return out
 
 
-def kept_cell(store, name: str, wanted: dict) -> dict | None:
-    """The kept result of the cell `name` if it was made with the `wanted` settings."""
+def kept_cell(store, name: str, wanted: dict, calls: str | None = None) -> dict | None:
+    """The kept result of the cell `name` if it was made with the `wanted` settings (and,
+    given `calls`, scored on the dev calls of that version)."""
     kept = store.load(name)
-    if kept is None or comparable(kept["settings"]) != comparable(wanted):
+    if kept is None or comparable(kept["settings"]) != comparable(wanted) \
+            or (calls is not None and cell_calls(kept["result"]) != calls):
         return None
     return kept["result"]
+
+
+class KeptCellConflict(Exception):
+    """A kept cell stands where a run would make one with other settings or calls."""
+
+
+def refuse_to_replace(store, name: str) -> None:
+    """A committed result is never replaced by another protocol's: `name` must be free."""
+    if store.has(name):
+        raise KeptCellConflict(
+            f"{store.path(name)} was made with other settings or scored on other dev calls "
+            "than this run's: name the lever anew (--lever), or delete the file to make the "
+            "cell again")
 
 
 def named_by_folder(config: dict) -> dict:
@@ -129,30 +144,43 @@ def cell_name(lever: str, held_out: str, seed: int) -> str:
     return f"{lever}-{held_out}-s{seed}"
 
 
-def dev_subset(dev: Path, count: int, work: Path) -> Path:
-    """A folder of the first `count` dev calls (links to their recordings) and their truth."""
+def dev_subset(dev: Path, count: int, work: Path) -> tuple[Path, str]:
+    """A folder of the first `count` dev calls (links to their recordings) and their truth,
+    and its calls_version, which names the folder: runs on other or regenerated calls never
+    share one."""
     calls = pd.read_csv(dev / "calls.csv", dtype=str, keep_default_na=False).head(count)
-    subset = work / f"dev_subset-{count}"
-    (subset / "audio").mkdir(parents=True, exist_ok=True)
-    for name in calls.file:
-        target, source = subset / name, (dev / name).resolve()
-        if target.is_symlink() and target.readlink() != source:
-            target.unlink()  # the subset of another --calls
-        if not target.is_symlink():
-            target.symlink_to(source)
-    # rewritten every time: a regenerated dev split must not be read with an older truth
-    calls.to_csv(subset / "calls.csv", index=False)
+    tables = {"calls.csv": calls.to_csv(index=False)}
     for table in ("ground_truth.csv", "calls_truth.csv"):
         rows = pd.read_csv(dev / table, dtype=str, keep_default_na=False)
-        rows[rows.call_id.isin(calls.call_id)].to_csv(subset / table, index=False)
-    return subset
+        tables[table] = rows[rows.call_id.isin(calls.call_id)].to_csv(index=False)
+    version = calls_version(tables, [dev / name for name in calls.file])
+    subset = work / f"dev_subset-{count}-{version}"
+    (subset / "audio").mkdir(parents=True, exist_ok=True)
+    for name in calls.file:
+        if not (subset / name).is_symlink():
+            (subset / name).symlink_to((dev / name).resolve())
+    for table, text in tables.items():
+        harness.write_text(subset / table, text)
+    return subset, version
+
+
+def calls_version(tables: dict[str, str], recordings: list[Path]) -> str:
+    """The dev calls' version: the first 12 hex digits of a sha256 over their tables (by
+    name) and recordings (in order), so regenerated calls whose audio or truth moved have
+    another."""
+    digest = hashlib.sha256()
+    for name in sorted(tables):
+        digest.update(name.encode() + b"\0" + tables[name].encode())
+    for path in recordings:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()[:12]
 
 
 def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict:
     """The first `count` dev calls scored by the cell's model, with eval_calls' figures."""
     from callmood.batch.score import ScoreConfig, score_calls
 
-    subset = dev_subset(dev, count, work)
+    subset, version = dev_subset(dev, count, work)
     with tempfile.TemporaryDirectory(prefix="callmood-ablate-") as tmp:
         # the subset's recordings are links into the dev split
         score_calls([str(subset)], tmp, str(model_dir),
@@ -163,25 +191,20 @@ def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict
             "customer_share_error_points":
                 report["customer_negative_share"]["mean_abs_error_points"],
             "agent_negative_points": report["agent_negative_share"]["mean_abs_error_points"],
-            "escalation_f1": report["escalation"]["f1"],
-            "truth": calls_version(subset)}
+            "escalation_f1": report["escalation"]["f1"], "calls_version": version}
 
 
 # The dev calls every cell kept before cells named theirs (2026-12-07) was scored on: the
 # first 30 dev calls of callbench/generate.py as it was before 034aff0 (which moved each
-# utterance's start past a click and so changed the calls' audio and truth).
-CALLS_BEFORE_VERSIONS = "ec63e1c7599f"
-
-
-def calls_version(calls: Path) -> str:
-    """The dev calls' version: the first 12 hex digits of their ground truth's sha256 (a
-    regenerated split whose utterances moved has another)."""
-    return file_sha256(calls / "ground_truth.csv")[:12]
+# utterance's start past a click and so changed the calls' audio and truth). Regenerated
+# with that generator on 2026-12-07, its test split gave the bundled model the figures
+# committed in callbench_test.json again.
+CALLS_BEFORE_VERSIONS = "e7cfb41331a4"
 
 
 def cell_calls(cell: dict) -> str:
     """The version of the dev calls a cell was scored on (calls_version)."""
-    return (cell.get("dev_calls") or {}).get("truth", CALLS_BEFORE_VERSIONS)
+    return (cell.get("dev_calls") or {}).get("calls_version", CALLS_BEFORE_VERSIONS)
 
 
 def model_dir(args, lever: str, changes: dict, held_out: str, seed: int) -> Path:
@@ -219,7 +242,7 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
                        for key in ("epoch", "val_ua", "val_macro_f1")}
                       for h in model.card.training["history"]],
             "train_wall_s": round(trained, 1), "wall_s": round(time.time() - started, 1),
-            "dev_calls": calls}
+            "dev_calls": calls, "machine": harness.machine("torch")}
 
 
 def protocol_order(args) -> list[tuple[str, int]]:
@@ -229,11 +252,14 @@ def protocol_order(args) -> list[tuple[str, int]]:
             for held_out in args.held_out.split(",")]
 
 
-def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], data: dict,
-                unseen: set[str], study: str | None = None) -> Iterator[dict]:
-    """Each cell of `lever`, kept or trained and scored now (and kept), in protocol order.
-    A distilled lever's cell is left out while one of its teachers' cells is missing. A
-    study's trial names its study in its cells (the report marks them)."""
+def lever_plan(args, store, lever: str, changes: dict,
+               teachers: list[str]) -> list[tuple[str, int, dict, dict, dict | None]]:
+    """(held-out corpus, seed, the settings the cell changes, its settings, its kept result
+    or None) of each cell of `lever` in protocol order, found without loading any corpus.
+    A distilled lever's cell is left out while one of its teachers' cells is missing.
+    Refuses (KeptCellConflict) where a kept cell of other settings or calls stands."""
+    _, calls = dev_subset(args.calls, args.dev_calls, args.work)
+    plan = []
     for held_out, seed in protocol_order(args):
         name = cell_name(lever, held_out, seed)
         mine = changes
@@ -243,14 +269,23 @@ def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], dat
                 continue
             mine = {**changes, "teachers": [str(d) for d in found[0]]}
         wanted = settings(args, mine, held_out, seed)
-        if (kept := kept_cell(store, name, wanted)) is not None:
+        if (kept := kept_cell(store, name, wanted, calls)) is None:
+            refuse_to_replace(store, name)
+        plan.append((held_out, seed, mine, wanted, kept))
+    return plan
+
+
+def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], data: dict,
+                unseen: set[str], study: str | None = None) -> Iterator[dict]:
+    """Each cell of `lever` (lever_plan), kept or trained and scored now (and kept), in
+    protocol order. A study's trial names its study in its cells (the report marks them)."""
+    for held_out, seed, mine, wanted, kept in lever_plan(args, store, lever, changes,
+                                                         teachers):
+        name = cell_name(lever, held_out, seed)
+        if kept is not None:
             print(f"{name}: kept", flush=True)
             yield kept
             continue
-        if store.has(name):  # a committed result must not be replaced by another protocol's
-            raise SystemExit(f"{store.path(name)} was made with other settings than this "
-                             f"run's: name the lever anew (--lever), or delete the file to "
-                             "make the cell again")
         print(f"{name}: training", flush=True)
         cell = run_cell(args, lever, mine, held_out, seed, data, unseen)
         cell["changes"] = {**changes, **({"teachers": teachers} if teachers else {})}
@@ -283,7 +318,7 @@ def against_scores(args, store, base: dict) -> dict[tuple[str, int], float]:
     with this run's protocol (test sizes, dev calls) and at the budget of the trials (the
     protocol's and `base`'s), or the gains are unpaired or buy the budget's gain."""
     scores = {}
-    calls = calls_version(dev_subset(args.calls, args.dev_calls, args.work))
+    _, calls = dev_subset(args.calls, args.dev_calls, args.work)
     for held_out, seed in protocol_order(args):
         name = cell_name(args.against, held_out, seed)
         kept = store.load(name)
@@ -299,19 +334,18 @@ def against_scores(args, store, base: dict) -> dict[tuple[str, int], float]:
                              "(--epochs, --epoch-size, --max-per-corpus, --max-test, "
                              "--dev-calls, --precision, --device): run the study with its "
                              "settings")
-        if cell_calls(kept["result"]) != calls:
-            raise SystemExit(f"{name} was scored on other dev calls (version "
-                             f"{cell_calls(kept['result'])}) than {args.calls} ({calls}): "
-                             f"rerun --lever {args.against} on these calls, or regenerate "
-                             "the calls its cells were scored on")
+        if (version := cell_calls(kept["result"])) != calls:
+            raise SystemExit(f"{name} was scored on other dev calls (version {version}) than "
+                             f"{args.calls} ({calls}): regenerate the calls its cells were "
+                             f"scored on, or make --against's cells again on these (under "
+                             "another --lever name)")
         trials = budget({"config": recipe(args, base, seed).to_dict()})
         if budget(kept["settings"]) != trials:
             raise SystemExit(f"--against {args.against} was trained at "
-                             f"{json.dumps(budget(kept['settings']))} [epochs, examples an "
-                             f"epoch, precision] and the trials would be at "
-                             f"{json.dumps(trials)}: score them "
-                             "against a lever of their budget (ablate.py --lever NAME --set "
-                             "epochs=N or precision=P)")
+                             f"{json.dumps(budget(kept['settings']))} {BUDGET_WORDS} and the "
+                             f"trials would be at {json.dumps(trials)}: score them against a "
+                             "lever of their budget (ablate.py --lever NAME --set epochs=N "
+                             "or precision=P)")
         scores[held_out, seed] = protocol_score(kept["result"])
     return scores
 
@@ -468,6 +502,7 @@ def cells_by_pair(cells: list[dict], lever: str | None) -> dict[tuple[str, int],
 # which arithmetic (bf16 changes the numbers, and costs 17 times fp32 on a CPU without
 # native bf16, so a machine may run the protocol in fp32 only)
 BUDGET = ("epochs", "epoch_size", "precision")
+BUDGET_WORDS = "[epochs, examples an epoch, precision]"
 
 
 def budget(settings: dict) -> list[list[int | str]]:
@@ -481,18 +516,30 @@ def budget(settings: dict) -> list[list[int | str]]:
 
 def references(cells: list[dict]) -> dict[str, str | None]:
     """Each lever's reference, the same-budget baseline its cells are compared with (cells
-    carry their `budget`): the baseline for a lever trained at the baseline's budget, and
-    for a lever that changes the budget alone (`budget-12-epochs`: what the budget
-    buys); for another lever at another budget, the lever that changes the budget alone
-    to that budget (the warp at `epochs=12` against `budget-12-epochs`; of several, the
-    first by name), or None where there is none (then it is compared with nothing)."""
-    budgets = {c["lever"]: json.dumps(c["budget"]) for c in cells}
+    carry their `budget`): the baseline for a lever trained at the baseline's budget; for
+    a lever that changes the budget alone, the baseline in its own precision (the
+    baseline, or the lever that changes the precision alone: `budget-12-epochs` and
+    `budget-12-epochs-fp32` say what 12 epochs buy against `baseline` and `baseline-fp32`);
+    for another lever at another budget, the lever that changes the budget alone to that
+    budget (the warp at `epochs=12` against `budget-12-epochs`; of several, the first by
+    name), or None where there is none (then it is compared with nothing)."""
+    budgets = {c["lever"]: c["budget"] for c in cells}
     alone = {c["lever"] for c in cells if c["changes"] and set(c["changes"]) <= set(BUDGET)}
-    budget_only = {}
+    budget_only: dict[str, str] = {}
     for lever in sorted(alone):
-        budget_only.setdefault(budgets[lever], lever)
-    return {lever: "baseline" if spent == budgets.get("baseline") or lever in alone
-            else budget_only.get(spent) for lever, spent in budgets.items()}
+        budget_only.setdefault(json.dumps(budgets[lever]), lever)
+    base = budgets.get("baseline")
+    precision = BUDGET.index("precision")
+
+    def reference(lever: str, spent: list) -> str | None:
+        if lever in alone:
+            if base and len(base) == len(spent) == 1:  # the baseline in the lever's precision
+                own = budget_only.get(json.dumps([[*base[0][:precision],
+                                                   spent[0][precision]]]), lever)
+                return own if own != lever else "baseline"
+            return "baseline"
+        return "baseline" if spent == base else budget_only.get(json.dumps(spent))
+    return {lever: reference(lever, spent) for lever, spent in budgets.items()}
 
 
 def paired_differences(mine: list[dict], base: dict, name: str) -> list[tuple[dict, float]]:
@@ -524,6 +571,8 @@ def summarise(cells: list[dict]) -> dict:
     for lever in sorted({c["lever"] for c in cells}):
         mine = [c for c in cells if c["lever"] == lever]
         row = {"cells": len(mine), "changes": mine[0]["changes"], "budget": mine[0]["budget"],
+               # the versions of the dev calls its cells were scored on
+               "calls": sorted({cell_calls(c) for c in mine if c.get("dev_calls")}),
                **({"reference": reference[lever]} if lever != "baseline" else {}),
                **({"study": study} if (study := next((c["study"] for c in mine
                                                         if "study" in c), None)) else {})}
@@ -546,8 +595,13 @@ def summarise(cells: list[dict]) -> dict:
 def markdown(levers: dict) -> str:
     lines = ["| lever | changes | cells | against | " + " | ".join(METRICS.values()) + " |",
              "| --- | --- | --- | --- |" + " --- |" * len(METRICS)]
+    other_calls = False
     for lever, row in levers.items():
         base = levers.get(row.get("reference", ""))
+        # dev-call figures on other calls than the reference's are not compared
+        calls_mark = " ‡" if base and base["calls"] and row["calls"] and \
+            row["calls"] != base["calls"] else ""
+        other_calls |= bool(calls_mark)
         cells = []
         for name in METRICS:
             m = row[name]
@@ -555,6 +609,7 @@ def markdown(levers: dict) -> str:
                 cells.append("–")
                 continue
             text = f"{m['mean']:.3f}" + (f" ± {m['sd']:.3f}" if m["sd"] is not None else "")
+            text += calls_mark if name.startswith("dev_calls.") else ""
             if m["vs_reference"]:
                 change, paired = m["vs_reference"]["mean"], m["vs_reference"]["cells"]
                 text += f" ({change:+.3f})" if base and paired == row["cells"] == base["cells"] \
@@ -562,7 +617,7 @@ def markdown(levers: dict) -> str:
             cells.append(text)
         mark = " †" if "study" in row else ""
         against = "–" if lever == "baseline" else row["reference"] or \
-            f"nothing (no lever of {json.dumps(row['budget'])} [epochs, examples, precision] alone)"
+            f"nothing (no lever of {json.dumps(row['budget'])} {BUDGET_WORDS} alone)"
         lines.append(f"| {lever}{mark} | "
                      f"{json.dumps(row['changes']) if row['changes'] else '–'} "
                      f"| {row['cells']} | {against} | "
@@ -572,6 +627,9 @@ def markdown(levers: dict) -> str:
                       "on these cells: the best trial's figures here are biased upward. Its "
                       "test: leave-one-corpus-out on the other corpora and the call "
                       "benchmark's test split."]
+    if other_calls:
+        lines += ["", "‡ cells scored on other dev calls (`calls` in ablation.json) than "
+                      "the reference's: their dev-call figures are not compared."]
     return "\n".join(lines) + "\n"
 
 
@@ -739,30 +797,41 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("the baseline changes nothing; name the lever")
     if args.teachers and args.lever in args.teachers.split(","):
         parser.error(f"{args.lever} cannot be its own teacher")
-    if args.ensemble and not args.report:
-        members = args.ensemble.split(",")
-        data = load_all(args.shared, list(HELD_OUT))
-        for held_out, seed in protocol_order(args):
-            name = cell_name(ensemble_name(members), held_out, seed)
-            found = ensemble_members(args, members, held_out, seed, store)
-            if found is None or kept_cell(store, name, found[1]) is not None:
-                continue
-            cell = ensemble_cell(args, members, found[0], held_out, seed, data,
-                                 found[1]["max_test"])
-            store.save_with_settings(name, found[1], cell)
-            print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f} "
-                  f"({cell['wall_s']:.0f} s)", flush=True)
-    elif not args.report:
-        if not (args.calls / "calls_truth.csv").exists():
-            parser.error(f"{args.calls}: no call benchmark; run benchmarks/callbench/generate.py")
-        data = load_all(args.shared, list(CORPORA))
-        unseen = set(held_out_speakers(default_model_dir()))
-        if args.study:
-            run_protocol_study(args, store, changes, space, data, unseen)
-        else:
+    if not args.report and recipe(args, changes, 0).precision == "auto":
+        parser.error("precision auto: name bf16 or fp32 (levers are paired by the precision "
+                     "they trained in, and auto means either, by device)")
+    try:
+        if args.ensemble and not args.report:
+            members = args.ensemble.split(",")
+            data = load_all(args.shared, list(HELD_OUT))
+            for held_out, seed in protocol_order(args):
+                name = cell_name(ensemble_name(members), held_out, seed)
+                found = ensemble_members(args, members, held_out, seed, store)
+                if found is None or kept_cell(store, name, found[1]) is not None:
+                    continue
+                refuse_to_replace(store, name)
+                cell = ensemble_cell(args, members, found[0], held_out, seed, data,
+                                     found[1]["max_test"])
+                store.save_with_settings(name, found[1], cell)
+                print(f"{name}: UA {cell['ua']:.3f}, via the line {cell['ua_line']:.3f} "
+                      f"({cell['wall_s']:.0f} s)", flush=True)
+        elif not args.report:
+            if not (args.calls / "calls_truth.csv").exists():
+                parser.error(f"{args.calls}: no call benchmark; run "
+                             "benchmarks/callbench/generate.py")
             teachers = args.teachers.split(",") if args.teachers else []
-            for _ in lever_cells(args, store, args.lever, changes, teachers, data, unseen):
-                pass
+            if args.study or any(kept is None for *_, kept in lever_plan(
+                    args, store, args.lever, changes, teachers)):
+                data = load_all(args.shared, list(CORPORA))
+                unseen = set(held_out_speakers(default_model_dir()))
+                if args.study:
+                    run_protocol_study(args, store, changes, space, data, unseen)
+                else:
+                    for _ in lever_cells(args, store, args.lever, changes, teachers, data,
+                                         unseen):
+                        pass
+    except KeptCellConflict as conflict:  # from a study's trial too, which Optuna failed
+        raise SystemExit(str(conflict)) from None
     cells = [kept["result"] | {"budget": budget(kept["settings"])}
              for kept in map(store.load, sorted(p.stem for p in store.folder.glob("*.json")))]
     levers = summarise(cells)

@@ -369,15 +369,15 @@ CPUINFO = Path("/proc/cpuinfo")
 
 
 def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool | None:
-    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX flags), or None
-    where its flags cannot be read (not Linux)."""
+    """Whether this x86 CPU computes bf16 in hardware (AVX512-BF16 or AMX flags), or None
+    where no x86 flags can be read (not Linux, or an ARM CPU, which lists `Features`)."""
     try:
         text = cpuinfo.read_text()
     except OSError:
         return None
     flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags))
+                  if line.startswith("flags")), None)
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 def warn_slow_bf16(precision: str, device: torch.device, cpuinfo: Path = CPUINFO) -> None:

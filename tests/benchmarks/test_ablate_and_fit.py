@@ -54,13 +54,17 @@ def test_dev_call_figures_are_paired_only_on_the_same_calls(ablate):
     share = "dev_calls.customer_share_error_points"
     old = cell("baseline", "emodb", 0, 0.40, 30.0)
     same = cell("warp", "emodb", 0, 0.50, 26.0)
-    same["dev_calls"]["truth"] = ablate.CALLS_BEFORE_VERSIONS
+    same["dev_calls"]["calls_version"] = ablate.CALLS_BEFORE_VERSIONS
     other = cell("warp", "emodb", 1, 0.50, 26.0)
-    other["dev_calls"]["truth"] = "0123456789ab"
+    other["dev_calls"]["calls_version"] = "0123456789ab"
     base = ablate.cells_by_pair([old, {**old, "seed": 1}], "baseline")
     assert ablate.paired_differences([same, other], base, share) == [(same, -4.0)]
     assert [d for _, d in ablate.paired_differences([same, other], base, "ua")] == \
         pytest.approx([0.1, 0.1])
+    table = ablate.markdown(ablate.summarise([old, {**old, "seed": 1}, same, other]))
+    assert "| 26.000 ± 0.000 ‡ (-4.000 on 1 paired cells) |" in table
+    assert "‡ cells scored on other dev calls" in table
+    assert "(+0.100) |" in table  # the held-out corpus is compared
 
 
 def test_the_gains_figure_pairs_each_cell_with_the_baselines(ablate, tmp_path):
@@ -110,12 +114,16 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
              # a machine without native bf16: the baseline again in fp32, then a lever
              made("fp32", {"precision": "fp32"}, 0.31, precision="fp32"),
              made("random-fp32", {"init": "random:tiny"}, 0.20, precision="fp32"),
+             made("budget-12-fp32", {"epochs": 12, "precision": "fp32"}, 0.39, 12,
+                  precision="fp32"),
              {**made("ensemble", {"ensemble": ["a", "b"]}, 0.5),
               "budget": [[4, 800, "bf16"], [12, 800, "bf16"]]}]
     assert ablate.references(cells) == {
         "baseline": "baseline", "budget-12": "baseline", "z-12": "baseline",
         "warp": "baseline", "warp-12": "budget-12", "mix-12": "budget-12",
-        "warp-6": None, "fp32": "baseline", "random-fp32": "fp32", "ensemble": None}
+        "warp-6": None, "fp32": "baseline", "random-fp32": "fp32",
+        "budget-12-fp32": "fp32",  # what 12 epochs buy in fp32, not 12 epochs and fp32
+        "ensemble": None}
     levers = ablate.summarise(cells)
     assert levers["warp-12"]["reference"] == "budget-12"
     warp = levers["warp-12"]["ua"]
@@ -131,8 +139,8 @@ def test_a_lever_at_another_budget_is_read_against_that_budgets_baseline(ablate)
     # two cells of warp-12, one paired: the table says so
     assert "| 2 | budget-12 | 0.460 ± 0.014 (+0.050 on 1 paired cells) |" in table
     assert "| 1 | budget-12 | 0.430 (+0.030) |" in table
-    assert ('| 1 | nothing (no lever of [[6, 800, "bf16"]] [epochs, examples, precision] '
-            "alone) | 0.360 |") in table
+    assert ('| 1 | nothing (no lever of [[6, 800, "bf16"]] [epochs, examples an epoch, '
+            "precision] alone) | 0.360 |") in table
     assert "| baseline | – | [[4, 800]] |" not in table and "| baseline | – | 1 | – |" in table
 
 
@@ -208,6 +216,13 @@ def test_a_cell_kept_before_a_setting_existed_counts_as_made_with_it_off(ablate,
     changed = {**now, "config": {**now["config"], "lr": 2e-4}}
     assert ablate.kept_cell(store, "baseline-emodb-s0", changed) is None
     assert ablate.comparable(now) == ablate.comparable(old)  # names one checkpoint too
+    # kept before cells named their dev calls: scored on the calls of that time
+    assert ablate.kept_cell(store, "baseline-emodb-s0", now,
+                            ablate.CALLS_BEFORE_VERSIONS) == {"ua": 0.4}
+    assert ablate.kept_cell(store, "baseline-emodb-s0", now, "0123456789ab") is None
+    with pytest.raises(ablate.KeptCellConflict, match="baseline-emodb-s0.json was made"):
+        ablate.refuse_to_replace(store, "baseline-emodb-s0")  # never replaced
+    ablate.refuse_to_replace(store, "baseline-emodb-s1")  # a free name
 
 
 def test_an_ensemble_is_made_of_the_kept_cells_models(ablate, tmp_path):

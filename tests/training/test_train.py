@@ -242,14 +242,16 @@ def test_bf16_on_a_cpu_without_it_in_hardware_is_warned_of(tmp_path, caplog):
     zen3.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n\nprocessor\t: 1\n")
     sapphire.write_text("flags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
     assert cpu_has_native_bf16(zen3) is False and cpu_has_native_bf16(sapphire) is True
-    assert cpu_has_native_bf16(tmp_path / "none") is None
+    graviton = tmp_path / "graviton"  # ARM lists Features, not flags: nothing to say
+    graviton.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16\n")
+    assert cpu_has_native_bf16(tmp_path / "none") is None and cpu_has_native_bf16(graviton) is None
     cpu = torch.device("cpu")
     with caplog.at_level(logging.WARNING, logger="callmood.training.train"):
         warn_slow_bf16("bf16", cpu, zen3)
         assert "--precision auto or fp32" in caplog.text
         caplog.clear()
         for precision, device, cpuinfo in [("bf16", cpu, sapphire), ("auto", cpu, zen3),
-                                           ("fp32", cpu, zen3), ("bf16", cpu, tmp_path / "x"),
+                                           ("fp32", cpu, zen3), ("bf16", cpu, graviton),
                                            ("bf16", torch.device("cuda"), zen3)]:
             warn_slow_bf16(precision, device, cpuinfo)
         assert caplog.text == ""
