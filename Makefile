@@ -9,7 +9,7 @@ TORCH_INDEX ?=
 # (their module fixtures are built once) and every process computes with one thread
 TEST_WORKERS ?= 2
 
-.PHONY: demo test lint browser bench-ravdess default-model
+.PHONY: demo test lint browser bench-ravdess default-model ablation-calls
 
 $(BIN)/callmood: pyproject.toml
 	python3 -m venv $(VENV)
@@ -61,6 +61,15 @@ default-model: $(BIN)/callmood
 	  --precision $(PRECISION) --out $(CANDIDATE)
 	$(BIN)/python benchmarks/eval_default_model.py --model $(CANDIDATE) \
 	  --compare bundled=callmood/default_model --shared $(SHARED) --out $(CANDIDATE)_eval
+
+# The dev calls every kept ablation cell was scored on (benchmarks/ablate.py,
+# CALLS_BEFORE_VERSIONS): the call benchmark as generated before commit 034aff0 moved each
+# utterance's start past a click, into runs/callbench (not committed; a few minutes).
+ablation-calls: $(BIN)/callmood
+	rm -rf runs/callbench_generator && mkdir -p runs/callbench_generator
+	cp -r benchmarks/harness.py benchmarks/callbench runs/callbench_generator/
+	git show 034aff0^:benchmarks/callbench/generate.py > runs/callbench_generator/callbench/generate.py
+	$(BIN)/python runs/callbench_generator/callbench/generate.py --shared $(SHARED) --out runs/callbench
 
 lint: $(BIN)/callmood
 	$(BIN)/ruff check .

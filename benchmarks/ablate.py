@@ -817,8 +817,8 @@ def main(argv: list[str] | None = None) -> None:
                       f"({cell['wall_s']:.0f} s)", flush=True)
         elif not args.report:
             if not (args.calls / "calls_truth.csv").exists():
-                parser.error(f"{args.calls}: no call benchmark; run "
-                             "benchmarks/callbench/generate.py")
+                parser.error(f"{args.calls}: no call benchmark; `make ablation-calls` makes "
+                             "the one the kept cells were scored on")
             teachers = args.teachers.split(",") if args.teachers else []
             if args.study or any(kept is None for *_, kept in lever_plan(
                     args, store, args.lever, changes, teachers)):
