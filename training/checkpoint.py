@@ -1,7 +1,8 @@
 """Per-epoch training checkpoints, so a stopped run continues to the same result.
 
 OUT/checkpoint/ holds `tensors.safetensors` (the model, the best epoch's model, the
-auxiliary heads if any are trained (now and at the best epoch), the optimiser's tensors and
+auxiliary heads if any are trained (now and at the best epoch), the weights' moving
+average if one is kept, the optimiser's tensors and
 the random generators' states) and `state.json` (epoch, step, history, the optimiser's
 settings, the plateau scheduler, the training settings and what `callmood train --resume`
 needs to rebuild the split). Like a model folder it is
@@ -27,7 +28,7 @@ TENSORS = "tensors.safetensors"
 STATE = "state.json"
 # the Checkpoint's state dicts and the prefix of their tensors' names in TENSORS
 _STATE_DICTS = {"model": "model", "best_model": "best", "auxiliary": "auxiliary",
-                "best_auxiliary": "best_auxiliary"}
+                "best_auxiliary": "best_auxiliary", "averaged_model": "averaged"}
 
 
 class CheckpointError(ValueError):
@@ -55,6 +56,8 @@ class Checkpoint:
     # and at the best epoch
     auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
     best_auxiliary: dict[str, torch.Tensor] = field(default_factory=dict)
+    # the moving average of the model's weights (ema_decay), if one is kept
+    averaged_model: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def checkpoint_dir(out_dir: str | Path) -> Path:

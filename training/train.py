@@ -130,6 +130,10 @@ class TrainConfig:
     # clean speech; empty: none
     teachers: tuple[str, ...] = ()
     teacher_weight: float = 0.5  # the teachers' share of each example's target
+    # exponential moving average of the weights (Polyak averaging) per step: each epoch is
+    # validated, and the model folder written, with the average, a cheap ensemble of the
+    # run's late weights in one model of the same size; 0: off
+    ema_decay: float = 0.0
     # named channel conditions (training/channel.py) the validation speakers are heard
     # through: each validation utterance through one of them, the same every epoch and run
     # (channel_mix), so the best epoch, and an Optuna trial's score, reward reading calls'
@@ -161,6 +165,8 @@ class TrainConfig:
         for name in ("corpus_adversary", "affect_heads"):
             if not 0 <= getattr(self, name) < math.inf:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (is_finite_number(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
         if isinstance(self.teachers, str):  # one folder, from a JSON file of settings
             self.teachers = [self.teachers]
         self.teachers = tuple(str(Path(t).expanduser().resolve()) for t in self.teachers)
@@ -361,6 +367,20 @@ def corpus_classes(utterances: list, label_id: dict[str, int]) -> dict[str, torc
     return out
 
 
+def update_average(average: dict[str, torch.Tensor], model: torch.nn.Module, decay: float,
+                   step: int) -> None:
+    """Move the weights' moving average towards the model's after optimiser step `step`
+    (from 0), by a rate warmed up as min(decay, (1 + step) / (10 + step)) so that the
+    first steps do not pin it to the initial weights; integer buffers are copied."""
+    rate = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                average[name].lerp_(value, 1 - rate)
+            else:
+                average[name].copy_(value)
+
+
 def uses_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
@@ -490,6 +510,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
     # --- the loop, from the checkpoint of a stopped run if asked
     history, best_f1, best_epoch, best_state, step, first_epoch = [], -1.0, 0, None, 0, 1
     best_auxiliary = {}
+    average = {k: v.detach().clone() for k, v in model.state_dict().items()} \
+        if config.ema_decay else None
     run = {"config": json.loads(json.dumps(config.to_dict())), **(invocation or {})}
     if resume:
         point = load_checkpoint(out_dir, run, lambda saved: json.loads(json.dumps(
@@ -504,6 +526,8 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                                               point.step)
         best_state, best_auxiliary, first_epoch = (point.best_model, point.best_auxiliary,
                                                    point.epoch + 1)
+        if average is not None:
+            average = {k: v.to(device) for k, v in point.averaged_model.items()}
         tqdm.write(f"resuming after epoch {point.epoch} (best so far: epoch {best_epoch}, "
                    f"validation macro-F1 {best_f1:.3f})")
     for epoch in range(first_epoch, config.epochs + 1):
@@ -566,11 +590,17 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             if config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
             optimizer.step()
+            if average is not None:
+                update_average(average, model, config.ema_decay, step)
             step += 1
             total_loss += emotion_loss * len(indices)
             seen += len(indices)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
 
+        trained = None
+        if average is not None:  # validated (and kept, if best) as the average
+            trained = copy.deepcopy(model.state_dict())
+            model.load_state_dict(average)
         val = _validation_metrics(val_mix, val_data.speakers(), val_targets, labels,
                                   inference)
         train_loss = total_loss / seen
@@ -587,10 +617,13 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             best_f1, best_epoch = val["val_macro_f1"], epoch
             best_state = copy.deepcopy(model.state_dict())
             best_auxiliary = copy.deepcopy(auxiliary.state_dict())
+        if trained is not None:
+            model.load_state_dict(trained)
         if checkpoint:
             save_checkpoint(out_dir, Checkpoint(
                 epoch=epoch, step=step, history=history, best_f1=best_f1,
                 best_epoch=best_epoch, model=model.state_dict(), best_model=best_state,
+                averaged_model=average or {},
                 auxiliary=auxiliary.state_dict(), best_auxiliary=best_auxiliary,
                 optimizer=optimizer.state_dict(),
                 plateau=plateau.state_dict() if plateau is not None else None,

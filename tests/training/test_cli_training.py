@@ -65,7 +65,8 @@ def test_a_killed_training_run_resumes(corpus, shared_dir, _session_cache, tmp_p
     out = tmp_path / "run"
     args = ["train", "--corpus", f"ravdess={corpus}", "--test-speakers", "03", "--shared",
             shared_dir, "--cache-dir", _session_cache, *FAST[:2], "--epochs", "40",
-            *FAST[4:], "--patience", "40", "--frequency-warp", "0.1", "--out", out]
+            *FAST[4:], "--patience", "40", "--frequency-warp", "0.1", "--ema-decay", "0.9",
+            "--out", out]
     process = subprocess.Popen([sys.executable, "-c", "from callmood.cli import main; main()",
                                 *map(str, args)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -84,6 +85,7 @@ def test_a_killed_training_run_resumes(corpus, shared_dir, _session_cache, tmp_p
     card = load_model_folder(out).card
     assert card.training["epochs_run"] == 40 and card.metrics["test"]["n"] == 8
     assert card.training["config"]["augment"]["frequency_warp"] == 0.1  # as it was started
+    assert card.training["config"]["ema_decay"] == 0.9
     assert not (out / "checkpoint").exists()
     again = invoke("train", "--resume", out)
     assert again.exit_code == 1 and "the run finished" in again.output

@@ -54,6 +54,7 @@ from callmood.training.train import (
     lr_factor,
     make_batch,
     train,
+    update_average,
     validation_variants,
     warn_slow_bf16,
 )
@@ -319,17 +320,50 @@ def test_training_options_run(ravdess_subset, tiny_mel, tmp_path, monkeypatch, s
     assert dtypes == ({torch.bfloat16} if bf16 else {torch.float32})
 
 
-def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_path):
+def test_the_weights_moving_average_is_validated_and_kept(ravdess_subset, tiny_mel,
+                                                          tmp_path):
+    """update_average moves each float weight by the warmed-up rate and copies integer
+    buffers; with ema_decay, the epoch's model that is validated and kept as the best is
+    the average, not the last weights."""
+    layer = torch.nn.BatchNorm1d(2)
+    average = {k: v.clone() for k, v in layer.state_dict().items()}
+    with torch.no_grad():
+        layer.weight.fill_(3.0)
+        layer.num_batches_tracked.fill_(7)
+    update_average(average, layer, 0.9, 0)  # rate min(0.9, 1/10): 10 % stays, 90 % moves
+    assert torch.allclose(average["weight"], torch.full((2,), 0.1 * 1 + 0.9 * 3.0))
+    assert average["num_batches_tracked"] == 7
+    update_average(average, layer, 0.9, 1000)  # warmed up: the decay itself
+    assert torch.allclose(average["weight"], torch.full((2,), 0.9 * 2.8 + 0.1 * 3.0))
+
+    utterances = ravdess.scan(ravdess_subset([3], ["angry", "sad"], per_emotion=2))[0]
+    split = Split(utterances, [], [], "x", True)  # no validation: every epoch is the best
+    config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 3, "batch_size": 2,
+                                          "ema_decay": 0.9})
+    with pytest.raises(StopTraining):
+        train(split, config, tmp_path / "run", label_map={}, on_epoch=stop_after(2))
+    tensors = load_file(str(tmp_path / "run" / "checkpoint" / "tensors.safetensors"))
+    names = [k.removeprefix("best.") for k in tensors if k.startswith("best.")]
+    assert names and all(torch.equal(tensors[f"best.{k}"], tensors[f"averaged.{k}"])
+                         for k in names)
+    assert not all(torch.equal(tensors[f"best.{k}"], tensors[f"model.{k}"]) for k in names)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_path,
+                                                  ema_decay):
     """Stopped after epoch 2 and resumed, a run ends exactly where an uninterrupted one
     does: same weights, same history (sampler, crops, SpecAugment, mixup and channel
-    variants all draw from the restored random state)."""
+    variants all draw from the restored random state; the weights' moving average is
+    checkpointed)."""
     utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
     split = Split([u for u in utterances if u.speaker == "ravdess:03"],
                   [u for u in utterances if u.speaker == "ravdess:04"], [], "x", True)
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 4, "batch_size": 2,
                                           "schedule": "plateau", "patience": 10,
                                           "augment": AugmentConfig(channel_p=0.5,
-                                                                   channel_variants=2)})
+                                                                   channel_variants=2),
+                                          "ema_decay": ema_decay})
     whole = train(split, config, tmp_path / "whole", label_map={})
 
     with pytest.raises(StopTraining):
@@ -557,6 +591,9 @@ def test_train_config_overrides_are_checked():
         base.with_overrides({"optimizer": "adam"})
     with pytest.raises(ValueError, match="positive"):
         TrainConfig(epochs=0)
+    for decay in (1.0, -0.1, "high"):
+        with pytest.raises(ValueError, match="ema_decay must be a number in"):
+            TrainConfig(ema_decay=decay)
     assert json.loads(json.dumps(base.to_dict()))["mel"]["n_mels"] == 128
 
 
