@@ -7,6 +7,7 @@ function with a changed copy of the config and an `on_epoch` hook for pruning.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -167,6 +168,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (is_finite_number(self.ema_decay) and 0 <= self.ema_decay < 1):
             raise ValueError(f"ema_decay must be a number in [0, 1), got {self.ema_decay!r}")
+        if self.ema_decay and self.affect_heads:
+            raise ValueError("ema_decay averages the model's weights, not the affect heads "
+                             "saved beside it, which would then read another encoder: use "
+                             "one or the other")
         if isinstance(self.teachers, str):  # one folder, from a JSON file of settings
             self.teachers = [self.teachers]
         self.teachers = tuple(str(Path(t).expanduser().resolve()) for t in self.teachers)
@@ -379,6 +384,21 @@ def update_average(average: dict[str, torch.Tensor], model: torch.nn.Module, dec
                 average[name].lerp_(value, 1 - rate)
             else:
                 average[name].copy_(value)
+
+
+@contextlib.contextmanager
+def weights_of(model: torch.nn.Module, state: dict[str, torch.Tensor] | None):
+    """The model holds `state`'s weights within the block (None: its own) and its own
+    weights again after it."""
+    if state is None:
+        yield
+        return
+    own = copy.deepcopy(model.state_dict())
+    model.load_state_dict(state)
+    try:
+        yield
+    finally:
+        model.load_state_dict(own)
 
 
 def uses_bf16(precision: str, device: torch.device) -> bool:
@@ -597,12 +617,13 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
             seen += len(indices)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
 
-        trained = None
-        if average is not None:  # validated (and kept, if best) as the average
-            trained = copy.deepcopy(model.state_dict())
-            model.load_state_dict(average)
-        val = _validation_metrics(val_mix, val_data.speakers(), val_targets, labels,
-                                  inference)
+        with weights_of(model, average):  # validated (and kept, if best) as the average
+            val = _validation_metrics(val_mix, val_data.speakers(), val_targets, labels,
+                                      inference)
+            if val["val_macro_f1"] > best_f1 or not val_data.utterances:
+                best_f1, best_epoch = val["val_macro_f1"], epoch
+                best_state = copy.deepcopy(model.state_dict())
+                best_auxiliary = copy.deepcopy(auxiliary.state_dict())
         train_loss = total_loss / seen
         history.append({"epoch": epoch, "train_loss": train_loss, **val,
                         "lr": optimizer.param_groups[0]["lr"],
@@ -613,12 +634,6 @@ def train(split: Split, config: TrainConfig, out_dir: str | Path, *, label_map: 
                    f"val macro-F1 {val['val_macro_f1']:.3f}  val UA {val['val_ua']:.3f}")
         if plateau is not None and epoch > config.warmup_epochs:
             plateau.step(val["val_macro_f1"])
-        if val["val_macro_f1"] > best_f1 or not val_data.utterances:
-            best_f1, best_epoch = val["val_macro_f1"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-            best_auxiliary = copy.deepcopy(auxiliary.state_dict())
-        if trained is not None:
-            model.load_state_dict(trained)
         if checkpoint:
             save_checkpoint(out_dir, Checkpoint(
                 epoch=epoch, step=step, history=history, best_f1=best_f1,

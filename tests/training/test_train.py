@@ -57,6 +57,7 @@ from callmood.training.train import (
     update_average,
     validation_variants,
     warn_slow_bf16,
+    weights_of,
 )
 
 # A micro model with no augmentation or regularisation: the point is to see it learn.
@@ -335,6 +336,13 @@ def test_the_weights_moving_average_is_validated_and_kept(ravdess_subset, tiny_m
     assert average["num_batches_tracked"] == 7
     update_average(average, layer, 0.9, 1000)  # warmed up: the decay itself
     assert torch.allclose(average["weight"], torch.full((2,), 0.9 * 2.8 + 0.1 * 3.0))
+    with weights_of(layer, average):  # what validation sees
+        assert torch.equal(layer.weight, average["weight"])
+    assert torch.equal(layer.weight, torch.full((2,), 3.0))  # its own weights again
+    with weights_of(layer, None):
+        assert torch.equal(layer.weight, torch.full((2,), 3.0))
+    with pytest.raises(ValueError, match="not the affect heads"):
+        TrainConfig(ema_decay=0.9, affect_heads=0.5)
 
     utterances = ravdess.scan(ravdess_subset([3], ["angry", "sad"], per_emotion=2))[0]
     split = Split(utterances, [], [], "x", True)  # no validation: every epoch is the best
@@ -355,16 +363,18 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
     """Stopped after epoch 2 and resumed, a run ends exactly where an uninterrupted one
     does: same weights, same history (sampler, crops, SpecAugment, mixup and channel
     variants all draw from the restored random state; the weights' moving average is
-    checkpointed)."""
+    checkpointed: without validation speakers, the last epoch's average is the model)."""
     utterances = ravdess.scan(ravdess_subset([3, 4], ["angry", "sad"], per_emotion=2))[0]
-    split = Split([u for u in utterances if u.speaker == "ravdess:03"],
-                  [u for u in utterances if u.speaker == "ravdess:04"], [], "x", True)
+    validation = [] if ema_decay else [u for u in utterances if u.speaker == "ravdess:04"]
+    split = Split([u for u in utterances if u.speaker == "ravdess:03"], validation, [], "x",
+                  True)
     config = TrainConfig(mel=tiny_mel, **{**OVERFIT, "epochs": 4, "batch_size": 2,
                                           "schedule": "plateau", "patience": 10,
                                           "augment": AugmentConfig(channel_p=0.5,
                                                                    channel_variants=2),
                                           "ema_decay": ema_decay})
     whole = train(split, config, tmp_path / "whole", label_map={})
+    assert whole.best_epoch == 4 or not ema_decay
 
     with pytest.raises(StopTraining):
         train(split, config, tmp_path / "stopped", label_map={}, on_epoch=stop_after(2))
@@ -376,7 +386,8 @@ def test_a_stopped_run_resumes_to_the_same_result(ravdess_subset, tiny_mel, tmp_
     # made before settings that are off here existed: it still resumes
     state = tmp_path / "stopped" / "checkpoint" / STATE
     saved = json.loads(state.read_text())
-    for key in ("backbone", "val_channels", "affect_heads"):
+    for key in ("backbone", "val_channels", "affect_heads", *([] if ema_decay else
+                                                               ["ema_decay"])):
         del saved["run"]["config"][key]
     del saved["run"]["config"]["mel"]["prosody_rows"]
     state.write_text(json.dumps(saved))
