@@ -44,7 +44,7 @@ bench-ravdess: $(BIN)/callmood
 # Another recipe: `make default-model PARAMS=my_params.json CANDIDATE=runs/v5`.
 PARAMS ?= benchmarks/default_model_params.json
 # v4 trained in bf16; on a CPU without bf16 in hardware (no AVX512-BF16 or AMX) bf16 is
-# emulated and 17 times slower: `make default-model PRECISION=fp32` there
+# emulated and 18 times slower (benchmarks/results/train_step.json): `make default-model PRECISION=fp32` there
 PRECISION ?= bf16
 CANDIDATE ?= runs/default_model
 empty :=

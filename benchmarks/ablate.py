@@ -499,7 +499,7 @@ def cells_by_pair(cells: list[dict], lever: str | None) -> dict[tuple[str, int],
 
 
 # the settings that make a training's budget: how many examples it learns from, and in
-# which arithmetic (bf16 changes the numbers, and costs 17 times fp32 on a CPU without
+# which arithmetic (bf16 changes the numbers, and costs 18 times fp32 on a CPU without
 # native bf16, so a machine may run the protocol in fp32 only)
 BUDGET = ("epochs", "epoch_size", "precision")
 BUDGET_WORDS = "[epochs, examples an epoch, precision]"

@@ -145,7 +145,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 on a CPU with native bf16 (AVX512-BF16,
     # AMX) trains ~1.8x faster (measured on this project's 2-core EPYC), and on one without
-    # it 17x slower (warn_slow_bf16)
+    # it 18x slower (benchmarks/bench_train_step.py; warn_slow_bf16)
     precision: str = "auto"  # auto | fp32 | bf16
     workers: int = 2  # processes for feature extraction
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -421,8 +421,9 @@ def cpu_has_native_bf16(cpuinfo: Path = CPUINFO) -> bool | None:
 
 
 def warn_slow_bf16(precision: str, device: torch.device, cpuinfo: Path = CPUINFO) -> None:
-    """bf16 on a CPU without it in hardware is emulated: a ViT-Tiny training step took 17
-    times fp32's on a 2-core AMD EPYC (Zen 3, AVX2) of this project."""
+    """bf16 on a CPU without it in hardware is emulated: a ViT-Tiny training step took 18
+    times fp32's on a 2-core AMD EPYC (Zen 3, AVX2) of this project
+    (benchmarks/results/train_step.json)."""
     if device.type == "cpu" and uses_bf16(precision, device) \
             and cpu_has_native_bf16(cpuinfo) is False:
         log.warning("precision bf16 on a CPU without bf16 in hardware (no AVX512-BF16 or AMX) "
