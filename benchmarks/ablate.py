@@ -275,12 +275,12 @@ def lever_plan(args, store, lever: str, changes: dict,
     return plan
 
 
-def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], data: dict,
-                unseen: set[str], study: str | None = None) -> Iterator[dict]:
-    """Each cell of `lever` (lever_plan), kept or trained and scored now (and kept), in
-    protocol order. A study's trial names its study in its cells (the report marks them)."""
-    for held_out, seed, mine, wanted, kept in lever_plan(args, store, lever, changes,
-                                                         teachers):
+def lever_cells(args, store, lever: str, changes: dict, teachers: list[str], plan: list,
+                data: dict, unseen: set[str], study: str | None = None) -> Iterator[dict]:
+    """Each cell of `lever`'s `plan` (lever_plan), kept or trained and scored now (and
+    kept), in protocol order. A study's trial names its study in its cells (the report
+    marks them)."""
+    for held_out, seed, mine, wanted, kept in plan:
         name = cell_name(lever, held_out, seed)
         if kept is not None:
             print(f"{name}: kept", flush=True)
@@ -381,8 +381,9 @@ def run_protocol_study(args, store, base: dict, space: SearchSpace, data: dict,
             lever = study_lever(args.study, changes)
             trial.set_user_attr("overrides", changes)
             trial.set_user_attr("lever", lever)
-            for step, cell in enumerate(lever_cells(args, store, lever, changes, [], data,
-                                                    unseen, study=args.study)):
+            plan = lever_plan(args, store, lever, changes, [])
+            for step, cell in enumerate(lever_cells(args, store, lever, changes, [], plan,
+                                                    data, unseen, study=args.study)):
                 gains.append(protocol_score(cell) - against[cell["held_out"], cell["seed"]])
                 trial.report(float(np.mean(gains)), step)
                 if trial.should_prune():
@@ -820,15 +821,16 @@ def main(argv: list[str] | None = None) -> None:
                 parser.error(f"{args.calls}: no call benchmark; `make ablation-calls` makes "
                              "the one the kept cells were scored on")
             teachers = args.teachers.split(",") if args.teachers else []
-            if args.study or any(kept is None for *_, kept in lever_plan(
-                    args, store, args.lever, changes, teachers)):
+            plan = [] if args.study else lever_plan(args, store, args.lever, changes,
+                                                    teachers)
+            if args.study or any(kept is None for *_, kept in plan):
                 data = load_all(args.shared, list(CORPORA))
                 unseen = set(held_out_speakers(default_model_dir()))
                 if args.study:
                     run_protocol_study(args, store, changes, space, data, unseen)
                 else:
-                    for _ in lever_cells(args, store, args.lever, changes, teachers, data,
-                                         unseen):
+                    for _ in lever_cells(args, store, args.lever, changes, teachers, plan,
+                                         data, unseen):
                         pass
     except KeptCellConflict as conflict:  # from a study's trial too, which Optuna failed
         raise SystemExit(str(conflict)) from None
