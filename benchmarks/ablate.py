@@ -27,9 +27,10 @@ seeds, and the difference to the same-budget baseline (references(): the baselin
 a lever trained at another budget the lever that changes the budget alone to it, e.g.
 `--set epochs=12`; the budget includes the precision, since a CPU without native bf16
 runs the protocol in fp32 only). Dev-call figures are compared only between cells scored
-on the same calls (calls_version). A lever's gain counts only when it exceeds the spread
-of both. It also draws OUT/ablation_curves.png (validation curves) and
-OUT/ablation_gains.png (each lever's difference from its reference, cell by cell).
+on the same calls (calls_version). A lever's gain counts only where the t-interval of its
+paired differences leaves out 0 (paired_interval). It also draws OUT/ablation_curves.png
+(validation curves) and OUT/ablation_gains.png (each lever's difference from its
+reference, cell by cell).
 
 `--study NAME` runs an Optuna study whose trials are levers drawn from `--space` and whose
 objective is the protocol: the mean gain over the `--against` lever's cells
@@ -51,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+import scipy.stats
 
 from callmood.digest import file_sha256
 from callmood.model.folder import CARD, default_model_dir, load_model_folder
@@ -176,15 +178,17 @@ def calls_version(tables: dict[str, str], recordings: list[Path]) -> str:
     return digest.hexdigest()[:12]
 
 
-def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path) -> dict:
-    """The first `count` dev calls scored by the cell's model, with eval_calls' figures."""
+def dev_call_figures(model_dir: Path, dev: Path, count: int, work: Path,
+                     workers: int) -> dict:
+    """The first `count` dev calls scored by the cell's model with the nightly job's
+    `workers` (one scores them in this process), with eval_calls' figures."""
     from callmood.batch.score import ScoreConfig, score_calls
 
     subset, version = dev_subset(dev, count, work)
     with tempfile.TemporaryDirectory(prefix="callmood-ablate-") as tmp:
         # the subset's recordings are links into the dev split
         score_calls([str(subset)], tmp, str(model_dir),
-                    ScoreConfig(workers=2, follow_links=True), progress=False)
+                    ScoreConfig(workers=workers, follow_links=True), progress=False)
         report = eval_calls.evaluate_folder(subset, Path(tmp), str(model_dir), live=False,
                                             escalating=[], calm=[])
     return {"calls": report["calls"], "utterance_ua": report["utterances"].get("ua"),
@@ -231,7 +235,7 @@ def run_cell(args, lever: str, changes: dict, held_out: str, seed: int, data: di
     model = load_model_folder(out)
     clean = held_out_corpus_metrics(model, test, args.cache_dir, args.workers)
     line = held_out_corpus_metrics(model, test, args.cache_dir, args.workers, LINE)
-    calls = dev_call_figures(out, args.calls, args.dev_calls, args.work)
+    calls = dev_call_figures(out, args.calls, args.dev_calls, args.work, args.workers)
     return {"lever": lever, "held_out": held_out, "seed": seed, "changes": changes,
             "ua": clean["ua_restricted"], "macro_f1": clean["macro_f1_restricted"],
             "ua_line": line["ua_restricted"], "neutral_recall": clean["neutral_recall"],
@@ -561,6 +565,20 @@ def against_reference(cells: list[dict], lever: str, reference: str | None,
                               cells_by_pair(cells, reference), name)
 
 
+def paired_interval(differences: list[float], level: float = 0.95) -> dict:
+    """The t-interval of the mean of a lever's paired differences with its reference
+    ({"interval": [low, high]}, from three cells on; none below). Training noise moves
+    single cells by as much as most levers (baseline-fp32 against baseline: up to 0.12),
+    and pairing by held-out corpus and seed takes out the corpora's differences, so it is
+    the paired differences' own spread that says whether a mean difference is a result."""
+    if len(differences) < 3:
+        return {}
+    half = scipy.stats.t.ppf(0.5 + level / 2, len(differences) - 1) \
+        * np.std(differences, ddof=1) / np.sqrt(len(differences))
+    mean = float(np.mean(differences))
+    return {"interval": [round(mean - half, 4), round(mean + half, 4)]}
+
+
 def summarise(cells: list[dict]) -> dict:
     """Per lever and metric: the mean over held-out corpora per seed, then the mean and
     spread (sample sd) over the seeds, and how many cells it rests on; and against its
@@ -588,7 +606,8 @@ def summarise(cells: list[dict]) -> dict:
             paired = ([d for _, d in against_reference(cells, lever, reference[lever], name)]
                       if lever != "baseline" else [])
             row[name]["vs_reference"] = {"mean": round(float(np.mean(paired)), 4),
-                                         "cells": len(paired)} if paired else None
+                                         "cells": len(paired),
+                                         **paired_interval(paired)} if paired else None
         levers[lever] = row
     return levers
 
@@ -613,8 +632,11 @@ def markdown(levers: dict) -> str:
             text += calls_mark if name.startswith("dev_calls.") else ""
             if m["vs_reference"]:
                 change, paired = m["vs_reference"]["mean"], m["vs_reference"]["cells"]
-                text += f" ({change:+.3f})" if base and paired == row["cells"] == base["cells"] \
-                    else f" ({change:+.3f} on {paired} paired cells)"
+                low, high = m["vs_reference"].get("interval") or (None, None)
+                interval = f" [{low:+.3f}, {high:+.3f}]" if low is not None else ""
+                text += f" ({change:+.3f}{interval})" \
+                    if base and paired == row["cells"] == base["cells"] \
+                    else f" ({change:+.3f}{interval} on {paired} paired cells)"
             cells.append(text)
         mark = " †" if "study" in row else ""
         against = "–" if lever == "baseline" else row["reference"] or \
@@ -623,6 +645,12 @@ def markdown(levers: dict) -> str:
                      f"{json.dumps(row['changes']) if row['changes'] else '–'} "
                      f"| {row['cells']} | {against} | "
                      + " | ".join(cells) + " |")
+    if any(m["vs_reference"] and "interval" in m["vs_reference"]
+           for row in levers.values() for name in METRICS if (m := row[name])):
+        lines += ["", "(difference [95 % interval]): the mean paired difference with the "
+                      "reference's cells of the same held-out corpus and seed, and its "
+                      "t-interval over those cells; a lever moves a figure only where the "
+                      "interval leaves out 0."]
     if any("study" in row for row in levers.values()):
         lines += ["", "† a trial of an Optuna study (`--study`) that chose among its trials "
                       "on these cells: the best trial's figures here are biased upward. Its "
@@ -651,7 +679,8 @@ def pyplot():
 
 def plot_gains(cells: list[dict], path: Path) -> None:
     """Each lever's difference from its reference (references()), cell by cell (held-out
-    corpus by colour, seed by marker) and their mean (a bar): whether a lever moves every
+    corpus by colour, seed by marker), their mean (a bar) and its interval (paired_interval,
+    a grey band): whether a lever moves every
     cell one way or its mean rests on one cell, which a table's mean and spread do not
     show."""
     plt = pyplot()
@@ -669,7 +698,11 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                 ax.text(0, row, "no cells", ha="center", va="center", fontsize=7,
                         color="grey")
                 continue
-            ax.plot([np.mean([d for _, d in paired])] * 2, [row - 0.3, row + 0.3],
+            differences = [d for _, d in paired]
+            if interval := paired_interval(differences).get("interval"):
+                ax.plot(interval, [row, row], color="black", linewidth=6, alpha=0.15,
+                        solid_capstyle="butt")
+            ax.plot([np.mean(differences)] * 2, [row - 0.3, row + 0.3],
                     color="black", linewidth=2)
             for cell, difference in paired:
                 ax.scatter(difference, row, s=18, color=colours[cell["held_out"]],
@@ -692,6 +725,8 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                            color="grey", label=f"seed {seed}")
                 for seed in sorted({c["seed"] for c in cells})]
     handles.append(plt.Line2D([], [], color="black", linewidth=2, label="mean of the cells"))
+    handles.append(plt.Line2D([], [], color="black", linewidth=6, alpha=0.15,
+                              label="its 95 % interval"))
     figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7)
     figure.suptitle("Ablation levers against the same-budget baseline (the baseline unless "
                     "named), cell by cell (in brackets: a lever's cells)")
@@ -754,7 +789,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="the call benchmark's dev split (callbench/generate.py)")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes that extract features and score the dev calls")
     parser.add_argument("--work", type=Path, default=harness.ROOT / "runs" / "ablation")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=harness.RESULTS,

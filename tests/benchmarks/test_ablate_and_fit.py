@@ -288,3 +288,24 @@ def test_a_trial_stopped_by_ctrl_c_is_queued_again_and_a_failed_one_is_not(ablat
     assert [t.user_attrs["lever"] for t in queued] == ["s-interrupted"]
     assert queued[0].state == ablate.optuna.trial.TrialState.WAITING
     assert queued[0].system_attrs["fixed_params"] == interrupted.params  # drawn when run
+
+
+def test_a_difference_over_three_cells_or_more_gets_its_t_interval(ablate):
+    base = [cell("baseline", corpus, seed, 0.40) for corpus in ("emodb", "nemo")
+            for seed in (0, 1)]
+    gains = {("emodb", 0): 0.05, ("emodb", 1): 0.03, ("nemo", 0): 0.07, ("nemo", 1): -0.01}
+    lever = [cell("warp", corpus, seed, 0.40 + gain) for (corpus, seed), gain in gains.items()]
+    levers = ablate.summarise(base + lever)
+    differences = list(gains.values())
+    # mean 0.035, sample sd 0.0342, t(0.975, 3 df) = 3.182
+    half = 3.182 * np.std(differences, ddof=1) / 2
+    low, high = levers["warp"]["ua"]["vs_reference"]["interval"]
+    assert low == pytest.approx(0.035 - half, abs=2e-4) and high == pytest.approx(0.035 + half,
+                                                                                  abs=2e-4)
+    assert low < 0 < high  # three cells up of four do not make a gain here
+    table = ablate.markdown(levers)
+    assert f"(+0.035 [{low:+.3f}, {high:+.3f}])" in table and "95 % interval" in table
+    # two cells give no interval, and no footnote
+    two = ablate.summarise(base + lever[:2])
+    assert "interval" not in two["warp"]["ua"]["vs_reference"]
+    assert "95 % interval" not in ablate.markdown(two)
