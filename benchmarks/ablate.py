@@ -28,9 +28,9 @@ a lever trained at another budget the lever that changes the budget alone to it,
 `--set epochs=12`; the budget includes the precision, since a CPU without native bf16
 runs the protocol in fp32 only). Dev-call figures are compared only between cells scored
 on the same calls (calls_version). A lever's gain counts only where the t-interval of its
-paired differences leaves out 0 (paired_interval). It also draws OUT/ablation_curves.png
-(validation curves) and OUT/ablation_gains.png (each lever's difference from its
-reference, cell by cell).
+differences, over the held-out corpora, leaves out 0 (interval_over_corpora). It also
+draws OUT/ablation_curves.png (validation curves) and OUT/ablation_gains.png (each
+lever's difference from its reference, cell by cell).
 
 `--study NAME` runs an Optuna study whose trials are levers drawn from `--space` and whose
 objective is the protocol: the mean gain over the `--against` lever's cells
@@ -52,7 +52,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-import scipy.stats
 
 from callmood.digest import file_sha256
 from callmood.model.folder import CARD, default_model_dir, load_model_folder
@@ -565,18 +564,16 @@ def against_reference(cells: list[dict], lever: str, reference: str | None,
                               cells_by_pair(cells, reference), name)
 
 
-def paired_interval(differences: list[float], level: float = 0.95) -> dict:
-    """The t-interval of the mean of a lever's paired differences with its reference
-    ({"interval": [low, high]}, from three cells on; none below). Training noise moves
-    single cells by as much as most levers (baseline-fp32 against baseline: up to 0.12),
-    and pairing by held-out corpus and seed takes out the corpora's differences, so it is
-    the paired differences' own spread that says whether a mean difference is a result."""
-    if len(differences) < 3:
-        return {}
-    half = scipy.stats.t.ppf(0.5 + level / 2, len(differences) - 1) \
-        * np.std(differences, ddof=1) / np.sqrt(len(differences))
-    mean = float(np.mean(differences))
-    return {"interval": [round(mean - half, 4), round(mean + half, 4)]}
+def interval_over_corpora(paired: list[tuple[dict, float]]) -> dict:
+    """The interval of a lever's mean difference with its reference (paired_differences),
+    over the held-out corpora, each the mean of its seeds' differences
+    (harness.paired_interval; from three corpora on). The corpora, not the cells, are the
+    independent draws: the seeds of one corpus share its voices, and a lever is wanted for
+    corpora it has never heard, so the corpora's disagreement is the noise it must beat."""
+    by_corpus: dict[str, list[float]] = {}
+    for cell, difference in paired:
+        by_corpus.setdefault(cell["held_out"], []).append(difference)
+    return harness.paired_interval([float(np.mean(d)) for d in by_corpus.values()])
 
 
 def summarise(cells: list[dict]) -> dict:
@@ -584,7 +581,7 @@ def summarise(cells: list[dict]) -> dict:
     spread (sample sd) over the seeds, and how many cells it rests on; and against its
     reference (references()), the mean difference over the cells (held-out corpus, seed)
     both have, so that a lever stopped early is compared with the same corpora and seeds,
-    not all six."""
+    not all six, and its interval over the corpora (interval_over_corpora)."""
     reference = references(cells)
     levers: dict[str, dict] = {}
     for lever in sorted({c["lever"] for c in cells}):
@@ -603,11 +600,11 @@ def summarise(cells: list[dict]) -> dict:
             row[name] = {"mean": round(float(np.mean(per_seed)), 4) if per_seed else None,
                          "sd": round(float(np.std(per_seed, ddof=1)), 4)
                          if len(per_seed) > 1 else None, "seeds": len(per_seed)}
-            paired = ([d for _, d in against_reference(cells, lever, reference[lever], name)]
+            paired = (against_reference(cells, lever, reference[lever], name)
                       if lever != "baseline" else [])
-            row[name]["vs_reference"] = {"mean": round(float(np.mean(paired)), 4),
-                                         "cells": len(paired),
-                                         **paired_interval(paired)} if paired else None
+            row[name]["vs_reference"] = {
+                "mean": round(float(np.mean([d for _, d in paired])), 4),
+                "cells": len(paired), **interval_over_corpora(paired)} if paired else None
         levers[lever] = row
     return levers
 
@@ -649,8 +646,9 @@ def markdown(levers: dict) -> str:
            for row in levers.values() for name in METRICS if (m := row[name])):
         lines += ["", "(difference [95 % interval]): the mean paired difference with the "
                       "reference's cells of the same held-out corpus and seed, and its "
-                      "t-interval over those cells; a lever moves a figure only where the "
-                      "interval leaves out 0."]
+                      "t-interval over the held-out corpora (each the mean of its seeds); "
+                      "a lever moves a figure only where the interval leaves out 0, and of "
+                      "the table's many intervals one in twenty does so by chance."]
     if any("study" in row for row in levers.values()):
         lines += ["", "† a trial of an Optuna study (`--study`) that chose among its trials "
                       "on these cells: the best trial's figures here are biased upward. Its "
@@ -679,8 +677,8 @@ def pyplot():
 
 def plot_gains(cells: list[dict], path: Path) -> None:
     """Each lever's difference from its reference (references()), cell by cell (held-out
-    corpus by colour, seed by marker), their mean (a bar) and its interval (paired_interval,
-    a grey band): whether a lever moves every
+    corpus by colour, seed by marker), their mean (a bar) and its interval
+    (interval_over_corpora, a grey band): whether a lever moves every
     cell one way or its mean rests on one cell, which a table's mean and spread do not
     show."""
     plt = pyplot()
@@ -699,7 +697,7 @@ def plot_gains(cells: list[dict], path: Path) -> None:
                         color="grey")
                 continue
             differences = [d for _, d in paired]
-            if interval := paired_interval(differences).get("interval"):
+            if interval := interval_over_corpora(paired).get("interval"):
                 ax.plot(interval, [row, row], color="black", linewidth=6, alpha=0.15,
                         solid_capstyle="butt")
             ax.plot([np.mean(differences)] * 2, [row - 0.3, row + 0.3],

@@ -13,6 +13,17 @@ benchmarks/eval_sample_calls.py, once per model.
 
 writes OUT/held_out.{json,md}, OUT/<corpus>_confusion.png (candidate) and
 OUT/sample_calls_<name>/.
+
+Whether a candidate replaces the bundled model (the rule of issue 23): with `--calls
+runs/callbench/test` every model is also scored on the call benchmark's test split
+(benchmarks/eval_calls.py, OUT/callbench_<name>.json), and with `--loco
+TABLE.json:ROW` (the candidate's recipe in leave-one-corpus-out, bench_transfer.py's
+table) the candidate is adopted only if, against the first `--compare` model,
+leave-one-corpus-out improves on `--loco-reference` (default: row c of
+benchmarks/results/transfer.json, the bundled model's recipe at that benchmark's
+budget), the call benchmark's
+utterance UA and customer negative share error both improve, and no corpus's held-out
+speakers drop by more than 3 points: OUT/adoption.{json,md} (adoption()).
 """
 
 from __future__ import annotations
@@ -58,8 +69,28 @@ def main() -> None:
     harness.add_shared_option(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "default_model_eval")
+    parser.add_argument("--calls", type=Path, default=None,
+                        help="the call benchmark's test split (runs/callbench/test), "
+                             "scored with every model")
+    parser.add_argument("--loco", default=None, metavar="TABLE.json:ROW",
+                        help="the candidate's recipe in leave-one-corpus-out "
+                             "(bench_transfer.py's transfer.json and its row)")
+    parser.add_argument("--loco-reference", default=str(LOCO_REFERENCE),
+                        metavar="TABLE.json:ROW",
+                        help="the compared model's recipe there (default: %(default)s)")
     args = parser.parse_args()
-    models = {"candidate": args.model} | dict(spec.split("=", 1) for spec in args.compare)
+    if args.loco and not (args.calls and args.compare):
+        parser.error("--loco decides on adoption, which also needs --calls and --compare")
+    try:
+        loco = {"candidate": loco_row(args.loco), "reference": loco_row(args.loco_reference)} \
+            if args.loco else None
+    except ValueError as error:
+        parser.error(str(error))
+    compared = dict(spec.split("=", 1) for spec in args.compare)
+    if "candidate" in compared:
+        parser.error("--compare: 'candidate' names --model; give the compared model another "
+                     "name")
+    models = {"candidate": args.model} | compared
     loaded = {name: load_model_folder(folder) for name, folder in models.items()}
     groups = held_out_speakers(loaded["candidate"])
     mapping = parse_mapping("calls", [])
@@ -93,6 +124,177 @@ def main() -> None:
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_sample_calls.py"),
                         "--model", folder, "--out", str(args.out / f"sample_calls_{name}")],
                        check=True)
+    calls = {}
+    for name, folder in models.items() if args.calls else ():
+        out = args.out / f"callbench_{name}.json"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_calls.py"),
+                        str(args.calls), "--model", folder, "--out", str(out),
+                        "--results", str(args.out / f"callbench_{name}_results"),
+                        "--", "--workers", str(args.workers)], check=True)
+        calls[name] = harness.read_json(out)
+    if loco:
+        incumbent = list(models)[1]  # the first --compare
+        verdict = adoption(report, calls, loco, incumbent)
+        harness.write_json(args.out / "adoption.json", verdict)
+        harness.write_text(args.out / "adoption.md", adoption_markdown(verdict))
+        print(adoption_markdown(verdict))
+
+
+# the bundled model's recipe in leave-one-corpus-out, at the transfer benchmark's budget:
+# row c (all other corpora, channel simulation)
+LOCO_REFERENCE = f"{(harness.RESULTS / 'transfer.json').relative_to(ROOT)}:c"
+LOCO_BUDGET = ("epochs", "epoch_size", "precision", "seed")  # a table's, kept in its settings
+HELD_OUT_DROP = 0.03  # the most a corpus's held-out speakers may lose against the incumbent
+
+
+def loco_row(spec: str) -> dict:
+    """`TABLE.json:ROW`: the row of bench_transfer.py's table ({"table", "row", "corpora":
+    the table's held-out corpora, "ua": {corpus: restricted UA} of the row's cells,
+    "settings": the table's budget}); a ValueError naming the table otherwise."""
+    table, _, row = spec.rpartition(":")
+    results = harness.read_json(Path(table)) if table else None
+    if results is None:
+        raise ValueError(f"{spec}: expected TABLE.json:ROW, TABLE an existing table of "
+                         "benchmarks/bench_transfer.py")
+    if not isinstance(results, dict) or not {"corpora", "cells"} <= set(results):
+        raise ValueError(f"{table}: not a table of benchmarks/bench_transfer.py (no "
+                         "corpora and cells)")
+    ua = {corpus: cell["ua_restricted"] for corpus in results["corpora"]
+          if (cell := results["cells"].get(f"{row}-{corpus}")) is not None
+          and "ua_restricted" in cell}
+    if not ua:
+        raise ValueError(f"{table} has no cell of row {row!r}")
+    budget = {key: results.get("settings", {}).get(key) for key in LOCO_BUDGET}
+    return {"table": table, "row": row, "corpora": results["corpora"], "ua": ua,
+            "settings": budget}
+
+
+def leave_one_corpus_out_test(loco: dict) -> dict:
+    """The candidate's row against the reference's, paired by held-out corpus: it passes
+    when both rows have every corpus of the reference's table and the mean gains; a gain
+    whose interval holds 0 passes but is marked as within the cells' noise. The tables'
+    budgets are recorded: a difference other than the recipe's own is the reader's to
+    weigh (fp32 against bf16 moved ablation cells by up to 0.12)."""
+    candidate, reference = loco["candidate"], loco["reference"]
+    missing = {name: sorted(set(reference["corpora"]) - set(row["ua"]))
+               for name, row in loco.items()}
+    common = [c for c in reference["corpora"] if c in candidate["ua"] and c in reference["ua"]]
+    differences = [candidate["ua"][c] - reference["ua"][c] for c in common]
+    gain = float(np.mean(differences)) if differences else None
+    interval = harness.paired_interval(differences).get("interval")
+    problem = (f"cells missing: {missing}" if any(missing.values()) else
+               None if gain > 0 else "no gain")
+    return {"candidate": candidate, "reference": reference, "corpora": common,
+            "mean_gain": gain, "interval_95": interval,
+            "within_noise": interval is not None and interval[0] <= 0 <= interval[1],
+            "budgets_differ": sorted(k for k in LOCO_BUDGET if candidate["settings"][k]
+                                     != reference["settings"][k]),
+            "passed": problem is None, **({"why": problem} if problem else {})}
+
+
+def call_benchmark_test(calls: dict[str, dict], incumbent: str) -> dict:
+    """Utterance UA up and the customer negative share error down on the call benchmark's
+    test split (eval_calls.py's reports); a figure a report lacks fails the test."""
+    def figures(report: dict) -> tuple[float | None, float | None]:
+        return (report.get("utterances", {}).get("ua"),
+                report.get("customer_negative_share", {}).get("mean_abs_error_points"))
+
+    (ua, share), (their_ua, their_share) = figures(calls["candidate"]), figures(calls[incumbent])
+    problem = ("a report lacks utterance UA or the share error"
+               if None in (ua, share, their_ua, their_share) else
+               None if ua > their_ua and share < their_share else
+               "utterance UA or share error not better")
+    return {"utterance_ua": {"candidate": ua, incumbent: their_ua},
+            "customer_share_error_points": {"candidate": share, incumbent: their_share},
+            "calls": calls["candidate"].get("calls"), "passed": problem is None,
+            **({"why": problem} if problem else {})}
+
+
+def held_out_speakers_test(report: dict, incumbent: str) -> dict:
+    """No corpus's held-out speakers lose more than HELD_OUT_DROP of restricted UA, on the
+    corpora whose speakers neither model heard (the others are listed as seen)."""
+    rows = report["corpora"]
+    seen = sorted(c for c, row in rows.items() if row["candidate"]["seen_in_training"]
+                  or row[incumbent]["seen_in_training"])
+    change = {c: round(float(row["candidate"]["ua_restricted"]
+                             - row[incumbent]["ua_restricted"]), 4)
+              for c, row in rows.items() if c not in seen}
+    dropped = sorted(c for c, d in change.items() if d < -HELD_OUT_DROP)
+    problem = ("no corpus whose speakers both models held out" if not change else
+               f"dropped by more than {100 * HELD_OUT_DROP:.0f} points: {dropped}"
+               if dropped else None)
+    return {"change_by_corpus": change, "seen_by_a_model": seen, "dropped": dropped,
+            "most_allowed_drop": HELD_OUT_DROP, "passed": problem is None,
+            **({"why": problem} if problem else {})}
+
+
+def adoption(report: dict, calls: dict[str, dict], loco: dict, incumbent: str) -> dict:
+    """Issue 23's rule for a new default model, against `incumbent`: leave-one-corpus-out
+    and the call benchmark's test split both improve, and no corpus's held-out speakers
+    drop by more than HELD_OUT_DROP; each test says its figures, whether it passed, and
+    why not."""
+    tests = {"leave_one_corpus_out": leave_one_corpus_out_test(loco),
+             "call_benchmark_test": call_benchmark_test(calls, incumbent),
+             "held_out_speakers": held_out_speakers_test(report, incumbent)}
+    return {"candidate": report["models"]["candidate"], "incumbent": incumbent,
+            "tests": tests, "adopt": all(t["passed"] for t in tests.values())}
+
+
+def adoption_markdown(verdict: dict) -> str:
+    tests, incumbent = verdict["tests"], verdict["incumbent"]
+    loco, calls, held = (tests["leave_one_corpus_out"], tests["call_benchmark_test"],
+                         tests["held_out_speakers"])
+
+    def result(test: dict, note: str = "") -> str:
+        return "passed" + note if test["passed"] else f"failed: {test['why']}"
+
+    def percent(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    def mean(row: dict) -> float | None:  # over the corpora both rows have
+        return float(np.mean([row["ua"][c] for c in loco["corpora"]])) if loco["corpora"] \
+            else None
+
+    interval = f" [{100 * loco['interval_95'][0]:+.1f}, {100 * loco['interval_95'][1]:+.1f}]" \
+        if loco["interval_95"] else ""
+    gain = "–" if loco["mean_gain"] is None else f"{100 * loco['mean_gain']:+.1f}{interval}"
+    lines = [f"**{'Adopt' if verdict['adopt'] else 'Keep'}**: {verdict['candidate']['model']}"
+             f" against {incumbent} (issue 23's rule: every test must pass).", "",
+             "| test | candidate | " + incumbent + " | change | result |",
+             "| --- | --- | --- | --- | --- |",
+             f"| leave-one-corpus-out, mean restricted UA over {len(loco['corpora'])} corpora "
+             f"(row {loco['candidate']['row']} of {loco['candidate']['table']} against row "
+             f"{loco['reference']['row']} of {loco['reference']['table']}) | "
+             f"{percent(mean(loco['candidate']))} | {percent(mean(loco['reference']))} | "
+             f"{gain} | "
+             + result(loco, " (within the cells' noise)" if loco["within_noise"] else "")
+             + " |"]
+    ua, share = calls["utterance_ua"], calls["customer_share_error_points"]
+    change = "–" if None in (ua["candidate"], ua[incumbent]) else \
+        f"{100 * (ua['candidate'] - ua[incumbent]):+.1f}"
+    share_change = "–" if None in (share["candidate"], share[incumbent]) else \
+        f"{share['candidate'] - share[incumbent]:+.1f}"
+    lines += [f"| call benchmark test split ({calls['calls']} calls), utterance UA | "
+              f"{percent(ua['candidate'])} | {percent(ua[incumbent])} | {change} | "
+              f"{result(calls)} |",
+              f"| same, customer negative share error (points) | {share['candidate']} | "
+              f"{share[incumbent]} | {share_change} | |"]
+    for corpus, difference in held["change_by_corpus"].items():
+        lines.append(f"| held-out speakers of {corpus}, change of restricted UA | | | "
+                     f"{100 * difference:+.1f} | "
+                     f"{'failed' if corpus in held['dropped'] else 'passed'} |")
+    if not held["change_by_corpus"]:
+        lines.append(f"| held-out speakers | | | | {result(held)} |")
+    notes = []
+    if held["seen_by_a_model"]:
+        notes.append("Not compared, a model heard their speakers: "
+                     + ", ".join(held["seen_by_a_model"]) + ".")
+    if loco["budgets_differ"]:
+        notes.append("The leave-one-corpus-out tables differ in "
+                     + ", ".join(f"{k} ({loco['candidate']['settings'][k]} against "
+                                 f"{loco['reference']['settings'][k]})"
+                                 for k in loco["budgets_differ"]) + ".")
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def markdown(report: dict) -> str:

@@ -14,6 +14,8 @@ are written, and the finished cells a stopped benchmark resumes from.
   plain or kept with the settings they were made with (`load_if_same`);
   `without_added_later(config)` leaves out the training settings added after cells were
   kept where they are off, so that such a cell still counts as made with the same settings.
+* `paired_interval(differences)`: the t-interval of a mean of paired differences (a
+  lever's or a candidate's against its reference, one per held-out corpus).
 
 The scripts in benchmarks/ are scripts, not a package: each puts its own folder on
 sys.path and imports this module as `harness`.
@@ -131,6 +133,24 @@ def write_json(path: Path, report: dict, command: str | None = None) -> Path:
     data = {"command": command or command_line(),
             **{k: v for k, v in report.items() if k != "command"}}
     return write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def paired_interval(differences: list[float], level: float = 0.95) -> dict:
+    """The t-interval of the mean of independent paired differences ({"interval": [low,
+    high]}; from three pairs on, none below or where all are equal): one per held-out
+    corpus, a candidate's figure minus its reference's. Training noise moves single cells
+    by as much as most levers (ablation: baseline-fp32 against baseline, up to 0.12), and
+    pairing by held-out corpus takes out the corpora's differences, so it is the paired
+    differences' own spread that says whether a mean difference is a result."""
+    import numpy as np
+    import scipy.stats
+
+    if len(differences) < 3 or np.ptp(differences) == 0:  # too few, or no spread to read
+        return {}
+    half = scipy.stats.t.ppf(0.5 + level / 2, len(differences) - 1) \
+        * np.std(differences, ddof=1) / np.sqrt(len(differences))
+    mean = float(np.mean(differences))
+    return {"interval": [round(float(mean - half), 4), round(float(mean + half), 4)]}
 
 
 def read_json(path: Path, default=None):

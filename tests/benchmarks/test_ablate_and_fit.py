@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 from conftest import load_benchmark
 
 from callmood.results.call_summary import CallAnalytics
@@ -290,22 +291,26 @@ def test_a_trial_stopped_by_ctrl_c_is_queued_again_and_a_failed_one_is_not(ablat
     assert queued[0].system_attrs["fixed_params"] == interrupted.params  # drawn when run
 
 
-def test_a_difference_over_three_cells_or_more_gets_its_t_interval(ablate):
-    base = [cell("baseline", corpus, seed, 0.40) for corpus in ("emodb", "nemo")
-            for seed in (0, 1)]
-    gains = {("emodb", 0): 0.05, ("emodb", 1): 0.03, ("nemo", 0): 0.07, ("nemo", 1): -0.01}
-    lever = [cell("warp", corpus, seed, 0.40 + gain) for (corpus, seed), gain in gains.items()]
+def test_a_difference_gets_its_t_interval_over_the_held_out_corpora(ablate):
+    corpora = ("emodb", "nemo", "emovo", "ased")
+    base = [cell("baseline", corpus, seed, 0.40) for corpus in corpora for seed in (0, 1)]
+    # per corpus, seed 0 and seed 1: their means 0.04, 0.03, 0.05, -0.01
+    gains = {"emodb": (0.05, 0.03), "nemo": (0.02, 0.04), "emovo": (0.07, 0.03),
+             "ased": (-0.02, 0.0)}
+    lever = [cell("warp", corpus, seed, 0.40 + gains[corpus][seed]) for corpus in corpora
+             for seed in (0, 1)]
     levers = ablate.summarise(base + lever)
-    differences = list(gains.values())
-    # mean 0.035, sample sd 0.0342, t(0.975, 3 df) = 3.182
-    half = 3.182 * np.std(differences, ddof=1) / 2
-    low, high = levers["warp"]["ua"]["vs_reference"]["interval"]
-    assert low == pytest.approx(0.035 - half, abs=2e-4) and high == pytest.approx(0.035 + half,
-                                                                                  abs=2e-4)
-    assert low < 0 < high  # three cells up of four do not make a gain here
+    corpus_means = [0.04, 0.03, 0.05, -0.01]
+    half = scipy.stats.t.ppf(0.975, 3) * np.std(corpus_means, ddof=1) / 2
+    difference = levers["warp"]["ua"]["vs_reference"]
+    assert difference["mean"] == pytest.approx(0.0275) and difference["cells"] == 8
+    low, high = difference["interval"]
+    assert low == pytest.approx(0.0275 - half, abs=1e-4)
+    assert high == pytest.approx(0.0275 + half, abs=1e-4)
+    assert low < 0 < high  # three corpora up of four do not make a gain here
     table = ablate.markdown(levers)
-    assert f"(+0.035 [{low:+.3f}, {high:+.3f}])" in table and "95 % interval" in table
-    # two cells give no interval, and no footnote
-    two = ablate.summarise(base + lever[:2])
+    assert f"(+0.028 [{low:+.3f}, {high:+.3f}])" in table and "95 % interval" in table
+    # two corpora give no interval, however many seeds, and no footnote
+    two = ablate.summarise(base + [c for c in lever if c["held_out"] in ("emodb", "nemo")])
     assert "interval" not in two["warp"]["ua"]["vs_reference"]
     assert "95 % interval" not in ablate.markdown(two)

@@ -3,6 +3,7 @@ them (benchmarks/eval_default_model.py)."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -124,3 +125,110 @@ def test_folds_aggregate_to_mean_and_std():
     assert out["confusion"] == [[2.0, 0.5], [1.0, 1.5]]
     assert [f["n"] for f in out["per_fold"]] == [4, 6]
     assert out["per_fold"][1]["ua"] == 0.7
+
+
+def held_out_row(candidate: float, bundled: float, seen: bool = False) -> dict:
+    return {"candidate": {"ua_restricted": candidate, "seen_in_training": False},
+            "bundled": {"ua_restricted": bundled, "seen_in_training": seen}}
+
+
+def call_report(ua: float | None, share: float | None) -> dict:
+    return {"calls": 150, "utterances": {"ua": ua} if ua is not None else {"n": 0},
+            "customer_negative_share": {"mean_abs_error_points": share}}
+
+
+@pytest.fixture
+def rule(tmp_path):
+    """eval_default_model's adoption() on a table of leave-one-corpus-out rows (c: the
+    reference; c12: +0.04, +0.03, +0.05; flat: +0.04, -0.05, +0.04; part: two corpora),
+    hand-made held-out figures and call reports that pass every test."""
+    bench = load_benchmark("eval_default_model")
+    corpora = ["ravdess", "emodb", "nemo"]
+    rows = {"c": [0.30, 0.40, 0.50], "c12": [0.34, 0.43, 0.55], "flat": [0.34, 0.35, 0.54]}
+    table = {"corpora": corpora, "settings": {"epochs": "6", "precision": "bf16"},
+             "cells": {f"{row}-{corpus}": {"ua_restricted": ua}
+                       for row, figures in rows.items()
+                       for corpus, ua in zip(corpora, figures, strict=True)}
+             | {"part-ravdess": {"ua_restricted": 0.5}, "part-emodb": {"ua_restricted": 0.5}}}
+    (tmp_path / "transfer.json").write_text(json.dumps(table))
+    twelve = {**table, "settings": {"epochs": "12", "precision": "fp32"}}
+    (tmp_path / "transfer_12.json").write_text(json.dumps(twelve))
+
+    def loco(spec: str, reference: str = f"{tmp_path}/transfer.json:c") -> dict:
+        return {"candidate": bench.loco_row(spec), "reference": bench.loco_row(reference)}
+
+    report = {"models": {"candidate": {"model": "v5"}, "bundled": {"model": "v4"}},
+              "corpora": {"emodb": held_out_row(0.60, 0.62),
+                          "nemo": held_out_row(0.20, 0.50, seen=True)}}  # not a held-out pair
+    calls = {"candidate": call_report(0.60, 22.0), "bundled": call_report(0.577, 24.9)}
+    return bench, loco, report, calls, tmp_path
+
+
+def test_a_candidate_is_adopted_when_every_test_of_the_rule_passes(rule):
+    bench, loco, report, calls, tables = rule
+    verdict = bench.adoption(report, calls, loco(f"{tables}/transfer_12.json:c12"), "bundled")
+    tests = verdict["tests"]
+    assert tests["leave_one_corpus_out"]["mean_gain"] == pytest.approx(0.04)
+    low, high = tests["leave_one_corpus_out"]["interval_95"]
+    assert 0 < low < 0.04 < high  # +0.04, +0.03, +0.05: beyond the cells' noise
+    assert tests["leave_one_corpus_out"]["budgets_differ"] == ["epochs", "precision"]
+    assert tests["held_out_speakers"]["change_by_corpus"] == {"emodb": pytest.approx(-0.02)}
+    assert tests["held_out_speakers"]["seen_by_a_model"] == ["nemo"]
+    assert verdict["adopt"]
+    text = bench.adoption_markdown(verdict)
+    assert text.startswith("**Adopt**: v5 against bundled")
+    assert "| 44.0 | 40.0 | +4.0 [" in text and "within the cells' noise" not in text
+    assert "Not compared, a model heard their speakers: nemo." in text
+    assert "differ in epochs (12 against 6), precision (fp32 against bf16)" in text
+
+
+def test_each_failed_test_of_the_rule_keeps_the_bundled_model_and_says_why(rule):
+    bench, loco, report, calls, tables = rule
+    gain = loco(f"{tables}/transfer.json:c12")
+    worse = {**calls, "candidate": call_report(0.60, 25.0)}  # share error up
+    verdict = bench.adoption(report, worse, gain, "bundled")
+    assert not verdict["adopt"]
+    assert verdict["tests"]["call_benchmark_test"]["why"] == \
+        "utterance UA or share error not better"
+    lacking = {**calls, "candidate": call_report(None, None)}  # eval_calls found nothing
+    verdict = bench.adoption(report, lacking, gain, "bundled")
+    assert "lacks utterance UA" in verdict["tests"]["call_benchmark_test"]["why"]
+    assert "| – | 57.7 | – | failed: a report lacks" in bench.adoption_markdown(verdict)
+
+    dropped = {**report, "corpora": {"emodb": held_out_row(0.58, 0.62)}}  # -4 points
+    verdict = bench.adoption(dropped, calls, gain, "bundled")
+    assert not verdict["adopt"] and verdict["tests"]["held_out_speakers"]["dropped"] == ["emodb"]
+    assert "**Keep**" in bench.adoption_markdown(verdict)
+    all_seen = {**report, "corpora": {"nemo": report["corpora"]["nemo"]}}
+    verdict = bench.adoption(all_seen, calls, gain, "bundled")
+    assert verdict["tests"]["held_out_speakers"]["why"] == \
+        "no corpus whose speakers both models held out"
+    assert "| held-out speakers | | | | failed: no corpus" in bench.adoption_markdown(verdict)
+
+    verdict = bench.adoption(report, calls, loco(f"{tables}/transfer.json:part"), "bundled")
+    assert verdict["tests"]["leave_one_corpus_out"]["why"] == \
+        "cells missing: {'candidate': ['nemo'], 'reference': []}"
+    assert not verdict["adopt"]
+    # the reference's own row lacking a corpus fails too, however the others compare
+    verdict = bench.adoption(report, calls, loco(f"{tables}/transfer.json:c12",
+                                                 f"{tables}/transfer.json:part"), "bundled")
+    assert not verdict["tests"]["leave_one_corpus_out"]["passed"]
+
+    flat = bench.adoption(report, calls, loco(f"{tables}/transfer.json:flat"), "bundled")
+    assert flat["adopt"]  # +0.01 on average: the rule's letter, marked as noise
+    assert flat["tests"]["leave_one_corpus_out"]["within_noise"]
+    assert "passed (within the cells' noise)" in bench.adoption_markdown(flat)
+
+
+def test_a_leave_one_corpus_out_row_is_read_from_a_transfer_table(rule):
+    bench, _, _, _, tables = rule
+    row = bench.loco_row(f"{tables}/transfer.json:c")
+    assert row["ua"] == {"ravdess": 0.30, "emodb": 0.40, "nemo": 0.50}
+    assert row["corpora"] == ["ravdess", "emodb", "nemo"]
+    with pytest.raises(ValueError, match="has no cell of row 'x'"):
+        bench.loco_row(f"{tables}/transfer.json:x")
+    with pytest.raises(ValueError, match="expected TABLE.json:ROW"):
+        bench.loco_row(f"{tables}/missing.json:c")
+    (tables / "other.json").write_text(json.dumps({"levers": {}}))
+    with pytest.raises(ValueError, match="not a table of benchmarks/bench_transfer.py"):
+        bench.loco_row(f"{tables}/other.json:c")
