@@ -81,6 +81,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.loco and not (args.calls and args.compare):
         parser.error("--loco decides on adoption, which also needs --calls and --compare")
+    if args.calls and not (args.calls / "ground_truth.csv").is_file():
+        parser.error(f"--calls {args.calls}: no ground_truth.csv there (a split of the call "
+                     "benchmark, e.g. runs/callbench/test, holds one)")
     try:
         loco = {"candidate": loco_row(args.loco), "reference": loco_row(args.loco_reference)} \
             if args.loco else None
@@ -121,16 +124,16 @@ def main() -> None:
     harness.write_text(args.out / "held_out.md", markdown(report))
     print(markdown(report))
     for name, folder in models.items():
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_sample_calls.py"),
-                        "--model", folder, "--out", str(args.out / f"sample_calls_{name}")],
-                       check=True)
+        step(["eval_sample_calls.py", "--model", folder, "--out",
+              str(args.out / f"sample_calls_{name}")], f"sample_calls/ with {name}", args.out)
     calls = {}
     for name, folder in models.items() if args.calls else ():
         out = args.out / f"callbench_{name}.json"
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "eval_calls.py"),
-                        str(args.calls), "--model", folder, "--out", str(out),
-                        "--results", str(args.out / f"callbench_{name}_results"),
-                        "--", "--workers", str(args.workers)], check=True)
+        # the calls may be links (ablate.py's dev subset): the nightly job follows them
+        step(["eval_calls.py", str(args.calls), "--model", folder, "--out", str(out),
+              "--results", str(args.out / f"callbench_{name}_results"),
+              "--", "--workers", str(args.workers), "--follow-links"],
+             f"the call benchmark {args.calls} with {name}", args.out)
         calls[name] = harness.read_json(out)
     if loco:
         incumbent = list(models)[1]  # the first --compare
@@ -138,6 +141,18 @@ def main() -> None:
         harness.write_json(args.out / "adoption.json", verdict)
         harness.write_text(args.out / "adoption.md", adoption_markdown(verdict))
         print(adoption_markdown(verdict))
+
+
+def step(command: list[str], what: str, out: Path) -> None:
+    """Run a benchmark script of benchmarks/ (its own output shows); if it fails, stop
+    with a message that names the step and keeps what is already written in `out`."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / command[0]),
+                           *command[1:]])
+    if done.returncode:
+        written = ", ".join(sorted(p.name for p in out.iterdir())) or "nothing"
+        raise SystemExit(f"eval_default_model.py: scoring {what} failed ({command[0]} "
+                         f"exited {done.returncode}, its output above); kept in {out}: "
+                         f"{written}")
 
 
 # the bundled model's recipe in leave-one-corpus-out, at the transfer benchmark's budget:
@@ -251,6 +266,9 @@ def adoption_markdown(verdict: dict) -> str:
     def percent(value: float | None) -> str:
         return "–" if value is None else f"{100 * value:.1f}"
 
+    def points(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1f}"
+
     def mean(row: dict) -> float | None:  # over the corpora both rows have
         return float(np.mean([row["ua"][c] for c in loco["corpora"]])) if loco["corpora"] \
             else None
@@ -277,8 +295,8 @@ def adoption_markdown(verdict: dict) -> str:
     lines += [f"| call benchmark test split ({calls['calls']} calls), utterance UA | "
               f"{percent(ua['candidate'])} | {percent(ua[incumbent])} | {change} | "
               f"{result(calls)} |",
-              f"| same, customer negative share error (points) | {share['candidate']} | "
-              f"{share[incumbent]} | {share_change} | |"]
+              f"| same, customer negative share error (points) | {points(share['candidate'])} "
+              f"| {points(share[incumbent])} | {share_change} | |"]
     for corpus, difference in held["change_by_corpus"].items():
         lines.append(f"| held-out speakers of {corpus}, change of restricted UA | | | "
                      f"{100 * difference:+.1f} | "
