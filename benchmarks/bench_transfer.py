@@ -290,6 +290,8 @@ def pool_si_folds(folds: list[dict], corpora: list[str]) -> dict[str, dict]:
 
 
 def markdown(results: dict) -> str:
+    if not results["rows"]:  # a table begun at new settings, before its first cell
+        return "No cell is finished with these settings yet.\n"
     # chance differs per cell: a row that never heard a class does not score it
     lines = ["| held-out corpus | " + " | ".join(
         f"row {r} UA / macro-F1 (open UA), chance % | row {r} neutral recall"

@@ -200,3 +200,8 @@ def test_a_candidate_row_takes_its_own_place_in_both_tables(bench):
     assert "Row c (all other corpora + channel augmentation): mean restricted UA 50.0" in text
     # only the candidate heard the line: row c has no column of its own there
     assert "| held-out corpus | row c-warp |\n" in text and "| x | 60.0 / 55.0 |" in text
+
+
+def test_a_table_without_a_finished_cell_says_so(bench):
+    text = bench.markdown({"rows": [], "corpora": ["kored", "tess"], "cells": {}})
+    assert text == "No cell is finished with these settings yet.\n"
