@@ -110,19 +110,19 @@ def call_utterances(calls: Path, count: int, sample_rate: int, work: Path) -> li
 
 def share_errors(scored: list, cut: list, negative: dict[str, bool],
                  p: dict[str, np.ndarray]) -> dict:
-    """Per readout, the mean absolute error (points) of each call's customer negative
-    share: the duration-weighted mean of P(negative) against the truth's negative time."""
+    """Per readout of `p` ({name: P(negative) per scored utterance}), the mean absolute
+    error (points) of each call's customer negative share: the duration-weighted mean of
+    P(negative) against the truth's negative time."""
     where = {u.path: (call, seconds) for u, call, seconds in cut}
     rows = pd.DataFrame({"call": [where[u.path][0] for u in scored],
                          "seconds": [where[u.path][1] for u in scored],
-                         "truth": [float(negative[u.label]) for u in scored],
-                         **{name: p[name] for name in READOUTS}})
+                         "truth": [float(negative[u.label]) for u in scored], **p})
     shares = rows.groupby("call").apply(
         lambda g: pd.Series({name: np.average(g[name], weights=g.seconds)
-                             for name in ("truth", *READOUTS)}), include_groups=False)
+                             for name in ("truth", *p)}), include_groups=False)
     return {name: round(float((shares[name] - shares.truth).abs().mean() * 100), 2)
-            for name in READOUTS} | {"calls": len(shares),
-                                     "per_call": shares.round(4).to_dict("index")}
+            for name in p} | {"calls": len(shares),
+                              "per_call": shares.round(4).to_dict("index")}
 
 
 def cell_figures(args, kept: dict, data: dict) -> dict | None:
