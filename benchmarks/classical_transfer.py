@@ -56,7 +56,7 @@ from bench_transfer import CORPORA, load_all  # noqa: E402
 from eval_default_model import loco_row  # noqa: E402
 from valence_readout import call_utterances, share_errors  # noqa: E402
 
-CALL_TURNS = 26  # a customer's median number of turns in the call benchmark
+CALL_TURNS = 26  # about a customer's mean number of turns per call in the call benchmark
 SKEW = 0.5  # Dirichlet concentration of a pseudo-call's emotion mix (lower: more skewed)
 ROWS = {"k": "classical (MFCC + prosody statistics, logistic regression), standardised "
              "over training",
@@ -181,18 +181,22 @@ def train_on(row: str, names: list[str], table: dict, keep=None):
     return fit(x_train, y_train, corpus), lambda v: v
 
 
+def held_out_features(row: str, corpus: dict, prepare) -> np.ndarray:
+    """The held-out corpus's features (as heard through --channel) normalised as `row`
+    reads them; `prepare` is train_on's."""
+    test = {**corpus, "x": corpus.get("x_heard", corpus["x"])}
+    if row.startswith("k-speaker-calls"):
+        alpha = SKEW if row.endswith("skewed") else None
+        return standardise(test["x"], pseudo_calls(test["speaker"], test["y"], CALL_TURNS,
+                                                   alpha))
+    return prepare(normalised(row, {"held_out": test})["held_out"])
+
+
 def run_row(row: str, held_out: str, table: dict, labels: list[str]) -> dict:
     train = [n for n in table if n != held_out]
     started = time.time()
     model, prepare = train_on(row, train, table)
-    test = {**table[held_out], "x": table[held_out].get("x_heard", table[held_out]["x"])}
-    if row.startswith("k-speaker-calls"):
-        alpha = SKEW if row.endswith("skewed") else None
-        x_test = standardise(test["x"], pseudo_calls(test["speaker"], test["y"], CALL_TURNS,
-                                                     alpha))
-    else:
-        x_test = prepare(normalised(row, {held_out: test})[held_out])
-    p = probabilities(model, x_test, len(labels))
+    p = probabilities(model, held_out_features(row, table[held_out], prepare), len(labels))
     cell = corpus_figures(table[held_out]["y"], p, labels)
     return cell | {"row": row, "held_out": held_out, "trained_on": train,
                    "fit_s": round(time.time() - started, 1), "probs": p}
@@ -397,6 +401,9 @@ def main() -> None:
             if row == "k-speaker" and (model := average_with.get(held_out)) is not None:
                 scored = score_utterances(model, data[held_out], args.channel,
                                           args.cache_dir, args.workers)
+                if [u.path for u in scored.utterances] != [u.path for u in data[held_out]]:
+                    raise SystemExit(f"{averaged_with[held_out]} could not read every "
+                                     f"utterance of {held_out}")
                 report["averaged"][held_out] = averaged(
                     cell, scored.probs[:, [model.labels.index(label) for label in labels]],
                     table[held_out]["y"], labels)

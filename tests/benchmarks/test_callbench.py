@@ -155,43 +155,58 @@ def test_eval_calls_figures_are_exact_when_every_segment_is_heard_right(bench_ca
     assert escalation["true_positives"] == 0
 
 
-def test_the_classical_check_keeps_the_benchmarks_voices_out_and_reads_the_vit_alone(
-        bench_calls, shared_dir, tmp_path):
-    """benchmarks/classical_transfer.py --calls on the two dev calls: k-speaker never
-    trains on a voice of the benchmark, and the average with classical weight 0 is the
-    ViT's own reading of the same cut utterances."""
+def test_the_classical_check_keeps_the_benchmarks_voices_out_and_reads_each_model(
+        bench_calls, shared_dir, tmp_path, monkeypatch):
+    """benchmarks/classical_transfer.py --calls on the two dev calls: k-speaker trains on
+    no voice of the benchmark, the average with classical weight 0 is the ViT's own
+    reading of the cut utterances, and weight 1 is k-speaker's, its labels put in the
+    ViT's order (the two models list them differently)."""
     import argparse
 
     from callmood.model.folder import load_model_folder
     from callmood.training.evaluate import corpus_figures, score_utterances
 
     bench = load_benchmark("classical_transfer")
-    names = ["ravdess", "emodb", "kored"]
-    data = bench.load_all(shared_dir, names)
-    keep = bench.without_call_voices(data, bench_calls / "split.json")
     split = json.loads((bench_calls / "split.json").read_text())
     voices = {s for part in split["speakers"].values() for s in part}
-    for name in names:
-        kept = {u.speaker for u, k in zip(data[name], keep[name], strict=True) if k}
-        assert not kept & voices and len(kept) > 1
-    assert any(not k.all() for k in keep.values())  # the benchmark's voices were there
-    # a few utterances of each corpus, enough voices per class for a linear model
-    data = {n: [u for u in part if u.speaker not in voices][::25]
-            for n, part in data.items()}
+    names = ["ravdess", "emodb", "kored"]
+    # a few utterances of each corpus, the benchmark's voices among them
+    data = {n: part[::25] for n, part in bench.load_all(shared_dir, names).items()}
+    assert any(u.speaker in voices for part in data.values() for u in part)
     labels = sorted({u.label for part in data.values() for u in part})
     table = {n: {"x": bench.corpus_features(n, part, tmp_path, None, 1),
                  "y": np.array([labels.index(u.label) for u in part]),
                  "speaker": np.array([u.speaker for u in part])} for n, part in data.items()}
+    trained = []
+
+    def train_on(row, corpora, table, keep=None):  # records what k-speaker trains on
+        trained.append(keep)
+        return real_train_on(row, corpora, table, keep)
+    real_train_on = bench.train_on
+    monkeypatch.setattr(bench, "train_on", train_on)
     args = argparse.Namespace(model=default_model_dir(), calls=bench_calls / "dev",
                               work=tmp_path, cache_dir=None, workers=1)
     report = bench.calls_check(args, table, data, labels)
+    ((keep),) = trained
+    for name in names:
+        heard = {u.speaker for u, k in zip(data[name], keep[name], strict=True) if k}
+        assert heard and not heard & voices
     assert set(report["by_classical_weight"]) == {str(w) for w in bench.WEIGHTS}
     assert report["calls_scored"] == 2
+
     model = load_model_folder(default_model_dir())
+    assert model.labels != labels  # the reordering is exercised
     cut = [u for u, _, _ in bench.call_utterances(bench_calls / "dev", 2, 16000, tmp_path)
            if u.label in model.labels]
     assert report["utterances"] == len(cut)
     scored = score_utterances(model, cut, workers=1)
     alone = corpus_figures(scored.targets, scored.probs, model.labels)["ua_restricted"]
     assert report["by_classical_weight"]["0.0"]["utterance_ua"] == pytest.approx(alone)
+    classical, _ = real_train_on("k-speaker", names, table, keep)
+    x = bench.standardise(bench.corpus_features(f"calls-{args.calls.name}", cut, tmp_path,
+                                                None, 1), np.array([u.speaker for u in cut]))
+    by_name = dict(zip(labels, bench.probabilities(classical, x, len(labels)).T, strict=True))
+    p = np.stack([by_name[label] for label in model.labels], axis=1)
+    alone = corpus_figures(scored.targets, p, model.labels)["ua_restricted"]
+    assert report["by_classical_weight"]["1.0"]["utterance_ua"] == pytest.approx(alone)
     assert "| 0 (the ViT alone) |" in bench.calls_markdown(report)

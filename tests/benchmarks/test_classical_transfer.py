@@ -82,3 +82,24 @@ def test_pseudo_calls_deal_every_utterance_of_one_speaker_into_calls(bench):
         return np.mean([np.bincount(y[groups == g]).max() / (groups == g).sum()
                         for g in set(groups)])
     assert top_share(0.5) > top_share(None) + 0.1
+
+
+def test_each_row_normalises_the_held_out_corpus_its_own_way(bench):
+    rng = np.random.default_rng(2)
+    speaker = np.repeat(["s1", "s2"], 60)
+    x = rng.normal(3, 2, (120, 5)) + (speaker == "s2")[:, None] * 4.0
+    corpus = {"x": x, "y": rng.integers(0, 4, 120), "speaker": speaker}
+    mean, std = np.full(5, 1.0), np.full(5, 2.0)  # a training set's statistics
+
+    def prepare(v):
+        return (v - mean) / std
+    assert np.allclose(bench.held_out_features("k", corpus, prepare), (x - 1) / 2)
+    out = bench.held_out_features("k-corpus", corpus, lambda v: v)
+    assert np.allclose(out.mean(0), 0) and not np.allclose(out[speaker == "s1"].mean(0), 0)
+    out = bench.held_out_features("k-speaker", corpus, lambda v: v)
+    assert all(np.allclose(out[speaker == s].mean(0), 0) for s in ("s1", "s2"))
+    heard = {**corpus, "x_heard": x + 10}  # through a line: the heard features are read
+    assert np.allclose(bench.held_out_features("k", heard, prepare), (x + 9) / 2)
+    groups = bench.pseudo_calls(speaker, corpus["y"], bench.CALL_TURNS, None)
+    out = bench.held_out_features("k-speaker-calls", corpus, lambda v: v)
+    assert all(np.allclose(out[groups == g].mean(0), 0) for g in set(groups))
