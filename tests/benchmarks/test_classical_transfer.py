@@ -103,3 +103,7 @@ def test_each_row_normalises_the_held_out_corpus_its_own_way(bench):
     groups = bench.pseudo_calls(speaker, corpus["y"], bench.CALL_TURNS, None)
     out = bench.held_out_features("k-speaker-calls", corpus, lambda v: v)
     assert all(np.allclose(out[groups == g].mean(0), 0) for g in set(groups))
+    skewed = bench.held_out_features("k-speaker-calls-skewed", corpus, lambda v: v, skew=0.1)
+    assert not np.allclose(skewed, out)  # --skew reaches the pseudo-calls
+    assert np.allclose(skewed, bench.held_out_features("k-speaker-calls-skewed", corpus,
+                                                       lambda v: v, skew=0.1))
