@@ -46,12 +46,16 @@ def test_a_cell_on_real_corpora(bench, shared_dir, tmp_path):
     [kept] = tmp_path.glob("features-kored-*.npy")
     np.save(kept, np.zeros((3, 2)))  # a kept file is read, not computed again
     assert bench.corpus_features("kored", parts["kored"], tmp_path, None, 1).shape == (3, 2)
+    models = {}
     for row in bench.ROWS:
         cell = bench.run_row(row, "kored", table, labels)
+        shared = bench.run_row(row, "kored", table, labels, models=models)
+        assert shared["ua_restricted"] == cell["ua_restricted"]
         assert cell["trained_on"] == ["emodb", "emovo"]
         assert set(cell["classes"]) == {labels[k] for k in table["kored"]["y"]}
         assert 0.0 <= cell["ua_restricted"] <= 1.0
         assert np.allclose(cell["probs"].sum(1), 1)
+    assert len(models) == 3  # the pseudo-call rows reuse k-speaker's model
     y = table["kored"]["y"]
     onehot = np.eye(len(labels))[y]  # a ViT that is always right
     by_weight = bench.averaged(cell, onehot, y, labels)
