@@ -111,3 +111,13 @@ def test_each_row_normalises_the_held_out_corpus_its_own_way(bench):
     assert not np.allclose(skewed, out)  # --skew reaches the pseudo-calls
     assert np.allclose(skewed, bench.held_out_features("k-speaker-calls-skewed", corpus,
                                                        lambda v: v, skew=0.1))
+    shrunk = bench.held_out_features("k-speaker-calls-shrunk", corpus, lambda v: v, skew=0.1)
+    groups = bench.pseudo_calls(speaker, corpus["y"], bench.CALL_TURNS, 0.1)
+    g = groups[0]
+    rows = groups == g
+    own = rows.sum() / (rows.sum() + bench.CALL_TURNS)  # the same pseudo-calls, shrunk
+    mean = own * x[rows].mean(0) + (1 - own) * x.mean(0)
+    spread = np.sqrt(own * x[rows].var(0) + (1 - own) * x.var(0))
+    assert np.allclose(shrunk[rows], (x[rows] - mean) / spread, atol=1e-6)
+    assert np.allclose(bench.standardise(x, speaker, shrink=0.0),
+                       bench.held_out_features("k-speaker", corpus, lambda v: v))
