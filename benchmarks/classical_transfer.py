@@ -348,9 +348,9 @@ def main() -> None:
     harness.add_shared_option(parser)
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--held-out", default=",".join(CORPORA))
-    parser.add_argument("--vit", action="append",
-                        default=[f"{harness.RESULTS / 'transfer.json'}:c"],
-                        help="a ViT row to show beside, TABLE.json:ROW (repeatable)")
+    parser.add_argument("--vit", action="append", default=[],
+                        help="a ViT row to show beside, TABLE.json:ROW (repeatable; "
+                             "default: row c of benchmarks/results/transfer.json)")
     parser.add_argument("--average-with", type=Path, action="append", default=[],
                         metavar="MODEL",
                         help="a ViT model folder of bench_transfer trained on all corpora "
@@ -381,7 +381,7 @@ def main() -> None:
         parser.error(f"--calls {args.calls}: no call benchmark split there (run "
                      "benchmarks/callbench/generate.py)")
     vit = {}
-    for spec in args.vit:
+    for spec in args.vit or [f"{harness.RESULTS / 'transfer.json'}:c"]:
         try:
             row = loco_row(spec)
         except ValueError as error:
