@@ -82,30 +82,41 @@ def ranking_figures(truth: np.ndarray, p: dict[str, np.ndarray]) -> dict:
             for name in READOUTS} | {"n": len(truth), "negative": int(truth.sum())}
 
 
-def call_utterances(calls: Path, count: int, sample_rate: int, work: Path) -> list:
-    """The customer utterances of the first `count` calls, cut from the call audio at the
-    truth's times on the customer's channel, with (call_id, duration) of each. They are
+def cut_turns(calls: Path, count: int, sample_rate: int, work: Path,
+              roles: tuple[str, ...] = ("customer",)) -> pd.DataFrame:
+    """The truth's turns of `roles` in the first `count` calls, each cut from the call audio
+    at the truth's times on its channel (column `cut`: the path of the cut). Cuts are
     written once under `work`, in a folder named by the benchmark's tables and the rate."""
     digest = hashlib.sha1(b"".join((calls / name).read_bytes() for name in
                                    ("calls.csv", "ground_truth.csv"))).hexdigest()[:10]
     folder = work / f"valence_readout_calls-{digest}-{sample_rate}"
     listed = pd.read_csv(calls / "calls.csv", dtype=str, keep_default_na=False).head(count)
     truth = pd.read_csv(calls / "ground_truth.csv")
-    truth = truth[truth.call_id.isin(listed.call_id) & (truth.role == "customer")]
+    truth = truth[truth.call_id.isin(listed.call_id) & truth.role.isin(roles)]
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for call in listed.itertuples():
         rows = truth[truth.call_id == call.call_id].reset_index(drop=True)
-        paths = [folder / f"{call.call_id}-{i:03d}.wav" for i in range(len(rows))]
-        if not all(p.exists() for p in paths):
+        turn = rows.groupby("role").cumcount()  # a cut's name holds whichever roles are cut
+        rows["cut"] = [str(folder / (f"{call.call_id}-{i:03d}.wav" if role == "customer"
+                                     else f"{call.call_id}-{role}-{i:03d}.wav"))
+                       for role, i in zip(rows.role, turn, strict=True)]
+        if not all(Path(p).exists() for p in rows.cut):
             audio, rate = read_channels(calls / call.file)
-            for row, path in zip(rows.itertuples(), paths, strict=True):
+            for row in rows.itertuples():
                 cut = audio[int(row.channel), int(row.start_s * rate):int(row.end_s * rate)]
-                sf.write(path, resample(cut, rate, sample_rate), sample_rate, subtype="FLOAT")
-        out += [(Utterance(str(path), row.emotion, f"{call.call_id}:customer", "calls"),
-                 call.call_id, row.end_s - row.start_s)
-                for row, path in zip(rows.itertuples(), paths, strict=True)]
-    return out
+                sf.write(row.cut, resample(cut, rate, sample_rate), sample_rate,
+                         subtype="FLOAT")
+        out.append(rows)
+    return pd.concat(out, ignore_index=True) if out else truth.assign(cut=[])
+
+
+def call_utterances(calls: Path, count: int, sample_rate: int, work: Path) -> list:
+    """The customer utterances of the first `count` calls, cut from the call audio at the
+    truth's times on the customer's channel (cut_turns), with (call_id, duration) of each."""
+    turns = cut_turns(calls, count, sample_rate, work)
+    return [(Utterance(row.cut, row.emotion, f"{row.call_id}:customer", "calls"), row.call_id,
+             row.end_s - row.start_s) for row in turns.itertuples()]
 
 
 def share_errors(scored: list, cut: list, negative: dict[str, bool],

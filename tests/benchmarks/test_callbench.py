@@ -12,8 +12,10 @@ import pytest
 import soundfile as sf
 from conftest import load_benchmark
 
-from callmood.model.folder import default_model_dir
+from callmood.model.folder import default_model_dir, load_model_folder
 from callmood.signal.audio import probe
+from callmood.training.corpora.base import Utterance
+from callmood.training.evaluate import score_utterances
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +165,7 @@ def test_the_classical_check_keeps_the_benchmarks_voices_out_and_reads_each_mode
     ViT's order (the two models list them differently)."""
     import argparse
 
-    from callmood.model.folder import load_model_folder
-    from callmood.training.evaluate import corpus_figures, score_utterances
+    from callmood.training.evaluate import corpus_figures
 
     bench = load_benchmark("classical_transfer")
     split = json.loads((bench_calls / "split.json").read_text())
@@ -210,3 +211,44 @@ def test_the_classical_check_keeps_the_benchmarks_voices_out_and_reads_each_mode
     alone = corpus_figures(scored.targets, p, model.labels)["ua_restricted"]
     assert report["by_classical_weight"]["1.0"]["utterance_ua"] == pytest.approx(alone)
     assert "| 0 (the ViT alone) |" in bench.calls_markdown(report)
+
+
+def test_the_line_trace_scores_each_turn_as_recorded_and_as_carried(bench_calls, shared_dir,
+                                                                    tmp_path):
+    trace = load_benchmark("line_trace")
+    model = load_model_folder(default_model_dir())
+    calls = bench_calls / "dev"
+    only = trace.cut_turns(calls, 2, 16000, tmp_path)
+    both = trace.cut_turns(calls, 2, 16000, tmp_path, roles=("customer", "agent"))
+    assert set(both.role) == {"customer", "agent"} and set(only.role) == {"customer"}
+    # a customer turn's cut has one name whichever roles are cut (the cuts are kept)
+    assert list(both[both.role == "customer"].cut) == list(only.cut)
+    truth = pd.read_csv(calls / "ground_truth.csv")
+    row = both.iloc[-1]
+    audio, rate = sf.read(row.cut)
+    assert rate == 16000 and abs(len(audio) / rate - (row.end_s - row.start_s)) < 0.01
+    assert len(both) == len(truth[truth.call_id.isin(both.call_id)])
+
+    turns = both[both.emotion.isin(model.labels)].reset_index(drop=True)
+    probs = trace.turn_probabilities(model, turns, shared_dir / "data", None, 1)
+    first = turns.iloc[0]
+    alone = score_utterances(model, [Utterance(str(shared_dir / "data" / first.source),
+                                               first.emotion, first.speaker, first.corpus)],
+                             workers=1)
+    assert np.allclose(probs["source"][0], alone.probs[0], atol=1e-5)
+    assert not np.allclose(probs["source"], probs["call"])  # the call changes what is heard
+
+    turns["line_profile"] = "one"
+    negative = np.array([model.card.valence[label] < 0 for label in model.labels])
+    report = trace.trace(turns, probs, model.labels, negative)
+    assert sum(g["call"]["n"] for g in report["role"].values()) == len(turns)
+    calm = ~np.isin(turns.emotion, np.array(model.labels)[negative])
+    expected = probs["call"][calm][:, negative].sum(1).mean()
+    assert report["all"]["all"]["call"]["p_negative_calm"] == pytest.approx(expected, abs=1e-4)
+    agents = report["role"]["agent"]["source"]
+    assert agents["p_negative_negative"] is None  # agents speak no negative turn
+
+    broken = turns.copy()
+    broken.loc[0, "source"] = "nowhere/missing.wav"
+    with pytest.raises(SystemExit, match="missing.wav"):
+        trace.turn_probabilities(model, broken, shared_dir / "data", None, 1)
