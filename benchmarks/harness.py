@@ -45,7 +45,8 @@ DEIT = "weights/deit-tiny-in1k"
 ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speaker_shift_db"),
                ("mel", "frontend"), ("mel", "prosody_rows"), ("corpus_adversary",),
                ("affect_heads",), ("backbone",), ("val_channels",), ("teachers",),
-               ("teacher_weight",), ("augment", "frequency_warp"), ("ema_decay",))
+               ("teacher_weight",), ("augment", "frequency_warp"), ("ema_decay",),
+               ("mel", "trim_silence"))
 SHARED_HELP = ("the shared data folder (default: $CALLMOOD_SHARED, else ../shared beside the "
                "repository)")
 

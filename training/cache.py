@@ -37,6 +37,7 @@ from joblib import Parallel, delayed
 from callmood.progress import progress
 from callmood.signal.audio import AudioError, load_mono
 from callmood.signal.features import MelConfig, audio_features
+from callmood.signal.segment import utterance_audio
 from callmood.training import channel as channels
 from callmood.training.corpora.base import Utterance
 from callmood.user_cache import cache_root
@@ -246,7 +247,7 @@ def _compute(work: list[tuple[Utterance, list[tuple[Variant, Path]]]],
     outcomes = []
     for utterance, targets in work:
         try:
-            waveform = load_mono(utterance.path, mel.sample_rate)
+            waveform = utterance_audio(load_mono(utterance.path, mel.sample_rate), mel)
         except AudioError as err:
             outcomes.append(err)
             continue

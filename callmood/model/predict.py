@@ -24,6 +24,7 @@ from callmood.signal.features import (
     speaker_profiles,
     utterance_clips,
 )
+from callmood.signal.segment import utterance_audio
 from callmood.workers import usable_cores
 
 
@@ -114,7 +115,8 @@ def predict_files(model: LoadedModel, files: list[str]) -> Iterator[dict]:
     for path in files:
         try:
             waveform = load_mono(path, model.mel.sample_rate)
-            scores = inference.utterances([audio_features(waveform, model.mel)])
+            scores = inference.utterances([audio_features(utterance_audio(waveform, model.mel),
+                                                          model.mel)])
             probs = model.check_finite(scores.probs)[0]
         except (AudioError, ModelOutputError) as err:
             yield {"file": str(path), "error": f"{path}: {err.detail}", "error_kind": err.kind}

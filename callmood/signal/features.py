@@ -80,6 +80,11 @@ class MelConfig:
     # which the log-mel's 40-Hz bins cannot resolve; 0: none (every folder written before
     # this setting existed)
     prosody_rows: int = 0
+    # cut an utterance file to its speech (segment.speech_span) before its features, in
+    # training, evaluation and predict: a corpus's silence around its takes (its length,
+    # its room) is a corpus cue the model learns, and a call's speech regions have none of
+    # it; False in every model folder written before this setting existed
+    trim_silence: bool = False
 
     def __post_init__(self):
         if self.frontend not in (LOG_MEL, WAVEFORM):
@@ -120,7 +125,7 @@ class MelConfig:
             if not (is_finite_number(value) or name in ("level_floor_db", "speaker_shift_db")
                     and value is None):
                 raise ValueError(f"{name} must be a finite number, got {reprlib.repr(value)}")
-        switches = ("equalize_level", "spectral_mean", "speaker_mean")
+        switches = ("equalize_level", "spectral_mean", "speaker_mean", "trim_silence")
         if not all(isinstance(getattr(self, name), bool) for name in switches):
             raise ValueError(f"{', '.join(switches)} must be true or false")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -152,7 +157,7 @@ class MelConfig:
         for applied_later in ("equalize_level", "level_floor_db", "spectral_mean",
                               "speaker_mean", "speaker_shift_db"):
             del shaping[applied_later]
-        for newer, off in (("frontend", LOG_MEL), ("prosody_rows", 0)):
+        for newer, off in (("frontend", LOG_MEL), ("prosody_rows", 0), ("trim_silence", False)):
             if shaping[newer] == off:  # as before the setting existed: the cache stays valid
                 del shaping[newer]
         if self.prosody_rows:

@@ -193,6 +193,21 @@ class LevelMeter:
             self._levels, self.first_frame = [levels[drop:]], self.first_frame + drop
 
 
+def speech_span(waveform: np.ndarray, rate: int, vad: VadConfig | None = None) -> np.ndarray:
+    """The waveform from its first speech region's start to its last one's end, as the
+    nightly job's detector finds them (the whole waveform when it finds none): an
+    utterance as a call's speech region presents it, without the silence a corpus leaves
+    around its takes."""
+    regions = detect_speech(waveform, rate, vad or VadConfig())
+    return waveform[regions[0][0]:regions[-1][1]] if regions else waveform
+
+
+def utterance_audio(waveform: np.ndarray, mel: MelConfig) -> np.ndarray:
+    """An utterance file's samples as a model with these settings reads them: its speech
+    span when mel.trim_silence, else all of it."""
+    return speech_span(waveform, mel.sample_rate) if mel.trim_silence else waveform
+
+
 def noise_threshold(levels: np.ndarray, vad: VadConfig) -> float:
     """The level above which a frame counts as speech: the channel's own noise floor plus
     vad.snr_db, and at least vad.floor_db."""

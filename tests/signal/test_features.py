@@ -298,6 +298,9 @@ def test_mel_config_key_and_round_trip():
     assert "frontend" not in c.key() and "prosody_rows" not in c.key()
     assert replace(c, frontend="waveform").key() != c.key()
     assert replace(c, prosody_rows=16).key() != c.key()
+    assert "trim_silence" not in c.key() and replace(c, trim_silence=True).key() != c.key()
+    with pytest.raises(ValueError, match="trim_silence must be true or false"):
+        MelConfig(trim_silence=1)
 
 
 def test_normalization_fit_and_apply():

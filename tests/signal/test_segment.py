@@ -8,8 +8,15 @@ import numpy as np
 import torch
 from batch_fixtures import TINY_MEL, voiced
 
-from callmood.signal.features import fit_frames, log_mel
-from callmood.signal.segment import VadConfig, WindowPlanner, detect_speech, window_mels
+from callmood.signal.features import MelConfig, fit_frames, log_mel
+from callmood.signal.segment import (
+    VadConfig,
+    WindowPlanner,
+    detect_speech,
+    speech_span,
+    utterance_audio,
+    window_mels,
+)
 
 
 def test_detects_bursts_over_noise_within_tolerance():
@@ -24,6 +31,22 @@ def test_detects_bursts_over_noise_within_tolerance():
     for (start, end), (found_start, found_end) in zip([(1.0, 4.0), (6.0, 9.5)], regions,
                                                       strict=True):
         assert abs(found_start - start) < 0.1 and abs(found_end - end) < 0.1
+
+
+def test_an_utterance_is_trimmed_to_its_speech_only_when_the_model_asks():
+    rate, rng = 16000, np.random.default_rng(4)
+    audio = rng.normal(0, 10 ** (-55 / 20), int(rate * 4.0)).astype(np.float32)
+    for start, end in ((1.0, 1.8), (2.1, 2.9)):  # two words, a short pause between
+        burst = voiced(end - start, rate, rng)
+        audio[int(start * rate):int(start * rate) + len(burst)] += burst
+    span = speech_span(audio, rate)
+    assert abs(len(span) / rate - 1.9) < 0.2  # from the first word to the last
+    regions = detect_speech(audio, rate, VadConfig())
+    assert np.array_equal(span, audio[regions[0][0]:regions[-1][1]])
+    assert np.array_equal(utterance_audio(audio, MelConfig(trim_silence=True)), span)
+    assert utterance_audio(audio, MelConfig()) is audio
+    quiet = rng.normal(0, 1e-3, rate).astype(np.float32)
+    assert speech_span(quiet, rate) is quiet  # no speech found: all of it
 
 
 def test_silence_and_clicks_are_not_speech():

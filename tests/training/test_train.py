@@ -497,6 +497,21 @@ def test_feature_cache(cache_dir, write_wav, tiny_mel):
         condition_variant("moon_landing")
 
 
+def test_a_model_that_trims_silence_reads_only_the_speech_of_a_take(cache_dir, write_wav,
+                                                                    tiny_mel):
+    rng = np.random.default_rng(0)
+    take = rng.normal(0, 10 ** (-60 / 20), 16000 * 3).astype(np.float32)  # 3 s of room
+    t = np.arange(16000) / 16000
+    take[16000:32000] += 0.3 * np.sin(2 * np.pi * 180 * t) * (0.6 + 0.4 * np.sin(8 * np.pi * t))
+    utterance = Utterance(str(write_wav("t/take.wav", data=take, subtype="FLOAT")), "happy",
+                          "x:1", "x")
+    whole = extract([utterance], tiny_mel).mels["clean"][0]
+    trimmed = extract([utterance], replace(tiny_mel, trim_silence=True)).mels["clean"][0]
+    assert whole.shape[-1] == 1 + 48000 // 160
+    assert abs(trimmed.shape[-1] - 100) <= 12  # the 1 s of speech, give or take the pad
+    assert len({f.parent.parent for f in cache_dir.rglob("*.npy")}) == 2  # cached apart
+
+
 def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tiny_mel,
                                                       monkeypatch):
     paths = [write_wav(f"p/{i}.wav", seconds=0.3, freq=300.0 * (i + 1)) for i in range(2)]
