@@ -1,14 +1,16 @@
-"""Is it the voice or the call? Every turn of a call benchmark split, scored twice by the
-same model: as its corpus recorded it (the clean source file) and as the call carries it
-(cut from the call audio at the truth's times, on its channel: the line profile's band,
-codecs, noise, echo and clipping). On the calls the bundled model reads calm speech as
-negative (test split: customer share +11.6 points, agents +17.8, whose speech is only
-neutral or happy); this says how much of that the call adds to what the voice alone gives.
+"""Is it the voice, the silence or the call? Every turn of a call benchmark split, scored
+three times by the same model: as its corpus recorded it (the clean source file), as that
+file cut to its speech by the nightly job's detector (segment.speech_span: what a model
+with mel.trim_silence reads), and as the call carries it (cut from the call audio at the
+truth's times, on its channel: the generator's trimming, the line profile's band, codecs,
+noise, echo and clipping). On the calls the bundled model reads calm speech as negative
+(test split: customer share +11.6 points, agents +17.8, whose speech is only neutral or
+happy); this says how much of that each step adds.
 
     .venv/bin/python benchmarks/line_trace.py [runs/callbench/dev] [--model DIR]
 
-Per group of turns (all, per role, per line profile, per source corpus), source -> call:
-restricted UA, neutral recall, the mean P(negative) of turns whose truth is not negative
+Per group of turns (all, per role, per line profile, per source corpus), source / speech /
+call: restricted UA, neutral recall, the mean P(negative) of turns whose truth is not negative
 (calm speech read as negative: what biases a call's share upwards), of those whose truth
 is negative, and the share of neutral turns read as sad. Turns of both roles are traced
 (an agent's speech is neutral or happy: any negativity there is error). Read it on dev;
@@ -18,6 +20,7 @@ it traces a cause, it fits nothing. Writes OUT/line_trace_<split>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,26 +36,35 @@ import harness  # noqa: E402
 from ablate import pyplot  # noqa: E402
 from valence_readout import cut_turns  # noqa: E402
 
-HEARD = ("source", "call")  # the clean source file, the turn as the call carries it
-LEGEND = {"source": "source (the clean file)", "call": "call (cut from the call audio)"}
+HEARD = ("source", "speech", "call")  # the clean file, its speech alone, as the call has it
+LEGEND = {"source": "source (the clean file)",
+          "speech": "speech (the clean file cut to its speech)",
+          "call": "call (cut from the call audio)"}
 
 
 def turn_probabilities(model, turns: pd.DataFrame, data: Path, cache_dir,
                        workers: int) -> dict[str, np.ndarray]:
-    """The model's probabilities of every turn, as its source file and as cut from the
-    call; a SystemExit naming the first file the model could not read."""
-    heard = {"source": [Utterance(str(data / row.source), row.emotion, row.speaker,
-                                  row.corpus) for row in turns.itertuples()],
-             "call": [Utterance(row.cut, row.emotion, f"{row.call_id}:{row.role}", "calls")
-                      for row in turns.itertuples()]}
+    """The model's probabilities of every turn as each of HEARD presents it; a source
+    file used by several turns is scored once. A SystemExit names the first file the
+    model could not read."""
+    sources = [Utterance(str(data / row.source), row.emotion, row.speaker, row.corpus)
+               for row in turns.itertuples()]
+    heard = {"source": (model, sources),
+             # what the nightly job's detector keeps of it (mel.trim_silence)
+             "speech": (dataclasses.replace(model, mel=dataclasses.replace(
+                 model.mel, trim_silence=True)), sources),
+             "call": (model, [Utterance(row.cut, row.emotion, f"{row.call_id}:{row.role}",
+                                        "calls") for row in turns.itertuples()])}
     out = {}
-    for name, utterances in heard.items():
-        scored = score_utterances(model, utterances, "clean", cache_dir, workers)
-        if len(scored.utterances) != len(utterances):
-            missed = sorted({u.path for u in utterances} - {u.path for u in scored.utterances})
+    for name, (reader, utterances) in heard.items():
+        once = list({u.path: u for u in utterances}.values())
+        scored = score_utterances(reader, once, "clean", cache_dir, workers)
+        if len(scored.utterances) != len(once):
+            missed = sorted({u.path for u in once} - {u.path for u in scored.utterances})
             raise SystemExit(f"{missed[0]}: the model could not read it "
                              f"({len(missed)} {name} files unread)")
-        out[name] = scored.probs
+        row = {u.path: i for i, u in enumerate(scored.utterances)}
+        out[name] = scored.probs[[row[u.path] for u in utterances]]
     return out
 
 
@@ -78,8 +90,8 @@ def group_figures(y: np.ndarray, probs: np.ndarray, labels: list[str],
 
 def trace(turns: pd.DataFrame, probs: dict[str, np.ndarray], labels: list[str],
           negative: np.ndarray) -> dict:
-    """Figures per group of turns (all, role, line profile, source corpus), source and
-    call side by side."""
+    """Figures per group of turns (all, role, line profile, source corpus), for each way
+    of HEARD."""
     y = np.array([labels.index(e) for e in turns.emotion])
     groups = {"all": {"all": np.ones(len(turns), bool)}}
     for column in ("role", "line_profile", "corpus"):
@@ -99,41 +111,49 @@ FIGURES = {"ua": "UA %", "neutral_recall": "neutral recall %",
 
 def markdown(report: dict) -> str:
     lines = [f"{report['turns']} turns of {report['calls_traced']} calls of "
-             f"{report['calls']}, scored by {report['model']}: as the corpus recorded "
-             "them (source) → as the call carries them (call).", "",
+             f"{report['calls']}, scored by {report['model']}, each figure three ways: "
+             "as the corpus recorded the turn (source) / the same file cut to its speech "
+             "by the nightly job's detector (speech) / as the call carries it (call).", "",
              "| group | turns | " + " | ".join(FIGURES.values()) + " |",
              "| --- | --- | " + " | ".join("---" for _ in FIGURES) + " |"]
     for column, members in report["groups"].items():
         for value, heard in members.items():
             cells = []
             for key in FIGURES:
-                a, b = heard["source"][key], heard["call"][key]
-                cells.append("–" if a is None or b is None
-                             else f"{100 * a:.1f} → {100 * b:.1f}")
+                values = [heard[name][key] for name in HEARD]
+                cells.append("–" if None in values
+                             else " / ".join(f"{100 * v:.1f}" for v in values))
             name = value if column == "all" else f"{column}: {value}"
             lines.append(f"| {name} | {heard['call']['n']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def plot(report: dict, path: Path) -> None:
-    """Calm turns' P(negative), source against call, per line profile (and all turns)."""
+    """Two panels, each bar group source / speech / call: UA per source corpus (what the
+    silence around a take is worth), and the calm turns' P(negative) per line profile."""
     plt = pyplot()
-    members = {"all turns": report["groups"]["all"]["all"],
-               **{f"line: {k}": v for k, v in report["groups"]["line_profile"].items()},
-               **{f"role: {k}": v for k, v in report["groups"]["role"].items()}}
-    names = list(members)
-    figure, ax = plt.subplots(figsize=(7, 0.9 + 0.32 * len(names)))
-    rows = np.arange(len(names))
-    for offset, heard, colour in ((-0.2, "source", "#7f7f7f"), (0.2, "call", "#d62728")):
-        ax.barh(rows + offset, [100 * members[n][heard]["p_negative_calm"] for n in names],
-                height=0.38, color=colour, label=LEGEND[heard])
-    ax.set_yticks(rows, names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("mean P(negative) of turns whose truth is not negative, %")
-    ax.set_title(f"Calm speech read as negative: {report['split']} calls, {report['model_name']}",
-                 fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
+    groups = report["groups"]
+    panels = (("UA %, by the turn's corpus", "ua",
+               {"all turns": groups["all"]["all"], **groups["corpus"]}),
+              ("P(negative) of calm turns %, by line", "p_negative_calm",
+               {"all turns": groups["all"]["all"], **groups["line_profile"]}))
+    height = max(len(members) for _, _, members in panels)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 1.6 + 0.42 * height))
+    colours = {"source": "#7f7f7f", "speech": "#1f77b4", "call": "#d62728"}
+    for ax, (title, key, members) in zip(axes, panels, strict=True):
+        rows = np.arange(len(members))
+        for i, heard in enumerate(HEARD):
+            ax.barh(rows + (i - 1) * 0.27, [100 * m[heard][key] for m in members.values()],
+                    height=0.26, color=colours[heard], label=LEGEND[heard])
+        ax.set_yticks(rows, list(members), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.suptitle(f"{report['model_name']} on the {report['split']} calls' turns: the "
+                    "clean file, its speech alone, the call", fontsize=10)
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 

@@ -237,6 +237,11 @@ def test_the_line_trace_scores_each_turn_as_recorded_and_as_carried(bench_calls,
                              workers=1)
     assert np.allclose(probs["source"][0], alone.probs[0], atol=1e-5)
     assert not np.allclose(probs["source"], probs["call"])  # the call changes what is heard
+    trimmed = load_model_folder(default_model_dir())
+    trimmed.mel = replace(trimmed.mel, trim_silence=True)
+    assert np.allclose(probs["speech"][0], score_utterances(trimmed, alone.utterances,
+                                                            workers=1).probs[0], atol=1e-5)
+    assert not np.allclose(probs["speech"], probs["source"])
 
     turns["line_profile"] = "one"
     negative = np.array([model.card.valence[label] < 0 for label in model.labels])
@@ -247,6 +252,12 @@ def test_the_line_trace_scores_each_turn_as_recorded_and_as_carried(bench_calls,
     assert report["all"]["all"]["call"]["p_negative_calm"] == pytest.approx(expected, abs=1e-4)
     agents = report["role"]["agent"]["source"]
     assert agents["p_negative_negative"] is None  # agents speak no negative turn
+    written = {"calls": str(calls), "split": "dev", "model": "m", "model_name": model.name,
+               "turns": len(turns), "calls_traced": 2, "groups": report}
+    table = trace.markdown(written)
+    assert "| role: agent |" in table and "| – |" in table  # agents: no negative turns
+    trace.plot(written, tmp_path / "trace.png")
+    assert (tmp_path / "trace.png").stat().st_size > 10_000
 
     broken = turns.copy()
     broken.loc[0, "source"] = "nowhere/missing.wav"
