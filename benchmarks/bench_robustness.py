@@ -33,6 +33,7 @@ from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
 from callmood.signal.audio import load_mono
 from callmood.signal.features import audio_features
+from callmood.signal.segment import utterance_audio
 from callmood.training.channel import CONDITIONS, ChannelConfig
 from callmood.training.corpora.registry import load_corpora
 from callmood.training.evaluate import (
@@ -51,11 +52,14 @@ GAIN_DB = 20.0
 
 def gain_drift(model, utterances, gain_db: float) -> float:
     """Largest change of any utterance probability when the audio is `gain_db` louder or
-    quieter (in float, so nothing clips): the input is level-relative by construction."""
+    quieter (in float, so nothing clips): the input is level-relative by construction
+    (with mel.trim_silence, so far as the detector cuts the take alike: its -60 dBFS
+    floor can cut a very quiet take differently)."""
     worst, inference = 0.0, Inference.of(model)
     for u in utterances:
         audio = load_mono(u.path, model.mel.sample_rate)
-        probs = [inference.utterances([audio_features(audio * 10 ** (g / 20), model.mel)]).probs[0]
+        probs = [inference.utterances([audio_features(
+            utterance_audio(audio * 10 ** (g / 20), model.mel), model.mel)]).probs[0]
                  for g in (0.0, gain_db, -gain_db)]
         worst = max(worst, float(np.abs(probs[1] - probs[0]).max()),
                     float(np.abs(probs[2] - probs[0]).max()))

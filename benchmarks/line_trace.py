@@ -70,8 +70,9 @@ def turn_probabilities(model, turns: pd.DataFrame, data: Path, cache_dir,
 
 def group_figures(y: np.ndarray, probs: np.ndarray, labels: list[str],
                   negative: np.ndarray) -> dict:
-    """One group's figures: restricted UA, neutral recall, mean P(negative) of the turns
-    whose truth is and is not negative, neutral turns read as sad."""
+    """One group's figures: UA restricted to the group's classes, neutral recall and
+    neutral read as sad by the argmax of all labels (as the product reads a segment),
+    mean P(negative) of the turns whose truth is and is not negative."""
     p_negative = probs[:, negative].sum(1)
     truth_negative = negative[y]
     neutral = y == labels.index("neutral")
@@ -81,10 +82,10 @@ def group_figures(y: np.ndarray, probs: np.ndarray, labels: list[str],
     def mean(values):
         return round(float(values.mean()), 4) if len(values) else None
     return {"n": int(len(y)), "ua": round(figures["ua_restricted"], 4),
-            "neutral_recall": mean(read[neutral] == labels.index("neutral")),
+            "neutral_recall_open": mean(read[neutral] == labels.index("neutral")),
             "p_negative_calm": mean(p_negative[~truth_negative]),
             "p_negative_negative": mean(p_negative[truth_negative]),
-            "neutral_as_sad": mean(read[neutral] == labels.index("sad"))
+            "neutral_as_sad_open": mean(read[neutral] == labels.index("sad"))
             if "sad" in labels else None}
 
 
@@ -103,10 +104,10 @@ def trace(turns: pd.DataFrame, probs: dict[str, np.ndarray], labels: list[str],
             for column, members in groups.items()}
 
 
-FIGURES = {"ua": "UA %", "neutral_recall": "neutral recall %",
+FIGURES = {"ua": "UA %", "neutral_recall_open": "neutral recall % (argmax of all labels)",
            "p_negative_calm": "P(negative) of calm turns %",
            "p_negative_negative": "P(negative) of negative turns %",
-           "neutral_as_sad": "neutral read as sad %"}
+           "neutral_as_sad_open": "neutral read as sad % (argmax of all labels)"}
 
 
 def markdown(report: dict) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from pathlib import Path
 
@@ -97,7 +98,9 @@ def cut_turns(calls: Path, count: int, sample_rate: int, work: Path,
     out = []
     for call in listed.itertuples():
         rows = truth[truth.call_id == call.call_id].reset_index(drop=True)
-        turn = rows.groupby("role").cumcount()  # a cut's name holds whichever roles are cut
+        # numbered within its role, so a cut's name is the same whichever roles are cut;
+        # customer cuts keep the names they had when only customers were cut
+        turn = rows.groupby("role").cumcount()
         rows["cut"] = [str(folder / (f"{call.call_id}-{i:03d}.wav" if role == "customer"
                                      else f"{call.call_id}-{role}-{i:03d}.wav"))
                        for role, i in zip(rows.role, turn, strict=True)]
@@ -105,8 +108,10 @@ def cut_turns(calls: Path, count: int, sample_rate: int, work: Path,
             audio, rate = read_channels(calls / call.file)
             for row in rows.itertuples():
                 cut = audio[int(row.channel), int(row.start_s * rate):int(row.end_s * rate)]
-                sf.write(row.cut, resample(cut, rate, sample_rate), sample_rate,
+                partial = f"{row.cut}.partial.wav"  # a stopped run leaves no half a cut
+                sf.write(partial, resample(cut, rate, sample_rate), sample_rate,
                          subtype="FLOAT")
+                os.replace(partial, row.cut)
         out.append(rows)
     return pd.concat(out, ignore_index=True) if out else truth.assign(cut=[])
 

@@ -37,7 +37,7 @@ from joblib import Parallel, delayed
 from callmood.progress import progress
 from callmood.signal.audio import AudioError, load_mono
 from callmood.signal.features import MelConfig, audio_features
-from callmood.signal.segment import utterance_audio
+from callmood.signal.segment import detector_key, utterance_audio
 from callmood.training import channel as channels
 from callmood.training.corpora.base import Utterance
 from callmood.user_cache import cache_root
@@ -232,7 +232,10 @@ class Features:
 
 def _cache_file(root: Path, mel: MelConfig, path: str, variant: Variant) -> Path:
     stat = os.stat(path)
-    settings = hashlib.sha1(mel.key().encode()).hexdigest()[:12]
+    # a trimmed take also depends on the detector that cut it
+    shaping = mel.key() + (json.dumps(detector_key(), sort_keys=True) if mel.trim_silence
+                           else "")
+    settings = hashlib.sha1(shaping.encode()).hexdigest()[:12]
     key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
     return root / settings / variant.folder() / f"{key.hexdigest()}.npy"
 

@@ -208,7 +208,7 @@ def save_model_folder(path: str | Path, model: PreTrainedModel, mel: MelConfig,
     save_file(state, str(path / WEIGHTS), metadata={"format": "pt"})
     # settings newer than some readers are left out at their defaults, so that a folder
     # without speaker normalisation still loads in a server or worker not yet upgraded
-    newer = ("speaker_mean", "speaker_shift_db", "frontend", "prosody_rows")
+    newer = ("speaker_mean", "speaker_shift_db", "frontend", "prosody_rows", "trim_silence")
     defaults = MelConfig()
     mel_values = {k: v for k, v in asdict(mel).items()
                   if not (k in newer and v == getattr(defaults, k))}

@@ -19,7 +19,7 @@ utterance in training.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -202,6 +202,13 @@ def speech_span(waveform: np.ndarray, rate: int, vad: VadConfig | None = None) -
     return waveform[regions[0][0]:regions[-1][1]] if regions else waveform
 
 
+def detector_key() -> dict:
+    """The settings that decide where speech_span cuts (the feature cache keys trimmed
+    log-mels by them)."""
+    return {"vad": asdict(VadConfig()), "step_s": STEP_S, "noise_window_s": NOISE_WINDOW_S,
+            "noise_update_s": NOISE_UPDATE_S}
+
+
 def utterance_audio(waveform: np.ndarray, mel: MelConfig) -> np.ndarray:
     """An utterance file's samples as a model with these settings reads them: its speech
     span when mel.trim_silence, else all of it."""
@@ -249,8 +256,10 @@ def window_mels(waveform: np.ndarray, windows: list[tuple[int, int]],
     """(W, n_mels, input_frames) log-mels of the windows of one channel at mel.sample_rate.
 
     A window shorter than a clip is scored inside a clip-long span of the audio around
-    it (see clip_start), like the training clips, which are crops of whole utterances
-    with their pauses. A recording shorter than a clip is repeated to fill it
+    it (see clip_start): the pauses and the other talker's echo around the speech, where
+    a training clip is a crop of an utterance file with the silence its corpus recorded
+    around it (or, with mel.trim_silence, of its speech alone, repeated to fill a clip
+    when shorter). A recording shorter than a clip is repeated to fill it
     (features.fit_frames), as a short utterance is in training.
     """
     clip = mel.clip_samples

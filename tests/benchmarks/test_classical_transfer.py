@@ -119,5 +119,9 @@ def test_each_row_normalises_the_held_out_corpus_its_own_way(bench):
     mean = own * x[rows].mean(0) + (1 - own) * x.mean(0)
     spread = np.sqrt(own * x[rows].var(0) + (1 - own) * x.var(0))
     assert np.allclose(shrunk[rows], (x[rows] - mean) / spread, atol=1e-6)
-    assert np.allclose(bench.standardise(x, speaker, shrink=0.0),
-                       bench.held_out_features("k-speaker", corpus, lambda v: v))
+    one = speaker == "s1"  # unshrunk: each speaker by their own mean and spread, as before
+    assert np.allclose(bench.standardise(x, speaker)[one],
+                       (x[one] - x[one].mean(0)) / (x[one].std(0) + 1e-8))
+    unshrunk = bench.held_out_features("k-speaker-calls-skewed", corpus, lambda v: v, skew=0.1)
+    # a pseudo-call's own statistics count for less: its mean moves away from 0
+    assert np.abs(shrunk[rows].mean(0)).mean() > np.abs(unshrunk[rows].mean(0)).mean() + 0.05

@@ -163,7 +163,7 @@ def test_the_stored_temperature_is_applied_wherever_probabilities_leave(tmp_path
 
 
 def test_a_speaker_reference_travels_in_the_folder(tmp_path, tiny_mel):
-    mel = replace(tiny_mel, speaker_mean=True, speaker_shift_db=10.0)
+    mel = replace(tiny_mel, speaker_mean=True, speaker_shift_db=10.0, trim_silence=True)
     model = build_model(mel, TINY_LABELS, "random:micro")
     norm = Normalization(mean=-5.5, std=2.5, speaker_reference=[-3.0] * mel.n_mels)
     loaded = load_model_folder(save_model_folder(tmp_path / "m", model, mel, norm,
@@ -174,7 +174,7 @@ def test_a_speaker_reference_travels_in_the_folder(tmp_path, tiny_mel):
     plain = save_model_folder(tmp_path / "p", build_model(tiny_mel, TINY_LABELS, "random:micro"),
                               tiny_mel, Normalization(), ModelCard(name="p", labels=TINY_LABELS))
     written = json.loads((plain / "preprocessor_config.json").read_text())
-    assert not {"speaker_mean", "speaker_shift_db", "speaker_reference"} & {
+    assert not {"speaker_mean", "speaker_shift_db", "speaker_reference", "trim_silence"} & {
         *written["mel"], *written["normalization"]}
     assert load_model_folder(plain).mel == tiny_mel
 

@@ -1,6 +1,8 @@
 """`Inference` and `predict_files`: the whole file counts, short files are filled like
 training clips, and every path scores an utterance the same way."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -11,6 +13,7 @@ from callmood.model.folder import default_model_dir, load_model_folder
 from callmood.model.predict import Inference, predict_files
 from callmood.signal.audio import load_mono
 from callmood.signal.features import fit_frames, log_mel
+from callmood.signal.segment import speech_span
 
 RATE = 16000
 
@@ -61,6 +64,22 @@ def test_a_file_shorter_than_a_clip_is_repeated_to_fill_it(model, speech, tmp_pa
     # the filled clip is the second of speech again and again, never a constant
     frames = log_mel(decoded, model.mel).shape[-1]
     assert torch.equal(filled[:, frames:2 * frames], filled[:, :frames])
+
+
+def test_a_model_that_trims_silence_predicts_a_file_from_its_speech(model, speech, tmp_path):
+    trimming = load_model_folder(default_model_dir())
+    trimming.mel = replace(trimming.mel, trim_silence=True)
+    room = np.random.default_rng(1).normal(0, 10 ** (-60 / 20), RATE).astype(np.float32)
+    path = write(tmp_path / "take.wav", np.concatenate([room, speech[:2 * RATE], room]))
+    row = next(predict_files(trimming, [path]))
+    span = speech_span(load_mono(path, RATE), RATE)
+    assert 1.8 * RATE < len(span) < 2.4 * RATE
+    expected = Inference.of(trimming).utterances([log_mel(span, trimming.mel)]).probs[0]
+    got = np.array([row["probabilities"][k] for k in trimming.labels])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert row["duration_s"] == pytest.approx(4.0)  # the file's, as before
+    whole = next(predict_files(model, [path]))
+    assert not np.allclose(got, [whole["probabilities"][k] for k in model.labels], atol=1e-3)
 
 
 def test_predict_training_and_evaluation_score_an_utterance_alike(model, speech, tmp_path):

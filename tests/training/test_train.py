@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from callmood.model.folder import load_model_folder
 from callmood.model.predict import Inference
+from callmood.signal import segment
 from callmood.signal.features import band_levels
 from callmood.training.augment import AugmentConfig
 from callmood.training.auxiliary import (
@@ -30,6 +31,7 @@ from callmood.training.auxiliary import (
 from callmood.training.cache import (
     CACHE_LIMIT_ENV,
     Features,
+    _cache_file,
     babble_bank,
     clean,
     condition_variant,
@@ -498,7 +500,7 @@ def test_feature_cache(cache_dir, write_wav, tiny_mel):
 
 
 def test_a_model_that_trims_silence_reads_only_the_speech_of_a_take(cache_dir, write_wav,
-                                                                    tiny_mel):
+                                                                    tiny_mel, monkeypatch):
     rng = np.random.default_rng(0)
     take = rng.normal(0, 10 ** (-60 / 20), 16000 * 3).astype(np.float32)  # 3 s of room
     t = np.arange(16000) / 16000
@@ -510,6 +512,13 @@ def test_a_model_that_trims_silence_reads_only_the_speech_of_a_take(cache_dir, w
     assert whole.shape[-1] == 1 + 48000 // 160
     assert abs(trimmed.shape[-1] - 100) <= 12  # the 1 s of speech, give or take the pad
     assert len({f.parent.parent for f in cache_dir.rglob("*.npy")}) == 2  # cached apart
+    # trimmed log-mels are keyed by the detector that cut them too
+    trimming = replace(tiny_mel, trim_silence=True)
+    before = _cache_file(cache_dir, trimming, utterance.path, clean())
+    monkeypatch.setattr(segment, "STEP_S", 0.05)
+    assert _cache_file(cache_dir, trimming, utterance.path, clean()) != before
+    assert _cache_file(cache_dir, tiny_mel, utterance.path, clean()) == \
+        _cache_file(cache_dir, tiny_mel, utterance.path, clean())
 
 
 def test_the_cache_is_pruned_least_recently_used_first(cache_dir, write_wav, tiny_mel,
