@@ -1,9 +1,10 @@
 """Is it the voice, the silence or the call? Every turn of a call benchmark split, scored
-three times by the same model: as its corpus recorded it (the clean source file), as that
-file cut to its speech by the nightly job's detector (segment.speech_span: what a model
-with mel.trim_silence reads), and as the call carries it (cut from the call audio at the
-truth's times, on its channel: the generator's trimming, the line profile's band, codecs,
-noise, echo and clipping). On the calls the bundled model reads calm speech as negative
+three times by the same model: as its corpus recorded it (the clean source file, read as
+the model reads a file), as that file cut to its speech by the nightly job's detector
+(segment.speech_span: what a model with mel.trim_silence reads), and as the call carries
+it (cut from the call audio at the truth's times, on its channel: the generator's
+trimming, the line profile's band, codecs, noise, echo and clipping; read as it is, a
+short cut repeated to fill a clip). On the calls the bundled model reads calm speech as negative
 (test split: customer share +11.6 points, agents +17.8, whose speech is only neutral or
 happy); this says how much of that each step adds.
 
@@ -49,12 +50,15 @@ def turn_probabilities(model, turns: pd.DataFrame, data: Path, cache_dir,
     model could not read."""
     sources = [Utterance(str(data / row.source), row.emotion, row.speaker, row.corpus)
                for row in turns.itertuples()]
-    heard = {"source": (model, sources),
+    def reading(trim: bool):
+        return dataclasses.replace(model, mel=dataclasses.replace(model.mel, trim_silence=trim))
+    heard = {"source": (model, sources),  # as the model reads a file (trimmed if it trims)
              # what the nightly job's detector keeps of it (mel.trim_silence)
-             "speech": (dataclasses.replace(model, mel=dataclasses.replace(
-                 model.mel, trim_silence=True)), sources),
-             "call": (model, [Utterance(row.cut, row.emotion, f"{row.call_id}:{row.role}",
-                                        "calls") for row in turns.itertuples()])}
+             "speech": (reading(True), sources),
+             # a cut is speech already: read as it is, whatever the model does to a file
+             "call": (reading(False), [Utterance(row.cut, row.emotion,
+                                                 f"{row.call_id}:{row.role}", "calls")
+                                       for row in turns.itertuples()])}
     out = {}
     for name, (reader, utterances) in heard.items():
         once = list({u.path: u for u in utterances}.values())
