@@ -91,15 +91,16 @@ def test_a_compared_model_that_heard_the_speakers_is_marked_seen():
     assert not bench.trained_on(older, "ravdess", ["ravdess:01"])
     assert not bench.trained_on(older, "ased", ["ased:ased_01"])  # never heard ASED
     cell = {"n": 10, "classes": ["happy", "angry"], "chance": 0.5, "ua_restricted": 0.7,
-            "macro_f1_restricted": 0.65, "ua_open": 0.6, "neutral_recall": None}
+            "macro_f1_restricted": 0.65, "ua_open": 0.6, "neutral_recall": None,
+            "speech_only": {"ua_restricted": 0.5, "macro_f1_restricted": 0.45}}
     text = bench.markdown({"models": {"candidate": {}, "bundled": {}},
                            "held_out_speakers": {"emodb": ["emodb:03"]},
                            "corpora": {"emodb": {
                                "candidate": cell | {"seen_in_training": False},
                                "bundled": cell | {"seen_in_training": True}}}})
-    assert "| emodb (03) | 10 | 2 (50) | 70.0 / 65.0 (60.0) |  | 70.0 / 65.0 (60.0) (seen)" \
-        in text
-    assert "candidate: mean restricted UA 70.0 over 1" in text
+    assert "| emodb (03) | 10 | 2 (50) | 70.0 / 65.0 (60.0) | 50.0 / 45.0 |  | " \
+        "70.0 / 65.0 (60.0) (seen) | 50.0 / 45.0 |" in text
+    assert "candidate: mean restricted UA 70.0 (speech only 50.0) over 1" in text
     assert "bundled: mean" not in text
 
 
@@ -127,9 +128,14 @@ def test_folds_aggregate_to_mean_and_std():
     assert out["per_fold"][1]["ua"] == 0.7
 
 
-def held_out_row(candidate: float, bundled: float, seen: bool = False) -> dict:
-    return {"candidate": {"ua_restricted": candidate, "seen_in_training": False},
-            "bundled": {"ua_restricted": bundled, "seen_in_training": seen}}
+def held_out_row(candidate: float, bundled: float, seen: bool = False,
+                 speech: tuple[float, float] = (0.5, 0.5)) -> dict:
+    """Restricted UA of both models from the file, and (candidate, bundled) from its speech
+    alone."""
+    return {"candidate": {"ua_restricted": candidate, "seen_in_training": False,
+                          "speech_only": {"ua_restricted": speech[0]}},
+            "bundled": {"ua_restricted": bundled, "seen_in_training": seen,
+                        "speech_only": {"ua_restricted": speech[1]}}}
 
 
 def call_report(ua: float | None, share: float | None) -> dict:
@@ -199,6 +205,12 @@ def test_each_failed_test_of_the_rule_keeps_the_bundled_model_and_says_why(rule)
     verdict = bench.adoption(dropped, calls, gain, "bundled")
     assert not verdict["adopt"] and verdict["tests"]["held_out_speakers"]["dropped"] == ["emodb"]
     assert "**Keep**" in bench.adoption_markdown(verdict)
+    # level from the file, -4 points from the speech alone: the silence held the figure up
+    silence = {**report, "corpora": {"emodb": held_out_row(0.62, 0.62, speech=(0.46, 0.5))}}
+    verdict = bench.adoption(silence, calls, gain, "bundled")
+    assert verdict["tests"]["held_out_speakers"]["dropped"] == ["emodb"]
+    assert "| held-out speakers of emodb, change of restricted UA (from the file / its " \
+        "speech alone) | | | +0.0 / -4.0 | failed |" in bench.adoption_markdown(verdict)
     all_seen = {**report, "corpora": {"nemo": report["corpora"]["nemo"]}}
     verdict = bench.adoption(all_seen, calls, gain, "bundled")
     assert verdict["tests"]["held_out_speakers"]["why"] == \
