@@ -1,12 +1,16 @@
 """Is it the voice, the silence or the call? Every turn of a call benchmark split, scored
-three times by the same model: as its corpus recorded it (the clean source file, read as
+four times by the same model: as its corpus recorded it (the clean source file, read as
 the model reads a file), as that file cut to its speech by the nightly job's detector
-(segment.speech_span: what a model with mel.trim_silence reads), and as the call carries
-it (cut from the call audio at the truth's times, on its channel: the generator's
-trimming, the line profile's band, codecs, noise, echo and clipping; read as it is, a
-short cut repeated to fill a clip). On the calls the bundled model reads calm speech as negative
+(segment.speech_span: what a model with mel.trim_silence reads), as the call generator
+cut it before the line (callbench/generate.speech_of at -20 dBFS, read as it is: the
+generator's trimming alone), and as the call carries it (cut from the call audio at the
+truth's times, on its channel: the generator's trimming, the line profile's band, codecs,
+noise, echo and clipping, the other talker's overlaps; read as it is, a short cut
+repeated to fill a clip). On the calls the bundled model reads calm speech as negative
 (test split: customer share +11.6 points, agents +17.8, whose speech is only neutral or
-happy); this says how much of that each step adds.
+happy); this says how much of that each step adds. The generator's cut is by its rule of
+today; calls made by an older generator (make ablation-calls) may start a take a click
+earlier.
 
     .venv/bin/python benchmarks/line_trace.py [runs/callbench/dev] [--model DIR]
 
@@ -22,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from callmood.model.folder import default_model_dir, load_model_folder
 from callmood.training.corpora.base import Utterance
@@ -35,27 +41,58 @@ from callmood.training.evaluate import corpus_figures, score_utterances
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
 import harness  # noqa: E402
 from ablate import pyplot  # noqa: E402
+from callbench.generate import SOURCE_RATE, speech_of  # noqa: E402
 from valence_readout import cut_turns  # noqa: E402
 
-HEARD = ("source", "speech", "call")  # the clean file, its speech alone, as the call has it
+# the clean file, its speech alone, the generator's cut before the line, as the call has it
+HEARD = ("source", "speech", "generator", "call")
 LEGEND = {"source": "source (the clean file)",
           "speech": "speech (the clean file cut to its speech)",
+          "generator": "generator (the file as the call generator cut it, no line)",
           "call": "call (cut from the call audio)"}
+COLOURS = {"source": "#7f7f7f", "speech": "#1f77b4", "generator": "#ff7f0e",
+           "call": "#d62728"}
+GENERATOR_LEVEL = 10 ** (-20 / 20)  # the generator's mean speaking level, -20 dBFS
 
 
-def turn_probabilities(model, turns: pd.DataFrame, data: Path, cache_dir,
-                       workers: int) -> dict[str, np.ndarray]:
+def generator_cuts(sources: list[str], data: Path, work: Path) -> dict[str, str]:
+    """Each source file (relative to `data`) as the call generator cuts it before the line,
+    written once under WORK/generator/ (atomically: a stopped run leaves no half file)."""
+    cuts = {}
+    for source in sorted(set(sources)):
+        cut = work / "generator" / source
+        if not cut.is_file():
+            cut.parent.mkdir(parents=True, exist_ok=True)
+            partial = cut.with_suffix(".partial.wav")
+            try:
+                speech = speech_of(str(data / source))
+            except (OSError, sf.LibsndfileError) as error:
+                raise SystemExit(f"{data / source}: the call generator could not read it "
+                                 f"({error})") from error
+            sf.write(partial, speech * GENERATOR_LEVEL, SOURCE_RATE, subtype="FLOAT")
+            os.replace(partial, cut)
+        cuts[source] = str(cut)
+    return cuts
+
+
+def turn_probabilities(model, turns: pd.DataFrame, data: Path, cache_dir, workers: int,
+                       work: Path) -> dict[str, np.ndarray]:
     """The model's probabilities of every turn as each of HEARD presents it; a source
     file used by several turns is scored once. A SystemExit names the first file the
     model could not read."""
     sources = [Utterance(str(data / row.source), row.emotion, row.speaker, row.corpus)
                for row in turns.itertuples()]
+    cuts = generator_cuts(list(turns.source), data, work)
+
     def reading(trim: bool):
         return dataclasses.replace(model, mel=dataclasses.replace(model.mel, trim_silence=trim))
     heard = {"source": (model, sources),  # as the model reads a file (trimmed if it trims)
              # what the nightly job's detector keeps of it (mel.trim_silence)
              "speech": (reading(True), sources),
              # a cut is speech already: read as it is, whatever the model does to a file
+             "generator": (reading(False), [Utterance(cuts[row.source], row.emotion,
+                                                      row.speaker, row.corpus)
+                                            for row in turns.itertuples()]),
              "call": (reading(False), [Utterance(row.cut, row.emotion,
                                                  f"{row.call_id}:{row.role}", "calls")
                                        for row in turns.itertuples()])}
@@ -116,9 +153,10 @@ FIGURES = {"ua": "UA %", "neutral_recall_open": "neutral recall % (argmax of all
 
 def markdown(report: dict) -> str:
     lines = [f"{report['turns']} turns of {report['calls_traced']} calls of "
-             f"{report['calls']}, scored by {report['model']}, each figure three ways: "
+             f"{report['calls']}, scored by {report['model']}, each figure four ways: "
              "as the corpus recorded the turn (source) / the same file cut to its speech "
-             "by the nightly job's detector (speech) / as the call carries it (call).", "",
+             "by the nightly job's detector (speech) / as the call generator cut it before "
+             "the line (generator) / as the call carries it (call).", "",
              "| group | turns | " + " | ".join(FIGURES.values()) + " |",
              "| --- | --- | " + " | ".join("---" for _ in FIGURES) + " |"]
     for column, members in report["groups"].items():
@@ -134,7 +172,7 @@ def markdown(report: dict) -> str:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Two panels, each bar group source / speech / call: UA per source corpus (what the
+    """Two panels, each bar group one bar per way of HEARD: UA per source corpus (what the
     silence around a take is worth), and the calm turns' P(negative) per line profile."""
     plt = pyplot()
     groups = report["groups"]
@@ -143,22 +181,23 @@ def plot(report: dict, path: Path) -> None:
               ("P(negative) of calm turns %, by line", "p_negative_calm",
                {"all turns": groups["all"]["all"], **groups["line_profile"]}))
     height = max(len(members) for _, _, members in panels)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 1.6 + 0.42 * height))
-    colours = {"source": "#7f7f7f", "speech": "#1f77b4", "call": "#d62728"}
+    figure, axes = plt.subplots(1, 2, figsize=(11, 1.8 + 0.5 * height))
+    bar = 0.8 / len(HEARD)
     for ax, (title, key, members) in zip(axes, panels, strict=True):
         rows = np.arange(len(members))
         for i, heard in enumerate(HEARD):
-            ax.barh(rows + (i - 1) * 0.27, [100 * m[heard][key] for m in members.values()],
-                    height=0.26, color=colours[heard], label=LEGEND[heard])
+            ax.barh(rows + (i - (len(HEARD) - 1) / 2) * bar,
+                    [100 * m[heard][key] for m in members.values()],
+                    height=bar * 0.95, color=COLOURS[heard], label=LEGEND[heard])
         ax.set_yticks(rows, list(members), fontsize=8)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
     figure.suptitle(f"{report['model_name']} on the {report['split']} calls' turns: the "
-                    "clean file, its speech alone, the call", fontsize=10)
-    figure.tight_layout(rect=(0, 0.05, 1, 1))
+                    "clean file, its speech alone, the generator's cut, the call", fontsize=10)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -187,7 +226,7 @@ def main() -> None:
     turns = turns[turns.emotion.isin(model.labels)].merge(profiles, on="call_id",
                                                           validate="many_to_one")
     probs = turn_probabilities(model, turns, args.shared / "data", args.cache_dir,
-                               args.workers)
+                               args.workers, args.work)
     negative = np.array([model.card.valence[label] < 0 for label in model.labels])
     report = {"calls": str(args.calls), "split": args.calls.name, "model": str(args.model),
               "model_name": model.name, "model_version": model.version, "turns": len(turns),

@@ -174,7 +174,7 @@ MIN_RUN_S = 0.08  # shorter runs of loud frames are clicks and breaths, not the 
 
 
 @functools.lru_cache(maxsize=4096)
-def _speech_of(path: str) -> np.ndarray:
+def speech_of(path: str) -> np.ndarray:
     """The utterance from its first to its last run of at least MIN_RUN_S within 35 dB of
     its loudest 10 ms (a click before a quiet second of a take is not its start), at unit
     RMS."""
@@ -196,7 +196,7 @@ def _speech_of(path: str) -> np.ndarray:
 
 def trimmed(path: str, rng: np.random.Generator) -> np.ndarray:
     """The utterance's speech at a speaking level of -20 dBFS +- 3 dB, peaks under 0.95."""
-    audio = _speech_of(path) * 10 ** ((-20 + rng.uniform(-3, 3)) / 20)
+    audio = speech_of(path) * 10 ** ((-20 + rng.uniform(-3, 3)) / 20)
     return audio / max(1.0, float(np.abs(audio).max()) / 0.95)
 
 

@@ -230,8 +230,13 @@ def test_the_line_trace_scores_each_turn_as_recorded_and_as_carried(bench_calls,
     assert len(both) == len(truth[truth.call_id.isin(both.call_id)])
 
     turns = both[both.emotion.isin(model.labels)].reset_index(drop=True)
-    probs = trace.turn_probabilities(model, turns, shared_dir / "data", None, 1)
+    probs = trace.turn_probabilities(model, turns, shared_dir / "data", None, 1, tmp_path)
     first = turns.iloc[0]
+    # the generator's cut of a source is the turn the call placed, before the line
+    cut, rate = sf.read(tmp_path / "generator" / first.source)
+    assert abs(len(cut) / rate - (first.end_s - first.start_s)) < 0.01
+    assert np.sqrt(np.mean(cut ** 2)) == pytest.approx(0.1, rel=0.01)  # -20 dBFS
+    assert not np.allclose(probs["generator"], probs["call"])  # the line still changes it
     alone = score_utterances(model, [Utterance(str(shared_dir / "data" / first.source),
                                                first.emotion, first.speaker, first.corpus)],
                              workers=1)
@@ -262,4 +267,4 @@ def test_the_line_trace_scores_each_turn_as_recorded_and_as_carried(bench_calls,
     broken = turns.copy()
     broken.loc[0, "source"] = "nowhere/missing.wav"
     with pytest.raises(SystemExit, match="missing.wav"):
-        trace.turn_probabilities(model, broken, shared_dir / "data", None, 1)
+        trace.turn_probabilities(model, broken, shared_dir / "data", None, 1, tmp_path)
