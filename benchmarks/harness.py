@@ -46,7 +46,7 @@ ADDED_LATER = (("mel", "spectral_mean"), ("mel", "speaker_mean"), ("mel", "speak
                ("mel", "frontend"), ("mel", "prosody_rows"), ("corpus_adversary",),
                ("affect_heads",), ("backbone",), ("val_channels",), ("teachers",),
                ("teacher_weight",), ("augment", "frequency_warp"), ("ema_decay",),
-               ("mel", "trim_silence"))
+               ("mel", "trim_silence"), ("augment", "speech_margin"))
 SHARED_HELP = ("the shared data folder (default: $CALLMOOD_SHARED, else ../shared beside the "
                "repository)")
 

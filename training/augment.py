@@ -8,6 +8,13 @@ Two kinds, by where they act:
   `channel_variants` channels drawn once; their log-mels are cached beside the clean ones
   (training/cache.py), and each time an example is drawn it is, with probability
   `channel_p`, one of them instead of the clean audio;
+* on an example's cached log-mel before its clip is cut: a random margin of silence
+  (`speech_margin`). A corpus records every take with silence around it, and its length
+  and room tell corpora and even emotions apart; a call's turn comes with whatever its
+  pauses hold (benchmarks/line_trace.py: the silence carries up to 30 points of UA on
+  ASED, and v4's neutral depends on where an utterance's edges fall). So each example is
+  cut to its speech with a margin drawn anew each time it is drawn, from a little into
+  the speech to all of its silence;
 * on log-mel batches: vocal tract length perturbation (VTLP, Jaitly & Hinton, 2013)
   scales each example's frequencies by a factor near 1, as a shorter or longer vocal
   tract moves the formants, so that a few hundred training speakers stand for more (it
@@ -34,6 +41,11 @@ from callmood.training.channel import ChannelConfig
 # VTLP's warp is linear up to this share of the top frequency and then bends so that the
 # top maps onto itself (Jaitly & Hinton's 4.8 of 8 kHz)
 WARP_BEND = 0.6
+# An example's speech: its frames within this many dB of its loudest (the call benchmark
+# generator's rule for where a take starts and ends)
+SPEECH_FLOOR_DB = 35.0
+# speech_margin's margins start this far inside the speech (a turn cut a little late)
+MARGIN_INTO_SPEECH_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,9 @@ class AugmentConfig:
     # VTLP: each example's frequencies scaled by a factor drawn uniformly from
     # [1 - frequency_warp, 1 + frequency_warp]; 0 turns it off
     frequency_warp: float = 0.0
+    # each example cut to its speech with a margin drawn uniformly from
+    # [-MARGIN_INTO_SPEECH_S, speech_margin] seconds at each end; 0 turns it off
+    speech_margin: float = 0.0
 
     def __post_init__(self):
         if isinstance(self.channel, dict):  # from a JSON file of settings
@@ -59,6 +74,9 @@ class AugmentConfig:
         if not (is_finite_number(self.frequency_warp) and 0 <= self.frequency_warp < 0.5):
             raise ValueError(f"frequency_warp must be a number in [0, 0.5), got "
                              f"{self.frequency_warp!r}")
+        if not (is_finite_number(self.speech_margin) and 0 <= self.speech_margin <= 10):
+            raise ValueError(f"speech_margin must be a number of seconds in [0, 10], got "
+                             f"{self.speech_margin!r}")
 
     @classmethod
     def off(cls) -> AugmentConfig:
@@ -84,6 +102,31 @@ def spec_augment(mels: torch.Tensor, config: AugmentConfig,
             mask = mask[:, :, None] if axis == 1 else mask[:, None, :]
             x = torch.where(mask, fill, x)
     return x
+
+
+def speech_frames(mel: torch.Tensor, n_mels: int) -> tuple[int, int]:
+    """[first, end) of the frames of a (rows, T) log-mel (natural log of power) whose power
+    over its first n_mels rows is within SPEECH_FLOOR_DB of its loudest frame's."""
+    power = torch.logsumexp(mel[:n_mels], dim=0)
+    loud = torch.nonzero(power > power.max() - SPEECH_FLOOR_DB * np.log(10) / 10).flatten()
+    return int(loud[0]), int(loud[-1]) + 1
+
+
+def cut_at_margin(clean: torch.Tensor, example: torch.Tensor, config: AugmentConfig,
+                  mel: MelConfig, generator: torch.Generator) -> torch.Tensor:
+    """`example` (the clean log-mel or one of its channel variants, same frames) cut to the
+    clean audio's speech with a margin drawn at each end from [-MARGIN_INTO_SPEECH_S,
+    speech_margin] seconds, kept within the file; a cut that would leave under half the
+    speech keeps the speech whole."""
+    first, end = speech_frames(clean, mel.n_mels)
+    per_second = mel.sample_rate / mel.hop_length
+    low, high = -MARGIN_INTO_SPEECH_S * per_second, config.speech_margin * per_second
+    left, right = (low + (high - low) * torch.rand(2, generator=generator)).round().long()
+    start = max(0, first - int(left))
+    stop = min(example.shape[-1], end + int(right))
+    if stop - start < (end - first) / 2:
+        start, stop = first, min(end, example.shape[-1])
+    return example[..., start:stop]
 
 
 def warp_factors(count: int, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

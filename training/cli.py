@@ -110,6 +110,10 @@ def _fail(err: Exception):
 @click.option("--frequency-warp", type=float, metavar="W",
               help="vocal tract length perturbation: each example's frequencies scaled by a "
                    "factor drawn from [1 - W, 1 + W] (e.g. 0.1); 0 turns it off (default)")
+@click.option("--speech-margin", type=float, metavar="S",
+              help="cut each example to its speech with a margin drawn from [-0.1, S] "
+                   "seconds at each end, so that the silence a corpus records around its "
+                   "takes tells nothing (e.g. 0.6); 0 turns it off (default)")
 @click.option("--ema-decay", type=float, metavar="D",
               help="keep a moving average of the weights (D per step, e.g. 0.99) and "
                    "validate and write it instead of the last weights; 0 turns it off "
@@ -133,8 +137,8 @@ def _fail(err: Exception):
 def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, label_overrides,
           shared, cache_dir, seed, backbone, init, epochs, epoch_size, batch_size, lr,
           optimizer, schedule, balance, mask_absent, patience, device, precision, workers,
-          channel_p, channel_variants, specaugment, mixup, frequency_warp, ema_decay,
-          val_channels, teachers, teacher_weight, params_file, out, resume):
+          channel_p, channel_variants, specaugment, mixup, frequency_warp, speech_margin,
+          ema_decay, val_channels, teachers, teacher_weight, params_file, out, resume):
     """Fine-tune the spectrogram ViT (or --backbone wav2vec2) and write a model folder (best
     validation epoch).
 
@@ -160,7 +164,8 @@ def train(corpora, fold, n_folds, test_speakers, random_test, label_preset, labe
                          "workers": workers, "seed": seed, "augment.channel_p": channel_p,
                          "augment.channel_variants": channel_variants,
                          "augment.mixup_alpha": mixup,
-                         "augment.frequency_warp": frequency_warp, "ema_decay": ema_decay,
+                         "augment.frequency_warp": frequency_warp,
+                         "augment.speech_margin": speech_margin, "ema_decay": ema_decay,
                          "val_channels": val_channels, "teachers": teachers or None,
                          "teacher_weight": teacher_weight}
             if specaugment is False:

@@ -49,6 +49,7 @@ from callmood.signal.features import (
 )
 from callmood.training.augment import (
     AugmentConfig,
+    cut_at_margin,
     spec_augment,
     warp_factors,
     warp_frequencies,
@@ -193,6 +194,9 @@ class TrainConfig:
         if self.augment.frequency_warp and self.mel.frontend == WAVEFORM:
             raise ValueError("augment.frequency_warp acts on log-mel bands; the waveform "
                              f"frontend ({self.backbone}) has none")
+        if self.augment.speech_margin and self.mel.frontend == WAVEFORM:
+            raise ValueError("augment.speech_margin finds the speech in log-mel bands; the "
+                             f"waveform frontend ({self.backbone}) has none")
 
     def with_overrides(self, overrides: dict) -> TrainConfig:
         """A copy with `overrides` applied; `augment.x` keys reach the AugmentConfig,
@@ -285,6 +289,8 @@ def make_batch(mels: dict[str, list[torch.Tensor]], indices: list[int], config: 
         if channels and torch.rand(1, generator=generator).item() < config.augment.channel_p:
             variant = channels[int(torch.randint(len(channels), (1,), generator=generator))]
         mel = mels[variant][i]
+        if augment.speech_margin > 0:
+            mel = cut_at_margin(mels[CLEAN][i], mel, augment, config.mel, generator)
         room = mel.shape[-1] - frames
         offset = int(torch.randint(0, room + 1, (1,), generator=generator)) if room > 0 else 0
         clips.append(fit_frames(mel, frames, offset))

@@ -1,11 +1,20 @@
-"""Vocal tract length perturbation (training/augment.py) on real log-mels."""
+"""Vocal tract length perturbation and the random speech margin (training/augment.py) on
+real log-mels."""
 
 import numpy as np
 import pytest
 import torch
 
+from callmood.signal.audio import load_mono
 from callmood.signal.features import MelConfig, hz_to_mel_band, log_mel, mel_band_edges_hz
-from callmood.training.augment import AugmentConfig, warp_factors, warp_frequencies
+from callmood.training.augment import (
+    MARGIN_INTO_SPEECH_S,
+    AugmentConfig,
+    cut_at_margin,
+    speech_frames,
+    warp_factors,
+    warp_frequencies,
+)
 from callmood.training.train import TrainConfig, make_batch
 
 MEL = MelConfig()
@@ -98,3 +107,80 @@ def test_a_warp_out_of_range_is_refused(spread):
 def test_a_warp_is_refused_for_the_waveform_frontend():
     with pytest.raises(ValueError, match="frequency_warp acts on log-mel bands"):
         TrainConfig(backbone="wav2vec2", augment=AugmentConfig(frequency_warp=0.1))
+
+
+def take(silence: int = 100, speech: int = 100) -> torch.Tensor:
+    """A corpus's take as a log-mel: silence (quiet, -20 nats), speech, silence."""
+    mel = torch.full((MEL.n_mels, 2 * silence + speech), -20.0)
+    mel[:, silence:silence + speech] = torch.linspace(-2, 0, MEL.n_mels)[:, None]
+    return mel
+
+
+def test_a_takes_speech_is_its_frames_within_35_db_of_the_loudest():
+    mel = take()
+    assert speech_frames(mel, MEL.n_mels) == (100, 200)
+    mel[:, 40] = mel[:, 150] - 3.9 * np.log(10)  # 39 dB under the speech: silence still
+    mel[:, 260] = mel[:, 150] - 3.0 * np.log(10)  # 30 dB under: a soft release, kept
+    assert speech_frames(mel, MEL.n_mels) == (100, 261)
+    prosody = torch.cat([mel, torch.full((4, mel.shape[1]), 50.0)])  # rows beyond n_mels
+    assert speech_frames(prosody, MEL.n_mels) == (100, 261)
+
+
+def test_a_real_takes_speech_is_where_the_call_generator_cuts_it(shared_dir):
+    """The rule is the call benchmark generator's (35 dB under the loudest 10 ms): on a
+    RAVDESS take, whose file holds about a second of silence around its speech."""
+    path = shared_dir / "data/ravdess/Actor_01/03-01-01-01-01-01-01.flac"
+    waveform = load_mono(str(path), MEL.sample_rate)
+    first, end = speech_frames(log_mel(waveform, MEL), MEL.n_mels)
+    power = np.convolve(waveform ** 2, np.ones(160) / 160, mode="same")
+    loud = np.flatnonzero(10 * np.log10(power + 1e-12) > 10 * np.log10(power.max()) - 35)
+    assert abs(first - loud[0] / 160) <= 3 and abs(end - loud[-1] / 160) <= 3
+    assert first / 100 > 0.5 and (end - first) / 100 < len(waveform) / MEL.sample_rate - 1
+
+
+def test_each_draw_cuts_the_take_at_new_margins_within_its_bounds():
+    clean = take()
+    # a channel variant (the clean take's speech decides where it is cut), its frames
+    # numbered in its first row so that a cut tells where it starts
+    noisy = clean + 0.5
+    noisy[0] = torch.arange(noisy.shape[1])
+    config = AugmentConfig(speech_margin=0.6)
+    generator = torch.Generator().manual_seed(0)
+    into = int(MARGIN_INTO_SPEECH_S * 100)
+    starts, stops = [], []
+    for _ in range(400):
+        cut = cut_at_margin(clean, noisy, config, MEL, generator)
+        start = int(cut[0, 0])
+        assert torch.equal(cut, noisy[:, start:start + cut.shape[1]])
+        starts.append(start)
+        stops.append(start + cut.shape[1])
+    assert min(starts) >= 100 - 60 and max(starts) <= 100 + into
+    assert 200 - into <= min(stops) and max(stops) <= 200 + 60
+    assert len(set(starts)) > 30 and len(set(stops)) > 30  # a margin drawn each time
+    assert min(starts) < 50 and max(starts) > 100  # from most of the silence to inside
+
+
+def test_a_batch_with_a_speech_margin_holds_less_recorded_silence():
+    """A 3-s take of 1 s speech (shorter than the clip: repeated end to end) fills two
+    thirds of its clip with silence; cut at a random margin of up to 0.3 s, at most
+    3/8 of it, and how much changes from draw to draw."""
+    mels = {"clean": [take()] * 64}
+    def silence_share(augment):
+        config = TrainConfig(mel=MEL, augment=augment)
+        batch, _ = make_batch(mels, list(range(64)), config, torch.Generator().manual_seed(0))
+        return (batch[:, 0] < -10).float().mean(dim=-1)
+    plain = AugmentConfig(specaug_freq=0, specaug_time=0)
+    assert torch.allclose(silence_share(plain), torch.tensor(2 / 3), atol=0.02)
+    margin = silence_share(AugmentConfig(specaug_freq=0, specaug_time=0, speech_margin=0.3))
+    assert margin.max() <= 0.6 / 1.6 + 0.02 and margin.std() > 0.03
+
+
+@pytest.mark.parametrize("margin", [-0.1, 11, "0.5", float("nan")])
+def test_a_speech_margin_out_of_range_is_refused(margin):
+    with pytest.raises(ValueError, match="speech_margin must be a number of seconds"):
+        AugmentConfig(speech_margin=margin)
+
+
+def test_a_speech_margin_is_refused_for_the_waveform_frontend():
+    with pytest.raises(ValueError, match="speech_margin finds the speech in log-mel bands"):
+        TrainConfig(backbone="wav2vec2", augment=AugmentConfig(speech_margin=0.5))

@@ -264,7 +264,8 @@ def test_bf16_on_a_cpu_without_it_in_hardware_is_warned_of(tmp_path, caplog):
 @pytest.mark.parametrize(("settings", "optimizer", "plateau", "bf16"), [
     ({"augment": AugmentConfig(channel_p=0.5, channel_variants=2), "balance": "sampler",
       "schedule": "cosine", "optimizer": "adamw"}, "adamw", False, False),
-    ({"augment": AugmentConfig(mixup_alpha=0.0, frequency_warp=0.1), "balance": "loss",
+    ({"augment": AugmentConfig(mixup_alpha=0.0, frequency_warp=0.1, speech_margin=0.3),
+      "balance": "loss",
       "schedule": "plateau", "optimizer": "sgd"}, "sgd", True, False),
     ({"precision": "bf16", "dropout": 0.1}, "adamw", False, True),  # bf16 autocast, CPU
 ])
