@@ -6,9 +6,10 @@ training.evaluate.held_out_corpus_metrics: UA and macro-F1 over the classes the 
 has, open UA over all labels, neutral recall, chance level, each read twice: from the file
 as the corpus recorded it and from its speech alone (the file cut by the nightly job's
 detector, mel.trim_silence), since the silence around a corpus's takes carries up to 30
-points of UA that a call's turns do not have (benchmarks/line_trace.py). A compared model
-is scored on the same utterances; where it trained on some of those speakers, its figure is
-marked "seen" and is not a held-out result. Then sample_calls/ through
+points of UA that a call's turns do not have (benchmarks/line_trace.py; a model trained
+with mel.trim_silence reads a file as its speech, so its two readings are one). A
+compared model is scored on the same utterances; where it trained on some of those
+speakers, its figure is marked "seen" and is not a held-out result. Then sample_calls/ through
 benchmarks/eval_sample_calls.py, once per model.
 
     .venv/bin/python benchmarks/eval_default_model.py --model runs/default_model \\

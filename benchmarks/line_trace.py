@@ -60,13 +60,13 @@ def generator_cuts(sources: list[str], data: Path, work: Path) -> dict[str, str]
     written once under WORK/generator/ (atomically: a stopped run leaves no half file)."""
     cuts = {}
     for source in sorted(set(sources)):
-        cut = work / "generator" / source
+        cut = (work / "generator" / source).with_suffix(".wav")
         if not cut.is_file():
             cut.parent.mkdir(parents=True, exist_ok=True)
             partial = cut.with_suffix(".partial.wav")
             try:
                 speech = speech_of(str(data / source))
-            except (OSError, sf.LibsndfileError) as error:
+            except (OSError, sf.LibsndfileError, ValueError) as error:  # ValueError: empty
                 raise SystemExit(f"{data / source}: the call generator could not read it "
                                  f"({error})") from error
             sf.write(partial, speech * GENERATOR_LEVEL, SOURCE_RATE, subtype="FLOAT")

@@ -42,7 +42,8 @@ from callmood.training.channel import ChannelConfig
 # top maps onto itself (Jaitly & Hinton's 4.8 of 8 kHz)
 WARP_BEND = 0.6
 # An example's speech: its frames within this many dB of its loudest (the call benchmark
-# generator's rule for where a take starts and ends)
+# generator's threshold for where a take starts and ends; without its filter of runs
+# shorter than 80 ms, so a click in the silence counts as speech here)
 SPEECH_FLOOR_DB = 35.0
 # speech_margin's margins start this far inside the speech (a turn cut a little late)
 MARGIN_INTO_SPEECH_S = 0.1
@@ -109,6 +110,8 @@ def speech_frames(mel: torch.Tensor, n_mels: int) -> tuple[int, int]:
     over its first n_mels rows is within SPEECH_FLOOR_DB of its loudest frame's."""
     power = torch.logsumexp(mel[:n_mels], dim=0)
     loud = torch.nonzero(power > power.max() - SPEECH_FLOOR_DB * np.log(10) / 10).flatten()
+    if not len(loud):  # no finite frame: all of it
+        return 0, mel.shape[-1]
     return int(loud[0]), int(loud[-1]) + 1
 
 
@@ -118,14 +121,16 @@ def cut_at_margin(clean: torch.Tensor, example: torch.Tensor, config: AugmentCon
     clean audio's speech with a margin drawn at each end from [-MARGIN_INTO_SPEECH_S,
     speech_margin] seconds, kept within the file; a cut that would leave under half the
     speech keeps the speech whole."""
-    first, end = speech_frames(clean, mel.n_mels)
+    length = example.shape[-1]
+    first, end = (min(frame, length - 1) for frame in speech_frames(clean, mel.n_mels))
+    end = max(end, first + 1)
     per_second = mel.sample_rate / mel.hop_length
     low, high = -MARGIN_INTO_SPEECH_S * per_second, config.speech_margin * per_second
     left, right = (low + (high - low) * torch.rand(2, generator=generator)).round().long()
     start = max(0, first - int(left))
-    stop = min(example.shape[-1], end + int(right))
+    stop = min(length, end + int(right))
     if stop - start < (end - first) / 2:
-        start, stop = first, min(end, example.shape[-1])
+        start, stop = first, end
     return example[..., start:stop]
 
 
