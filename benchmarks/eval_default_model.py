@@ -34,7 +34,6 @@ OUT/adoption.{json,md} (adoption()).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -69,11 +68,6 @@ def trained_on(model, corpus: str, speakers: list[str]) -> bool:
 
 
 SPEECH_ONLY_FIGURES = ("ua_restricted", "macro_f1_restricted", "ua_open", "neutral_recall")
-
-
-def speech_only(model):
-    """The model reading each file's speech alone, whatever it was trained on."""
-    return dataclasses.replace(model, mel=dataclasses.replace(model.mel, trim_silence=True))
 
 
 def main() -> None:
@@ -125,8 +119,8 @@ def main() -> None:
         row = {}
         for name, model in loaded.items():
             figures = held_out_corpus_metrics(model, utterances, workers=args.workers)
-            speech = held_out_corpus_metrics(speech_only(model), utterances,
-                                             workers=args.workers)
+            speech = held_out_corpus_metrics(harness.reading(model, trim_silence=True),
+                                             utterances, workers=args.workers)
             row[name] = figures | {
                 "speech_only": {key: speech[key] for key in SPEECH_ONLY_FIGURES},
                 "seen_in_training": trained_on(model, corpus, speakers)}

@@ -23,6 +23,7 @@ sys.path and imports this module as `harness`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -32,6 +33,8 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
+
+import soundfile as sf
 
 from callmood.workers import usable_cores
 
@@ -126,6 +129,21 @@ def write_text(path: Path, text: str) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     return path
+
+
+def write_wav(path: Path | str, audio, rate: int) -> None:
+    """Write float audio to the WAV `path` atomically (a stopped run leaves no half a
+    file); its folder must exist."""
+    partial = f"{path}.partial.wav"
+    sf.write(partial, audio, rate, subtype="FLOAT")
+    os.replace(partial, path)
+
+
+def reading(model, trim_silence: bool):
+    """`model` reading each utterance file cut to its speech (trim_silence) or whole,
+    whatever it was trained with."""
+    return dataclasses.replace(model, mel=dataclasses.replace(model.mel,
+                                                              trim_silence=trim_silence))
 
 
 def write_json(path: Path, report: dict, command: str | None = None) -> Path:

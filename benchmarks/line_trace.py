@@ -14,8 +14,8 @@ earlier.
 
     .venv/bin/python benchmarks/line_trace.py [runs/callbench/dev] [--model DIR]
 
-Per group of turns (all, per role, per line profile, per source corpus), source / speech /
-call: restricted UA, neutral recall, the mean P(negative) of turns whose truth is not negative
+Per group of turns (all, per role, per line profile, per source corpus), each way:
+restricted UA, neutral recall, the mean P(negative) of turns whose truth is not negative
 (calm speech read as negative: what biases a call's share upwards), of those whose truth
 is negative, and the share of neutral turns read as sad. Turns of both roles are traced
 (an agent's speech is neutral or happy: any negativity there is error). Read it on dev;
@@ -25,8 +25,6 @@ it traces a cause, it fits nothing. Writes OUT/line_trace_<split>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
 from pathlib import Path
 
@@ -63,14 +61,12 @@ def generator_cuts(sources: list[str], data: Path, work: Path) -> dict[str, str]
         cut = (work / "generator" / source).with_suffix(".wav")
         if not cut.is_file():
             cut.parent.mkdir(parents=True, exist_ok=True)
-            partial = cut.with_suffix(".partial.wav")
             try:
                 speech = speech_of(str(data / source))
             except (OSError, sf.LibsndfileError, ValueError) as error:  # ValueError: empty
                 raise SystemExit(f"{data / source}: the call generator could not read it "
                                  f"({error})") from error
-            sf.write(partial, speech * GENERATOR_LEVEL, SOURCE_RATE, subtype="FLOAT")
-            os.replace(partial, cut)
+            harness.write_wav(cut, speech * GENERATOR_LEVEL, SOURCE_RATE)
         cuts[source] = str(cut)
     return cuts
 
@@ -83,19 +79,15 @@ def turn_probabilities(model, turns: pd.DataFrame, data: Path, cache_dir, worker
     sources = [Utterance(str(data / row.source), row.emotion, row.speaker, row.corpus)
                for row in turns.itertuples()]
     cuts = generator_cuts(list(turns.source), data, work)
-
-    def reading(trim: bool):
-        return dataclasses.replace(model, mel=dataclasses.replace(model.mel, trim_silence=trim))
+    whole = harness.reading(model, trim_silence=False)
     heard = {"source": (model, sources),  # as the model reads a file (trimmed if it trims)
              # what the nightly job's detector keeps of it (mel.trim_silence)
-             "speech": (reading(True), sources),
+             "speech": (harness.reading(model, trim_silence=True), sources),
              # a cut is speech already: read as it is, whatever the model does to a file
-             "generator": (reading(False), [Utterance(cuts[row.source], row.emotion,
-                                                      row.speaker, row.corpus)
-                                            for row in turns.itertuples()]),
-             "call": (reading(False), [Utterance(row.cut, row.emotion,
-                                                 f"{row.call_id}:{row.role}", "calls")
-                                       for row in turns.itertuples()])}
+             "generator": (whole, [Utterance(cuts[row.source], row.emotion, row.speaker,
+                                             row.corpus) for row in turns.itertuples()]),
+             "call": (whole, [Utterance(row.cut, row.emotion, f"{row.call_id}:{row.role}",
+                                        "calls") for row in turns.itertuples()])}
     out = {}
     for name, (reader, utterances) in heard.items():
         once = list({u.path: u for u in utterances}.values())

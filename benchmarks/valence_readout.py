@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -108,10 +106,7 @@ def cut_turns(calls: Path, count: int, sample_rate: int, work: Path,
             audio, rate = read_channels(calls / call.file)
             for row in rows.itertuples():
                 cut = audio[int(row.channel), int(row.start_s * rate):int(row.end_s * rate)]
-                partial = f"{row.cut}.partial.wav"  # a stopped run leaves no half a cut
-                sf.write(partial, resample(cut, rate, sample_rate), sample_rate,
-                         subtype="FLOAT")
-                os.replace(partial, row.cut)
+                harness.write_wav(row.cut, resample(cut, rate, sample_rate), sample_rate)
         out.append(rows)
     return pd.concat(out, ignore_index=True) if out else truth.assign(cut=[])
 
