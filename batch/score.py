@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import joblib
@@ -71,7 +71,7 @@ class ScoreConfig:
     # correct the probabilities for them; the run then writes its calls after the last file
     prior_shift: str = "off"  # off | em
     vad: VadConfig = field(default_factory=VadConfig)
-    analytics: CallAnalytics = field(default_factory=CallAnalytics)
+    analytics: CallAnalytics | None = None  # None: those fitted for the model (its card)
 
     def __post_init__(self):
         if self.backend not in ("loky", "dask"):
@@ -169,6 +169,9 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
     stamp = ModelStamp.of(model)
+    if config.analytics is None:
+        config = replace(config, analytics=CallAnalytics.of_model(model.card.analytics,
+                                                                   model_dir))
     files, rejected, hidden = scan(inputs, config.include, config.exclude, config.metadata,
                                    source_zone(config.source_timezone), config.follow_links,
                                    storage_options)

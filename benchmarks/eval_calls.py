@@ -39,6 +39,7 @@ import pandas as pd
 
 from callmood.dashboard import connect
 from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.results.call_summary import CallAnalytics
 from callmood.training.evaluate import classification_metrics, plot_confusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/: the harness
@@ -331,8 +332,9 @@ def evaluate_folder(calls_dir: Path, results: Path, model_dir: str, *, live: boo
     (the live alerts and the classifier's limit then use it too)."""
     from callmood.options import read_analytics
 
-    analytics = read_analytics(analytics_file)
     model = load_model_folder(model_dir)
+    analytics = read_analytics(analytics_file) \
+        or CallAnalytics.of_model(model.card.analytics, model_dir)
     negative = {label for label, v in model.card.valence.items() if v < 0}
     truth = pd.read_csv(calls_dir / "ground_truth.csv")
     table = call_truth(calls_dir, truth, negative, escalating, calm)

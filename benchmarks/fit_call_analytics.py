@@ -21,8 +21,10 @@ the stored segment probabilities with `summarize_call`, as `callmood score` woul
    segment; `confirm_segments` is the fewest segments in a row that keeps the live alerts'
    F1 within 0.05 of the nightly flags', then the earliest alerts.
 
-The report lists every candidate's figures and the chosen setting; the defaults of
-CallAnalytics are copied from it by hand (a person reviews the change).
+The report lists every candidate's figures and the chosen setting. `--write-card` also
+writes the chosen setting into the model folder's callmood.json (`analytics`), which
+`callmood score`, `callmood live` and eval_calls.py then use with that model; the defaults
+of CallAnalytics (for folders without their own) are the bundled model's.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.model.folder import default_model_dir, load_model_folder, write_call_analytics
 from callmood.results.call_summary import (
     AlertConfirmation,
     CallAnalytics,
@@ -223,6 +225,8 @@ def main() -> None:
                         help="`callmood score` results of those calls")
     parser.add_argument("--model", default=str(default_model_dir()))
     parser.add_argument("--out", type=Path, default=harness.RESULTS / "call_analytics_fit.json")
+    parser.add_argument("--write-card", action="store_true",
+                        help="write the chosen setting into the model folder's callmood.json")
     args = parser.parse_args()
     model = load_model_folder(args.model)
     labels, valence = model.labels, model.card.valence
@@ -230,6 +234,11 @@ def main() -> None:
     truth = pd.read_csv(args.calls / "ground_truth.csv")
     table = eval_calls.call_truth(args.calls, truth, negative, [], [])
     segments, calls = eval_calls.read_results(args.results)
+    scored_by = set(segments.model_version)
+    if scored_by != {model.version}:
+        raise SystemExit(f"{args.results}: scored by model version(s) {sorted(scored_by)}, "
+                         f"not by {args.model} ({model.version}); fit with the model that "
+                         "scored the calls")
     durations = calls.set_index("call_id").duration_s
     inputs = call_inputs(segments, labels)
 
@@ -280,6 +289,10 @@ def main() -> None:
               "interval": spread, "live": live_rows, "chosen_live": live,
               "machine": harness.machine()}
     harness.write_json(args.out, report)
+    if args.write_card:
+        write_call_analytics(args.model, report["chosen"],
+                             f"{len(inputs)} calls of {args.calls}, fit_call_analytics.py "
+                             f"({args.out.name})")
     print(f"chosen: {dataclasses.asdict(chosen)}\nrule on dev: {rule}\nlive on dev: {live}\n"
           f"interval: {spread}")
 

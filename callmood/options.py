@@ -33,18 +33,19 @@ def analytics_option():
                         metavar="FILE",
                         help="JSON of call analytics settings (CallAnalytics fields, or a "
                              "fit_call_analytics.py report, whose `chosen` is used); "
-                             "default: those fitted for the bundled model")
+                             "default: those fitted for the model (its callmood.json), "
+                             "else the bundled model's")
 
 
 def read_analytics(path: str | None):
-    """The CallAnalytics of --analytics (the defaults without it); a clear error naming the
-    file otherwise."""
+    """The CallAnalytics of --analytics, None without it (the model's own then); a clear
+    error naming the file otherwise."""
     import json
 
     from callmood.results.call_summary import CallAnalytics
 
     if path is None:
-        return CallAnalytics()
+        return None
     try:
         with open(path, encoding="utf-8") as f:
             values = json.load(f)

@@ -104,6 +104,11 @@ class ModelCard:
     # {"temperature": T, ...}: logits are divided by T before the softmax (training's
     # calibration step); folders without it give the raw softmax
     calibration: dict = field(default_factory=dict)
+    # {CallAnalytics field: value, ..., "fitted_on": text}: how this model's segment
+    # probabilities become call figures, fitted with it on the call benchmark's dev split
+    # (benchmarks/fit_call_analytics.py --write-card; read by CallAnalytics.of_model);
+    # folders without it use CallAnalytics' defaults
+    analytics: dict = field(default_factory=dict)
 
     def __post_init__(self):
         """Check what scoring reads, so that a bad card fails to load, not every file."""
@@ -122,6 +127,8 @@ class ModelCard:
         if not is_finite_number(temperature) or temperature <= 0:
             raise ValueError("calibration temperature must be a finite number > 0, got "
                              f"{reprlib.repr(temperature)}")
+        if not isinstance(self.analytics, dict):
+            raise ValueError(f"analytics must be an object, got {reprlib.repr(self.analytics)}")
 
     @property
     def temperature(self) -> float:
@@ -216,8 +223,29 @@ def save_model_folder(path: str | Path, model: PreTrainedModel, mel: MelConfig,
                     "normalization": {k: v for k, v in asdict(norm).items()
                                       if v is not None}}  # no reference: as older folders
     (path / PREPROCESSOR).write_text(json.dumps(preprocessor, indent=2) + "\n")
-    (path / CARD).write_text(json.dumps(asdict(card), indent=2, default=str) + "\n")
+    _write_card(path, card)
     return path
+
+
+def write_call_analytics(path: str | Path, settings: dict, fitted_on: str) -> None:
+    """Give the model folder at `path` the call analytics settings fitted with it (its
+    card's `analytics`, which scoring with it then uses); nothing else in it changes."""
+    path = Path(path)
+    values = _read_json(path / CARD)
+    with _blame(path / CARD):
+        card = ModelCard(**values)
+    card.analytics = settings | {"fitted_on": fitted_on}
+    _write_card(path, card)
+
+
+def _write_card(path: Path, card: ModelCard) -> None:
+    """callmood.json, replaced atomically; no analytics when none were fitted, so that a
+    reader older than them still loads the folder."""
+    values = {key: value for key, value in asdict(card).items()
+              if not (key == "analytics" and not value)}
+    written = path / f".{CARD}.{os.getpid()}.tmp"
+    written.write_text(json.dumps(values, indent=2, default=str) + "\n")
+    os.replace(written, path / CARD)
 
 
 def _brief(value: object, limit: int = 200) -> str:

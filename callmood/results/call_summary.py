@@ -43,8 +43,9 @@ Z95 = 1.96
 
 @dataclass(frozen=True)
 class CallAnalytics:
-    """How segment probabilities become call figures (see the module docstring); the
-    defaults were fitted with the bundled model on the call benchmark's dev split
+    """How segment probabilities become call figures (see the module docstring). A model
+    folder carries those fitted with it (`of_model`); the defaults, for
+    folders without, were fitted with callmood-default-v4 on the call benchmark's dev split
     (benchmarks/fit_call_analytics.py, benchmarks/results/call_analytics_fit.json)."""
 
     shares: str = "mass"  # mass | argmax
@@ -86,6 +87,17 @@ class CallAnalytics:
             return cls(**values)
         except TypeError as err:
             raise ValueError(f"analytics settings: {err}") from None
+
+    @classmethod
+    def of_model(cls, card_analytics: dict, model: str) -> CallAnalytics:
+        """Those fitted with a model, which its folder carries (its card's `analytics`); the
+        defaults where it carries none; a ValueError naming the model (its folder or name)
+        if they are not settings."""
+        try:
+            return cls.from_dict({key: value for key, value in card_analytics.items()
+                                  if key != "fitted_on"})
+        except ValueError as err:
+            raise ValueError(f"{model} (callmood.json, analytics): {err}") from None
 
 
 def roles_for(channels: int, customer_channel: int | None) -> list[str]:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import numpy as np
@@ -23,6 +24,7 @@ from callmood.batch.scan import call_path, scan
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.batch.worker import FileTimeout, cached_model, score_file, time_limit
 from callmood.cli import main
+from callmood.model.folder import write_call_analytics
 from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta, source_zone
 from callmood.results.schema import ERRORS_SCHEMA, RUNS_SCHEMA, calls_schema, segments_schema
@@ -334,6 +336,30 @@ def test_clear_errors_for_bad_command_lines(calls, tmp_path, model_dir):
     dask = CliRunner().invoke(main, ["score", str(calls), "--out", str(tmp_path / "r"),
                                      "--model", model_dir, "--backend", "dask"])
     assert dask.exit_code == 1 and "needs a scheduler address" in dask.output
+
+
+def test_a_models_own_analytics_score_its_calls_unless_a_file_overrides(calls, tmp_path,
+                                                                        model_dir):
+    """Settings fitted with a model travel in its folder: scoring with it uses them (and
+    score_config.json records them); --analytics overrides them; a folder without them
+    scores with CallAnalytics' defaults."""
+    own = CallAnalytics(persistence_s=20.0, min_rise=0.3, share_error_sd=0.1)
+    fitted = shutil.copytree(model_dir, tmp_path / "fitted")
+    write_call_analytics(fitted, asdict(own), "a test")
+
+    def analytics_of(name, *options):
+        out = tmp_path / name
+        result = CliRunner().invoke(main, ["score", str(calls), "--out", str(out), "--workers",
+                                           "1", *options])
+        assert result.exit_code == 0, result.output
+        return CallAnalytics(**json.loads((out / "score_config.json").read_text())["analytics"])
+
+    assert analytics_of("own", "--model", str(fitted)) == own
+    assert analytics_of("plain", "--model", model_dir) == CallAnalytics()
+    report = tmp_path / "file.json"
+    report.write_text(json.dumps({"min_rise": 0.1}))
+    assert analytics_of("file", "--model", str(fitted), "--analytics", str(report)) \
+        == CallAnalytics(min_rise=0.1)
 
 
 def test_analytics_settings_from_a_file_are_used_and_recorded(calls, tmp_path, model_dir):

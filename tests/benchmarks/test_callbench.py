@@ -4,15 +4,21 @@ calls), its line profiles, and eval_calls.py's figures on calls heard perfectly.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import load_benchmark
+from batch_fixtures import make_model_folder
+from click.testing import CliRunner
+from conftest import REPO_DIR, load_benchmark
 
+from callmood.cli import main
 from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.results.call_summary import CallAnalytics
 from callmood.signal.audio import probe
 from callmood.training.corpora.base import Utterance
 from callmood.training.evaluate import score_utterances
@@ -155,6 +161,36 @@ def test_eval_calls_figures_are_exact_when_every_segment_is_heard_right(bench_ca
     assert escalation["false_alarm_rate_calm"] == (1.0 if calm else None)
     assert escalation["recall"] == (0.0 if escalating else None)
     assert escalation["true_positives"] == 0
+
+
+def test_the_fit_writes_its_settings_into_the_model_that_scored_the_calls(bench_calls,
+                                                                         tmp_path):
+    """fit_call_analytics.py --write-card: the chosen settings go into the model folder's
+    card; results scored by another model are refused, that model's card untouched."""
+    dev, results = bench_calls / "dev", tmp_path / "results"
+    model, other = (make_model_folder(tmp_path / name, seed=seed)
+                    for name, seed in (("model", 0), ("other", 1)))
+    scored = CliRunner().invoke(main, ["score", str(dev), "--out", str(results), "--model",
+                                       str(model), "--workers", "1", "--no-progress"])
+    assert scored.exit_code == 0, scored.output
+
+    def fit(folder):
+        return subprocess.run([sys.executable, str(REPO_DIR / "benchmarks" /
+                                                    "fit_call_analytics.py"), str(dev),
+                               "--results", str(results), "--model", str(folder),
+                               "--out", str(tmp_path / "fit.json"), "--write-card"],
+                              capture_output=True, text=True)
+
+    done = fit(model)
+    assert done.returncode == 0, done.stderr
+    chosen = json.loads((tmp_path / "fit.json").read_text())["chosen"]
+    card = load_model_folder(model).card
+    assert CallAnalytics.of_model(card.analytics, "model") == CallAnalytics.from_dict(chosen)
+    assert "calls of" in card.analytics["fitted_on"]
+    refused = fit(other)
+    assert refused.returncode != 0 and "scored by model version" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert load_model_folder(other).card.analytics == {}
 
 
 def test_the_classical_check_keeps_the_benchmarks_voices_out_and_reads_each_model(

@@ -3,7 +3,7 @@
 import json
 import shutil
 import warnings
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -17,7 +17,9 @@ from callmood.model.folder import (
     ModelFolderError,
     load_model_folder,
     save_model_folder,
+    write_call_analytics,
 )
+from callmood.results.call_summary import CallAnalytics
 from callmood.signal.features import Normalization, log_mel, model_input
 from callmood.training.model import build_model
 from callmood.valence import DEFAULT_VALENCE
@@ -160,6 +162,36 @@ def test_the_stored_temperature_is_applied_wherever_probabilities_leave(tmp_path
     plain = load_model_folder(save_model_folder(tmp_path / "p", model, tiny_mel, norm, card))
     np.testing.assert_allclose(plain.predict_mels(mels), torch.softmax(logits, -1).numpy(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_call_analytics_fitted_with_a_model_travel_in_its_card(tmp_path, tiny_mel):
+    model = build_model(tiny_mel, TINY_LABELS, "random:micro")
+    folder = save_model_folder(tmp_path / "m", model, tiny_mel, Normalization(),
+                               ModelCard(name="a", labels=list(TINY_LABELS)))
+    # none fitted: the defaults, and the card does not name them (older readers load it)
+    assert "analytics" not in json.loads((folder / "callmood.json").read_text())
+    assert CallAnalytics.of_model(load_model_folder(folder).card.analytics, "a") \
+        == CallAnalytics()
+    fitted = CallAnalytics(shares="argmax", persistence_s=20.0, share_error_sd=0.2)
+    weights = (folder / "model.safetensors").read_bytes()
+    write_call_analytics(folder, asdict(fitted), "150 dev calls")
+    loaded = load_model_folder(folder)
+    assert CallAnalytics.of_model(loaded.card.analytics, "a") == fitted
+    assert loaded.card.analytics["fitted_on"] == "150 dev calls"
+    assert (folder / "model.safetensors").read_bytes() == weights
+    assert sorted(p.name for p in folder.iterdir()) == ["callmood.json", "config.json",
+                                                        "model.safetensors",
+                                                        "preprocessor_config.json"]
+    # what is not settings is refused, naming the model and the setting
+    for analytics, message in (({"min_rise": -1}, "min_rise must be"),
+                               ({"colour": 1}, "unknown analytics settings: colour")):
+        with pytest.raises(ValueError, match=message) as err:
+            CallAnalytics.of_model(analytics, "model-a")
+        assert "model-a (callmood.json, analytics)" in str(err.value)
+    card = json.loads((folder / "callmood.json").read_text())
+    (folder / "callmood.json").write_text(json.dumps(card | {"analytics": [1]}))
+    with pytest.raises(ModelFolderError, match="callmood.json: analytics must be an object"):
+        load_model_folder(folder)
 
 
 def test_a_speaker_reference_travels_in_the_folder(tmp_path, tiny_mel):
