@@ -36,15 +36,12 @@ from callmood.signal.features import (
     is_finite_number,
     mel_band_edges_hz,
 )
+from callmood.signal.segment import take_bounds
 from callmood.training.channel import ChannelConfig
 
 # VTLP's warp is linear up to this share of the top frequency and then bends so that the
 # top maps onto itself (Jaitly & Hinton's 4.8 of 8 kHz)
 WARP_BEND = 0.6
-# An example's speech: its frames within this many dB of its loudest (the call benchmark
-# generator's threshold for where a take starts and ends; without its filter of runs
-# shorter than 80 ms, so a click in the silence counts as speech here)
-SPEECH_FLOOR_DB = 35.0
 # speech_margin's margins start this far inside the speech (a turn cut a little late)
 MARGIN_INTO_SPEECH_S = 0.1
 
@@ -105,14 +102,12 @@ def spec_augment(mels: torch.Tensor, config: AugmentConfig,
     return x
 
 
-def speech_frames(mel: torch.Tensor, n_mels: int) -> tuple[int, int]:
-    """[first, end) of the frames of a (rows, T) log-mel (natural log of power) whose power
-    over its first n_mels rows is within SPEECH_FLOOR_DB of its loudest frame's."""
-    power = torch.logsumexp(mel[:n_mels], dim=0)
-    loud = torch.nonzero(power > power.max() - SPEECH_FLOOR_DB * np.log(10) / 10).flatten()
-    if not len(loud):  # no finite frame: all of it
-        return 0, mel.shape[-1]
-    return int(loud[0]), int(loud[-1]) + 1
+def speech_frames(mel: torch.Tensor, mel_config: MelConfig) -> tuple[int, int]:
+    """[first, end) of the speech frames of a take's (rows, T) log-mel (natural log of
+    power; its first n_mels rows), by the rule that cuts the call benchmark's takes
+    (segment.take_bounds)."""
+    power_db = torch.logsumexp(mel[:mel_config.n_mels], dim=0).numpy() * (10 / np.log(10))
+    return take_bounds(power_db, mel_config.sample_rate / mel_config.hop_length)
 
 
 def cut_at_margin(clean: torch.Tensor, example: torch.Tensor, config: AugmentConfig,
@@ -122,7 +117,7 @@ def cut_at_margin(clean: torch.Tensor, example: torch.Tensor, config: AugmentCon
     speech_margin] seconds, kept within the file; a cut that would leave under half the
     speech keeps the speech whole."""
     length = example.shape[-1]
-    first, end = (min(frame, length - 1) for frame in speech_frames(clean, mel.n_mels))
+    first, end = (min(frame, length - 1) for frame in speech_frames(clean, mel))
     end = max(end, first + 1)
     per_second = mel.sample_rate / mel.hop_length
     low, high = -MARGIN_INTO_SPEECH_S * per_second, config.speech_margin * per_second

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from callmood.signal.segment import take_bounds
 from callmood.training.channel import make_babble
 from callmood.training.corpora.registry import load_corpus
 from callmood.training.labels import PRESETS, apply_mapping
@@ -170,13 +171,9 @@ def speakable(voice: dict[str, list[str]], wanted: str) -> str:
     return next(iter(voice))
 
 
-MIN_RUN_S = 0.08  # shorter runs of loud frames are clicks and breaths, not the voice
-
-
 @functools.lru_cache(maxsize=4096)
 def speech_of(path: str) -> np.ndarray:
-    """The utterance from its first to its last run of at least MIN_RUN_S within 35 dB of
-    its loudest 10 ms (a click before a quiet second of a take is not its start), at unit
+    """The utterance's speech as segment.take_bounds finds it in 10 ms frames, at unit
     RMS."""
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     audio = audio.mean(axis=1)
@@ -185,12 +182,8 @@ def speech_of(path: str) -> np.ndarray:
     frame = rate // 100
     n = len(audio) // frame
     power = np.mean(audio[:n * frame].reshape(n, frame) ** 2, axis=1) + 1e-12
-    loud = np.concatenate([[False], 10 * np.log10(power) > 10 * np.log10(power.max()) - 35,
-                           [False]])
-    runs = np.flatnonzero(np.diff(loud.astype(np.int8))).reshape(-1, 2)  # [start, end)
-    voiced = runs[runs[:, 1] - runs[:, 0] >= round(MIN_RUN_S * 100)]
-    first, last = (voiced if len(voiced) else runs)[[0, -1]]
-    audio = audio[first[0] * frame:last[1] * frame]
+    first, end = take_bounds(10 * np.log10(power), rate / frame)
+    audio = audio[first * frame:end * frame]
     return audio / np.sqrt(np.mean(audio ** 2))
 
 

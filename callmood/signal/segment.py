@@ -202,6 +202,26 @@ def speech_span(waveform: np.ndarray, rate: int, vad: VadConfig | None = None) -
     return waveform[regions[0][0]:regions[-1][1]] if regions else waveform
 
 
+TAKE_FLOOR_DB = 35.0  # a recorded take's speech: its frames within this of its loudest
+TAKE_MIN_RUN_S = 0.08  # shorter runs of such frames are clicks and breaths, not the voice
+
+
+def take_bounds(power_db: np.ndarray, frames_per_second: float) -> tuple[int, int]:
+    """[first, end) of the speech of one recorded take (a corpus file: one utterance in
+    quiet) from its frames' power in dB: from its first to its last run of at least
+    TAKE_MIN_RUN_S within TAKE_FLOOR_DB of its loudest frame, so that a click before a
+    quiet second is not its start; the span of all such frames where no run is that long,
+    and the whole take where no frame is finite. The call benchmark cuts its source takes
+    so, and speech_margin training cuts its examples so."""
+    loud = np.concatenate([[False], power_db > np.max(power_db) - TAKE_FLOOR_DB, [False]])
+    runs = np.flatnonzero(np.diff(loud.astype(np.int8))).reshape(-1, 2)  # [start, end)
+    if not len(runs):
+        return 0, len(power_db)
+    voiced = runs[runs[:, 1] - runs[:, 0] >= round(TAKE_MIN_RUN_S * frames_per_second)]
+    first, last = (voiced if len(voiced) else runs)[[0, -1]]
+    return int(first[0]), int(last[1])
+
+
 def detector_key() -> dict:
     """The settings that decide where speech_span cuts (the feature cache keys trimmed
     log-mels by them)."""
