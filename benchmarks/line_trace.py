@@ -33,6 +33,7 @@ import pandas as pd
 import soundfile as sf
 
 from callmood.model.folder import default_model_dir, load_model_folder
+from callmood.signal.segment import TAKE_FLOOR_DB, TAKE_MIN_RUN_S
 from callmood.training.corpora.base import Utterance
 from callmood.training.evaluate import corpus_figures, score_utterances
 
@@ -51,14 +52,17 @@ LEGEND = {"source": "source (the clean file)",
 COLOURS = {"source": "#7f7f7f", "speech": "#1f77b4", "generator": "#ff7f0e",
            "call": "#d62728"}
 GENERATOR_LEVEL = 10 ** (-20 / 20)  # the generator's mean speaking level, -20 dBFS
+# the generator's cuts are kept per rule: a changed rule never reuses cuts of the old one
+GENERATOR_CUTS = f"generator-{TAKE_FLOOR_DB:g}dB-{TAKE_MIN_RUN_S * 1000:g}ms-{GENERATOR_LEVEL:.4f}"
 
 
 def generator_cuts(sources: list[str], data: Path, work: Path) -> dict[str, str]:
     """Each source file (relative to `data`) as the call generator cuts it before the line,
-    written once under WORK/generator/ (atomically: a stopped run leaves no half file)."""
+    written once under WORK/GENERATOR_CUTS/ (atomically: a stopped run leaves no half
+    file)."""
     cuts = {}
     for source in sorted(set(sources)):
-        cut = (work / "generator" / source).with_suffix(".wav")
+        cut = (work / GENERATOR_CUTS / source).with_suffix(".wav")
         if not cut.is_file():
             cut.parent.mkdir(parents=True, exist_ok=True)
             try:

@@ -269,7 +269,7 @@ def test_the_line_trace_scores_each_turn_as_recorded_and_as_carried(bench_calls,
     probs = trace.turn_probabilities(model, turns, shared_dir / "data", None, 1, tmp_path)
     first = turns.iloc[0]
     # the generator's cut of a source is the turn the call placed, before the line
-    cut, rate = sf.read((tmp_path / "generator" / first.source).with_suffix(".wav"))
+    cut, rate = sf.read((tmp_path / trace.GENERATOR_CUTS / first.source).with_suffix(".wav"))
     assert abs(len(cut) / rate - (first.end_s - first.start_s)) < 0.01
     assert np.sqrt(np.mean(cut ** 2)) == pytest.approx(0.1, rel=0.01)  # -20 dBFS
     assert not np.allclose(probs["generator"], probs["call"])  # the line still changes it
