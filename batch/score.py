@@ -71,7 +71,9 @@ class ScoreConfig:
     # correct the probabilities for them; the run then writes its calls after the last file
     prior_shift: str = "off"  # off | em
     vad: VadConfig = field(default_factory=VadConfig)
-    analytics: CallAnalytics | None = None  # None: those fitted for the model (its card)
+    # call analytics settings over those fitted with the model (--analytics); a run
+    # records all it used in score_config.json
+    analytics: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.backend not in ("loky", "dask"):
@@ -169,9 +171,8 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
     model_dir = str(Path(model_dir).resolve())
     model = cached_model(model_dir)
     stamp = ModelStamp.of(model)
-    if config.analytics is None:
-        config = replace(config, analytics=CallAnalytics.of_model(model.card.analytics,
-                                                                   model_dir))
+    analytics = CallAnalytics.of_model(model, config.analytics)
+    config = replace(config, analytics=asdict(analytics))
     files, rejected, hidden = scan(inputs, config.include, config.exclude, config.metadata,
                                    source_zone(config.source_timezone), config.follow_links,
                                    storage_options)
@@ -186,11 +187,11 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
                                for item in inputs])
         manifest = store.manifest()
         store.finish_compaction(manifest)
-        write_spooled_calls(store, config.analytics, manifest)
+        write_spooled_calls(store, analytics, manifest)
         live = scored_live(manifest)
         todo = to_score(files, manifest, live, store, config.rescore, storage_options)
         summary.files_unchanged = len(files) - len(todo)  # incl. recordings scored live
-        run = CallWriter(store, stamp, config.analytics, manifest, summary, started,
+        run = CallWriter(store, stamp, analytics, manifest, summary, started,
                          config.rescore)
         run.write_run(0.0, "running")  # stays so if the run is killed
         status = "failed: interrupted"
@@ -223,7 +224,7 @@ def score_calls(inputs: list[str], out: str, model_dir: str, config: ScoreConfig
             # the run (spooled: the run held the folder)
             loose = {partition_of(part) for entry in run.manifest.values()
                      for part in entry.get("parts", []) if not is_compacted(part)}
-            loose |= write_spooled_calls(store, config.analytics, run.manifest)
+            loose |= write_spooled_calls(store, analytics, run.manifest)
             store.compact(run.touched | loose, run.manifest)
             status = "finished"
         except Exception as err:

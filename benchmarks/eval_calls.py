@@ -27,6 +27,7 @@ segments.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -325,16 +326,20 @@ def alert_figures(alerts: pd.DataFrame, table: pd.DataFrame, truth: pd.DataFrame
 
 
 # ------------------------------------------------------------------ the report
-def evaluate_folder(calls_dir: Path, results: Path, model_dir: str, *, live: bool,
-                    escalating: list[str], calm: list[str], analytics_file: str | None = None,
-                    ) -> dict:
-    """Every figure of a scored folder; `analytics_file`: the --analytics the scoring used
-    (the live alerts and the classifier's limit then use it too)."""
-    from callmood.options import read_analytics
+def used_analytics(results: Path, model) -> CallAnalytics:
+    """The call analytics the scoring of `results` used (its score_config.json; the
+    model's own where none is recorded), so that the live alerts and the classifier's
+    limit read the calls as their stored figures were made."""
+    recorded = results / "score_config.json"
+    settings = json.loads(recorded.read_text()).get("analytics") if recorded.is_file() else None
+    return CallAnalytics.from_dict(settings) if settings else CallAnalytics.of_model(model)
 
+
+def evaluate_folder(calls_dir: Path, results: Path, model_dir: str, *, live: bool,
+                    escalating: list[str], calm: list[str]) -> dict:
+    """Every figure of a scored folder."""
     model = load_model_folder(model_dir)
-    analytics = read_analytics(analytics_file) \
-        or CallAnalytics.of_model(model.card.analytics, model_dir)
+    analytics = used_analytics(results, model)
     negative = {label for label, v in model.card.valence.items() if v < 0}
     truth = pd.read_csv(calls_dir / "ground_truth.csv")
     table = call_truth(calls_dir, truth, negative, escalating, calm)
@@ -412,12 +417,9 @@ def main() -> None:
             if results.exists():
                 shutil.rmtree(results)
             score_folder(args.calls, results, args.model, extra)
-        analytics = extra[extra.index("--analytics") + 1] if "--analytics" in extra[:-1] \
-            else None
         report = evaluate_folder(args.calls, results, args.model, live=args.live,
                                  escalating=[c for c in args.escalating.split(",") if c],
-                                 calm=[c for c in args.calm.split(",") if c],
-                                 analytics_file=analytics)
+                                 calm=[c for c in args.calm.split(",") if c])
     finally:
         if temporary:
             shutil.rmtree(temporary, ignore_errors=True)

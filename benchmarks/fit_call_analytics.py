@@ -21,10 +21,12 @@ the stored segment probabilities with `summarize_call`, as `callmood score` woul
    segment; `confirm_segments` is the fewest segments in a row that keeps the live alerts'
    F1 within 0.05 of the nightly flags', then the earliest alerts.
 
-The report lists every candidate's figures and the chosen setting. `--write-card` also
-writes the chosen setting into the model folder's callmood.json (`analytics`), which
-`callmood score`, `callmood live` and eval_calls.py then use with that model; the defaults
-of CallAnalytics (for folders without their own) are the bundled model's.
+The results must be the model's own (`callmood score --model DIR`; a fit on another
+model's segments is refused). The report lists every candidate's figures and the chosen
+setting; `--write-card` also writes the chosen setting into the model folder
+(call_analytics.json), and `callmood score`, `callmood live` and eval_calls.py then read
+that model's calls with it. CallAnalytics' defaults (for folders without their own) are
+the bundled model's.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import argparse
 import dataclasses
 import itertools
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -223,11 +226,17 @@ def main() -> None:
     parser.add_argument("calls", type=Path, help="the dev split (calls_truth.csv, ...)")
     parser.add_argument("--results", type=Path, required=True,
                         help="`callmood score` results of those calls")
-    parser.add_argument("--model", default=str(default_model_dir()))
+    parser.add_argument("--model", help="the model folder that scored the results "
+                                         "(default: the bundled model)")
     parser.add_argument("--out", type=Path, default=harness.RESULTS / "call_analytics_fit.json")
     parser.add_argument("--write-card", action="store_true",
                         help="write the chosen setting into the model folder's callmood.json")
     args = parser.parse_args()
+    if args.write_card and not args.model:
+        parser.error("--write-card needs --model DIR: the folder the settings go into")
+    args.model = args.model or str(default_model_dir())
+    if args.write_card and not os.access(args.model, os.W_OK):
+        parser.error(f"--write-card: {args.model} cannot be written")
     model = load_model_folder(args.model)
     labels, valence = model.labels, model.card.valence
     negative = {label for label, v in valence.items() if v < 0}
@@ -235,6 +244,8 @@ def main() -> None:
     table = eval_calls.call_truth(args.calls, truth, negative, [], [])
     segments, calls = eval_calls.read_results(args.results)
     scored_by = set(segments.model_version)
+    if not scored_by:
+        raise SystemExit(f"{args.results}: no scored segments")
     if scored_by != {model.version}:
         raise SystemExit(f"{args.results}: scored by model version(s) {sorted(scored_by)}, "
                          f"not by {args.model} ({model.version}); fit with the model that "

@@ -25,6 +25,8 @@ it traces a cause, it fits nothing. Writes OUT/line_trace_<split>.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import sys
 from pathlib import Path
 
@@ -33,7 +35,7 @@ import pandas as pd
 import soundfile as sf
 
 from callmood.model.folder import default_model_dir, load_model_folder
-from callmood.signal.segment import TAKE_FLOOR_DB, TAKE_MIN_RUN_S
+from callmood.signal import segment
 from callmood.training.corpora.base import Utterance
 from callmood.training.evaluate import corpus_figures, score_utterances
 
@@ -52,8 +54,12 @@ LEGEND = {"source": "source (the clean file)",
 COLOURS = {"source": "#7f7f7f", "speech": "#1f77b4", "generator": "#ff7f0e",
            "call": "#d62728"}
 GENERATOR_LEVEL = 10 ** (-20 / 20)  # the generator's mean speaking level, -20 dBFS
-# the generator's cuts are kept per rule: a changed rule never reuses cuts of the old one
-GENERATOR_CUTS = f"generator-{TAKE_FLOOR_DB:g}dB-{TAKE_MIN_RUN_S * 1000:g}ms-{GENERATOR_LEVEL:.4f}"
+# the generator's cuts are kept per rule (its code and constants): a changed rule never
+# reuses cuts of the old one
+GENERATOR_CUTS = "generator-" + hashlib.sha256("\0".join([
+    inspect.getsource(speech_of), inspect.getsource(segment.take_bounds),
+    repr((segment.TAKE_FLOOR_DB, segment.TAKE_MIN_RUN_S, GENERATOR_LEVEL))]).encode()
+).hexdigest()[:12]
 
 
 def generator_cuts(sources: list[str], data: Path, work: Path) -> dict[str, str]:

@@ -32,20 +32,19 @@ def analytics_option():
     return click.option("--analytics", "analytics_file", type=click.Path(dir_okay=False),
                         metavar="FILE",
                         help="JSON of call analytics settings (CallAnalytics fields, or a "
-                             "fit_call_analytics.py report, whose `chosen` is used); "
-                             "default: those fitted for the model (its callmood.json), "
-                             "else the bundled model's")
+                             "fit_call_analytics.py report, whose `chosen` is used), over "
+                             "those fitted with the model (its call_analytics.json)")
 
 
-def read_analytics(path: str | None):
-    """The CallAnalytics of --analytics, None without it (the model's own then); a clear
-    error naming the file otherwise."""
+def read_analytics(path: str | None) -> dict:
+    """The settings of --analytics, checked ({} without it), which CallAnalytics.of_model
+    puts over the model's own; a clear error naming the file otherwise."""
     import json
 
     from callmood.results.call_summary import CallAnalytics
 
     if path is None:
-        return None
+        return {}
     try:
         with open(path, encoding="utf-8") as f:
             values = json.load(f)
@@ -53,7 +52,8 @@ def read_analytics(path: str | None):
             values = values["chosen"]
         if not isinstance(values, dict):
             raise ValueError("expected a JSON object of settings")
-        return CallAnalytics.from_dict(values)
+        CallAnalytics.from_dict(values)
+        return values
     except (OSError, ValueError) as err:  # JSONDecodeError is a ValueError
         raise click.ClickException(f"--analytics {path}: {err}") from None
 

@@ -46,19 +46,21 @@ def live(model_dir, host, port, results, threads, source_timezone, max_calls, bu
 
     from callmood.live.server import LiveServer
     from callmood.model.folder import load_model_folder
+    from callmood.results.call_summary import CallAnalytics
     from callmood.results.meta import source_zone
     from callmood.results.store import ResultsError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    given = read_analytics(analytics_file)
     try:
         model = load_model_folder(model_dir_or_bundled(model_dir))
         zone = source_zone(source_timezone)
-    except (ValueError, OSError) as err:  # a bad zone is a ValueError
+        analytics = CallAnalytics.of_model(model, given)
+    except (ValueError, OSError) as err:  # a bad zone or call_analytics.json: ValueError
         raise click.ClickException(str(err)) from None
     try:
         server = LiveServer(model, results, threads=threads, source_zone=zone,
-                            analytics=read_analytics(analytics_file), max_calls=max_calls,
-                            buffer_s=buffer_s)
+                            analytics=analytics, max_calls=max_calls, buffer_s=buffer_s)
     except ResultsError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"callmood live: ws://{host}:{port} (model {model.name}, at most "

@@ -202,8 +202,7 @@ class LiveServer:
         self.buffer_s = buffer_s or BUFFER_S
         self.refused = 0  # calls refused at their start, since the server started
         self.vad = vad or VadConfig()
-        self.analytics = analytics \
-            or CallAnalytics.of_model(model.card.analytics, model.name)
+        self.analytics = analytics or CallAnalytics.of_model(model)
         self.pool = ThreadPoolExecutor(threads, initializer=_one_torch_thread)
         self.streaming: set[str] = set()  # call ids started and not yet written
         self.connections: set[_Connection] = set()

@@ -107,7 +107,7 @@ class StreamScorer:
                               f"{channels} channel(s)")
         self.model, self.call = model, call
         self.rate, self.vad = sample_rate, vad or VadConfig()
-        self.analytics = analytics or CallAnalytics.of_model(model.card.analytics, model.name)
+        self.analytics = analytics or CallAnalytics.of_model(model)
         self.clip = model.mel.clip_samples
         rate = model.mel.sample_rate
         self.lookahead = round(self.vad.clip_lookahead_s * rate)

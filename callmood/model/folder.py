@@ -5,6 +5,8 @@
     model.safetensors         the weights
     preprocessor_config.json  MelConfig + normalisation statistics
     callmood.json             label mapping, valence, training data, metrics, seed, versions
+    call_analytics.json       optional: the call analytics settings fitted with this model
+                              (results.call_summary.CallAnalytics fields, and "fitted_on")
 
 Loading reads only these files: no pickle (`torch.load`), no remote code, no Hub access.
 A folder from a stranger is checked before anything is built from it: each file must be
@@ -56,6 +58,7 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 PREPROCESSOR = "preprocessor_config.json"
 CARD = "callmood.json"
+ANALYTICS = "call_analytics.json"  # a file of its own: readers older than it ignore it
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 # Sane limits of a model folder. The bundled model's JSON files are under 10 kB and its
@@ -104,11 +107,6 @@ class ModelCard:
     # {"temperature": T, ...}: logits are divided by T before the softmax (training's
     # calibration step); folders without it give the raw softmax
     calibration: dict = field(default_factory=dict)
-    # {CallAnalytics field: value, ..., "fitted_on": text}: how this model's segment
-    # probabilities become call figures, fitted with it on the call benchmark's dev split
-    # (benchmarks/fit_call_analytics.py --write-card; read by CallAnalytics.of_model);
-    # folders without it use CallAnalytics' defaults
-    analytics: dict = field(default_factory=dict)
 
     def __post_init__(self):
         """Check what scoring reads, so that a bad card fails to load, not every file."""
@@ -127,8 +125,6 @@ class ModelCard:
         if not is_finite_number(temperature) or temperature <= 0:
             raise ValueError("calibration temperature must be a finite number > 0, got "
                              f"{reprlib.repr(temperature)}")
-        if not isinstance(self.analytics, dict):
-            raise ValueError(f"analytics must be an object, got {reprlib.repr(self.analytics)}")
 
     @property
     def temperature(self) -> float:
@@ -175,6 +171,10 @@ class LoadedModel:
     norm: Normalization
     card: ModelCard
     version: str  # the first 12 hex digits of the weights file's sha256
+    # call_analytics.json as read (checked only as a JSON object; CallAnalytics.of_model
+    # reads the settings) and where it lies, for errors; {} for a folder without one
+    analytics: dict = field(default_factory=dict)
+    analytics_file: str = ANALYTICS
 
     @property
     def labels(self) -> list[str]:
@@ -223,29 +223,26 @@ def save_model_folder(path: str | Path, model: PreTrainedModel, mel: MelConfig,
                     "normalization": {k: v for k, v in asdict(norm).items()
                                       if v is not None}}  # no reference: as older folders
     (path / PREPROCESSOR).write_text(json.dumps(preprocessor, indent=2) + "\n")
-    _write_card(path, card)
+    (path / CARD).write_text(json.dumps(asdict(card), indent=2, default=str) + "\n")
     return path
 
 
-def write_call_analytics(path: str | Path, settings: dict, fitted_on: str) -> None:
-    """Give the model folder at `path` the call analytics settings fitted with it (its
-    card's `analytics`, which scoring with it then uses); nothing else in it changes."""
-    path = Path(path)
-    values = _read_json(path / CARD)
-    with _blame(path / CARD):
-        card = ModelCard(**values)
-    card.analytics = settings | {"fitted_on": fitted_on}
-    _write_card(path, card)
-
-
-def _write_card(path: Path, card: ModelCard) -> None:
-    """callmood.json, replaced atomically; no analytics when none were fitted, so that a
-    reader older than them still loads the folder."""
-    values = {key: value for key, value in asdict(card).items()
-              if not (key == "analytics" and not value)}
-    written = path / f".{CARD}.{os.getpid()}.tmp"
-    written.write_text(json.dumps(values, indent=2, default=str) + "\n")
-    os.replace(written, path / CARD)
+def write_call_analytics(path: str | Path, settings: dict, fitted_on: str) -> Path:
+    """Give the model folder at `path` the call analytics settings fitted with it
+    (call_analytics.json, replaced atomically; scoring with the model then uses them);
+    nothing else in the folder changes. A folder that cannot be written is a
+    ModelFolderError naming the file."""
+    target = Path(path) / ANALYTICS
+    if not (Path(path) / CARD).is_file():
+        raise ModelFolderError(f"{path}: not a callmood model folder ({CARD} is missing)")
+    written = target.with_name(f".{ANALYTICS}.{os.getpid()}.tmp")
+    try:
+        written.write_text(json.dumps(settings | {"fitted_on": fitted_on}, indent=2) + "\n")
+        os.replace(written, target)
+    except OSError as err:
+        written.unlink(missing_ok=True)
+        raise ModelFolderError(f"{target}: cannot be written ({err.strerror})") from None
+    return target
 
 
 def _brief(value: object, limit: int = 200) -> str:
@@ -392,7 +389,8 @@ def load_model_folder(path: str | Path) -> LoadedModel:
         raise ModelFolderError(f"{weights}: NaN or infinite values in {len(broken)} "
                                f"tensor(s): {_brief(', '.join(broken))}")
     model.eval()
-    return LoadedModel(model, mel, norm, card, version)
+    analytics = _read_json(path / ANALYTICS) if (path / ANALYTICS).exists() else {}
+    return LoadedModel(model, mel, norm, card, version, analytics, str(path / ANALYTICS))
 
 
 def check_encoder_frames(path: Path, config: Wav2Vec2Config, mel: MelConfig) -> None:

@@ -33,9 +33,15 @@ for readers; the flag does not use it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+import reprlib
+import warnings
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from callmood.model.folder import LoadedModel
 
 ROLES = ("agent", "customer")
 Z95 = 1.96
@@ -44,9 +50,9 @@ Z95 = 1.96
 @dataclass(frozen=True)
 class CallAnalytics:
     """How segment probabilities become call figures (see the module docstring). A model
-    folder carries those fitted with it (`of_model`); the defaults, for
-    folders without, were fitted with callmood-default-v4 on the call benchmark's dev split
-    (benchmarks/fit_call_analytics.py, benchmarks/results/call_analytics_fit.json)."""
+    folder carries those fitted with it (`of_model`); the defaults, for folders without,
+    are the bundled model's (callmood-default-v4, fitted on the call benchmark's dev split:
+    benchmarks/fit_call_analytics.py, benchmarks/results/call_analytics_fit.json)."""
 
     shares: str = "mass"  # mass | argmax
     persistence_s: float = 5.0  # customers (and calls without roles); 0: each segment alone
@@ -60,7 +66,8 @@ class CallAnalytics:
 
     def __post_init__(self) -> None:
         if self.shares not in ("mass", "argmax"):
-            raise ValueError(f"shares must be 'mass' or 'argmax', got {self.shares!r}")
+            raise ValueError("shares must be 'mass' or 'argmax', got "
+                             f"{reprlib.repr(self.shares)}")
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "shares":
@@ -68,7 +75,7 @@ class CallAnalytics:
             whole = f.type == "int"
             if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
                 raise ValueError(f"{f.name} must be a {'whole ' if whole else ''}number, "
-                                 f"got {value!r}")
+                                 f"got {reprlib.repr(value)}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
         if not 0 < self.evidence_weight <= 1:
@@ -82,22 +89,32 @@ class CallAnalytics:
         defaults for those not given, a ValueError naming any that is not a setting."""
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"unknown analytics settings: {', '.join(sorted(unknown))}")
-        try:
-            return cls(**values)
-        except TypeError as err:
-            raise ValueError(f"analytics settings: {err}") from None
+            raise ValueError(f"unknown analytics settings: {_names(unknown)}")
+        return cls(**values)
 
     @classmethod
-    def of_model(cls, card_analytics: dict, model: str) -> CallAnalytics:
-        """Those fitted with a model, which its folder carries (its card's `analytics`); the
-        defaults where it carries none; a ValueError naming the model (its folder or name)
-        if they are not settings."""
+    def of_model(cls, model: LoadedModel, given: dict | None = None) -> CallAnalytics:
+        """The settings a model's calls are read with: those fitted with it (its folder's
+        call_analytics.json; the defaults where it has none) with `given` (--analytics)
+        over them. Settings this callmood does not know (a folder fitted by a newer one)
+        are left out with a warning; a bad value is a ValueError naming the file."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(model.analytics) - known - {"fitted_on"}
+        if unknown:
+            warnings.warn(f"{model.analytics_file}: ignored settings this callmood does not "
+                          f"know: {_names(unknown)}", stacklevel=2)
         try:
-            return cls.from_dict({key: value for key, value in card_analytics.items()
-                                  if key != "fitted_on"})
+            fitted = cls.from_dict({key: value for key, value in model.analytics.items()
+                                    if key in known})
         except ValueError as err:
-            raise ValueError(f"{model} (callmood.json, analytics): {err}") from None
+            raise ValueError(f"{model.analytics_file}: {err}") from None
+        return cls.from_dict(asdict(fitted) | (given or {}))
+
+
+def _names(names: set) -> str:
+    """A few of `names`, each cut short: a stranger's folder may hold thousands."""
+    shown = [reprlib.repr(str(name)).strip("'") for name in sorted(names, key=str)[:5]]
+    return ", ".join(shown) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def roles_for(channels: int, customer_channel: int | None) -> list[str]:

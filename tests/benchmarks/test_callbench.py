@@ -165,8 +165,9 @@ def test_eval_calls_figures_are_exact_when_every_segment_is_heard_right(bench_ca
 
 def test_the_fit_writes_its_settings_into_the_model_that_scored_the_calls(bench_calls,
                                                                          tmp_path):
-    """fit_call_analytics.py --write-card: the chosen settings go into the model folder's
-    card; results scored by another model are refused, that model's card untouched."""
+    """fit_call_analytics.py --write-card: the chosen settings go into the model folder
+    (call_analytics.json); results scored by another model are refused, that model's
+    folder untouched."""
     dev, results = bench_calls / "dev", tmp_path / "results"
     model, other = (make_model_folder(tmp_path / name, seed=seed)
                     for name, seed in (("model", 0), ("other", 1)))
@@ -184,13 +185,13 @@ def test_the_fit_writes_its_settings_into_the_model_that_scored_the_calls(bench_
     done = fit(model)
     assert done.returncode == 0, done.stderr
     chosen = json.loads((tmp_path / "fit.json").read_text())["chosen"]
-    card = load_model_folder(model).card
-    assert CallAnalytics.of_model(card.analytics, "model") == CallAnalytics.from_dict(chosen)
-    assert "calls of" in card.analytics["fitted_on"]
+    fitted = load_model_folder(model)
+    assert CallAnalytics.of_model(fitted) == CallAnalytics.from_dict(chosen)
+    assert "calls of" in fitted.analytics["fitted_on"]
     refused = fit(other)
     assert refused.returncode != 0 and "scored by model version" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert load_model_folder(other).card.analytics == {}
+    assert load_model_folder(other).analytics == {}
 
 
 def test_the_classical_check_keeps_the_benchmarks_voices_out_and_reads_each_model(

@@ -27,7 +27,8 @@ from websockets.sync.client import connect
 
 from callmood.dashboard.results_db import connect as open_results
 from callmood.live.stream import StreamScorer
-from callmood.model.folder import load_model_folder
+from callmood.model.folder import load_model_folder, write_call_analytics
+from callmood.results.call_summary import CallAnalytics
 from callmood.results.meta import CallMeta
 from callmood.results.store import ResultsStore
 from callmood.signal import segment as signal_segment
@@ -201,6 +202,21 @@ def test_a_call_that_ends_during_a_nightly_run_is_written_once_the_run_lets_go(s
     rows = written(results, "busy-night")  # the server's retry, within RETRY_S
     assert rows and rows[0][1] >= 3
     assert list(spool.glob("*.json")) == []
+
+
+def test_a_stream_reads_with_the_models_own_analytics_and_a_bad_file_stops_the_start(
+        tmp_path):
+    folder = make_model_folder(tmp_path / "model")
+    write_call_analytics(folder, {"min_rise": 0.35, "confirm_segments": 3}, "a test")
+    scorer = StreamScorer(load_model_folder(folder),
+                          CallMeta("own", None, None, dt.datetime.now(dt.UTC), 1), 2, 8000)
+    assert scorer.analytics == CallAnalytics(min_rise=0.35, confirm_segments=3)
+    (folder / "call_analytics.json").write_text(json.dumps({"min_rise": "x" * 100_000}))
+    started = subprocess.run([CALLMOOD, "live", "--model", str(folder), "--port",
+                              str(free_port())], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 1 and "Traceback" not in started.stderr
+    assert f"{folder / 'call_analytics.json'}: min_rise must be a number" in started.stderr
+    assert len(started.stderr) < 500
 
 
 def test_a_long_stream_keeps_a_bounded_level_history_and_the_same_windows(tmp_path,

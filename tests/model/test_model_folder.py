@@ -8,13 +8,14 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_LABELS
+from conftest import REPO_DIR, TINY_LABELS
 
 from callmood.model.folder import (
     IgnoredModelFiles,
     LoadedModel,
     ModelCard,
     ModelFolderError,
+    default_model_dir,
     load_model_folder,
     save_model_folder,
     write_call_analytics,
@@ -164,34 +165,62 @@ def test_the_stored_temperature_is_applied_wherever_probabilities_leave(tmp_path
                                rtol=1e-5, atol=1e-6)
 
 
-def test_call_analytics_fitted_with_a_model_travel_in_its_card(tmp_path, tiny_mel):
+def test_call_analytics_fitted_with_a_model_travel_in_its_folder(tmp_path, tiny_mel):
     model = build_model(tiny_mel, TINY_LABELS, "random:micro")
     folder = save_model_folder(tmp_path / "m", model, tiny_mel, Normalization(),
                                ModelCard(name="a", labels=list(TINY_LABELS)))
-    # none fitted: the defaults, and the card does not name them (older readers load it)
-    assert "analytics" not in json.loads((folder / "callmood.json").read_text())
-    assert CallAnalytics.of_model(load_model_folder(folder).card.analytics, "a") \
-        == CallAnalytics()
+    assert CallAnalytics.of_model(load_model_folder(folder)) == CallAnalytics()  # none fitted
+    written = {p.name: p.read_bytes() for p in folder.iterdir()}
     fitted = CallAnalytics(shares="argmax", persistence_s=20.0, share_error_sd=0.2)
-    weights = (folder / "model.safetensors").read_bytes()
     write_call_analytics(folder, asdict(fitted), "150 dev calls")
+    # a file of its own: the four files an older reader checks are untouched
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name in written} == written
     loaded = load_model_folder(folder)
-    assert CallAnalytics.of_model(loaded.card.analytics, "a") == fitted
-    assert loaded.card.analytics["fitted_on"] == "150 dev calls"
-    assert (folder / "model.safetensors").read_bytes() == weights
-    assert sorted(p.name for p in folder.iterdir()) == ["callmood.json", "config.json",
-                                                        "model.safetensors",
-                                                        "preprocessor_config.json"]
-    # what is not settings is refused, naming the model and the setting
+    assert CallAnalytics.of_model(loaded) == fitted
+    assert loaded.analytics["fitted_on"] == "150 dev calls"
+    # settings given (--analytics) go over the model's own
+    assert CallAnalytics.of_model(loaded, {"min_rise": 0.3}) == replace(fitted, min_rise=0.3)
+
+
+def test_a_models_call_analytics_are_checked_with_short_errors_naming_the_file(tmp_path,
+                                                                              tiny_mel):
+    folder = save_model_folder(tmp_path / "m", build_model(tiny_mel, TINY_LABELS,
+                                                           "random:micro"),
+                               tiny_mel, Normalization(), ModelCard(name="a",
+                                                                   labels=list(TINY_LABELS)))
+    file = folder / "call_analytics.json"
     for analytics, message in (({"min_rise": -1}, "min_rise must be"),
-                               ({"colour": 1}, "unknown analytics settings: colour")):
+                               ({"shares": "x" * 100_000}, "shares must be"),
+                               ({"min_segments": "y" * 100_000}, "min_segments must be")):
+        file.write_text(json.dumps(analytics))
         with pytest.raises(ValueError, match=message) as err:
-            CallAnalytics.of_model(analytics, "model-a")
-        assert "model-a (callmood.json, analytics)" in str(err.value)
-    card = json.loads((folder / "callmood.json").read_text())
-    (folder / "callmood.json").write_text(json.dumps(card | {"analytics": [1]}))
-    with pytest.raises(ModelFolderError, match="callmood.json: analytics must be an object"):
+            CallAnalytics.of_model(load_model_folder(folder))
+        assert str(err.value).startswith(f"{file}: ") and len(str(err.value)) < 300
+    file.write_text("[1]")
+    with pytest.raises(ModelFolderError, match="call_analytics.json: must hold a JSON object"):
         load_model_folder(folder)
+    # settings of a newer callmood are left out with a warning, named briefly
+    file.write_text(json.dumps({"min_rise": 0.3} | {f"new_{i}": 1 for i in range(20_000)}))
+    with pytest.warns(UserWarning, match="ignored settings this callmood does not know") as warned:
+        assert CallAnalytics.of_model(load_model_folder(folder)) == CallAnalytics(min_rise=0.3)
+    assert "and 19995 more" in str(warned[0].message) and len(str(warned[0].message)) < 500
+    # a file that cannot be replaced (here a folder in its place) is named, no temp left
+    file.unlink()
+    file.mkdir()
+    with pytest.raises(ModelFolderError, match="call_analytics.json: cannot be written"):
+        write_call_analytics(folder, {}, "x")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["call_analytics.json", "callmood.json", "config.json", "model.safetensors",
+         "preprocessor_config.json"])
+
+
+def test_the_bundled_models_analytics_are_the_defaults_and_its_dev_fit():
+    """CallAnalytics' defaults, the bundled folder's call_analytics.json and the committed
+    fit report are one setting (a refit changes all three)."""
+    bundled = load_model_folder(default_model_dir())
+    fit = json.loads((REPO_DIR / "benchmarks/results/call_analytics_fit.json").read_text())
+    assert fit["model_version"] == bundled.version
+    assert CallAnalytics.of_model(bundled) == CallAnalytics() == CallAnalytics(**fit["chosen"])
 
 
 def test_a_speaker_reference_travels_in_the_folder(tmp_path, tiny_mel):

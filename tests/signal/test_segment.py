@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import soundfile as sf
 import torch
 from batch_fixtures import TINY_MEL, voiced
 
@@ -14,6 +15,7 @@ from callmood.signal.segment import (
     WindowPlanner,
     detect_speech,
     speech_span,
+    take_bounds,
     utterance_audio,
     window_mels,
 )
@@ -118,3 +120,31 @@ def test_a_file_shorter_than_a_clip_is_repeated_like_training():
         torch.testing.assert_close(mel, expected, atol=1e-4, rtol=1e-4)
     # no frame holds the log of digital silence
     assert mels.min() > math.log(TINY_MEL.log_floor) + 10
+
+
+def test_a_takes_speech_runs_from_its_first_to_its_last_run_of_80_ms():
+    power = np.full(300, -60.0)
+    power[100:200] = 0.0
+    assert take_bounds(power, 100.0) == (100, 200)
+    power[20:27] = 0.0  # a click of 70 ms before the take: not its start
+    power[250:258] = -30.0  # a soft release of 80 ms, 30 dB under: speech still
+    power[280:290] = -36.0  # 36 dB under: silence
+    assert take_bounds(power, 100.0) == (100, 258)
+    assert take_bounds(power, 50.0) == (20, 258)  # at 20 ms frames the click is 140 ms
+    clicks = np.full(100, -60.0)
+    clicks[[10, 40]] = 0.0
+    assert take_bounds(clicks, 100.0) == (10, 41)  # no run long enough: all loud frames
+    assert take_bounds(np.full(50, np.nan), 100.0) == (0, 50)  # nothing finite: all
+
+
+def test_a_real_takes_speech_is_where_it_has_always_been_cut(shared_dir):
+    """The call benchmark's generator cuts its source takes by this rule: a RAVDESS take
+    (3.3 s, about a second of silence at each end) is cut at 1.00 to 2.28 s, as the
+    generator cut it before the rule moved to callmood.signal (a change here changes
+    every generated call)."""
+    audio, rate = sf.read(shared_dir / "data/ravdess/Actor_01/03-01-01-01-01-01-01.flac",
+                          dtype="float32")
+    frame = rate // 100
+    frames = len(audio) // frame
+    power = np.mean(audio[:frames * frame].reshape(frames, frame) ** 2, axis=1) + 1e-12
+    assert take_bounds(10 * np.log10(power), rate / frame) == (100, 228)
