@@ -37,8 +37,11 @@ bench-ravdess: $(BIN)/callmood
 
 # The bundled model's recipe: all seven corpora, one speaker group per corpus held out for its
 # card (RAVDESS fold-1 actors, since sample_calls/ is made of them). Trains into
-# runs/default_model and scores the candidate per held-out corpus and on sample_calls/
-# (runs/default_model_eval); a stopped run continues with
+# runs/default_model, fits the candidate's own call analytics on the call benchmark's dev
+# split (into its folder's call_analytics.json), and scores it per held-out corpus, on
+# sample_calls/ and on the test split beside the bundled model, with issue 23's adoption
+# rule against LOCO (runs/default_model_eval/adoption.md); the calls come from
+# `make ablation-calls`. A stopped training continues with
 # `.venv/bin/callmood train --resume runs/default_model`. Replacing callmood/default_model
 # (and its scores in benchmarks/results) is left to a person who has compared both.
 # Another recipe: `make default-model PARAMS=my_params.json CANDIDATE=runs/v5`.
@@ -47,6 +50,9 @@ PARAMS ?= benchmarks/default_model_params.json
 # emulated and 18 times slower (benchmarks/results/train_step.json): `make default-model PRECISION=fp32` there
 PRECISION ?= bf16
 CANDIDATE ?= runs/default_model
+CALLS ?= runs/callbench
+# the recipe's leave-one-corpus-out row (benchmarks/bench_transfer.py), table:row
+LOCO ?= benchmarks/results/transfer_12_epochs/transfer.json:c
 empty :=
 space := $(empty) $(empty)
 CORPORA_ALL := ravdess emodb ased nemo kored emovo tess
@@ -59,8 +65,14 @@ default-model: $(BIN)/callmood
 	  --test-speakers $(subst $(space),,$(HELD_OUT)) --labels calls --shared $(SHARED) \
 	  --init $(SHARED)/weights/deit-tiny-in1k --params $(PARAMS) \
 	  --precision $(PRECISION) --out $(CANDIDATE)
+	$(BIN)/python benchmarks/eval_calls.py $(CALLS)/dev --model $(CANDIDATE) \
+	  --out $(CANDIDATE)_eval/callbench_dev.json --results $(CANDIDATE)_eval/callbench_dev_results
+	$(BIN)/python benchmarks/fit_call_analytics.py $(CALLS)/dev --model $(CANDIDATE) \
+	  --results $(CANDIDATE)_eval/callbench_dev_results \
+	  --out $(CANDIDATE)_eval/call_analytics_fit.json --write-card
 	$(BIN)/python benchmarks/eval_default_model.py --model $(CANDIDATE) \
-	  --compare bundled=callmood/default_model --shared $(SHARED) --out $(CANDIDATE)_eval
+	  --compare bundled=callmood/default_model --shared $(SHARED) --calls $(CALLS)/test \
+	  --loco $(LOCO) --out $(CANDIDATE)_eval
 
 # The dev calls every kept ablation cell was scored on (benchmarks/ablate.py,
 # CALLS_BEFORE_VERSIONS): the call benchmark as generated before commit 034aff0 moved each
