@@ -230,7 +230,7 @@ def main() -> None:
                                          "(default: the bundled model)")
     parser.add_argument("--out", type=Path, default=harness.RESULTS / "call_analytics_fit.json")
     parser.add_argument("--write-card", action="store_true",
-                        help="write the chosen setting into the model folder's callmood.json")
+                        help="write the chosen setting into the model folder (call_analytics.json)")
     args = parser.parse_args()
     if args.write_card and not args.model:
         parser.error("--write-card needs --model DIR: the folder the settings go into")
