@@ -214,8 +214,8 @@ class StreamScorer:
         return events
 
     def _alert(self, new_ends: list[float]) -> list[dict]:
-        """The alert event, if the rule now holds for `confirm_segments` customer segments
-        in a row: it is read after each new one (`new_ends`, in time order) on the
+        """The alert event, if the live rule now holds for `confirm_segments` customer
+        segments in a row: it is read after each new one (`new_ends`, in time order) on the
         segments that had ended by then, as fit_call_analytics.py simulates it."""
         segments = [(self.roles[c], s, e) for c, s, e in self.windows]
         ends = np.array([e for _, _, e in self.windows])

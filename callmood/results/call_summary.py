@@ -22,8 +22,11 @@ the settings are `CallAnalytics`, fitted on the call benchmark's dev split):
    above the first third's, with the evidence to back it: the rise is at least
    `min_evidence` standard errors (of the difference of the two means), and the customer
    spoke in at least `min_segments` segments in each of the two thirds. Live alerts apply
-   the same rule to the call so far and fire only after it has held for `confirm_segments`
-   customer segments in a row.
+   the rule with thresholds of their own (`live_min_rise`, `live_min_evidence`,
+   `live_min_segments`) to the call so far and fire only after it has held for
+   `confirm_segments` customer segments in a row: a rule read after every segment has a
+   chance to fire at each of them, so it needs more evidence than one read once at the end
+   of the call to keep false alarms as rare.
 
 Which emotions are negative comes from the model folder's valence map (label -> -1/0/1).
 `escalation_slope` (least squares, negative probability per minute) is kept as a column
@@ -61,7 +64,10 @@ class CallAnalytics:
     min_rise: float = 0.2
     min_evidence: float = 1.0  # standard errors the rise must span
     min_segments: int = 4  # customer segments needed in the first and in the last third
-    confirm_segments: int = 2  # live: customer segments the rule must hold for in a row
+    live_min_rise: float = 0.2
+    live_min_evidence: float = 3.0
+    live_min_segments: int = 2
+    confirm_segments: int = 3  # live: customer segments the rule must hold for in a row
     share_error_sd: float = 0.322  # the model's own error of a call's negative share
 
     def __post_init__(self) -> None:
@@ -80,8 +86,17 @@ class CallAnalytics:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
         if not 0 < self.evidence_weight <= 1:
             raise ValueError(f"evidence_weight must lie in (0, 1], got {self.evidence_weight}")
-        if self.min_segments < 1 or self.confirm_segments < 1:
-            raise ValueError("min_segments and confirm_segments must be at least 1")
+        if min(self.min_segments, self.live_min_segments, self.confirm_segments) < 1:
+            raise ValueError("min_segments, live_min_segments and confirm_segments must be "
+                             "at least 1")
+
+    @property
+    def nightly_rule(self) -> EscalationRule:
+        return EscalationRule(self.min_rise, self.min_evidence, self.min_segments)
+
+    @property
+    def live_rule(self) -> EscalationRule:
+        return EscalationRule(self.live_min_rise, self.live_min_evidence, self.live_min_segments)
 
     @classmethod
     def from_dict(cls, values: dict) -> CallAnalytics:
@@ -160,29 +175,40 @@ def negative_share_interval(weights: np.ndarray, negative_p: np.ndarray, share: 
     return max(0.0, share - half), min(1.0, share + half)
 
 
+@dataclass(frozen=True)
+class EscalationRule:
+    """The thresholds of the escalation rule (module docstring, point 4): the nightly
+    flag's and the live alert's are each a CallAnalytics' `nightly_rule` / `live_rule`."""
+
+    min_rise: float
+    min_evidence: float
+    min_segments: int
+
+
 def escalation_rule(times_s: np.ndarray, negative_p: np.ndarray, duration_s: float,
-                    analytics: CallAnalytics) -> bool:
+                    rule: EscalationRule) -> bool:
     """Whether the customer's negative probability rose over the call (docstring, point 4);
     the evidence needs two segments in each third (a spread of one is no spread)."""
     first = negative_p[times_s < duration_s / 3]
     last = negative_p[times_s > 2 * duration_s / 3]
-    if min(len(first), len(last)) < analytics.min_segments:
+    if min(len(first), len(last)) < rule.min_segments:
         return False
     rise = float(last.mean() - first.mean())
-    if rise < analytics.min_rise:
+    if rise < rule.min_rise:
         return False
-    if analytics.min_evidence == 0:
+    if rule.min_evidence == 0:
         return True
     if min(len(first), len(last)) < 2:
         return False
     spread = math.sqrt(first.var(ddof=1) / len(first) + last.var(ddof=1) / len(last))
-    return rise >= analytics.min_evidence * spread
+    return rise >= rule.min_evidence * spread
 
 
 @dataclass
 class AlertConfirmation:
-    """Live alerts: the escalation rule read after each new customer segment of the call
-    so far, firing once it has held for `confirm_segments` of them in a row."""
+    """Live alerts: the live escalation rule (`CallAnalytics.live_rule`) read after each new
+    customer segment of the call so far, firing once it has held for `confirm_segments` of
+    them in a row."""
 
     analytics: CallAnalytics
     held: int = 0
@@ -191,7 +217,7 @@ class AlertConfirmation:
                       heard_s: float) -> bool:
         """Whether the alert fires now, `times_s` / `negative_p` being the rule's segments
         heard so far and `heard_s` the call's length so far."""
-        holds = escalation_rule(times_s, negative_p, heard_s, self.analytics)
+        holds = escalation_rule(times_s, negative_p, heard_s, self.analytics.live_rule)
         self.held = self.held + 1 if holds else 0
         return self.held >= self.analytics.confirm_segments
 
@@ -296,5 +322,5 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
 
     times, trend = customer_trend(labels, valence, segments, raw)
     row["escalation_slope"] = escalation_slope(times, trend)
-    row["escalated"] = escalation_rule(times, trend, duration_s, analytics)
+    row["escalated"] = escalation_rule(times, trend, duration_s, analytics.nightly_rule)
     return row

@@ -3,6 +3,8 @@ on hand-made cells and trends (the trainings and the scoring are the benchmarks'
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,11 +173,14 @@ def test_live_alerts_wait_for_the_rule_to_hold_in_a_row(fit):
     ends = mids + 4.0
     negative = np.where(mids > 60, 0.9, 0.1)
     trends = {"c": (ends, mids, negative)}
-    rule = CallAnalytics(min_rise=0.3, min_evidence=0.0, min_segments=2, confirm_segments=1)
+    rule = CallAnalytics(live_min_rise=0.3, live_min_evidence=0.0, live_min_segments=2,
+                         confirm_segments=1)
     first = fit.live_alerts(trends, rule)["c"]
-    later = fit.live_alerts(trends, CallAnalytics(min_rise=0.3, min_evidence=0.0,
-                                                  min_segments=2, confirm_segments=3))["c"]
+    later = fit.live_alerts(trends, replace(rule, confirm_segments=3))["c"]
     assert first in ends and later == pytest.approx(first + 20.0)
+    # the live thresholds are the live rule's, not the nightly ones
+    assert fit.live_alerts(trends, replace(rule, min_rise=0.95))["c"] == first
+    assert np.isnan(fit.live_alerts(trends, replace(rule, live_min_rise=0.95))["c"])
     calm = {"c": (ends, mids, np.full(len(mids), 0.1))}
     assert np.isnan(fit.live_alerts(calm, rule)["c"])
 

@@ -39,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # An eager escalation rule, given with --analytics: the alert path is what is tested here,
 # not the fitted rule's judgement of the escalating call-0002 (which it does not flag).
-EAGER = {"min_rise": 0.1, "min_evidence": 0.0, "min_segments": 1, "confirm_segments": 1}
+EAGER = {"min_rise": 0.1, "min_evidence": 0.0, "min_segments": 1,
+         "live_min_rise": 0.1, "live_min_evidence": 0.0, "live_min_segments": 1,
+         "confirm_segments": 1}
 
 
 @pytest.fixture(scope="module")

@@ -297,7 +297,9 @@ def test_an_argmax_share_sits_inside_its_interval():
 def test_an_alert_needs_the_rule_to_hold_for_segments_in_a_row():
     mids = np.arange(5.0, 120.0, 10.0)
     negative = np.where(mids > 60, 0.9, 0.1)
-    rule = replace(RULE, min_rise=0.3, confirm_segments=2)
+    # the live rule's thresholds, the nightly ones made the same to compare with the flag
+    rule = replace(RULE, min_rise=0.3, live_min_rise=0.3, live_min_evidence=0.0,
+                   live_min_segments=2, confirm_segments=2)
     confirmation = AlertConfirmation(rule)
     fired = [confirmation.after_segment(mids[:i + 1], negative[:i + 1], mids[i] + 4)
              for i in range(len(mids))]
