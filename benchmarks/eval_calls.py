@@ -270,7 +270,7 @@ def classifier_limit(truth: pd.DataFrame, table: pd.DataFrame, confusion: list,
         flags = pd.Series({
             call: escalation_rule(((g.start_s + g.end_s) / 2).to_numpy(),
                                   g.negative.to_numpy(float), float(durations[call]),
-                                  analytics)
+                                  analytics.nightly_rule)
             for call, g in rows.groupby("call_id")})
         f1s.append(flag_figures(flags, table)["f1"] or 0.0)
     return {"draws": draws,
@@ -332,7 +332,8 @@ def used_analytics(results: Path, model) -> CallAnalytics:
     limit read the calls as their stored figures were made."""
     recorded = results / "score_config.json"
     settings = json.loads(recorded.read_text()).get("analytics") if recorded.is_file() else None
-    return CallAnalytics.from_dict(settings) if settings else CallAnalytics.of_model(model)
+    return CallAnalytics.from_fitted(settings, str(recorded)) if settings \
+        else CallAnalytics.of_model(model)
 
 
 def evaluate_folder(calls_dir: Path, results: Path, model_dir: str, *, live: bool,

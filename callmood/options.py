@@ -28,7 +28,8 @@ def source_timezone_option(help: str):
 
 def analytics_option():
     """--analytics FILE: the call analytics settings (persistence, the escalation rule, the
-    live confirmation) as JSON, e.g. refitted on a team's own labelled calls."""
+    live alert's thresholds and confirmation) as JSON, e.g. refitted on a team's own
+    labelled calls."""
     return click.option("--analytics", "analytics_file", type=click.Path(dir_okay=False),
                         metavar="FILE",
                         help="JSON of call analytics settings (CallAnalytics fields, or a "

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import reprlib
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 ROLES = ("agent", "customer")
 Z95 = 1.96
+LIVE_THRESHOLDS = ("live_min_rise", "live_min_evidence", "live_min_segments")
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,23 @@ class CallAnalytics:
         return cls(**values)
 
     @classmethod
+    def from_fitted(cls, values: dict, source: str) -> CallAnalytics:
+        """from_dict for settings a fit or a scoring wrote (`source`, for the warning).
+        Settings with a live confirmation count but no live thresholds were fitted when
+        live alerts read the nightly thresholds (before 2026-12-07), their count chosen
+        for those: they are read so, with a warning to refit."""
+        analytics = cls.from_dict(values)
+        if not _before_live_thresholds(values):
+            return analytics
+        warnings.warn(f"{source}: fitted before live alerts had thresholds of their own; its "
+                      "live alerts read the nightly ones, as when it was fitted (refit with "
+                      "benchmarks/fit_call_analytics.py)", stacklevel=2)
+        nightly = analytics.nightly_rule
+        return replace(analytics, live_min_rise=nightly.min_rise,
+                       live_min_evidence=nightly.min_evidence,
+                       live_min_segments=nightly.min_segments)
+
+    @classmethod
     def of_model(cls, model: LoadedModel, given: dict | None = None) -> CallAnalytics:
         """The settings a model's calls are read with: those fitted with it (its folder's
         call_analytics.json; the defaults where it has none) with `given` (--analytics)
@@ -119,11 +137,19 @@ class CallAnalytics:
             warnings.warn(f"{model.analytics_file}: ignored settings this callmood does not "
                           f"know: {_names(unknown)}", stacklevel=2)
         try:
-            fitted = cls.from_dict({key: value for key, value in model.analytics.items()
-                                    if key in known})
+            fitted = cls.from_fitted({key: value for key, value in model.analytics.items()
+                                      if key in known}, str(model.analytics_file))
         except ValueError as err:
             raise ValueError(f"{model.analytics_file}: {err}") from None
-        return cls.from_dict(asdict(fitted) | (given or {}))
+        given = given or {}
+        base = asdict(fitted)
+        if _before_live_thresholds(given):  # its count goes with the nightly thresholds
+            base = {key: value for key, value in base.items() if key not in LIVE_THRESHOLDS}
+        return cls.from_fitted(base | given, "--analytics")
+
+
+def _before_live_thresholds(values: dict) -> bool:
+    return "confirm_segments" in values and not set(values) & set(LIVE_THRESHOLDS)
 
 
 def _names(names: set) -> str:

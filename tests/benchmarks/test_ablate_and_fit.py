@@ -185,6 +185,23 @@ def test_live_alerts_wait_for_the_rule_to_hold_in_a_row(fit):
     assert np.isnan(fit.live_alerts(calm, rule)["c"])
 
 
+def test_the_fit_keeps_the_false_alarm_cap_then_the_earliest_alerts(fit):
+    def row(f1, false_alarms, delay, evidence=1.0):
+        return {"bootstrap_f1": f1, "bootstrap_false_alarms": false_alarms,
+                "median_s_after_first_negative": delay, "live_min_evidence": evidence,
+                "live_min_segments": 2, "live_min_rise": 0.2}
+    rows = [row(0.9, 0.20, 10.0), row(0.5, 0.04, 60.0), row(0.5, 0.05, 30.0),
+            row(0.5, 0.05, 30.0, evidence=3.0), row(0.0, 0.0, None)]
+    best = fit.best_flags(rows, prefix="live_")
+    assert best == rows[3] | {"within_false_alarm_cap": True}
+    # nothing under the cap: the best F1 of all, and the report says so
+    over = fit.best_flags([row(0.9, 0.2, 10.0), row(0.4, 0.1, 5.0)], prefix="live_")
+    assert over["bootstrap_f1"] == 0.9 and over["within_false_alarm_cap"] is False
+    # a rule that never alerts on an escalating call (no delay) is not the earliest
+    assert fit.best_flags([row(0.0, 0.0, None), row(0.0, 0.0, 90.0)],
+                          prefix="live_")["median_s_after_first_negative"] == 90.0
+
+
 def test_bootstrap_figures_average_resamples_of_the_calls(fit):
     table = pd.DataFrame({"escalates": [True, True, False, False],
                           "calm": [False, False, True, True]}, index=list("abcd"))

@@ -209,10 +209,12 @@ def test_a_call_that_ends_during_a_nightly_run_is_written_once_the_run_lets_go(s
 def test_a_stream_reads_with_the_models_own_analytics_and_a_bad_file_stops_the_start(
         tmp_path):
     folder = make_model_folder(tmp_path / "model")
-    write_call_analytics(folder, {"min_rise": 0.35, "confirm_segments": 3}, "a test")
+    write_call_analytics(folder, {"min_rise": 0.35, "live_min_rise": 0.4,
+                                  "confirm_segments": 3}, "a test")
     scorer = StreamScorer(load_model_folder(folder),
                           CallMeta("own", None, None, dt.datetime.now(dt.UTC), 1), 2, 8000)
-    assert scorer.analytics == CallAnalytics(min_rise=0.35, confirm_segments=3)
+    assert scorer.analytics == CallAnalytics(min_rise=0.35, live_min_rise=0.4,
+                                             confirm_segments=3)
     (folder / "call_analytics.json").write_text(json.dumps({"min_rise": "x" * 100_000}))
     started = subprocess.run([CALLMOOD, "live", "--model", str(folder), "--port",
                               str(free_port())], capture_output=True, text=True, timeout=120)

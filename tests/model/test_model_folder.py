@@ -214,6 +214,31 @@ def test_a_models_call_analytics_are_checked_with_short_errors_naming_the_file(t
          "preprocessor_config.json"])
 
 
+def test_analytics_fitted_before_the_live_thresholds_keep_their_live_alert(tmp_path,
+                                                                          tiny_mel):
+    """A count of confirmations without live thresholds was fitted when live alerts read
+    the nightly thresholds: it is read with those, with a warning to refit."""
+    folder = save_model_folder(tmp_path / "m", build_model(tiny_mel, TINY_LABELS,
+                                                           "random:micro"),
+                               tiny_mel, Normalization(), ModelCard(name="a",
+                                                                   labels=list(TINY_LABELS)))
+    old = {"min_rise": 0.15, "min_evidence": 2.0, "min_segments": 4, "confirm_segments": 1}
+    write_call_analytics(folder, old, "a fit of 2026-12-06")
+    as_fitted = CallAnalytics(**old, live_min_rise=0.15, live_min_evidence=2.0,
+                              live_min_segments=4)
+    with pytest.warns(UserWarning, match="call_analytics.json: fitted before live alerts"):
+        assert CallAnalytics.of_model(load_model_folder(folder)) == as_fitted
+    # the same for such settings given with --analytics, over a model's newer ones
+    write_call_analytics(folder, asdict(CallAnalytics()), "a fit of now")
+    with pytest.warns(UserWarning, match="--analytics: fitted before live alerts"):
+        assert CallAnalytics.of_model(load_model_folder(folder), old) == as_fitted
+    # settings that name live thresholds, or no confirmation count, are read as they are
+    newer = load_model_folder(folder)
+    assert CallAnalytics.of_model(newer, {"min_rise": 0.3}) == CallAnalytics(min_rise=0.3)
+    assert CallAnalytics.of_model(newer, {"live_min_rise": 0.3, "confirm_segments": 5}) \
+        == CallAnalytics(live_min_rise=0.3, confirm_segments=5)
+
+
 def test_the_bundled_models_analytics_are_the_defaults_and_its_dev_fit():
     """CallAnalytics' defaults, the bundled folder's call_analytics.json and the committed
     fit report are one setting (a refit changes all three)."""

@@ -268,6 +268,8 @@ def test_the_share_interval_holds_the_share_and_narrows_with_evidence():
     ({"evidence_weight": 0.0}, "evidence_weight"),
     ({"min_rise": "0.2"}, "min_rise must be a number"),
     ({"confirm_segments": 0}, "at least 1"),
+    ({"live_min_segments": 0}, "at least 1"),
+    ({"live_min_evidence": -1.0}, ">= 0"),
     ({"min_segments": 2.5}, "min_segments must be a whole number"),
     ({"persistence_s": float("nan")}, "finite"),
     ({"share_error_sd": -0.1}, ">= 0"),
