@@ -50,15 +50,15 @@ import pandas as pd
 from callmood.model.folder import default_model_dir, load_model_folder, write_call_analytics
 from callmood.results.call_summary import (
     LIVE_THRESHOLDS,
-    AlertConfirmation,
     CallAnalytics,
     EscalationRule,
-    customer_trend,
+    alert_held_counts,
+    alert_trend,
     escalation_rule,
+    first_alert,
     negative_share_interval,
     smoothed_by_role,
     summarize_call,
-    trend_focus,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/
@@ -93,16 +93,12 @@ def summaries(inputs: dict, durations: pd.Series, labels, valence,
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def customer_trends(inputs: dict, labels, valence) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def customer_trends(inputs: dict, labels, valence) -> dict[str, tuple[np.ndarray, ...]]:
     """call -> (end times, mid times, negative probability) of the rule's segments, in
-    time order."""
-    out = {}
-    for call, (roles, starts, ends, probs) in inputs.items():
-        segments = list(zip(roles, starts, ends, strict=True))
-        mids, trend = customer_trend(labels, valence, segments, probs)
-        order = np.argsort(mids, kind="stable")
-        out[call] = (ends[trend_focus(roles)][order], mids[order], trend[order])
-    return out
+    time order (alert_trend)."""
+    return {call: alert_trend(labels, valence, list(zip(roles, starts, ends, strict=True)),
+                              probs)
+            for call, (roles, starts, ends, probs) in inputs.items()}
 
 
 def share_error(table: pd.DataFrame, shown: pd.Series) -> float:
@@ -219,28 +215,16 @@ def best_flags(rows: list[dict], prefix: str = "") -> dict:
 
 
 def held_counts(trends: dict, analytics: CallAnalytics) -> dict[str, tuple]:
-    """call -> (end times of the rule's segments, for how many segments in a row the live
-    rule has held after each), read as live scoring reads it (AlertConfirmation): after
-    each of them ends, on those heard by then."""
-    out = {}
-    for call, (ends, mids, neg) in trends.items():
-        confirmation, held = AlertConfirmation(analytics), []
-        for now in ends:
-            seen = ends <= now
-            confirmation.after_segment(mids[seen], neg[seen], float(now))
-            held.append(confirmation.held)
-        out[call] = (ends, np.array(held, dtype=int))
-    return out
+    """call -> (end times of the rule's segments, alert_held_counts)."""
+    return {call: (ends, alert_held_counts(ends, mids, neg, analytics))
+            for call, (ends, mids, neg) in trends.items()}
 
 
 def fire_times(counts: dict, confirm: int) -> pd.Series:
     """call -> the time the live alert fires with `confirm` segments' confirmation (NaN:
     never), from held_counts."""
-    out = {}
-    for call, (ends, held) in counts.items():
-        fired = np.flatnonzero(held >= confirm)
-        out[call] = float(ends[fired[0]]) if len(fired) else math.nan
-    return pd.Series(out)
+    return pd.Series({call: first_alert(ends, held, confirm)
+                      for call, (ends, held) in counts.items()}, dtype=float)
 
 
 def live_alerts(trends: dict, analytics: CallAnalytics) -> pd.Series:

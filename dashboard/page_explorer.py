@@ -55,6 +55,11 @@ interval = ("" if pd.isna(call.customer_negative_share_low) else
             f"{pct(call.customer_negative_share_high)}: one call's share is uncertain")
 cols[1].metric("Customer negative", pct(call.customer_negative_share), help=interval or None)
 cols[2].metric("Escalated", "yes" if call.escalated else "no")
+cols[3].metric("Live alert", "–" if pd.isna(call.live_alert_at_s) else
+               f"at {call.live_alert_at_s:.0f} s",
+               help="When the live alert fired, or would have for a call scored at night: the "
+                    "escalation rule read on the call so far, with thresholds of its own, so "
+                    "it can differ from the flag on the whole call.")
 
 segments = app_data.query("call_segments", call_id=call_id)
 if segments.empty:

@@ -248,6 +248,45 @@ class AlertConfirmation:
         return self.held >= self.analytics.confirm_segments
 
 
+def alert_trend(labels: list[str], valence: dict[str, int],
+                segments: list[tuple[str, float, float]], probs: np.ndarray,
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(end times, midpoints, negative probability) of the escalation rule's segments
+    (customer_trend) in time order: what the live alert reads, a segment at a time."""
+    ends = np.array([e for _, _, e in segments], dtype=np.float64)
+    mids, trend = customer_trend(labels, valence, segments, probs)
+    ends = ends[trend_focus(np.array([role for role, _, _ in segments]))]
+    order = np.argsort(mids, kind="stable")
+    return ends[order], mids[order], trend[order]
+
+
+def alert_held_counts(ends_s: np.ndarray, times_s: np.ndarray, negative_p: np.ndarray,
+                      analytics: CallAnalytics) -> np.ndarray:
+    """For how many of the rule's segments in a row the live rule has held after each of
+    them ends (alert_trend's order), read on the segments heard by then, as live scoring
+    reads it (AlertConfirmation)."""
+    confirmation, held = AlertConfirmation(analytics), []
+    for now in ends_s:
+        heard = ends_s <= now
+        confirmation.after_segment(times_s[heard], negative_p[heard], float(now))
+        held.append(confirmation.held)
+    return np.array(held, dtype=int)
+
+
+def first_alert(ends_s: np.ndarray, held: np.ndarray, confirm_segments: int) -> float | None:
+    """The end of the segment after which the rule has held for `confirm_segments` in a
+    row (`held`: alert_held_counts), when the live alert fires; None: it never does."""
+    fired = np.flatnonzero(held >= confirm_segments)
+    return float(ends_s[fired[0]]) if len(fired) else None
+
+
+def live_alert_at(ends_s: np.ndarray, times_s: np.ndarray, negative_p: np.ndarray,
+                  analytics: CallAnalytics) -> float | None:
+    """When the live alert fires on the rule's segments (alert_trend); None: never."""
+    return first_alert(ends_s, alert_held_counts(ends_s, times_s, negative_p, analytics),
+                       analytics.confirm_segments)
+
+
 def escalation_slope(times_s: np.ndarray, negative_p: np.ndarray) -> float | None:
     """Least-squares slope of the negative probability per minute."""
     if len(times_s) < 2 or np.ptp(times_s) == 0:
@@ -349,4 +388,8 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
     times, trend = customer_trend(labels, valence, segments, raw)
     row["escalation_slope"] = escalation_slope(times, trend)
     row["escalated"] = escalation_rule(times, trend, duration_s, analytics.nightly_rule)
+    # a call scored at night shows when the live alert would have fired, so a call that
+    # paged a supervisor is not a mystery the next morning (the two rules differ)
+    row["live_alert_at_s"] = live_alert_at(*alert_trend(labels, valence, segments, raw),
+                                           analytics)
     return row

@@ -57,6 +57,9 @@ CALL_FIELDS = [
     pa.field("peak_negative_at_s", pa.float64()),
     pa.field("escalation_slope", pa.float64()),  # customer negative prob per minute
     pa.field("escalated", pa.bool_(), nullable=False),
+    # the end of the customer segment after which the live alert fired, or would have for a
+    # call scored at night (null: never; empty in older folders)
+    pa.field("live_alert_at_s", pa.float64()),
     # agent_share_<label>, customer_share_<label> float64 columns follow
 ]
 CALL_TAIL_FIELDS = SEGMENT_TAIL_FIELDS

@@ -7,7 +7,7 @@ WITH matching AS (
     SELECT call_id, call_date, started_at, agent_id, queue, duration_s, n_segments,
            speech_s_agent, speech_s_customer, customer_negative_share,
            customer_negative_share_low, customer_negative_share_high, escalated,
-           escalation_slope, peak_negative_emotion, peak_negative_confidence,
+           live_alert_at_s, escalation_slope, peak_negative_emotion, peak_negative_confidence,
            peak_negative_at_s, customer_channel, source_file, model_name, model_version,
            scored_at,
            row_number() OVER (ORDER BY started_at DESC NULLS LAST, call_id) AS rank,

@@ -202,10 +202,12 @@ def test_a_call_with_no_segments():
     assert got["customer_negative_share"] is None
     assert got["peak_negative_emotion"] is None and got["peak_negative_at_s"] is None
     assert got["escalation_slope"] is None and got["escalated"] is False
+    assert got["live_alert_at_s"] is None
     assert set(got) == {"speech_s_agent", "speech_s_customer", "customer_negative_share",
                         "customer_negative_share_low", "customer_negative_share_high",
                         "peak_negative_emotion", "peak_negative_confidence",
                         "peak_negative_at_s", "escalation_slope", "escalated",
+                        "live_alert_at_s",
                         *(f"{role}_share_{label}" for role in ("agent", "customer")
                           for label in LABELS)}
 
@@ -294,6 +296,27 @@ def test_an_argmax_share_sits_inside_its_interval():
     got = call(60.0, segments, replace(RULE, share_error_sd=0.05))
     assert got["customer_negative_share"] == 0.0
     assert got["customer_negative_share_low"] == 0.0 < got["customer_negative_share_high"]
+
+
+def test_a_calls_row_says_when_the_live_alert_fired_as_live_scoring_reads_it():
+    """The row's live_alert_at_s is the end of the segment after which AlertConfirmation,
+    fed the customer's segments one by one (each on those that had ended), first fires;
+    agent segments are not the rule's; a calm call has none."""
+    mids = np.arange(5.0, 120.0, 10.0)
+    negative = np.where(mids > 60, 0.9, 0.1)
+    rule = replace(RULE, live_min_rise=0.3, live_min_evidence=0.0, live_min_segments=2,
+                   confirm_segments=2)
+    confirmation = AlertConfirmation(rule)
+    fired = next(mid + 1.0 for i, mid in enumerate(mids)
+                 if confirmation.after_segment(mids[:i + 1], negative[:i + 1], mid + 1.0))
+    agents = customer(mids + 3.0, np.full(len(mids), 0.9), role="agent")
+    got = call(125.0, customer(mids, negative) + agents, rule)
+    assert got["live_alert_at_s"] == fired
+    assert call(125.0, customer(mids, np.full(len(mids), 0.1)) + agents,
+                rule)["live_alert_at_s"] is None
+    # the live alert has thresholds of its own: a stricter one fires later or never
+    assert call(125.0, customer(mids, negative), replace(rule, live_min_rise=0.95))[
+        "live_alert_at_s"] is None
 
 
 def test_an_alert_needs_the_rule_to_hold_for_segments_in_a_row():
