@@ -229,7 +229,7 @@ class StreamScorer:
                 self.alerted = True
                 summary = self.summary()
                 return [{"type": "alert", "call_id": self.call.call_id,
-                         "at_s": round(self.duration_s, 3),
+                         "at_s": round(self.duration_s, 3), "segment_end_s": float(end),
                          "reason": "customer negative emotion rising",
                          "escalation_slope": summary["escalation_slope"],
                          "customer_negative_share": summary["customer_negative_share"]}]

@@ -252,11 +252,14 @@ def alert_trend(labels: list[str], valence: dict[str, int],
                 segments: list[tuple[str, float, float]], probs: np.ndarray,
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(end times, midpoints, negative probability) of the escalation rule's segments
-    (customer_trend) in time order: what the live alert reads, a segment at a time."""
+    (customer_trend) in the order they end: what the live alert reads, a segment at a
+    time. Exact for a customer channel or a mono call; where two channels without known
+    roles both count, live reads each channel's windows as their pauses pass, so its
+    order, and its alert, can differ."""
     ends = np.array([e for _, _, e in segments], dtype=np.float64)
     mids, trend = customer_trend(labels, valence, segments, probs)
     ends = ends[trend_focus(np.array([role for role, _, _ in segments]))]
-    order = np.argsort(mids, kind="stable")
+    order = np.lexsort((mids, ends))
     return ends[order], mids[order], trend[order]
 
 
@@ -296,17 +299,18 @@ def escalation_slope(times_s: np.ndarray, negative_p: np.ndarray) -> float | Non
 
 def trend_focus(roles: np.ndarray) -> np.ndarray:
     """Which of these (segments' or channels') roles the trend and the peak read: the
-    customer's, or all of them when none is the customer's (mono, unknown roles)."""
+    customer's where the roles are known (none when the customer did not speak: the
+    agent's speech is not the customer's), all of them where they are not (mono, chN)."""
     customer = roles == "customer"
-    return customer if customer.any() else np.ones(len(roles), bool)
+    known = customer.any() or (roles == "agent").any()
+    return customer if known else np.ones(len(roles), bool)
 
 
 def customer_trend(labels: list[str], valence: dict[str, int],
                    segments: list[tuple[str, float, float]], probs: np.ndarray,
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(midpoints, negative probability as scored) of the customer's segments, or of every
-    segment when no channel is the customer's (mono, unknown roles): the escalation rule's
-    input."""
+    """(midpoints, negative probability as scored) of the segments trend_focus picks: the
+    escalation rule's input."""
     negative = np.array([valence.get(label, 0) < 0 for label in labels])
     roles = np.array([role for role, _, _ in segments])
     mids = np.array([(s + e) / 2 for _, s, e in segments], dtype=np.float64)

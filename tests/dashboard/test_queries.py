@@ -377,17 +377,20 @@ def test_agent_and_queue_shares_come_with_an_interval_that_widens_with_few_calls
 
 def test_a_folder_written_before_the_interval_columns_still_opens(tmp_path):
     """Columns are only ever added to the schema: calls files without the negative share's
-    interval columns read with them empty, in the views and in the canned queries."""
+    interval columns or the live alert's time read with them empty, in the views and in
+    the canned queries."""
     root = tmp_path / "results"
     for call_id in ("c1", "c2"):
         write_call(root, call_id, CALLS[call_id])
     for path in (root / "calls").rglob("*.parquet"):
         old = pq.read_table(path).drop_columns(["customer_negative_share_low",
-                                                "customer_negative_share_high"])
+                                                "customer_negative_share_high",
+                                                "live_alert_at_s"])
         pq.write_table(old, path)
     con = connect(root)
-    calls = con.sql("SELECT customer_negative_share_low, customer_negative_share_high "
-                    "FROM calls").fetchall()
-    assert calls == [(None, None), (None, None)]
-    assert len(q(con, "agents")) == 2 and len(q(con, "calls_list")) == 2
+    calls = con.sql("SELECT customer_negative_share_low, customer_negative_share_high, "
+                    "live_alert_at_s FROM calls").fetchall()
+    assert calls == [(None, None, None), (None, None, None)]
+    assert len(q(con, "agents")) == 2
+    assert q(con, "calls_list").live_alert_at_s.isna().all()
     con.close()

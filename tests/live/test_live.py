@@ -73,9 +73,9 @@ def test_both_protocols_alerts_errors_and_results(server):
         alerts = [e for e in escalating if e["type"] == "alert"]
         assert len(alerts) == 1 and alerts[0]["at_s"] < length_s
         assert escalating[-1]["type"] == "summary" and escalating[-1]["escalated"]
-        # the call's row says when the alert fired: the end of the segment it fired after,
-        # at most the audio heard when the alert was sent
-        assert 0 < escalating[-1]["live_alert_at_s"] <= alerts[0]["at_s"]
+        # the call's row says when the alert fired: the end of the segment it fired after
+        assert escalating[-1]["live_alert_at_s"] == alerts[0]["segment_end_s"]
+        assert 0 < alerts[0]["segment_end_s"] <= alerts[0]["at_s"]
 
         # garbage gets an error event; the connection and the next call still work
         ws.send("{not json")

@@ -163,6 +163,18 @@ def test_without_a_customer_the_whole_call_stands_in_for_the_trend(role):
     assert got["peak_negative_at_s"] == 109.0
 
 
+def test_an_agents_speech_does_not_stand_in_for_a_silent_customer():
+    """A stereo call whose customer never spoke (one-way audio): the agent's rising
+    negativity is neither an escalation nor a live alert, as live scoring, which reads the
+    customer's channel only, never alerts on it."""
+    eager = replace(RULE, live_min_rise=0.1, live_min_evidence=0.0, live_min_segments=1,
+                    confirm_segments=1)
+    agent_only = customer(TIMES, [0.1, 0.24, 0.38, 0.52, 0.66, 0.8], role="agent")
+    got = call(120.0, agent_only, eager)
+    assert got["escalated"] is False and got["live_alert_at_s"] is None
+    assert got["peak_negative_emotion"] is None and got["escalation_slope"] is None
+
+
 # --- the calls row's other figures
 
 
