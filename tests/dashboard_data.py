@@ -114,7 +114,10 @@ def write_call(root: Path, call_id: str, spec: tuple, labels: list[str] = LABELS
         "peak_negative_confidence": peak[1] if peak else None,
         "peak_negative_at_s": peak[2] if peak else None,
         "escalation_slope": slope, "escalated": escalated,
-        "live_alert_at_s": round(0.6 * duration, 1) if escalated else None,
+        # an escalated call's alert: after the customer's last negative segment
+        "live_alert_at_s": max((float(end) for role, _, end, emotion, _ in segs
+                                if role == "customer" and emotion in negative),
+                               default=None) if escalated else None,
         **{f"{r}_share_{lab}": (shares[r, lab] / speech[r] if speech[r] else None)
            for r in speech for lab in labels},
         "model_name": "tiny-vit", "model_version": "abc123", "scored_at": SCORED_AT,

@@ -187,6 +187,7 @@ def test_call_explorer(app, sample_results):
     assert "**Agent:** ` A1 ` · **Queue:** ` billing ` · **Peak negative:** ` angry ` 0.90" \
         in markdown(at)
     assert shown["Customer negative"] == "33%"
+    assert (shown["Escalated"], shown["Live alert"]) == ("no", "–")
     assert len(charts(at)) == 1 and "Time in call (s)" in charts(at)[0]
     assert len(at.get("audio")) == 1 and not at.warning
 
@@ -199,7 +200,7 @@ def test_call_explorer(app, sample_results):
     assert "not available" in at.warning[0].value  # c2 has no audio file
     # its name is shown as text, not rendered as Markdown
     assert any(c.value.endswith(".wav") for c in at.code), [c.value for c in at.code]
-    assert metrics(at)["Escalated"] == "yes"
+    assert (metrics(at)["Escalated"], metrics(at)["Live alert"]) == ("yes", "at 30 s")
     assert at.query_params["call"] == "c2"
 
 

@@ -142,6 +142,7 @@ def test_overview_and_call_explorer_in_a_browser(server, browser, tmp_path):
     browser.get(f"{server}/explorer?call=c2")
     wait_for(lambda: metric(browser, "Escalated"), "the call's figures")
     assert metric(browser, "Escalated") == "yes"
+    assert metric(browser, "Live alert") == "at 30 s"
     body = browser.find_element(By.TAG_NAME, "body").text
     assert "Agent: A2 · Queue: support · Peak negative: angry 0.95" in body
     assert "Call explorer" in body and "The recording is not available" in body
