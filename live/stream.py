@@ -27,7 +27,7 @@ from callmood.model.folder import LoadedModel
 from callmood.results.call_summary import (
     AlertConfirmation,
     CallAnalytics,
-    customer_trend,
+    alert_trend,
     roles_for,
     summarize_call,
     trend_focus,
@@ -216,16 +216,12 @@ class StreamScorer:
     def _alert(self, new_ends: list[float]) -> list[dict]:
         """The alert event, if the live rule now holds for `confirm_segments` customer
         segments in a row: it is read after each new one (`new_ends`, in time order) on the
-        segments that had ended by then, as fit_call_analytics.py simulates it."""
-        segments = [(self.roles[c], s, e) for c, s, e in self.windows]
-        ends = np.array([e for _, _, e in self.windows])
-        probs = np.array(self.probs)
+        segments that had ended by then, as the nightly job replays it (alert_held_counts)."""
+        ends, times, trend = alert_trend(self.model.labels, self.model.card.valence,
+                                         [(self.roles[c], s, e) for c, s, e in self.windows],
+                                         np.array(self.probs))
         for end in new_ends:
-            heard = ends <= end
-            times, trend = customer_trend(self.model.labels, self.model.card.valence,
-                                          [s for s, h in zip(segments, heard, strict=True)
-                                           if h], probs[heard])
-            if self.confirmation.after_segment(times, trend, end):
+            if self.confirmation.after_end(ends, times, trend, end):
                 self.alerted = True
                 summary = self.summary()
                 return [{"type": "alert", "call_id": self.call.call_id,

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import reprlib
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, astuple, dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -120,10 +120,8 @@ class CallAnalytics:
         warnings.warn(f"{source}: fitted before live alerts had thresholds of their own; its "
                       "live alerts read the nightly ones, as when it was fitted (refit with "
                       "benchmarks/fit_call_analytics.py)", stacklevel=2)
-        nightly = analytics.nightly_rule
-        return replace(analytics, live_min_rise=nightly.min_rise,
-                       live_min_evidence=nightly.min_evidence,
-                       live_min_segments=nightly.min_segments)
+        return replace(analytics, **dict(zip(LIVE_THRESHOLDS, astuple(analytics.nightly_rule),
+                                             strict=True)))
 
     @classmethod
     def of_model(cls, model: LoadedModel, given: dict | None = None) -> CallAnalytics:
@@ -247,6 +245,13 @@ class AlertConfirmation:
         self.held = self.held + 1 if holds else 0
         return self.held >= self.analytics.confirm_segments
 
+    def after_end(self, ends_s: np.ndarray, times_s: np.ndarray, negative_p: np.ndarray,
+                  now_s: float) -> bool:
+        """after_segment once the rule's segment that ends at `now_s` is heard, on those of
+        the rule's segments (alert_trend) that had ended by then."""
+        heard = ends_s <= now_s
+        return self.after_segment(times_s[heard], negative_p[heard], now_s)
+
 
 def alert_trend(labels: list[str], valence: dict[str, int],
                 segments: list[tuple[str, float, float]], probs: np.ndarray,
@@ -270,8 +275,7 @@ def alert_held_counts(ends_s: np.ndarray, times_s: np.ndarray, negative_p: np.nd
     reads it (AlertConfirmation)."""
     confirmation, held = AlertConfirmation(analytics), []
     for now in ends_s:
-        heard = ends_s <= now
-        confirmation.after_segment(times_s[heard], negative_p[heard], float(now))
+        confirmation.after_end(ends_s, times_s, negative_p, float(now))
         held.append(confirmation.held)
     return np.array(held, dtype=int)
 
@@ -389,11 +393,10 @@ def summarize_call(labels: list[str], valence: dict[str, int], duration_s: float
                     "peak_negative_confidence": float(confident[best]),
                     "peak_negative_at_s": float(starts[best])})
 
-    times, trend = customer_trend(labels, valence, segments, raw)
+    ends, times, trend = alert_trend(labels, valence, segments, raw)
     row["escalation_slope"] = escalation_slope(times, trend)
     row["escalated"] = escalation_rule(times, trend, duration_s, analytics.nightly_rule)
     # a call scored at night shows when the live alert would have fired, so a call that
     # paged a supervisor is not a mystery the next morning (the two rules differ)
-    row["live_alert_at_s"] = live_alert_at(*alert_trend(labels, valence, segments, raw),
-                                           analytics)
+    row["live_alert_at_s"] = live_alert_at(ends, times, trend, analytics)
     return row
