@@ -25,7 +25,7 @@ from pathlib import Path
 from distributed import Client, WorkerPlugin
 
 from callmood.batch.worker import forget_model, install_model
-from callmood.model.folder import CARD, CONFIG, PREPROCESSOR, WEIGHTS, load_model_folder
+from callmood.model.folder import folder_files, load_model_folder
 from callmood.results.store import ResultsError
 
 PLUGIN = "callmood-model"  # a run's plugin is f"{PLUGIN}-{its client's id}"
@@ -37,13 +37,13 @@ class ShippedModel(WorkerPlugin):
     def __init__(self, model_dir: str, name: str):
         self.name = name
         self.files = {file: (Path(model_dir) / file).read_bytes()
-                      for file in (CONFIG, WEIGHTS, PREPROCESSOR, CARD)}
+                      for file in folder_files(model_dir)}
         self.folder: Path | None = None
 
     def setup(self, worker) -> None:
         self.folder = Path(worker.local_directory) / self.name
-        self.folder.mkdir(parents=True, exist_ok=True)
         for file, data in self.files.items():
+            (self.folder / file).parent.mkdir(parents=True, exist_ok=True)
             (self.folder / file).write_bytes(data)
         install_model(self.name, load_model_folder(self.folder))
 

@@ -143,11 +143,12 @@ def _score_file(path: str, model_key: str, vad: VadConfig, overlap: float,
                                                  model.norm.speaker_reference) \
             if model.mel.speaker_mean else None
         batches, done = [], 0
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            for mels in found.mel_batches(model.mel, batch_size):
-                speakers = None if profiles is None else profiles[done:done + len(mels)]
-                batches.append(model.predict_mels(mels, batch_size, speakers))
-                done += len(mels)
+        # the features stay fp32 at either precision; bf16 is the network's arithmetic
+        for mels in found.mel_batches(model.mel, batch_size):
+            speakers = None if profiles is None else profiles[done:done + len(mels)]
+            batches.append(model.predict_mels(mels, batch_size, speakers,
+                                              bf16=precision == "bf16"))
+            done += len(mels)
         probs = np.concatenate(batches)
         return ScoredCall(path, found.sha256, found.duration_s, found.channels, found.speech,
                           found.windows, probs)

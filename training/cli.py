@@ -320,4 +320,25 @@ def predict(files, model_dir, fmt, threads):
         raise SystemExit(1)
 
 
-COMMANDS = [train, evaluate, tune, predict]
+@click.command()
+@click.argument("members", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="the ensemble folder to write (must not exist)")
+@click.option("--name", required=True, help="the name its scores carry")
+def ensemble(members, out, name):
+    """Make one model of several: an ensemble folder whose scores are the MEMBERS' calibrated
+    probabilities averaged (model folders that read the same features and give the same
+    labels). Any command's --model takes it; it costs a forward pass per member."""
+    from callmood.model.ensemble import write_ensemble_folder
+    from callmood.model.folder import load_model_folder
+
+    try:
+        model = load_model_folder(write_ensemble_folder(out, list(members), name))
+    except (ValueError, OSError) as err:
+        _fail(err)
+    held_out = len(model.card.training["split"]["test_speakers"])
+    click.echo(f"wrote {out}: {name} (version {model.version}), {len(members)} members; "
+               f"{held_out} test speakers that every member held out")
+
+
+COMMANDS = [train, evaluate, tune, predict, ensemble]

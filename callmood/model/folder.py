@@ -8,6 +8,9 @@
     call_analytics.json       optional: the call analytics settings fitted with this model
                               (results.call_summary.CallAnalytics fields, and "fitted_on")
 
+An ensemble folder holds ensemble.json and one such folder per member instead
+(callmood.model.ensemble); it loads the same way and scores as one model.
+
 Loading reads only these files: no pickle (`torch.load`), no remote code, no Hub access.
 A folder from a stranger is checked before anything is built from it: each file must be
 a regular file of bounded size, every size the config names must be the weights' own and
@@ -59,6 +62,7 @@ WEIGHTS = "model.safetensors"
 PREPROCESSOR = "preprocessor_config.json"
 CARD = "callmood.json"
 ANALYTICS = "call_analytics.json"  # a file of its own: readers older than it ignore it
+ENSEMBLE = "ensemble.json"  # an ensemble folder's: its name and member subfolders
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 # Sane limits of a model folder. The bundled model's JSON files are under 10 kB and its
@@ -166,7 +170,9 @@ def predict_probabilities(model: PreTrainedModel, mels: torch.Tensor, mel: MelCo
 
 @dataclass
 class LoadedModel:
-    model: PreTrainedModel  # ViTForImageClassification or Wav2Vec2ForSequenceClassification
+    # ViTForImageClassification or Wav2Vec2ForSequenceClassification, or an ensemble's
+    # AveragedNetwork of them
+    model: PreTrainedModel
     mel: MelConfig
     norm: Normalization
     card: ModelCard
@@ -185,11 +191,12 @@ class LoadedModel:
         return self.card.name
 
     def predict_mels(self, mels: torch.Tensor, batch_size: int = 64,
-                     speakers: torch.Tensor | None = None) -> np.ndarray:
+                     speakers: torch.Tensor | None = None, bf16: bool = False) -> np.ndarray:
         """(N, n_mels, input_frames) log-mels -> (N, labels) calibrated probabilities;
-        `speakers` as for predict_logits."""
+        `speakers` and `bf16` as for predict_logits (which decides the precision: an
+        autocast around this call has no effect on the network)."""
         return self.check_finite(predict_probabilities(
-            self.model, mels, self.mel, self.norm, batch_size,
+            self.model, mels, self.mel, self.norm, batch_size, bf16=bf16,
             temperature=self.card.temperature, speakers=speakers))
 
     def check_finite(self, probs: np.ndarray) -> np.ndarray:
@@ -233,7 +240,7 @@ def write_call_analytics(path: str | Path, settings: dict, fitted_on: str) -> Pa
     nothing else in the folder changes. A folder that cannot be written is a
     ModelFolderError naming the file."""
     target = Path(path) / ANALYTICS
-    if not (Path(path) / CARD).is_file():
+    if not any((Path(path) / file).is_file() for file in (CARD, ENSEMBLE)):
         raise ModelFolderError(f"{path}: not a callmood model folder ({CARD} is missing)")
     written = target.with_name(f".{ANALYTICS}.{os.getpid()}.tmp")
     try:
@@ -243,6 +250,18 @@ def write_call_analytics(path: str | Path, settings: dict, fitted_on: str) -> Pa
         written.unlink(missing_ok=True)
         raise ModelFolderError(f"{target}: cannot be written ({err.strerror})") from None
     return target
+
+
+def folder_files(path: str | Path) -> list[str]:
+    """The files, relative to `path`, that scoring loads from the model folder there (an
+    ensemble's members' too): what a Dask run ships to its workers, once the folder has
+    loaded (which checks an ensemble's member names)."""
+    path = Path(path)
+    if not (path / ENSEMBLE).exists():
+        return [CONFIG, WEIGHTS, PREPROCESSOR, CARD]
+    members = _read_json(path / ENSEMBLE).get("members", [])
+    return [ENSEMBLE, *(f"{member}/{file}" for member in members if isinstance(member, str)
+                        for file in folder_files(path / member))]
 
 
 def _brief(value: object, limit: int = 200) -> str:
@@ -334,6 +353,10 @@ def load_model_folder(path: str | Path) -> LoadedModel:
     path = Path(path)
     if not path.is_dir():
         raise ModelFolderError(f"{path}: model folder not found")
+    if (path / ENSEMBLE).exists():
+        from callmood.model.ensemble import load_ensemble_folder  # it builds on this module
+
+        return load_ensemble_folder(path)
     weights = path / WEIGHTS
     try:
         with _open_model_file(weights, MAX_WEIGHTS_BYTES) as f:

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import soundfile as sf
+import torch
 from batch_fixtures import DIALOGUE, LABELS, make_model_folder, synthetic_call, write_calls_csv
 from click.testing import CliRunner
 
@@ -509,6 +510,36 @@ def test_the_time_limit_stops_a_long_file_between_blocks(tmp_path, model_dir):
     started = time.monotonic()
     outcome = score_file(*args, time_limit_s=0.05)
     assert outcome.error_kind == "timeout" and time.monotonic() - started < 1.0
+
+
+def test_bf16_is_the_networks_arithmetic_and_the_features_stay_fp32(tmp_path, model_dir):
+    """--precision bf16 once wrapped the whole worker in an autocast: the log-mels were
+    computed in bf16 and the network, whose forward pass sets its own precision, in fp32."""
+    synthetic_call(tmp_path / "a.wav", DIALOGUE, 13.0, seed=3)
+    network = cached_model(model_dir).model
+    seen = {}
+
+    def record(module, inputs, output):
+        seen.setdefault("inputs", []).append(inputs[0].detach().clone())
+        seen.setdefault("dtypes", set()).add(output.dtype)
+
+    args = (str(tmp_path / "a.wav"), model_dir, VadConfig(), 0.25, 3600.0, 4)
+    by_precision = {}
+    for precision in ("fp32", "bf16"):
+        seen.clear()
+        hooks = [network.vit.embeddings.patch_embeddings.register_forward_hook(record)]
+        try:
+            outcome = score_file(*args, precision=precision)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        assert outcome.error is None
+        by_precision[precision] = (torch.cat(seen["inputs"]), seen["dtypes"], outcome.probs)
+    (fp32_in, fp32_types, fp32_probs), (bf16_in, bf16_types, bf16_probs) = \
+        by_precision["fp32"], by_precision["bf16"]
+    assert torch.equal(fp32_in, bf16_in)  # the same features, to the bit
+    assert fp32_types == {torch.float32} and bf16_types == {torch.bfloat16}
+    assert 0 < np.abs(fp32_probs - bf16_probs).max() < 0.1
 
 
 def test_a_time_limit_dropped_where_it_was_raised_still_ends_the_block():

@@ -7,6 +7,7 @@ import pytest
 from batch_fixtures import LABELS, SAMPLE_CALLS, make_model_folder
 
 from callmood.batch.score import ScoreConfig, score_calls
+from callmood.model.ensemble import write_ensemble_folder
 
 distributed = pytest.importorskip("distributed")
 
@@ -23,8 +24,12 @@ def exact(row: dict) -> dict:
             if not k.startswith("p_") and k not in ("emotion", "confidence")}
 
 
-def test_dask_cluster_run_equals_local_run(tmp_path):
+@pytest.mark.parametrize("kind", ["one model", "ensemble"])
+def test_dask_cluster_run_equals_local_run(tmp_path, kind):
     model = str(make_model_folder(tmp_path / "model"))
+    if kind == "ensemble":  # shipped with its member folders
+        model = str(write_ensemble_folder(tmp_path / "ensemble", [
+            model, make_model_folder(tmp_path / "other", seed=1)], "tiny-ensemble"))
     local = score_calls([str(SAMPLE_CALLS)], str(tmp_path / "local"), model,
                         ScoreConfig(workers=1), progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
