@@ -330,10 +330,9 @@ def ensemble(members, out, name):
     probabilities averaged (model folders that read the same features and give the same
     labels). Any command's --model takes it; it costs a forward pass per member."""
     from callmood.model.ensemble import write_ensemble_folder
-    from callmood.model.folder import load_model_folder
 
     try:
-        model = load_model_folder(write_ensemble_folder(out, list(members), name))
+        model = write_ensemble_folder(out, list(members), name)
     except (ValueError, OSError) as err:
         _fail(err)
     held_out = len(model.card.training["split"]["test_speakers"])

@@ -29,6 +29,7 @@ from callmood.model.folder import (
     CARD,
     CONFIG,
     ENSEMBLE,
+    MAX_MEMBERS,
     PREPROCESSOR,
     WEIGHTS,
     LoadedModel,
@@ -37,11 +38,11 @@ from callmood.model.folder import (
     _blame,
     _brief,
     _read_json,
+    ensemble_manifest,
     load_model_folder,
 )
 from callmood.signal.features import Normalization
 
-MAX_MEMBERS = 8
 NORMALIZATION_TOLERANCE = 1e-6  # relative: members trained on the same data agree to ~1e-10
 
 
@@ -64,44 +65,65 @@ class AveragedNetwork(torch.nn.Module):
 
 
 def ensemble_version(versions: list[str]) -> str:
-    """An ensemble's version: 12 hex digits of its members' weights versions, in order."""
+    """An ensemble's version: 12 hex digits of its members' weights versions, in order (the
+    same members in another order score alike but are another folder)."""
     return hashlib.sha256("+".join(versions).encode()).hexdigest()[:12]
 
 
-def ensemble_training(members: dict[str, LoadedModel]) -> dict:
-    """The card's training entry of an ensemble of loaded members (subfolder -> model):
-    which members, the corpora any of them heard and, as held-out test speakers, those
-    that every member held out, so that no figure on them was heard by one of them."""
-    cards = [model.card for model in members.values()]
+def _training_entry(card: ModelCard, key: str) -> dict:
+    """card.training[key] (and training.split's test speakers) as a dict, {} where a
+    member's card has none or another type: a single model loads with any."""
+    training = card.training if isinstance(card.training, dict) else {}
+    entry = training.get(key, {})
+    return entry if isinstance(entry, dict) else {}
+
+
+def ensemble_training(path: Path, members: dict[str, LoadedModel]) -> dict:
+    """The card's training entry of the ensemble at `path` (member subfolder -> loaded
+    model): which members, the corpora any of them heard and, as held-out test speakers,
+    those no member heard: each member held them out or never trained on their corpus."""
     corpora: dict[str, int] = {}
-    for card in cards:
-        for corpus, count in card.training.get("corpora", {}).items():
-            corpora[corpus] = max(corpora.get(corpus, 0), count)
-    held_out = [set(card.training.get("split", {}).get("test_speakers", [])) for card in cards]
-    first = cards[0].training.get("split", {}).get("test_speakers", [])
+    # per member: its corpora (None where its card does not say: it may have heard any)
+    # and the speakers it held out
+    heard: list[tuple[set | None, set]] = []
+    for folder, model in members.items():
+        with _blame(path / folder / CARD):
+            mine = _training_entry(model.card, "corpora")
+            for corpus, count in mine.items():
+                corpora[corpus] = max(corpora.get(corpus, 0), int(count))
+            held = _training_entry(model.card, "split").get("test_speakers", [])
+            heard.append((set(mine) or None, {s for s in held if isinstance(s, str)}
+                          if isinstance(held, list) else set()))
+    candidates = sorted(set().union(*(held for _, held in heard)))
     return {"ensemble": [{"folder": folder, "name": model.name, "version": model.version,
                           "temperature": model.card.temperature}
                          for folder, model in members.items()],
             "corpora": corpora,
-            "split": {"description": "speakers every member held out",
-                      "test_speakers": [s for s in first if all(s in h for h in held_out)]}}
+            "split": {"description": "speakers no member trained on",
+                      "test_speakers": [
+                          s for s in candidates
+                          if all(s in held or trained is not None
+                                 and s.split(":", 1)[0] not in trained
+                                 for trained, held in heard)]}}
 
 
-def write_ensemble_folder(out: str | Path, member_dirs: list[str | Path], name: str) -> Path:
+def write_ensemble_folder(out: str | Path, member_dirs: list[str | Path],
+                          name: str) -> LoadedModel:
     """Copy the model folders `member_dirs` into `out` as member-1, member-2, ... and
-    write its ensemble.json; the result is loaded once, so a mismatch is an error now,
-    not at scoring time (the half-written folder is then removed)."""
+    write its ensemble.json; returns it loaded, so a mismatch is an error now, not at
+    scoring time (whatever fails, the half-written folder is removed)."""
     out = Path(out)
     if not 2 <= len(member_dirs) <= MAX_MEMBERS:
         raise ModelFolderError(f"an ensemble needs 2 to {MAX_MEMBERS} members, "
                                f"got {len(member_dirs)}")
+    ModelCard(name=name, labels=[])  # the name's checks, before anything is copied
     if out.exists():
         raise ModelFolderError(f"{out}: already exists (an ensemble is written to a new "
                                "folder)")
     for member in member_dirs:
         if (Path(member) / ENSEMBLE).exists():
             raise ModelFolderError(f"{member}: an ensemble cannot be a member")
-        load_model_folder(member)  # a member that does not load fails here, by its name
+        load_model_folder(member)  # a member that does not load fails here, by its own path
     names = [f"member-{i}" for i in range(1, len(member_dirs) + 1)]
     try:
         for member, folder in zip(member_dirs, names, strict=True):
@@ -110,29 +132,17 @@ def write_ensemble_folder(out: str | Path, member_dirs: list[str | Path], name: 
                 shutil.copyfile(Path(member) / file, out / folder / file)
         (out / ENSEMBLE).write_text(json.dumps({"name": name, "members": names}, indent=2)
                                     + "\n")
-        load_model_folder(out)
-    except (ModelFolderError, OSError):
+        return load_model_folder(out)
+    except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return out
 
 
 def load_ensemble_folder(path: Path) -> LoadedModel:
     """An ensemble folder (load_model_folder comes here when it holds ensemble.json), each
     member loaded and checked as any model folder, then checked against the first."""
-    manifest = _read_json(path / ENSEMBLE)
-    with _blame(path / ENSEMBLE):
-        name, folders = manifest["name"], manifest["members"]
-        if not isinstance(folders, list) or not 2 <= len(folders) <= MAX_MEMBERS \
-                or not all(_is_plain_name(folder) for folder in folders) \
-                or len(set(folders)) != len(folders):
-            raise ValueError(f"members must list 2 to {MAX_MEMBERS} distinct subfolder "
-                             f"names, got {_brief(folders)}")
-    members: dict[str, LoadedModel] = {}
-    for folder in folders:
-        if (path / folder / ENSEMBLE).exists():
-            raise ModelFolderError(f"{path / folder}: an ensemble cannot hold an ensemble")
-        members[folder] = load_model_folder(path / folder)
+    manifest, folders = ensemble_manifest(path)
+    members = {folder: load_model_folder(path / folder) for folder in folders}
     first_folder, first = folders[0], members[folders[0]]
     for folder, member in members.items():
         differs = [what for what, same in (
@@ -144,22 +154,20 @@ def load_ensemble_folder(path: Path) -> LoadedModel:
             raise ModelFolderError(f"{path / folder}: its {', '.join(differs)} differ from "
                                    f"{first_folder}'s: an ensemble's members must read the "
                                    "same features and give the same labels")
+    training = ensemble_training(path, members)
     with _blame(path / ENSEMBLE):
-        card = ModelCard(name=name, labels=first.labels, label_map=first.card.label_map,
-                         valence=first.card.valence, training=ensemble_training(members),
-                         metrics=manifest.get("metrics", {}))
+        metrics = manifest.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise ValueError(f"metrics must be an object, got {_brief(metrics)}")
+        card = ModelCard(name=manifest["name"], labels=first.labels,
+                         label_map=first.card.label_map, valence=first.card.valence,
+                         training=training, metrics=metrics)
     network = AveragedNetwork([m.model for m in members.values()],
                               [m.card.temperature for m in members.values()])
     analytics = _read_json(path / ANALYTICS) if (path / ANALYTICS).exists() else {}
     return LoadedModel(network, first.mel, first.norm, card,
                        ensemble_version([m.version for m in members.values()]), analytics,
                        str(path / ANALYTICS))
-
-
-def _is_plain_name(folder: object) -> bool:
-    """A member is a subfolder named directly: no path, nothing outside the ensemble."""
-    return isinstance(folder, str) and 0 < len(folder) <= 100 and "/" not in folder \
-        and "\\" not in folder and folder not in (".", "..")
 
 
 def _close(a: Normalization, b: Normalization) -> bool:

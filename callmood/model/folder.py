@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import reprlib
 import stat
 import warnings
@@ -63,6 +64,8 @@ PREPROCESSOR = "preprocessor_config.json"
 CARD = "callmood.json"
 ANALYTICS = "call_analytics.json"  # a file of its own: readers older than it ignore it
 ENSEMBLE = "ensemble.json"  # an ensemble folder's: its name and member subfolders
+MAX_MEMBERS = 8
+MEMBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 # Sane limits of a model folder. The bundled model's JSON files are under 10 kB and its
@@ -176,7 +179,9 @@ class LoadedModel:
     mel: MelConfig
     norm: Normalization
     card: ModelCard
-    version: str  # the first 12 hex digits of the weights file's sha256
+    # the first 12 hex digits of the weights file's sha256 (an ensemble's: of its members'
+    # versions in order, callmood.model.ensemble)
+    version: str
     # call_analytics.json as read (checked only as a JSON object; CallAnalytics.of_model
     # reads the settings) and where it lies, for errors; {} for a folder without one
     analytics: dict = field(default_factory=dict)
@@ -254,14 +259,36 @@ def write_call_analytics(path: str | Path, settings: dict, fitted_on: str) -> Pa
 
 def folder_files(path: str | Path) -> list[str]:
     """The files, relative to `path`, that scoring loads from the model folder there (an
-    ensemble's members' too): what a Dask run ships to its workers, once the folder has
-    loaded (which checks an ensemble's member names)."""
+    ensemble's members' too, their names checked as loading checks them): what a Dask run
+    ships to its workers."""
     path = Path(path)
     if not (path / ENSEMBLE).exists():
         return [CONFIG, WEIGHTS, PREPROCESSOR, CARD]
-    members = _read_json(path / ENSEMBLE).get("members", [])
-    return [ENSEMBLE, *(f"{member}/{file}" for member in members if isinstance(member, str)
-                        for file in folder_files(path / member))]
+    _, members = ensemble_manifest(path)
+    return [ENSEMBLE, *(f"{member}/{file}" for member in members
+                        for file in (CONFIG, WEIGHTS, PREPROCESSOR, CARD))]
+
+
+def ensemble_manifest(path: Path) -> tuple[dict, list[str]]:
+    """ensemble.json's values and its member subfolders, checked: 2 to MAX_MEMBERS distinct
+    plain names of real folders inside `path` (no link, no path, nothing outside it), none
+    an ensemble itself."""
+    manifest = _read_json(path / ENSEMBLE)
+    with _blame(path / ENSEMBLE):
+        members = manifest["members"]
+        if not isinstance(members, list) or not 2 <= len(members) <= MAX_MEMBERS \
+                or not all(isinstance(m, str) and MEMBER_NAME.fullmatch(m) for m in members) \
+                or len(set(members)) != len(members) or set(members) & {".", ".."}:
+            raise ValueError(f"members must list 2 to {MAX_MEMBERS} distinct subfolder names "
+                             f"(letters, digits, '.', '_', '-'), got {_brief(members)}")
+    for member in members:
+        folder = path / member
+        if folder.is_symlink() or not folder.is_dir():
+            raise ModelFolderError(f"{folder}: a member must be a folder inside the ensemble "
+                                   "(not a link)")
+        if (folder / ENSEMBLE).exists():
+            raise ModelFolderError(f"{folder}: an ensemble cannot hold an ensemble")
+    return manifest, members
 
 
 def _brief(value: object, limit: int = 200) -> str:

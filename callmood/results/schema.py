@@ -33,7 +33,7 @@ SEGMENT_FIELDS = [
 ]
 SEGMENT_TAIL_FIELDS = [
     pa.field("model_name", pa.string(), nullable=False),
-    pa.field("model_version", pa.string(), nullable=False),  # sha256 prefix of the weights
+    pa.field("model_version", pa.string(), nullable=False),  # LoadedModel.version
     pa.field("scored_at", TIMESTAMP, nullable=False),
 ]
 

@@ -8,6 +8,7 @@ from batch_fixtures import LABELS, SAMPLE_CALLS, make_model_folder
 
 from callmood.batch.score import ScoreConfig, score_calls
 from callmood.model.ensemble import write_ensemble_folder
+from callmood.model.folder import load_model_folder
 
 distributed = pytest.importorskip("distributed")
 
@@ -27,9 +28,11 @@ def exact(row: dict) -> dict:
 @pytest.mark.parametrize("kind", ["one model", "ensemble"])
 def test_dask_cluster_run_equals_local_run(tmp_path, kind):
     model = str(make_model_folder(tmp_path / "model"))
+    version = load_model_folder(model).version
     if kind == "ensemble":  # shipped with its member folders
-        model = str(write_ensemble_folder(tmp_path / "ensemble", [
-            model, make_model_folder(tmp_path / "other", seed=1)], "tiny-ensemble"))
+        version = write_ensemble_folder(tmp_path / "ensemble", [
+            model, make_model_folder(tmp_path / "other", seed=1)], "tiny-ensemble").version
+        model = str(tmp_path / "ensemble")
     local = score_calls([str(SAMPLE_CALLS)], str(tmp_path / "local"), model,
                         ScoreConfig(workers=1), progress=False)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -41,6 +44,7 @@ def test_dask_cluster_run_equals_local_run(tmp_path, kind):
     assert remote.segments == local.segments
     expected, got = segments(tmp_path / "local"), segments(tmp_path / "dask")
     assert len(got) == len(expected)
+    assert {row["model_version"] for row in got} == {version}
     for a, b in zip(expected, got, strict=True):
         # the same segment: call, file, channel, role, timing and model, exactly
         assert exact(a) == exact(b)

@@ -49,7 +49,8 @@ def test_an_ensemble_scores_its_members_calibrated_probabilities_averaged(tmp_pa
     a = member(tmp_path / "a", tiny_mel, 1, temperature=2.0)
     b = member(tmp_path / "b", tiny_mel, 2, temperature=0.5,
                test_speakers=("ravdess:02", "ravdess:03"))
-    folder = write_ensemble_folder(tmp_path / "ens", [a, b], "pair")
+    write_ensemble_folder(tmp_path / "ens", [a, b], "pair")
+    folder = tmp_path / "ens"
     # only JSON and safetensors, the members as subfolders
     assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) \
         == sorted(folder_files(folder))
@@ -61,6 +62,10 @@ def test_an_ensemble_scores_its_members_calibrated_probabilities_averaged(tmp_pa
     # evaluation and predict read utterances through Inference: the same average
     scores = Inference.of(ensemble).utterances([mels[0], mels[1]])
     np.testing.assert_allclose(scores.probs, expected[:2], rtol=1e-5, atol=1e-6)
+    # in bf16 too, each member in bf16, the average in fp32
+    np.testing.assert_allclose(ensemble.predict_mels(mels, bf16=True),
+                               (one.predict_mels(mels, bf16=True)
+                                + two.predict_mels(mels, bf16=True)) / 2, rtol=1e-5, atol=1e-6)
 
     assert ensemble.name == "pair" and ensemble.labels == TINY_LABELS
     assert ensemble.card.temperature == 1.0  # each member applies its own
@@ -73,7 +78,7 @@ def test_an_ensemble_scores_its_members_calibrated_probabilities_averaged(tmp_pa
     write_call_analytics(folder, {"min_rise": 0.3}, "dev calls")
     assert load_model_folder(folder).analytics == {"min_rise": 0.3, "fitted_on": "dev calls"}
     # the same members in another order are another ensemble (version), same scores
-    swapped = load_model_folder(write_ensemble_folder(tmp_path / "swapped", [b, a], "pair"))
+    swapped = write_ensemble_folder(tmp_path / "swapped", [b, a], "pair")
     assert swapped.version != ensemble.version
     np.testing.assert_allclose(swapped.predict_mels(mels), expected, rtol=1e-5, atol=1e-6)
 
@@ -127,20 +132,64 @@ def test_members_that_read_other_features_or_labels_are_refused(tmp_path, tiny_m
 ])
 def test_an_ensemble_json_from_a_stranger_names_only_its_own_subfolders(tmp_path, tiny_mel,
                                                                         members, message):
-    folder = write_ensemble_folder(tmp_path / "ens", [member(tmp_path / "a", tiny_mel, 1),
-                                                      member(tmp_path / "b", tiny_mel, 2)], "x")
+    folder = tmp_path / "ens"
+    write_ensemble_folder(folder, [member(tmp_path / "a", tiny_mel, 1),
+                                   member(tmp_path / "b", tiny_mel, 2)], "x")
     shutil.copytree(folder / "member-2", tmp_path / "outside")
     (folder / "ensemble.json").write_text(json.dumps({"name": "x", "members": members}))
     with pytest.raises(ModelFolderError, match=f"ensemble.json: .*{message}"):
         load_model_folder(folder)
+    with pytest.raises(ModelFolderError, match=f"ensemble.json: .*{message}"):
+        folder_files(folder)  # what a Dask run would ship: the same checks
+
+
+def test_a_member_that_is_a_link_is_refused(tmp_path, tiny_mel):
+    folder = tmp_path / "ens"
+    write_ensemble_folder(folder, [member(tmp_path / "a", tiny_mel, 1),
+                                   member(tmp_path / "b", tiny_mel, 2)], "x")
+    shutil.rmtree(folder / "member-2")
+    (folder / "member-2").symlink_to(tmp_path / "b")  # a folder anywhere on the machine
+    for read in (load_model_folder, folder_files):
+        with pytest.raises(ModelFolderError, match="member-2: a member must be a folder "
+                                                   "inside the ensemble"):
+            read(folder)
+
+
+def test_held_out_speakers_are_those_no_member_trained_on(tmp_path, tiny_mel):
+    a = member(tmp_path / "a", tiny_mel, 1, test_speakers=("ravdess:01", "emodb:03"))
+    b = member(tmp_path / "b", tiny_mel, 2, test_speakers=("ravdess:01", "ravdess:02"))
+    card = json.loads((a / "callmood.json").read_text())
+    card["training"]["corpora"]["emodb"] = 50  # a trained on emodb, b never did
+    (a / "callmood.json").write_text(json.dumps(card))
+    ensemble = write_ensemble_folder(tmp_path / "ens", [a, b], "x")
+    assert ensemble.card.training["split"]["test_speakers"] == ["emodb:03", "ravdess:01"]
+    assert ensemble.card.training["corpora"] == {"ravdess": 102, "emodb": 50}
+
+
+@pytest.mark.parametrize("training", [[], {"corpora": "all", "split": 3},
+                                      {"corpora": {"ravdess": "many"}}])
+def test_a_members_odd_training_entry_is_no_traceback(tmp_path, tiny_mel, training):
+    a, b = member(tmp_path / "a", tiny_mel, 1), member(tmp_path / "b", tiny_mel, 2)
+    card = json.loads((b / "callmood.json").read_text())
+    card["training"] = training
+    (b / "callmood.json").write_text(json.dumps(card))
+    load_model_folder(b)  # a single model loads with any training entry
+    if training == {"corpora": {"ravdess": "many"}}:
+        with pytest.raises(ModelFolderError, match="member-2/callmood.json: .*many"):
+            write_ensemble_folder(tmp_path / "ens", [a, b], "x")
+        assert not (tmp_path / "ens").exists()  # nothing half-written is left
+    else:
+        ensemble = write_ensemble_folder(tmp_path / "ens", [a, b], "x")
+        assert ensemble.card.training["split"]["test_speakers"] == []
 
 
 def test_an_ensemble_cannot_hold_an_ensemble(tmp_path, tiny_mel):
     a, b = member(tmp_path / "a", tiny_mel, 1), member(tmp_path / "b", tiny_mel, 2)
-    inner = write_ensemble_folder(tmp_path / "inner", [a, b], "inner")
+    inner, outer = tmp_path / "inner", tmp_path / "outer"
+    write_ensemble_folder(inner, [a, b], "inner")
     with pytest.raises(ModelFolderError, match="an ensemble cannot be a member"):
-        write_ensemble_folder(tmp_path / "outer", [inner, a], "outer")
-    outer = write_ensemble_folder(tmp_path / "outer", [a, b], "outer")
+        write_ensemble_folder(outer, [inner, a], "outer")
+    write_ensemble_folder(outer, [a, b], "outer")
     shutil.rmtree(outer / "member-2")
     shutil.copytree(inner, outer / "member-2")
     with pytest.raises(ModelFolderError, match="member-2: an ensemble cannot hold an ensemble"):
