@@ -325,19 +325,25 @@ def predict(files, model_dir, fmt, threads):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="the ensemble folder to write (must not exist)")
 @click.option("--name", required=True, help="the name its scores carry")
-def ensemble(members, out, name):
+@click.option("--average", type=click.Choice(["probabilities", "weights"]),
+              default="probabilities", show_default=True,
+              help="probabilities: an ensemble folder, a forward pass per member; weights: "
+                   "one network whose weights are the members' mean (members fine-tuned "
+                   "from one initialisation; its temperature is 1, not fitted)")
+def ensemble(members, out, name, average):
     """Make one model of several: an ensemble folder whose scores are the MEMBERS' calibrated
-    probabilities averaged (model folders that read the same features and give the same
-    labels). Any command's --model takes it; it costs a forward pass per member."""
-    from callmood.model.ensemble import write_ensemble_folder
+    probabilities averaged, or one model of their averaged weights (model folders that read
+    the same features and give the same labels). Any scoring command's --model takes it."""
+    from callmood.model.ensemble import write_ensemble_folder, write_weight_average
 
+    write = write_weight_average if average == "weights" else write_ensemble_folder
     try:
-        model = write_ensemble_folder(out, list(members), name)
+        model = write(out, list(members), name)
     except (ValueError, OSError) as err:
         _fail(err)
     held_out = len(model.card.training["split"]["test_speakers"])
     click.echo(f"wrote {out}: {name} (version {model.version}), {len(members)} members; "
-               f"{held_out} test speakers that every member held out")
+               f"{held_out} test speakers no member trained on")
 
 
 COMMANDS = [train, evaluate, tune, predict, ensemble]

@@ -14,6 +14,7 @@ Ensembles of models of one recipe gained on unseen corpora in the ablation proto
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -40,6 +41,7 @@ from callmood.model.folder import (
     _read_json,
     ensemble_manifest,
     load_model_folder,
+    save_model_folder,
 )
 from callmood.signal.features import Normalization
 
@@ -138,22 +140,49 @@ def write_ensemble_folder(out: str | Path, member_dirs: list[str | Path],
         raise
 
 
+def write_weight_average(out: str | Path, member_dirs: list[str | Path],
+                         name: str) -> LoadedModel:
+    """One ordinary model folder whose weights are the members' averaged (a "model soup",
+    Wortsman et al. 2022): one network's cost. Members must be the same network reading
+    the same features; it only works for models fine-tuned from one initialisation. Its
+    temperature is 1, not fitted: calibrate it before its probabilities are read as
+    shares."""
+    out = Path(out)
+    if not 2 <= len(member_dirs) <= MAX_MEMBERS:
+        raise ModelFolderError(f"an average needs 2 to {MAX_MEMBERS} members, "
+                               f"got {len(member_dirs)}")
+    if out.exists():
+        raise ModelFolderError(f"{out}: already exists (the average is written to a new "
+                               "folder)")
+    for member in member_dirs:
+        if (Path(member) / ENSEMBLE).exists():
+            raise ModelFolderError(f"{member}: an ensemble cannot be a member")
+    members = {str(member): load_model_folder(member) for member in member_dirs}
+    check_alike(Path(), members, architecture=True)
+    first = next(iter(members.values()))
+    states = [m.model.state_dict() for m in members.values()]
+    network = copy.deepcopy(first.model)
+    network.load_state_dict({key: sum(state[key].double() for state in states) / len(states)
+                             if tensor.is_floating_point() else tensor
+                             for key, tensor in states[0].items()})
+    training = ensemble_training(Path(), members) | {"averaged": "weights"}
+    card = ModelCard(name=name, labels=first.labels, label_map=first.card.label_map,
+                     valence=first.card.valence, training=training)
+    try:
+        save_model_folder(out, network, first.mel, first.norm, card)
+        return load_model_folder(out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def load_ensemble_folder(path: Path) -> LoadedModel:
     """An ensemble folder (load_model_folder comes here when it holds ensemble.json), each
     member loaded and checked as any model folder, then checked against the first."""
     manifest, folders = ensemble_manifest(path)
     members = {folder: load_model_folder(path / folder) for folder in folders}
-    first_folder, first = folders[0], members[folders[0]]
-    for folder, member in members.items():
-        differs = [what for what, same in (
-            ("labels", member.labels == first.labels),
-            ("valence", member.card.valence == first.card.valence),
-            ("mel settings", member.mel == first.mel),
-            ("normalisation", _close(member.norm, first.norm))) if not same]
-        if differs:
-            raise ModelFolderError(f"{path / folder}: its {', '.join(differs)} differ from "
-                                   f"{first_folder}'s: an ensemble's members must read the "
-                                   "same features and give the same labels")
+    check_alike(path, members)
+    first = members[folders[0]]
     training = ensemble_training(path, members)
     with _blame(path / ENSEMBLE):
         metrics = manifest.get("metrics", {})
@@ -168,6 +197,30 @@ def load_ensemble_folder(path: Path) -> LoadedModel:
     return LoadedModel(network, first.mel, first.norm, card,
                        ensemble_version([m.version for m in members.values()]), analytics,
                        str(path / ANALYTICS))
+
+
+def check_alike(path: Path, members: dict[str, LoadedModel],
+                architecture: bool = False) -> None:
+    """Members (folder under `path` -> model) that read the same features and give the same
+    labels (and, with `architecture`, are the same network), else a ModelFolderError
+    naming the first that differs from the first member."""
+    (first_folder, first), *_ = members.items()
+    for folder, member in members.items():
+        differs = [what for what, same in (
+            ("labels", member.labels == first.labels),
+            ("valence", member.card.valence == first.card.valence),
+            ("mel settings", member.mel == first.mel),
+            ("normalisation", _close(member.norm, first.norm)),
+            ("architecture", not architecture or _shapes(member) == _shapes(first)))
+            if not same]
+        if differs:
+            raise ModelFolderError(f"{path / folder}: its {', '.join(differs)} differ from "
+                                   f"{first_folder}'s: members must read the same features "
+                                   "and give the same labels")
+
+
+def _shapes(model: LoadedModel) -> dict:
+    return {key: (tuple(t.shape), t.dtype) for key, t in model.model.state_dict().items()}
 
 
 def _close(a: Normalization, b: Normalization) -> bool:

@@ -89,7 +89,7 @@ def test_the_ensemble_command_writes_a_folder_predict_reads(tmp_path, tiny_mel, 
     made = runner.invoke(main, ["ensemble", str(a), str(b), "--out", str(tmp_path / "e"),
                                 "--name", "pair"])
     assert made.exit_code == 0, made.output
-    assert "2 members" in made.output and "2 test speakers" in made.output
+    assert "2 members" in made.output and "2 test speakers no member" in made.output
     tone = str(write_wav("tone.wav", seconds=2.0))
     predicted = runner.invoke(main, ["predict", tone, "--model", str(tmp_path / "e"),
                                      "--format", "jsonl"])
@@ -200,3 +200,29 @@ def test_an_ensemble_cannot_hold_an_ensemble(tmp_path, tiny_mel):
     (outer / "member-2" / "model.safetensors").unlink()
     with pytest.raises(ModelFolderError, match="member-2: model.safetensors is missing"):
         load_model_folder(outer)
+
+
+def test_averaged_weights_make_one_ordinary_model_folder(tmp_path, tiny_mel):
+    a, b = member(tmp_path / "a", tiny_mel, 1, 2.0), member(tmp_path / "b", tiny_mel, 2, 0.5)
+    runner = CliRunner()
+    made = runner.invoke(main, ["ensemble", str(a), str(b), "--out", str(tmp_path / "soup"),
+                                "--name", "soup", "--average", "weights"])
+    assert made.exit_code == 0, made.output
+    assert not (tmp_path / "soup" / "ensemble.json").exists()  # one network, any reader
+    soup, one, two = (load_model_folder(p) for p in (tmp_path / "soup", a, b))
+    for key, tensor in soup.model.state_dict().items():
+        torch.testing.assert_close(tensor, (one.model.state_dict()[key]
+                                            + two.model.state_dict()[key]) / 2)
+    assert soup.card.temperature == 1.0  # not fitted: the members' are not the soup's
+    assert soup.card.training["averaged"] == "weights"
+    assert [m["version"] for m in soup.card.training["ensemble"]] == [one.version, two.version]
+    assert soup.predict_mels(random_mels(tiny_mel)).shape == (6, len(TINY_LABELS))
+    # members of another architecture cannot be averaged
+    torch.manual_seed(3)
+    other = save_model_folder(tmp_path / "c", build_model(tiny_mel, list(TINY_LABELS),
+                                                          "random:tiny"), tiny_mel, NORM,
+                              ModelCard(name="c", labels=list(TINY_LABELS)))
+    refused = runner.invoke(main, ["ensemble", str(a), str(other), "--out",
+                                   str(tmp_path / "bad"), "--name", "x", "--average", "weights"])
+    assert refused.exit_code != 0 and "its architecture differ" in refused.output
+    assert not (tmp_path / "bad").exists()
