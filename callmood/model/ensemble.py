@@ -28,11 +28,9 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from callmood.model.folder import (
     ANALYTICS,
     CARD,
-    CONFIG,
     ENSEMBLE,
     MAX_MEMBERS,
-    PREPROCESSOR,
-    WEIGHTS,
+    MODEL_FILES,
     LoadedModel,
     ModelCard,
     ModelFolderError,
@@ -109,28 +107,36 @@ def ensemble_training(path: Path, members: dict[str, LoadedModel]) -> dict:
                                  for trained, held in heard)]}}
 
 
+def _loaded_members(out: Path, member_dirs: list[str | Path],
+                    name: str) -> dict[str, LoadedModel]:
+    """The members of a new combined model folder `out` (path -> loaded, an error naming
+    the member's own path), checked before anything is written: 2 to MAX_MEMBERS of them,
+    none an ensemble, `name` a model name and `out` not there yet."""
+    if not 2 <= len(member_dirs) <= MAX_MEMBERS:
+        raise ModelFolderError(f"combining models needs 2 to {MAX_MEMBERS} members, "
+                               f"got {len(member_dirs)}")
+    ModelCard(name=name, labels=[])  # the name's checks
+    if out.exists():
+        raise ModelFolderError(f"{out}: already exists (a combined model is written to a new "
+                               "folder)")
+    for member in member_dirs:
+        if (Path(member) / ENSEMBLE).exists():
+            raise ModelFolderError(f"{member}: an ensemble cannot be a member")
+    return {str(member): load_model_folder(member) for member in member_dirs}
+
+
 def write_ensemble_folder(out: str | Path, member_dirs: list[str | Path],
                           name: str) -> LoadedModel:
     """Copy the model folders `member_dirs` into `out` as member-1, member-2, ... and
     write its ensemble.json; returns it loaded, so a mismatch is an error now, not at
     scoring time (whatever fails, the half-written folder is removed)."""
     out = Path(out)
-    if not 2 <= len(member_dirs) <= MAX_MEMBERS:
-        raise ModelFolderError(f"an ensemble needs 2 to {MAX_MEMBERS} members, "
-                               f"got {len(member_dirs)}")
-    ModelCard(name=name, labels=[])  # the name's checks, before anything is copied
-    if out.exists():
-        raise ModelFolderError(f"{out}: already exists (an ensemble is written to a new "
-                               "folder)")
-    for member in member_dirs:
-        if (Path(member) / ENSEMBLE).exists():
-            raise ModelFolderError(f"{member}: an ensemble cannot be a member")
-        load_model_folder(member)  # a member that does not load fails here, by its own path
+    _loaded_members(out, member_dirs, name)  # a member that does not load fails by its path
     names = [f"member-{i}" for i in range(1, len(member_dirs) + 1)]
     try:
         for member, folder in zip(member_dirs, names, strict=True):
             (out / folder).mkdir(parents=True)
-            for file in (CONFIG, WEIGHTS, PREPROCESSOR, CARD):
+            for file in MODEL_FILES:
                 shutil.copyfile(Path(member) / file, out / folder / file)
         (out / ENSEMBLE).write_text(json.dumps({"name": name, "members": names}, indent=2)
                                     + "\n")
@@ -148,16 +154,7 @@ def write_weight_average(out: str | Path, member_dirs: list[str | Path],
     temperature is 1, not fitted: calibrate it before its probabilities are read as
     shares."""
     out = Path(out)
-    if not 2 <= len(member_dirs) <= MAX_MEMBERS:
-        raise ModelFolderError(f"an average needs 2 to {MAX_MEMBERS} members, "
-                               f"got {len(member_dirs)}")
-    if out.exists():
-        raise ModelFolderError(f"{out}: already exists (the average is written to a new "
-                               "folder)")
-    for member in member_dirs:
-        if (Path(member) / ENSEMBLE).exists():
-            raise ModelFolderError(f"{member}: an ensemble cannot be a member")
-    members = {str(member): load_model_folder(member) for member in member_dirs}
+    members = _loaded_members(out, member_dirs, name)
     check_alike(Path(), members, architecture=True)
     first = next(iter(members.values()))
     states = [m.model.state_dict() for m in members.values()]

@@ -63,6 +63,7 @@ WEIGHTS = "model.safetensors"
 PREPROCESSOR = "preprocessor_config.json"
 CARD = "callmood.json"
 ANALYTICS = "call_analytics.json"  # a file of its own: readers older than it ignore it
+MODEL_FILES = (CONFIG, WEIGHTS, PREPROCESSOR, CARD)  # what scoring loads of a single model
 ENSEMBLE = "ensemble.json"  # an ensemble folder's: its name and member subfolders
 MAX_MEMBERS = 8
 MEMBER_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -263,10 +264,9 @@ def folder_files(path: str | Path) -> list[str]:
     ships to its workers."""
     path = Path(path)
     if not (path / ENSEMBLE).exists():
-        return [CONFIG, WEIGHTS, PREPROCESSOR, CARD]
+        return list(MODEL_FILES)
     _, members = ensemble_manifest(path)
-    return [ENSEMBLE, *(f"{member}/{file}" for member in members
-                        for file in (CONFIG, WEIGHTS, PREPROCESSOR, CARD))]
+    return [ENSEMBLE, *(f"{member}/{file}" for member in members for file in MODEL_FILES)]
 
 
 def ensemble_manifest(path: Path) -> tuple[dict, list[str]]:
